@@ -1,0 +1,17 @@
+"""Exceptions the project raises on purpose: callers (CLI, service) map them to clear messages and status codes."""
+
+
+class SpeechFlowError(Exception):
+    """Base class for every error SpeechFlow raises deliberately."""
+
+
+class AudioError(SpeechFlowError, ValueError):
+    """Audio that cannot be used: undecodable, empty, non-finite, or outside the limits."""
+
+
+class CheckpointError(SpeechFlowError):
+    """A model directory that is missing, malformed, or does not match the network it should rebuild."""
+
+
+class ConfigError(SpeechFlowError, ValueError):
+    """An invalid configuration value or an unknown preset/solver name."""

@@ -1,0 +1,23 @@
+"""Mel -> waveform. Until a trained vocoder is in the bundle, Griffin-Lim stands in, labelled as the fallback it is."""
+
+from __future__ import annotations
+
+import warnings
+
+from torch import Tensor
+
+from .features import MelConfig, mel_to_waveform_griffin_lim
+
+
+class GriffinLimVocoder:
+    """Last-resort fallback: NNLS mel inversion + fast Griffin-Lim. Audibly phasey; no training needed."""
+
+    name = "griffin-lim (last-resort fallback, no trained vocoder in the bundle)"
+
+    def __init__(self, mel: MelConfig, n_iter: int = 32) -> None:
+        self.mel, self.n_iter = mel, n_iter
+        warnings.warn(f"using {self.name}", stacklevel=2)
+
+    def __call__(self, feats: Tensor) -> Tensor:
+        """Normalised log-mel (B, T, n_mels) -> waveform (B, T * hop)."""
+        return mel_to_waveform_griffin_lim(feats, self.mel, n_iter=self.n_iter)

@@ -1,0 +1,125 @@
+"""Random crops of manifest audio, batched under a frame budget, in a deterministic and resumable order."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import soundfile as sf
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from model.audio import prepare_waveform
+from model.errors import AudioError
+
+from .manifest import Utterance
+
+CropKey = tuple[int, int]  # (utterance index, crop seed)
+
+
+def derive_seed(*keys: int) -> int:
+    """A well-mixed 32-bit seed from integers (stable across runs and platforms, unlike ``hash``)."""
+    return int(np.random.SeedSequence(list(keys)).generate_state(1)[0])
+
+
+class CropDataset(Dataset):
+    """Item ``(index, seed)`` -> a random crop of at most ``max_seconds`` as float32 mono at ``sample_rate``.
+
+    Only the crop is read from disk (soundfile seeks), so hour-long files cost no more than short ones.
+    """
+
+    def __init__(self, utterances: Sequence[Utterance], max_seconds: float, sample_rate: int = 16000) -> None:
+        self.utterances = list(utterances)
+        self.max_seconds = max_seconds
+        self.sample_rate = sample_rate
+
+    def __len__(self) -> int:
+        return len(self.utterances)
+
+    def __getitem__(self, key: CropKey) -> np.ndarray:
+        index, seed = key
+        utt = self.utterances[index]
+        try:
+            with sf.SoundFile(utt.audio) as f:
+                crop = min(f.frames, int(self.max_seconds * f.samplerate))
+                start = int(np.random.default_rng(seed).integers(0, f.frames - crop + 1))
+                f.seek(start)
+                wav = f.read(crop, dtype="float32", always_2d=True)
+                sr = f.samplerate
+        except (sf.LibsndfileError, RuntimeError, OSError) as e:
+            raise AudioError(f"cannot read training audio {utt.audio}: {e}") from e
+        return prepare_waveform(wav, sr, self.sample_rate)
+
+
+def collate_waveforms(wavs: list[np.ndarray]) -> dict[str, torch.Tensor]:
+    """List of 1-D waveforms -> {"wav": (B, N) zero-padded, "lengths": (B,) samples}."""
+    lengths = torch.tensor([len(w) for w in wavs])
+    out = torch.zeros(len(wavs), int(lengths.max()))
+    for i, w in enumerate(wavs):
+        out[i, : len(w)] = torch.from_numpy(w)
+    return {"wav": out, "lengths": lengths}
+
+
+class FrameBudgetBatches:
+    """Infinite stream of batches whose padded size (batch size x longest crop) stays under ``batch_seconds``.
+
+    Utterances are shuffled per epoch, sorted by length within windows of 64 (less padding), cut into batches,
+    and the batches shuffled. Global batch g goes to rank g % world_size; ``start`` skips the batches of
+    ``start`` steps already trained, so a resumed run sees exactly the data it would have seen.
+    """
+
+    def __init__(
+        self,
+        durations: Sequence[float],
+        batch_seconds: float,
+        max_seconds: float,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        max_batch_size: int = 256,
+    ) -> None:
+        self.crops = np.minimum(np.asarray(durations, dtype=float), max_seconds)
+        if batch_seconds < max_seconds:
+            raise ValueError(f"batch budget {batch_seconds}s is smaller than one crop ({max_seconds}s)")
+        self.batch_seconds = batch_seconds
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.max_batch_size = max_batch_size
+
+    def epoch(self, epoch: int) -> list[list[int]]:
+        rng = np.random.default_rng([self.seed, epoch])
+        order = rng.permutation(len(self.crops))
+        batches: list[list[int]] = []
+        for w in range(0, len(order), 64):
+            window = sorted(order[w : w + 64], key=lambda i: self.crops[i])
+            batch: list[int] = []
+            for i in window:
+                if batch and (
+                    (len(batch) + 1) * self.crops[i] > self.batch_seconds or len(batch) >= self.max_batch_size
+                ):
+                    batches.append(batch)
+                    batch = []
+                batch.append(int(i))
+            if batch:
+                batches.append(batch)
+        rng.shuffle(batches)
+        return batches
+
+    def iterate(self, start_step: int = 0) -> Iterator[list[CropKey]]:
+        """Yield this rank's batches from training step ``start_step`` on, as (index, crop seed) keys."""
+        g = start_step * self.world_size + self.rank  # global batch index
+        epoch, offset = 0, g
+        while True:
+            batches = self.epoch(epoch)  # whole epochs before ``start_step`` are skipped without yielding
+            while offset < len(batches):
+                yield [(i, derive_seed(self.seed, g, i)) for i in batches[offset]]
+                g += self.world_size
+                offset += self.world_size
+            offset -= len(batches)
+            epoch += 1
+
+
+def make_loader(dataset: CropDataset, batches: Iterator[list[CropKey]], num_workers: int = 0) -> DataLoader:
+    return DataLoader(
+        dataset, batch_sampler=batches, collate_fn=collate_waveforms, num_workers=num_workers,
+        persistent_workers=num_workers > 0, prefetch_factor=4 if num_workers > 0 else None,
+    )

@@ -1,0 +1,69 @@
+"""Pre-training: masked-condition flow matching on untranscribed audio (the SpeechFlow recipe)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from model.config import ModelConfig, preset
+from model.features import MelSpectrogram
+from model.flow import FlowMatching
+from model.modeling import SpeechFlowModel
+
+from .data import CropDataset, FrameBudgetBatches, make_loader
+from .manifest import read_manifest
+from .masking import pretraining_masks
+from .trainer import TrainConfig, Trainer
+
+
+def frame_mask(mel: MelSpectrogram, lengths: Tensor, num_frames: int) -> Tensor:
+    """Sample lengths (B,) -> (B, num_frames) bool, True on frames computed from real (non-padding) audio."""
+    frames = torch.tensor([mel.num_frames(int(n)) for n in lengths], device=lengths.device)
+    return torch.arange(num_frames, device=lengths.device)[None, :] < frames[:, None]
+
+
+class PretrainObjective:
+    """Features of the crops; condition = features with masked frames zeroed; loss on masked, real frames."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        self.config = config
+        self.mel = MelSpectrogram(config.mel)
+        self.flow = FlowMatching(config.flow)
+
+    def __call__(self, net: nn.Module, batch: dict[str, Tensor], rng: np.random.Generator,
+                 gen: torch.Generator) -> Tensor:
+        self.mel = self.mel.to(batch["wav"].device)
+        x1 = self.mel(batch["wav"])  # (B, T, n_mels)
+        mask = frame_mask(self.mel, batch["lengths"], x1.shape[1])
+        masked = pretraining_masks(rng, mask.sum(1).tolist(), x1.shape[1], self.config.flow).to(x1.device)
+        cond = x1 * (~masked)[..., None]
+        return self.flow.loss(net, x1, cond, mask, masked, generator=gen)
+
+
+def pretrain(
+    data: str | os.PathLike,
+    out: str | os.PathLike,
+    preset_name: str = "tiny",
+    train: TrainConfig | None = None,
+    resume: bool = False,
+) -> Path:
+    """Pre-train (or resume) a model on a manifest; returns the run directory (a loadable model directory)."""
+    train = train or TrainConfig()
+    out = Path(out)
+    if resume and (out / "config.json").is_file():
+        model = SpeechFlowModel.from_pretrained(out)  # the architecture travels with the run
+    else:
+        model = SpeechFlowModel(ModelConfig(task="pretrain", preset=preset_name, network=preset(preset_name)))
+    utterances = read_manifest(data, min_duration=0.1)
+    dataset = CropDataset(utterances, train.max_seconds, model.config.mel.sample_rate)
+
+    def loaders(start_step: int, rank: int, world_size: int):
+        batches = FrameBudgetBatches([u.duration for u in utterances], train.batch_seconds, train.max_seconds,
+                                     seed=train.seed, rank=rank, world_size=world_size)
+        return make_loader(dataset, batches.iterate(start_step), train.num_workers)
+
+    return Trainer(model, PretrainObjective(model.config), loaders, train, out).fit(resume=resume)
