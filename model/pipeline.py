@@ -6,7 +6,6 @@ vocoding cannot drift apart between training, offline use and serving.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,14 +16,13 @@ import torch
 from torch import Tensor
 
 from .audio import prepare_waveform, resample
+from .bundle import BUNDLE_FILE, read_bundle_info, task_dirs
 from .checkpoint import CONFIG_FILE
 from .errors import CheckpointError, ConfigError
 from .features import MelSpectrogram
 from .modeling import SpeechFlowModel
 from .vocoder import GriffinLimVocoder
 
-BUNDLE_FILE = "bundle.json"
-TASK_DIRS = {"pretrain": "pretrained", "enhance": "enhance", "separate": "separate", "tts": "tts"}
 CROSSFADE_S = 0.01  # splice regenerated spans into the original audio with 10 ms linear fades
 
 Span = tuple[float, float]
@@ -79,10 +77,8 @@ class SpeechFlowPipeline:
             return cls({model.config.task: model}, {"source": str(path)})
         if not (path / BUNDLE_FILE).is_file():
             raise CheckpointError(f"{path} is neither a bundle ({BUNDLE_FILE}) nor a model directory ({CONFIG_FILE})")
-        info = json.loads((path / BUNDLE_FILE).read_text())
-        models = {task: SpeechFlowModel.from_pretrained(path / sub, device=dev)
-                  for task, sub in TASK_DIRS.items() if (path / sub / CONFIG_FILE).is_file()}
-        return cls(models, info)
+        models = {task: SpeechFlowModel.from_pretrained(d, device=dev) for task, d in task_dirs(path).items()}
+        return cls(models, read_bundle_info(path))
 
     def model(self, task: str) -> SpeechFlowModel:
         if task not in self.models:
@@ -98,10 +94,10 @@ class SpeechFlowPipeline:
         return padded, torch.arange(padded.shape[1], device=self.device)[None] < lengths[:, None]
 
     def vocode(self, feats: Tensor, mask: Tensor) -> list[np.ndarray]:
-        """(B, T, n_mels), (B, T) -> one waveform per item, trimmed to its own frames."""
-        wav = self.vocoder(feats).float().cpu().numpy()
-        hop = self.mel_config.hop_length
-        return [wav[i, : int(n) * hop] for i, n in enumerate(mask.sum(1).tolist())]
+        """(B, T, n_mels), (B, T) -> one waveform per item. Items are vocoded one by one on their own frames, so a
+        result never depends on what else was in the batch (padding would leak into the edge frames)."""
+        lengths = mask.sum(1).tolist()
+        return [self.vocoder(feats[i : i + 1, : int(n)])[0].float().cpu().numpy() for i, n in enumerate(lengths)]
 
     # --- infilling ----------------------------------------------------------------------------------------------
     def infill(self, wav: np.ndarray, sr: int, spans: Sequence[Span], **kwargs) -> tuple[np.ndarray, int]:

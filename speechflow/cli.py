@@ -66,6 +66,20 @@ def cmd_demo(args: argparse.Namespace) -> None:
           f"(vocoder: {pipe.vocoder_name}); wrote {out_dir}/example.wav and {out_dir}/infilled.wav")
 
 
+def cmd_bundle(args: argparse.Namespace) -> None:
+    import torch
+
+    from model.bundle import write_bundle
+
+    models = {task: path for task in ("pretrain", "enhance", "separate", "tts")
+              if (path := getattr(args, task)) is not None}
+    if not models:
+        raise SpeechFlowError("name at least one model: --pretrain, --enhance, --separate or --tts")
+    info = {"recipe": args.recipe} if args.recipe else None
+    out = write_bundle(args.out, models, dtype=None if args.fp32 else torch.float16, info=info)
+    print(f"bundle written to {out} ({', '.join(models)})")
+
+
 def _parse_span(text: str) -> tuple[float, float]:
     try:
         start, end = (float(x) for x in text.split(":"))
@@ -99,6 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--span", action="append", required=True, help="START:END in seconds (repeatable)")
     _add_inference_args(p)
     p.set_defaults(func=cmd_infill)
+
+    p = sub.add_parser("bundle", help="collect trained model directories into a (fp16) bundle")
+    p.add_argument("--out", required=True)
+    for task in ("pretrain", "enhance", "separate", "tts"):
+        p.add_argument(f"--{task}", metavar="DIR", help=f"{task} model directory (e.g. a run directory)")
+    p.add_argument("--recipe", help="the command(s) that produced the models, recorded in bundle.json")
+    p.add_argument("--fp32", action="store_true", help="keep fp32 weights (default: fp16, half the size)")
+    p.set_defaults(func=cmd_bundle)
 
     p = sub.add_parser("demo", help="infill a generated example with the shipped bundle (offline)")
     p.add_argument("--out", default="demo_output")

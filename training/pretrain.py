@@ -57,6 +57,7 @@ def pretrain(
     if resume and (out / "config.json").is_file():
         model = SpeechFlowModel.from_pretrained(out)  # the architecture travels with the run
     else:
+        torch.manual_seed(train.seed)  # the initial weights are part of the run's recipe
         model = SpeechFlowModel(ModelConfig(task="pretrain", preset=preset_name, network=preset(preset_name)))
     utterances = read_manifest(data, min_duration=0.1)
     dataset = CropDataset(utterances, train.max_seconds, model.config.mel.sample_rate)

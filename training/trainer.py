@@ -200,6 +200,7 @@ class Trainer:
         ema = EMA(net, cfg.ema_decay)
         if resume and self.has_state():
             self.load(net, opt, ema)
+            self._truncate_log()
         ema.shadow = {k: v.to(self.device) for k, v in ema.shadow.items()}
         train_net: nn.Module = net
         if self.dist.world_size > 1:
@@ -238,7 +239,7 @@ class Trainer:
                     rate = (self.step - step_last) / max(now - t_last, 1e-9)
                     t_last, step_last = now, self.step
                     self._log({"step": self.step, "loss": float(np.mean(window)), "lr": lr, "grad_norm": grad_norm,
-                               "steps_per_s": rate, "time": time.time()})
+                               "steps_per_s": rate, "world_size": self.dist.world_size, "time": time.time()})
                     bar.set_postfix(loss=f"{np.mean(window):.4f}", lr=f"{lr:.2e}")
                     window = []
                 if self.step % cfg.save_every == 0:
@@ -255,6 +256,14 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             with (self.out / LOG_FILE).open("a") as f:
                 f.write(json.dumps(row) + "\n")
+
+    def _truncate_log(self) -> None:
+        """Drop log rows written after the last save (they belong to steps that will be trained again)."""
+        path = self.out / LOG_FILE
+        if self.dist.is_main and path.is_file():
+            rows = [line for line in path.read_text().splitlines() if line.strip()]
+            kept = [line for line in rows if json.loads(line)["step"] <= self.step]
+            path.write_text("".join(line + "\n" for line in kept))
 
     def _request_stop(self, signum: int, frame: Any) -> None:
         """SIGTERM: finish the current step, save, and exit cleanly (a SIGKILL loses only the steps since the last

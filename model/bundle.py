@@ -1,0 +1,57 @@
+"""Bundles: a directory of models (``pretrained/ enhance/ separate/ tts/ vocoder/``) plus ``bundle.json`` saying
+which tasks it serves, how each model was trained, and its evaluation figures."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .checkpoint import CONFIG_FILE, read_config, read_weights, save_model_dir, write_json
+from .errors import CheckpointError
+
+BUNDLE_FILE = "bundle.json"
+TASK_DIRS = {"pretrain": "pretrained", "enhance": "enhance", "separate": "separate", "tts": "tts"}
+
+
+def read_bundle_info(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path) / BUNDLE_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"cannot read {path}: {e}") from e
+
+
+def task_dirs(bundle: str | os.PathLike) -> dict[str, Path]:
+    """Task -> model directory, for the tasks present in a bundle."""
+    bundle = Path(bundle)
+    return {task: bundle / sub for task, sub in TASK_DIRS.items() if (bundle / sub / CONFIG_FILE).is_file()}
+
+
+def write_bundle(
+    out: str | os.PathLike,
+    models: dict[str, str | os.PathLike],
+    dtype: torch.dtype | None = torch.float16,
+    info: dict[str, Any] | None = None,
+) -> Path:
+    """Copy model directories (task -> run directory) into a bundle, converting weights to ``dtype`` (fp16 keeps the
+    shipped bundle small), and write bundle.json with each model's training provenance."""
+    out = Path(out)
+    entries: dict[str, Any] = {}
+    for task, src in models.items():
+        if task not in TASK_DIRS:
+            raise CheckpointError(f"unknown task {task!r}; expected one of {sorted(TASK_DIRS)}")
+        config = read_config(src)
+        save_model_dir(out / TASK_DIRS[task], config, read_weights(src), dtype=dtype)
+        entries[task] = {"dir": TASK_DIRS[task], "preset": config.get("preset"),
+                         "training": config.get("extra", {}).get("training", {}).get("step")}
+    previous = read_bundle_info(out) if (out / BUNDLE_FILE).is_file() else {}
+    bundle = {**previous, **(info or {}), "tasks": sorted(set(previous.get("tasks", [])) | set(models)),
+              "models": {**previous.get("models", {}), **entries}, "dtype": str(dtype).removeprefix("torch."),
+              "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    write_json(out / BUNDLE_FILE, bundle)
+    return out

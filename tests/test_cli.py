@@ -1,0 +1,46 @@
+import json
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import soundfile as sf
+
+from model.pipeline import SpeechFlowPipeline
+from speechflow.cli import main
+from tests.conftest import speechlike
+
+
+def test_help_lists_the_commands():
+    out = subprocess.run([sys.executable, "-m", "speechflow.cli", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    for command in ("corpus", "pretrain", "infill", "bundle", "demo"):
+        assert command in out.stdout
+
+
+def test_errors_are_one_clear_line(tmp_path, capsys):
+    assert main(["pretrain", "--data", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("speechflow pretrain: error: manifest not found") and "Traceback" not in err
+    assert main(["infill", "in.wav", "out.wav", "--span", "1:2", "--bundle", str(tmp_path)]) == 2
+    assert "neither a bundle" in capsys.readouterr().err
+
+
+def test_bundle_then_infill_from_the_command_line(debug_model, tmp_path, capsys):
+    debug_model.save_pretrained(tmp_path / "run")
+    assert main(["bundle", "--out", str(tmp_path / "bundle"), "--pretrain", str(tmp_path / "run"),
+                 "--recipe", "speechflow pretrain ..."]) == 0
+    info = json.loads((tmp_path / "bundle" / "bundle.json").read_text())
+    assert info["tasks"] == ["pretrain"] and info["dtype"] == "float16" and info["recipe"] == "speechflow pretrain ..."
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert SpeechFlowPipeline.from_pretrained(tmp_path / "bundle", device="cpu").tasks == ["pretrain"]
+
+    sf.write(tmp_path / "in.wav", speechlike(1.2, seed=1, sr=22050), 22050)
+    code = main(["infill", str(tmp_path / "in.wav"), str(tmp_path / "out.flac"), "--span", "0.3:0.6",
+                 "--bundle", str(tmp_path / "bundle"), "--nfe", "2", "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    out, sr = sf.read(tmp_path / "out.flac")
+    assert sr == 16000 and abs(len(out) - int(1.2 * 16000)) <= 2 and np.isfinite(out).all()
+    assert main(["infill", str(tmp_path / "in.wav"), str(tmp_path / "o.wav"), "--span", "x",
+                 "--bundle", str(tmp_path / "bundle")]) == 2

@@ -1,0 +1,68 @@
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+from model.errors import AudioError, CheckpointError, ConfigError
+from model.pipeline import SpeechFlowPipeline, splice
+from tests.conftest import speechlike
+
+
+@pytest.fixture
+def pipe(debug_model, tmp_path) -> SpeechFlowPipeline:
+    debug_model.save_pretrained(tmp_path / "bundle" / "pretrained")
+    (tmp_path / "bundle" / "bundle.json").write_text(json.dumps({"tasks": ["pretrain"]}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the Griffin-Lim fallback announces itself
+        return SpeechFlowPipeline.from_pretrained(tmp_path / "bundle", device="cpu")
+
+
+def test_infill_regenerates_only_the_spans(pipe):
+    wav = speechlike(2.0, seed=3)
+    out, sr = pipe.infill(wav, 16000, [(0.5, 1.0)], steps=4, seed=1)
+    assert sr == 16000 and out.shape == wav.shape and out.dtype == np.float32
+    np.testing.assert_array_equal(out[: int(0.49 * sr)], wav[: int(0.49 * sr)])
+    np.testing.assert_array_equal(out[int(1.01 * sr) :], wav[int(1.01 * sr) :])
+    assert not np.allclose(out[int(0.6 * sr) : int(0.9 * sr)], wav[int(0.6 * sr) : int(0.9 * sr)])
+    assert "griffin-lim" in pipe.vocoder_name
+
+
+def test_infill_keeps_the_callers_rate_and_batch_matches_single(pipe):
+    from model.pipeline import InfillRequest
+
+    wav44 = speechlike(1.5, seed=4, sr=44100)
+    out, sr = pipe.infill(wav44, 44100, [(0.2, 0.6)], steps=2, seed=7)
+    assert sr == 44100 and abs(len(out) - len(wav44)) <= 2
+    batch = pipe.infill_batch([InfillRequest(speechlike(1.0, seed=5), 16000, [(0.1, 0.3)]),
+                               InfillRequest(wav44, 44100, [(0.2, 0.6)])], steps=2, seed=[0, 7])
+    # equal up to float noise of batched matmuls (an untrained model gives huge, chaotic-phase outputs)
+    assert np.abs(batch[1][0] - out).max() <= 1e-4 * np.abs(out).max()
+
+
+@pytest.mark.parametrize("spans", [[], [(1.0, 0.5)], [(-1.0, 0.5)], [(5.0, 6.0)]])
+def test_infill_rejects_bad_spans(pipe, spans):
+    with pytest.raises(ConfigError):
+        pipe.infill(speechlike(1.0, seed=0), 16000, spans, steps=2)
+
+
+def test_infill_rejects_bad_audio_and_missing_tasks(pipe):
+    with pytest.raises(AudioError):
+        pipe.infill(np.array([np.nan] * 16000, dtype=np.float32), 16000, [(0.1, 0.2)])
+    with pytest.raises(ConfigError, match="no 'enhance' model"):
+        pipe.model("enhance")
+
+
+def test_loading_a_model_directory_or_failing_clearly(debug_model, tmp_path):
+    debug_model.save_pretrained(tmp_path / "run")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert SpeechFlowPipeline.from_pretrained(tmp_path / "run", device="cpu").tasks == ["pretrain"]
+    with pytest.raises(CheckpointError, match="neither a bundle"):
+        SpeechFlowPipeline.from_pretrained(tmp_path / "empty")
+
+
+def test_splice_crossfades():
+    a, b = np.zeros(1000, np.float32), np.ones(1000, np.float32)
+    out = splice(a, b, [(0.02, 0.04)], sr=10000)  # samples 200..400, 100-sample fades
+    assert out[150] == pytest.approx(0.5, abs=0.02) and out[250] == 1.0 and out[99] == 0.0 and out[500] == 0.0
