@@ -80,6 +80,28 @@ def cmd_bundle(args: argparse.Namespace) -> None:
     print(f"bundle written to {out} ({', '.join(models)})")
 
 
+def cmd_profile(args: argparse.Namespace) -> None:
+    import json
+
+    import torch
+
+    from model.config import ModelConfig, preset
+    from model.modeling import SpeechFlowModel
+    from model.pipeline import resolve_device
+    from model.profiling import time_sampler
+
+    device = resolve_device(args.device)
+    if args.preset:  # random weights: speed does not depend on training
+        model = SpeechFlowModel(ModelConfig(network=preset(args.preset), preset=args.preset)).to(device).eval()
+    else:
+        model = SpeechFlowModel.from_pretrained(args.model, device=device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"{model.config.preset}: {model.num_parameters() / 1e6:.2f} M parameters on {device}")
+    for row in time_sampler(model, args.seconds, tuple(args.nfe), args.solver, args.batch, autocast=args.bf16):
+        print(json.dumps(row))
+
+
 def _parse_span(text: str) -> tuple[float, float]:
     try:
         start, end = (float(x) for x in text.split(":"))
@@ -121,6 +143,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", help="the command(s) that produced the models, recorded in bundle.json")
     p.add_argument("--fp32", action="store_true", help="keep fp32 weights (default: fp16, half the size)")
     p.set_defaults(func=cmd_bundle)
+
+    p = sub.add_parser("profile", help="time the ODE sampler offline (ms per network evaluation)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="model directory")
+    source.add_argument("--preset", choices=["debug", "tiny", "small", "base"], help="random weights of a preset")
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--nfe", type=int, nargs="+", default=[8, 16, 32])
+    p.add_argument("--solver", default="midpoint", choices=["euler", "midpoint", "heun", "rk4"])
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_profile)
 
     p = sub.add_parser("demo", help="infill a generated example with the shipped bundle (offline)")
     p.add_argument("--out", default="demo_output")
