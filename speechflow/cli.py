@@ -121,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.set_defaults(func=cmd_corpus)
 
+    p = sub.add_parser("manifest", help="manifests for real corpora: tree (LibriSpeech/Libri-Light), voicebank, "
+                       "librimix", add_help=False)
+    p.add_argument("args", nargs=argparse.REMAINDER)  # dispatched in main() before this parser runs
+
     p = sub.add_parser("pretrain", help="pre-train with masked flow matching on untranscribed audio")
     p.add_argument("--data", required=True, help="JSONL manifest with audio and duration")
     p.add_argument("--preset", default="tiny", choices=["debug", "tiny", "small", "base"])
@@ -187,6 +191,11 @@ def _add_inference_args(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["manifest"]:  # its own parser (training.real_manifests), options and --help included
+        from training.real_manifests import main as manifest_main
+
+        return manifest_main(argv[1:], prog="speechflow manifest")
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
