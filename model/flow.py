@@ -72,9 +72,18 @@ class FlowMatching:
         **net_kwargs: Any,
     ) -> Tensor:
         """Per-element squared error (B, T, D) at a random time per sample; tasks reduce it their own way."""
-        b = x1.shape[0]
-        t = torch.rand(b, device=x1.device, generator=generator)
-        x0 = torch.randn(x1.shape, device=x1.device, generator=generator)
+        t, x0 = self.draw(x1, generator)
+        return self.velocity_error(net, x1, x0, t, cond, mask, **net_kwargs)
+
+    def draw(self, x1: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """A flow time per sample t (B,) ~ U(0, 1) and Gaussian noise x0 shaped like x1."""
+        t = torch.rand(x1.shape[0], device=x1.device, generator=generator)
+        return t, torch.randn(x1.shape, device=x1.device, generator=generator)
+
+    def velocity_error(
+        self, net: nn.Module, x1: Tensor, x0: Tensor, t: Tensor, cond: Tensor, mask: Tensor, **net_kwargs: Any
+    ) -> Tensor:
+        """(v(x_t, t | cond) - u)^2 per element, (B, T, D), in float32."""
         x_t, target = self.path(x0, x1, t)
         v = net(x_t, t, cond, mask, **net_kwargs)
         return (v.float() - target) ** 2

@@ -21,9 +21,15 @@ from .checkpoint import CONFIG_FILE
 from .errors import CheckpointError, ConfigError
 from .features import MelSpectrogram
 from .modeling import SpeechFlowModel
+from .reconstruct import mask_reconstruction, separation_masks
 from .vocoder import GriffinLimVocoder
+from .windows import plan_windows, stitch
 
 CROSSFADE_S = 0.01  # splice regenerated spans into the original audio with 10 ms linear fades
+WINDOW_S = 6.0  # long inputs are generated in windows of this length ...
+OVERLAP_S = 1.0  # ... overlapping by this much, cross-faded
+MAX_BATCH_FRAMES = 24_000  # windows per sampler call are capped by total frames (memory)
+RECONSTRUCTIONS = ("mask", "vocoder")
 
 Span = tuple[float, float]
 
@@ -99,6 +105,100 @@ class SpeechFlowPipeline:
         lengths = mask.sum(1).tolist()
         return [self.vocoder(feats[i : i + 1, : int(n)])[0].float().cpu().numpy() for i, n in enumerate(lengths)]
 
+    def generate_windowed(
+        self,
+        task: str,
+        conds: Sequence[Tensor],
+        seeds: Sequence[int],
+        *,
+        steps: int,
+        solver: str,
+        guidance: float,
+        window_s: float = WINDOW_S,
+        overlap_s: float = OVERLAP_S,
+    ) -> list[Tensor]:
+        """Conditions (T_i, C) -> generated features (T_i, x_dim), long ones in cross-faded windows.
+
+        All windows of all requests are sampled together (in chunks of at most MAX_BATCH_FRAMES); window k of a
+        request is seeded with (seed, k), so a request's output does not depend on its batch-mates.
+        """
+        model = self.model(task)
+        fps = self.sample_rate / self.mel_config.hop_length
+        window, overlap = int(window_s * fps), int(overlap_s * fps)
+        plans = [plan_windows(c.shape[0], window, overlap) for c in conds]
+        pieces = [(i, k, s, e) for i, plan in enumerate(plans) for k, (s, e) in enumerate(plan)]
+        pieces.sort(key=lambda p: p[3] - p[2])  # similar lengths together: less padding
+        generated: dict[tuple[int, int], Tensor] = {}
+        for chunk in _frame_budget_chunks(pieces, MAX_BATCH_FRAMES):
+            parts = [conds[i][s:e] for i, _, s, e in chunk]
+            cond = torch.nn.utils.rnn.pad_sequence(parts, batch_first=True)
+            lengths = torch.tensor([p.shape[0] for p in parts], device=cond.device)
+            mask = torch.arange(cond.shape[1], device=cond.device)[None] < lengths[:, None]
+            out = model.generate(cond, mask, [(seeds[i] + 1_000_003 * k) % 2**31 for i, k, _, _ in chunk],
+                                 nfe=steps, solver=solver, guidance=guidance)
+            for row, (i, k, s, e) in enumerate(chunk):
+                generated[(i, k)] = out[row, : e - s].float()
+        n_streams = model.config.network.x_dim // self.mel_config.n_mels
+        return [stitch([generated[(i, k)] for k in range(len(plan))], plan, conds[i].shape[0], n_streams)
+                for i, plan in enumerate(plans)]
+
+    # --- enhancement and separation -----------------------------------------------------------------------------
+    def enhance(self, wav: np.ndarray, sr: int, **kwargs) -> tuple[np.ndarray, int]:
+        """Noisy speech -> (clean speech (n,), sr) at the input's rate and length."""
+        return self.enhance_batch([(wav, sr)], **kwargs)[0]
+
+    def enhance_batch(self, items: Sequence[tuple[np.ndarray, int]], **kwargs) -> list[tuple[np.ndarray, int]]:
+        return self._run_task("enhance", items, **kwargs)
+
+    def separate(self, wav: np.ndarray, sr: int, **kwargs) -> tuple[np.ndarray, int]:
+        """Two-talker mixture -> ((2, n) speakers, sr) at the input's rate and length."""
+        return self.separate_batch([(wav, sr)], **kwargs)[0]
+
+    def separate_batch(self, items: Sequence[tuple[np.ndarray, int]], **kwargs) -> list[tuple[np.ndarray, int]]:
+        return self._run_task("separate", items, **kwargs)
+
+    def _run_task(
+        self,
+        task: str,
+        items: Sequence[tuple[np.ndarray, int]],
+        *,
+        steps: int = 32,
+        solver: str = "midpoint",
+        guidance: float = 1.0,
+        seed: int | Sequence[int] = 0,
+        reconstruction: str = "mask",
+        window_s: float = WINDOW_S,
+    ) -> list[tuple[np.ndarray, int]]:
+        if reconstruction not in RECONSTRUCTIONS:
+            raise ConfigError(f"reconstruction must be one of {RECONSTRUCTIONS}, got {reconstruction!r}")
+        self.model(task)  # fail before any work if the bundle lacks the task
+        seeds = [seed + i for i in range(len(items))] if isinstance(seed, int) else list(seed)
+        wavs = [prepare_waveform(w, sr, self.sample_rate) for w, sr in items]
+        feats, mask = self.features(wavs)
+        conds = [feats[i, : int(n)] for i, n in enumerate(mask.sum(1).tolist())]
+        outs = self.generate_windowed(task, conds, seeds, steps=steps, solver=solver, guidance=guidance,
+                                      window_s=window_s)
+        results = []
+        for (_, sr), wav, out in zip(items, wavs, outs, strict=True):
+            audio = self._reconstruct(task, wav, out, reconstruction)  # (n,) or (2, n) at 16 kHz
+            audio = np.stack([resample(a, self.sample_rate, sr) for a in audio]) if audio.ndim == 2 else \
+                resample(audio, self.sample_rate, sr)
+            results.append((audio.astype(np.float32), sr))
+        return results
+
+    def _reconstruct(self, task: str, wav: np.ndarray, feats: Tensor, reconstruction: str) -> np.ndarray:
+        """Generated features (T, x_dim) of one input (n,) at 16 kHz -> waveform(s) of the input's length."""
+        x = torch.from_numpy(wav).to(self.device)[None]
+        n = len(wav)
+        if reconstruction == "mask":
+            if task == "enhance":
+                return mask_reconstruction(x, feats[None], self.mel)[0].cpu().numpy()
+            return separation_masks(x, feats[None], self.mel)[0].cpu().numpy()
+        streams = feats.chunk(feats.shape[-1] // self.mel_config.n_mels, dim=-1)
+        audio = [np.pad(w, (0, max(0, n - len(w))))[:n] for w in
+                 (self.vocoder(s[None])[0].float().cpu().numpy() for s in streams)]
+        return audio[0] if len(audio) == 1 else np.stack(audio)
+
     # --- infilling ----------------------------------------------------------------------------------------------
     def infill(self, wav: np.ndarray, sr: int, spans: Sequence[Span], **kwargs) -> tuple[np.ndarray, int]:
         """Regenerate the given time spans (seconds) of a recording with the pre-trained model; the rest of the
@@ -143,6 +243,18 @@ class SpeechFlowPipeline:
                 raise ConfigError(f"span ({start}, {end}) must satisfy 0 <= start < end and start < {duration:.2f} s")
             frames[int(np.floor(start * fps)) : int(np.ceil(min(end, duration) * fps)) + 1] = True
         return frames
+
+
+def _frame_budget_chunks(pieces: list[tuple[int, int, int, int]], budget: int):
+    """Cut length-sorted (request, window, start, end) pieces into runs whose padded size stays within budget."""
+    chunk: list[tuple[int, int, int, int]] = []
+    for piece in pieces:
+        if chunk and (len(chunk) + 1) * (piece[3] - piece[2]) > budget:
+            yield chunk
+            chunk = []
+        chunk.append(piece)
+    if chunk:
+        yield chunk
 
 
 def splice(original: np.ndarray, generated: np.ndarray, spans: Sequence[Span], sr: int) -> np.ndarray:

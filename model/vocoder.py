@@ -16,8 +16,11 @@ class GriffinLimVocoder:
 
     def __init__(self, mel: MelConfig, n_iter: int = 32) -> None:
         self.mel, self.n_iter = mel, n_iter
-        warnings.warn(f"using {self.name}", stacklevel=2)
+        self._warned = False
 
     def __call__(self, feats: Tensor) -> Tensor:
         """Normalised log-mel (B, T, n_mels) -> waveform (B, T * hop)."""
+        if not self._warned:  # say so once, when it is actually used
+            warnings.warn(f"using {self.name}", stacklevel=2)
+            self._warned = True
         return mel_to_waveform_griffin_lim(feats, self.mel, n_iter=self.n_iter)

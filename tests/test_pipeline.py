@@ -66,3 +66,43 @@ def test_splice_crossfades():
     a, b = np.zeros(1000, np.float32), np.ones(1000, np.float32)
     out = splice(a, b, [(0.02, 0.04)], sr=10000)  # samples 200..400, 100-sample fades
     assert out[150] == pytest.approx(0.5, abs=0.02) and out[250] == 1.0 and out[99] == 0.0 and out[500] == 0.0
+
+
+@pytest.fixture
+def task_pipe(debug_model, tmp_path) -> SpeechFlowPipeline:
+    from model.bundle import write_bundle
+    from model.config import ModelConfig, preset
+    from model.modeling import SpeechFlowModel
+
+    debug_model.save_pretrained(tmp_path / "pre")
+    sep = SpeechFlowModel(ModelConfig(task="separate", network=preset("debug", x_dim=160)))
+    sep.save_pretrained(tmp_path / "sep")
+    write_bundle(tmp_path / "b", {"pretrain": tmp_path / "pre", "enhance": tmp_path / "pre",
+                                  "separate": tmp_path / "sep"})
+    return SpeechFlowPipeline.from_pretrained(tmp_path / "b", device="cpu")
+
+
+@pytest.mark.parametrize("sr", [8000, 16000, 48000])
+def test_enhance_and_separate_return_the_input_rate_and_length(task_pipe, sr):
+    wav = speechlike(1.3, seed=2, sr=sr)
+    out, out_sr = task_pipe.enhance(wav, sr, steps=2)
+    assert out_sr == sr and out.shape == wav.shape and np.isfinite(out).all()
+    sep, sep_sr = task_pipe.separate(wav, sr, steps=2)
+    assert sep_sr == sr and sep.shape == (2, len(wav)) and np.isfinite(sep).all()
+    # the mask reconstruction splits the mixture: the two outputs add back up to it
+    if sr == 16000:
+        np.testing.assert_allclose(sep.sum(0), wav, atol=1e-3)
+
+
+def test_long_input_in_windows_equals_batch_and_vocoder_path(task_pipe):
+    long = speechlike(9.0, seed=3)
+    short = speechlike(2.0, seed=4)
+    alone = task_pipe.enhance(long, 16000, steps=2, seed=5, window_s=3.0)[0]
+    batch = task_pipe.enhance_batch([(short, 16000), (long, 16000)], steps=2, seed=[0, 5], window_s=3.0)
+    np.testing.assert_allclose(batch[1][0], alone, atol=1e-4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        voc, _ = task_pipe.enhance(short, 16000, steps=2, reconstruction="vocoder")
+    assert voc.shape == short.shape
+    with pytest.raises(ConfigError, match="reconstruction"):
+        task_pipe.enhance(short, 16000, reconstruction="magic")

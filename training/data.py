@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -22,11 +23,28 @@ def derive_seed(*keys: int) -> int:
     return int(np.random.SeedSequence(list(keys)).generate_state(1)[0])
 
 
-class CropDataset(Dataset):
-    """Item ``(index, seed)`` -> a random crop of at most ``max_seconds`` as float32 mono at ``sample_rate``.
+def read_crop(
+    path: str | os.PathLike, max_seconds: float, seed: int, sample_rate: int, start_s: float | None = None
+) -> tuple[np.ndarray, float]:
+    """A random crop of at most ``max_seconds`` (or the one at ``start_s``) -> (float32 mono at sample_rate, start in
+    seconds). Only the crop is read from disk (soundfile seeks), so hour-long files cost no more than short ones."""
+    try:
+        with sf.SoundFile(path) as f:
+            crop = min(f.frames, int(max_seconds * f.samplerate))
+            if start_s is None:
+                start = int(np.random.default_rng(seed).integers(0, f.frames - crop + 1))
+            else:
+                start = min(int(start_s * f.samplerate), f.frames - crop)
+            f.seek(start)
+            wav = f.read(crop, dtype="float32", always_2d=True)
+            sr = f.samplerate
+    except (sf.LibsndfileError, RuntimeError, OSError) as e:
+        raise AudioError(f"cannot read training audio {path}: {e}") from e
+    return prepare_waveform(wav, sr, sample_rate), start / sr
 
-    Only the crop is read from disk (soundfile seeks), so hour-long files cost no more than short ones.
-    """
+
+class CropDataset(Dataset):
+    """Item ``(index, seed)`` -> a random crop of at most ``max_seconds`` as float32 mono at ``sample_rate``."""
 
     def __init__(self, utterances: Sequence[Utterance], max_seconds: float, sample_rate: int = 16000) -> None:
         self.utterances = list(utterances)
@@ -38,26 +56,23 @@ class CropDataset(Dataset):
 
     def __getitem__(self, key: CropKey) -> np.ndarray:
         index, seed = key
-        utt = self.utterances[index]
-        try:
-            with sf.SoundFile(utt.audio) as f:
-                crop = min(f.frames, int(self.max_seconds * f.samplerate))
-                start = int(np.random.default_rng(seed).integers(0, f.frames - crop + 1))
-                f.seek(start)
-                wav = f.read(crop, dtype="float32", always_2d=True)
-                sr = f.samplerate
-        except (sf.LibsndfileError, RuntimeError, OSError) as e:
-            raise AudioError(f"cannot read training audio {utt.audio}: {e}") from e
-        return prepare_waveform(wav, sr, self.sample_rate)
+        return read_crop(self.utterances[index].audio, self.max_seconds, seed, self.sample_rate)[0]
 
 
-def collate_waveforms(wavs: list[np.ndarray]) -> dict[str, torch.Tensor]:
-    """List of 1-D waveforms -> {"wav": (B, N) zero-padded, "lengths": (B,) samples}."""
-    lengths = torch.tensor([len(w) for w in wavs])
-    out = torch.zeros(len(wavs), int(lengths.max()))
-    for i, w in enumerate(wavs):
-        out[i, : len(w)] = torch.from_numpy(w)
-    return {"wav": out, "lengths": lengths}
+def collate_waveforms(items: list[np.ndarray] | list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
+    """Waveforms, or dicts of equally long waveforms -> zero-padded (B, N) tensors per key + "lengths" (B,).
+
+    Plain arrays are collated under the key "wav".
+    """
+    rows = [item if isinstance(item, dict) else {"wav": item} for item in items]
+    lengths = torch.tensor([len(next(iter(r.values()))) for r in rows])
+    out: dict[str, torch.Tensor] = {"lengths": lengths}
+    for key in rows[0]:
+        padded = torch.zeros(len(rows), int(lengths.max()))
+        for i, r in enumerate(rows):
+            padded[i, : len(r[key])] = torch.from_numpy(np.ascontiguousarray(r[key]))
+        out[key] = padded
+    return out
 
 
 class FrameBudgetBatches:
@@ -118,8 +133,20 @@ class FrameBudgetBatches:
             epoch += 1
 
 
-def make_loader(dataset: CropDataset, batches: Iterator[list[CropKey]], num_workers: int = 0) -> DataLoader:
+def make_loader(dataset: Dataset, batches: Iterator[list[CropKey]], num_workers: int = 0) -> DataLoader:
     return DataLoader(
         dataset, batch_sampler=batches, collate_fn=collate_waveforms, num_workers=num_workers,
         persistent_workers=num_workers > 0, prefetch_factor=4 if num_workers > 0 else None,
     )
+
+
+def loader_factory(dataset: Dataset, durations: Sequence[float], batch_seconds: float, max_seconds: float, seed: int,
+                   num_workers: int = 0):
+    """The ``Trainer``'s loader factory: (start_step, rank, world_size) -> an iterator of collated batches."""
+
+    def make(start_step: int, rank: int, world_size: int) -> DataLoader:
+        batches = FrameBudgetBatches(durations, batch_seconds, max_seconds, seed=seed, rank=rank,
+                                     world_size=world_size)
+        return make_loader(dataset, batches.iterate(start_step), num_workers)
+
+    return make

@@ -14,7 +14,7 @@ from model.features import MelSpectrogram
 from model.flow import FlowMatching
 from model.modeling import SpeechFlowModel
 
-from .data import CropDataset, FrameBudgetBatches, make_loader
+from .data import CropDataset, loader_factory
 from .manifest import read_manifest
 from .masking import pretraining_masks
 from .trainer import TrainConfig, Trainer
@@ -61,10 +61,6 @@ def pretrain(
         model = SpeechFlowModel(ModelConfig(task="pretrain", preset=preset_name, network=preset(preset_name)))
     utterances = read_manifest(data, min_duration=0.1)
     dataset = CropDataset(utterances, train.max_seconds, model.config.mel.sample_rate)
-
-    def loaders(start_step: int, rank: int, world_size: int):
-        batches = FrameBudgetBatches([u.duration for u in utterances], train.batch_seconds, train.max_seconds,
-                                     seed=train.seed, rank=rank, world_size=world_size)
-        return make_loader(dataset, batches.iterate(start_step), train.num_workers)
-
+    loaders = loader_factory(dataset, [u.duration for u in utterances], train.batch_seconds, train.max_seconds,
+                             train.seed, train.num_workers)
     return Trainer(model, PretrainObjective(model.config), loaders, train, out).fit(resume=resume)

@@ -1,0 +1,216 @@
+"""Vocos-style neural vocoder: normalised log-mel (B, T, n_mels) -> waveform (B, T * hop).
+
+ConvNeXt blocks over mel frames predict one STFT frame per mel frame (log-magnitude and phase); an inverse STFT with
+the same hop turns them into audio. Nothing is upsampled by transposed convolutions, so the network runs at the frame
+rate (100 frames/s) and is cheap on a CPU. Trained by `training/vocoder.py`; saved as a model directory whose
+config.json says `"kind": "vocos"`, so it can never be loaded as a flow model (or the other way round).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .checkpoint import load_state_strict, read_config, read_weights, save_model_dir
+from .errors import CheckpointError, ConfigError
+from .features import MelConfig
+
+VOCOS_KIND = "vocos"
+VOCOS_CONFIG_VERSION = 1
+MAX_LOG_MAGNITUDE = math.log(100.0)  # Vocos clips the magnitude at 1e2: keeps exp() finite early in training
+
+
+@dataclass
+class VocosConfig:
+    """Shape of the vocoder and the features it inverts; travels in config.json with the weights."""
+
+    dim: int = 256  # Vocos uses 512; 256 keeps it at a few M parameters for CPU serving
+    intermediate_dim: int = 768
+    layers: int = 8
+    kernel: int = 7
+    n_fft: int = 640  # the iSTFT head's own transform (window = n_fft)
+    hop: int = 160  # must equal mel.hop_length: one predicted STFT frame per mel frame
+    mel: MelConfig = field(default_factory=MelConfig)
+    version: int = VOCOS_CONFIG_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)  # training provenance and the like
+
+    def __post_init__(self) -> None:
+        for name in ("dim", "intermediate_dim", "layers", "kernel", "n_fft", "hop"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"VocosConfig.{name} must be a positive integer, got {value!r}")
+        if self.kernel % 2 == 0:
+            raise ConfigError(f"VocosConfig.kernel must be odd (same-length convolution), got {self.kernel}")
+        if self.n_fft % 2:
+            raise ConfigError(f"VocosConfig.n_fft must be even, got {self.n_fft}")
+        if self.hop != self.mel.hop_length:
+            raise ConfigError(f"VocosConfig.hop ({self.hop}) must equal the mel hop ({self.mel.hop_length})")
+        if self.hop > self.n_fft // 2:
+            # Hann windows overlap-add to a non-zero envelope only when at least two frames overlap everywhere.
+            raise ConfigError(f"VocosConfig.hop ({self.hop}) must be <= n_fft/2 ({self.n_fft // 2})")
+
+    @property
+    def n_freqs(self) -> int:
+        return self.n_fft // 2 + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": VOCOS_KIND, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VocosConfig:
+        """Strict: the kind must be "vocos" and every key known (a typo or a flow-model config must not pass)."""
+        data = dict(data)
+        kind = data.pop("kind", None)
+        if kind != VOCOS_KIND:
+            raise ConfigError(f"not a vocoder config: kind is {kind!r}, expected {VOCOS_KIND!r}")
+        version = data.get("version", VOCOS_CONFIG_VERSION)
+        if not isinstance(version, int) or version > VOCOS_CONFIG_VERSION:
+            raise ConfigError(f"vocoder config version {version!r} is newer than this code ({VOCOS_CONFIG_VERSION})")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"VocosConfig: unknown keys {unknown}")
+        mel = data.pop("mel", {})
+        if not isinstance(mel, dict):
+            raise ConfigError(f"VocosConfig.mel must be a mapping, got {type(mel).__name__}")
+        return cls(**data, mel=MelConfig.from_dict(mel))
+
+
+class ConvNeXtBlock(nn.Module):
+    """Depthwise conv over time -> LayerNorm -> pointwise MLP (GELU) -> layer scale -> residual. (B, C, T) -> same."""
+
+    def __init__(self, dim: int, intermediate_dim: int, kernel: int, layer_scale: float) -> None:
+        super().__init__()
+        self.dwconv = nn.Conv1d(dim, dim, kernel, padding=kernel // 2, groups=dim)
+        self.norm = nn.LayerNorm(dim)
+        self.pwconv1 = nn.Linear(dim, intermediate_dim)
+        self.act = nn.GELU()
+        self.pwconv2 = nn.Linear(intermediate_dim, dim)
+        # A small per-channel scale makes every block start close to the identity, so depth does not hurt early on.
+        self.gamma = nn.Parameter(torch.full((dim,), layer_scale))
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.dwconv(x).transpose(1, 2)  # (B, T, C): LayerNorm and Linear act on the last axis
+        h = self.pwconv2(self.act(self.pwconv1(self.norm(h))))
+        return x + (self.gamma * h).transpose(1, 2)
+
+
+class ISTFTHead(nn.Module):
+    """Frames (B, T, dim) -> log-magnitude and phase of T STFT frames -> waveform (B, T * hop), float32 math."""
+
+    window: Tensor
+
+    def __init__(self, dim: int, n_fft: int, hop: int) -> None:
+        super().__init__()
+        self.n_fft, self.hop = n_fft, hop
+        self.proj = nn.Linear(dim, (n_fft // 2 + 1) * 2)
+        # Derived from the config, so not saved: it follows .to(device) but never enters a checkpoint.
+        self.register_buffer("window", torch.hann_window(n_fft, periodic=True), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        frames = x.shape[1]
+        log_mag, phase = self.proj(x).transpose(1, 2).chunk(2, dim=1)  # each (B, F, T)
+        # iSTFT under bf16/fp16 loses the fine phase detail; the spectrum is tiny next to the network anyway.
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            mag = torch.exp(torch.clamp(log_mag.float(), max=MAX_LOG_MAGNITUDE))
+            phase = phase.float()
+            # cos/sin of an unbounded angle rather than a predicted (real, imag): the phase wraps freely.
+            spec = torch.complex(mag * torch.cos(phase), mag * torch.sin(phase))
+            # center=True puts frame t at sample t * hop, as in the mel analysis; `length` cuts (or zero-extends)
+            # the overlap-add to exactly T * hop samples, the vocoder contract shared with Griffin-Lim.
+            return torch.istft(spec, n_fft=self.n_fft, hop_length=self.hop, win_length=self.n_fft,
+                               window=self.window.float(), center=True, length=frames * self.hop)
+
+
+class VocosNet(nn.Module):
+    """Normalised log-mel (B, T, n_mels) -> waveform (B, T * hop)."""
+
+    def __init__(self, config: VocosConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embed = nn.Conv1d(config.mel.n_mels, config.dim, kernel_size=7, padding=3)
+        self.norm = nn.LayerNorm(config.dim)
+        scale = 1.0 / config.layers  # Vocos' layer-scale init: the sum of all residual branches starts at O(1)
+        self.blocks = nn.ModuleList(
+            ConvNeXtBlock(config.dim, config.intermediate_dim, config.kernel, scale) for _ in range(config.layers)
+        )
+        self.final_norm = nn.LayerNorm(config.dim)
+        self.head = ISTFTHead(config.dim, config.n_fft, config.hop)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Conv1d | nn.Linear):
+            nn.init.trunc_normal_(module.weight, std=0.02)
+            nn.init.zeros_(module.bias)
+
+    def forward(self, feats: Tensor) -> Tensor:
+        if feats.dim() != 3 or feats.shape[-1] != self.config.mel.n_mels:
+            raise ValueError(f"expected features (B, T, {self.config.mel.n_mels}), got {tuple(feats.shape)}")
+        x = self.embed(feats.transpose(1, 2))  # (B, dim, T): convolutions want channels first
+        x = self.norm(x.transpose(1, 2)).transpose(1, 2)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.final_norm(x.transpose(1, 2)))  # (B, T * hop)
+
+
+class VocosVocoder:
+    """A trained VocosNet with its config: the same call interface as the Griffin-Lim fallback."""
+
+    name = "vocos"
+
+    def __init__(self, config: VocosConfig | None = None) -> None:
+        self.config = config or VocosConfig()
+        self.net = VocosNet(self.config)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.net.parameters())
+
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> VocosVocoder:
+        self.net.to(device=device, dtype=dtype)
+        return self
+
+    @torch.no_grad()
+    def __call__(self, feats: Tensor) -> Tensor:
+        """Normalised log-mel (B, T, n_mels) -> float32 waveform (B, T * hop) on the vocoder's device."""
+        training = self.net.training
+        self.net.eval()
+        try:
+            param = next(self.net.parameters())
+            return self.net(feats.to(device=param.device, dtype=param.dtype))
+        finally:
+            self.net.train(training)
+
+    def save_pretrained(
+        self, directory: str | os.PathLike, dtype: torch.dtype | None = None, state: dict[str, Tensor] | None = None
+    ) -> Path:
+        """Write config.json + model.safetensors; `state` overrides the weights (the trainer passes the EMA copy)."""
+        weights = state if state is not None else self.net.state_dict()
+        return save_model_dir(directory, self.config.to_dict(), weights, dtype=dtype)
+
+    @classmethod
+    def from_pretrained(
+        cls, directory: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+    ) -> VocosVocoder:
+        """Rebuild from a model directory; any config or weight mismatch is a CheckpointError, never random weights."""
+        directory = Path(directory)
+        try:
+            config = VocosConfig.from_dict(read_config(directory))
+        except (TypeError, ValueError) as e:  # ConfigError is a ValueError; a non-object JSON is a TypeError
+            raise CheckpointError(f"{directory / 'config.json'}: {e}") from e
+        vocoder = cls(config)
+        state = {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in read_weights(directory).items()}
+        load_state_strict(vocoder.net, state, source=str(directory))
+        vocoder.net.eval()
+        return vocoder.to(device=device, dtype=dtype)
