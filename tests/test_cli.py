@@ -44,3 +44,20 @@ def test_bundle_then_infill_from_the_command_line(debug_model, tmp_path, capsys)
     assert sr == 16000 and abs(len(out) - int(1.2 * 16000)) <= 2 and np.isfinite(out).all()
     assert main(["infill", str(tmp_path / "in.wav"), str(tmp_path / "o.wav"), "--span", "x",
                  "--bundle", str(tmp_path / "bundle")]) == 2
+
+
+def test_demo_infills_a_generated_example(debug_model, tmp_path, capsys):
+    """The README's main job until the server lands (needs espeak-ng, which `make` installs)."""
+    from model.bundle import write_bundle
+
+    debug_model.save_pretrained(tmp_path / "run")
+    write_bundle(tmp_path / "bundle", {"pretrain": tmp_path / "run"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        code = main(["demo", "--bundle", str(tmp_path / "bundle"), "--out", str(tmp_path / "demo"), "--nfe", "2",
+                     "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    example, sr = sf.read(tmp_path / "demo" / "example.wav")
+    infilled, sr2 = sf.read(tmp_path / "demo" / "infilled.wav")
+    assert sr == sr2 == 16000 and example.shape == infilled.shape and len(example) > sr
+    assert not np.allclose(example, infilled)
