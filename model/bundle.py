@@ -16,6 +16,7 @@ from .errors import CheckpointError
 
 BUNDLE_FILE = "bundle.json"
 TASK_DIRS = {"pretrain": "pretrained", "enhance": "enhance", "separate": "separate", "tts": "tts"}
+VOCODER_DIR = "vocoder"  # not a task: the mel -> waveform model shared by all of them
 
 
 def read_bundle_info(path: str | os.PathLike) -> dict[str, Any]:
@@ -38,19 +39,21 @@ def write_bundle(
     dtype: torch.dtype | None = torch.float16,
     info: dict[str, Any] | None = None,
 ) -> Path:
-    """Copy model directories (task -> run directory) into a bundle, converting weights to ``dtype`` (fp16 keeps the
-    shipped bundle small), and write bundle.json with each model's training provenance."""
+    """Copy model directories (task or "vocoder" -> run directory) into a bundle, converting weights to ``dtype``
+    (fp16 keeps the shipped bundle small), and write bundle.json with each model's training provenance."""
     out = Path(out)
     entries: dict[str, Any] = {}
+    dirs = {**TASK_DIRS, "vocoder": VOCODER_DIR}
     for task, src in models.items():
-        if task not in TASK_DIRS:
-            raise CheckpointError(f"unknown task {task!r}; expected one of {sorted(TASK_DIRS)}")
+        if task not in dirs:
+            raise CheckpointError(f"unknown bundle entry {task!r}; expected one of {sorted(dirs)}")
         config = read_config(src)
-        save_model_dir(out / TASK_DIRS[task], config, read_weights(src), dtype=dtype)
-        entries[task] = {"dir": TASK_DIRS[task], "preset": config.get("preset"),
+        save_model_dir(out / dirs[task], config, read_weights(src), dtype=dtype)
+        entries[task] = {"dir": dirs[task], "preset": config.get("preset"),
                          "training": config.get("extra", {}).get("training", {}).get("step")}
     previous = read_bundle_info(out) if (out / BUNDLE_FILE).is_file() else {}
-    bundle = {**previous, **(info or {}), "tasks": sorted(set(previous.get("tasks", [])) | set(models)),
+    tasks = set(previous.get("tasks", [])) | (set(models) & set(TASK_DIRS))
+    bundle = {**previous, **(info or {}), "tasks": sorted(tasks),
               "models": {**previous.get("models", {}), **entries}, "dtype": str(dtype).removeprefix("torch."),
               "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     write_json(out / BUNDLE_FILE, bundle)

@@ -16,13 +16,14 @@ import torch
 from torch import Tensor
 
 from .audio import prepare_waveform, resample
-from .bundle import BUNDLE_FILE, read_bundle_info, task_dirs
+from .bundle import BUNDLE_FILE, VOCODER_DIR, read_bundle_info, task_dirs
 from .checkpoint import CONFIG_FILE
 from .errors import CheckpointError, ConfigError
 from .features import MelSpectrogram
 from .modeling import SpeechFlowModel
 from .reconstruct import mask_reconstruction, separation_masks
 from .vocoder import GriffinLimVocoder
+from .vocos import VocosVocoder
 from .windows import plan_windows, stitch
 
 CROSSFADE_S = 0.01  # splice regenerated spans into the original audio with 10 ms linear fades
@@ -51,7 +52,8 @@ class SpeechFlowPipeline:
     """Loads a bundle (``pretrained/ enhance/ separate/ tts/ vocoder/`` + ``bundle.json``) or a single model
     directory, and runs the tasks it has."""
 
-    def __init__(self, models: dict[str, SpeechFlowModel], info: dict | None = None) -> None:
+    def __init__(self, models: dict[str, SpeechFlowModel], info: dict | None = None,
+                 vocoder: VocosVocoder | None = None) -> None:
         if not models:
             raise CheckpointError("a pipeline needs at least one model")
         self.models = models
@@ -60,7 +62,9 @@ class SpeechFlowPipeline:
         self.mel_config = first.config.mel
         self.device = first.device
         self.mel = MelSpectrogram(self.mel_config).to(self.device)
-        self.vocoder = GriffinLimVocoder(self.mel_config)
+        if vocoder is not None and vocoder.config.mel != self.mel_config:
+            raise CheckpointError("the bundle's vocoder was trained on other mel settings than its models")
+        self.vocoder: VocosVocoder | GriffinLimVocoder = vocoder or GriffinLimVocoder(self.mel_config)
 
     @property
     def sample_rate(self) -> int:
@@ -84,7 +88,9 @@ class SpeechFlowPipeline:
         if not (path / BUNDLE_FILE).is_file():
             raise CheckpointError(f"{path} is neither a bundle ({BUNDLE_FILE}) nor a model directory ({CONFIG_FILE})")
         models = {task: SpeechFlowModel.from_pretrained(d, device=dev) for task, d in task_dirs(path).items()}
-        return cls(models, read_bundle_info(path))
+        vocoder = (VocosVocoder.from_pretrained(path / VOCODER_DIR, device=dev)
+                   if (path / VOCODER_DIR / CONFIG_FILE).is_file() else None)
+        return cls(models, read_bundle_info(path), vocoder)
 
     def model(self, task: str) -> SpeechFlowModel:
         if task not in self.models:

@@ -12,13 +12,14 @@ from model.errors import SpeechFlowError
 DEFAULT_BUNDLE = "checkpoints/demo"
 
 
-def _train_config(args: argparse.Namespace):
+def _train_config(args: argparse.Namespace, **defaults):
+    """TrainConfig from the command line; ``defaults`` are the command's own defaults, flags win."""
     from training.trainer import TrainConfig
 
-    overrides = {k: getattr(args, k) for k in ("steps", "lr", "warmup", "batch_seconds", "max_seconds", "save_every",
-                                               "log_every", "seed", "precision", "num_workers", "device")
-                 if getattr(args, k, None) is not None}
-    return TrainConfig(**overrides)
+    names = ("steps", "lr", "warmup", "batch_seconds", "max_seconds", "save_every", "log_every", "seed", "precision",
+             "num_workers", "device")
+    flags = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
+    return TrainConfig(**(defaults | flags))
 
 
 def cmd_corpus(args: argparse.Namespace) -> None:
@@ -40,6 +41,14 @@ def cmd_finetune(args: argparse.Namespace) -> None:
 
     out = finetune(args.task, args.init, args.data, args.out, _train_config(args), resume=args.resume)
     print(f"model saved to {out}")
+
+
+def cmd_vocoder(args: argparse.Namespace) -> None:
+    from training.vocoder import train_vocoder
+
+    out = train_vocoder(args.data, args.out, None, _train_config(args, max_seconds=1.0, batch_seconds=16.0),
+                        resume=args.resume)
+    print(f"vocoder saved to {out}")
 
 
 def cmd_infill(args: argparse.Namespace) -> None:
@@ -118,10 +127,10 @@ def cmd_bundle(args: argparse.Namespace) -> None:
 
     from model.bundle import write_bundle
 
-    models = {task: path for task in ("pretrain", "enhance", "separate", "tts")
+    models = {task: path for task in ("pretrain", "enhance", "separate", "tts", "vocoder")
               if (path := getattr(args, task)) is not None}
     if not models:
-        raise SpeechFlowError("name at least one model: --pretrain, --enhance, --separate or --tts")
+        raise SpeechFlowError("name at least one model: --pretrain, --enhance, --separate, --tts or --vocoder")
     info = {"recipe": args.recipe} if args.recipe else None
     out = write_bundle(args.out, models, dtype=None if args.fp32 else torch.float16, info=info)
     print(f"bundle written to {out} ({', '.join(models)})")
@@ -205,6 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_task_args(p)
     p.set_defaults(func=cmd_separate)
 
+    p = sub.add_parser("vocoder", help="train the Vocos-style mel -> waveform vocoder")
+    p.add_argument("--data", required=True, help="manifest of clean speech")
+    p.add_argument("--out", required=True)
+    p.add_argument("--resume", action="store_true")
+    _add_train_args(p)
+    p.set_defaults(func=cmd_vocoder)
+
     p = sub.add_parser("infill", help="regenerate time spans of a recording with the pre-trained model")
     p.add_argument("input")
     p.add_argument("output")
@@ -214,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bundle", help="collect trained model directories into a (fp16) bundle")
     p.add_argument("--out", required=True)
-    for task in ("pretrain", "enhance", "separate", "tts"):
+    for task in ("pretrain", "enhance", "separate", "tts", "vocoder"):
         p.add_argument(f"--{task}", metavar="DIR", help=f"{task} model directory (e.g. a run directory)")
     p.add_argument("--recipe", help="the command(s) that produced the models, recorded in bundle.json")
     p.add_argument("--fp32", action="store_true", help="keep fp32 weights (default: fp16, half the size)")

@@ -61,3 +61,19 @@ def test_demo_infills_a_generated_example(debug_model, tmp_path, capsys):
     infilled, sr2 = sf.read(tmp_path / "demo" / "infilled.wav")
     assert sr == sr2 == 16000 and example.shape == infilled.shape and len(example) > sr
     assert not np.allclose(example, infilled)
+
+
+def test_vocoder_training_and_bundling_from_the_command_line(debug_model, tiny_corpus, tmp_path, capsys):
+    from model.vocos import VocosVocoder
+
+    assert main(["vocoder", "--data", str(tiny_corpus), "--out", str(tmp_path / "voc"), "--steps", "2",
+                 "--precision", "fp32", "--num-workers", "0", "--device", "cpu", "--batch-seconds", "2"]) == 0
+    debug_model.save_pretrained(tmp_path / "run")
+    assert main(["bundle", "--out", str(tmp_path / "b"), "--pretrain", str(tmp_path / "run"),
+                 "--vocoder", str(tmp_path / "voc")]) == 0
+    info = json.loads((tmp_path / "b" / "bundle.json").read_text())
+    assert info["tasks"] == ["pretrain"] and info["models"]["vocoder"]["dir"] == "vocoder"
+    pipe = SpeechFlowPipeline.from_pretrained(tmp_path / "b", device="cpu")
+    assert isinstance(pipe.vocoder, VocosVocoder) and pipe.vocoder_name == "vocos"
+    out, _ = pipe.infill(speechlike(1.0, seed=0), 16000, [(0.2, 0.5)], steps=2)
+    assert out.shape == (16000,) and np.isfinite(out).all()

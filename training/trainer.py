@@ -28,7 +28,6 @@ from tqdm import tqdm
 
 from model.checkpoint import write_tensors
 from model.errors import CheckpointError
-from model.modeling import SpeechFlowModel
 
 from .data import derive_seed
 
@@ -61,6 +60,17 @@ class TrainConfig:
             return self.lr * (step + 1) / self.warmup
         progress = min(1.0, (step - self.warmup) / max(1, self.steps - self.warmup))
         return self.lr * (self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+class Trainable(Protocol):
+    """What the loop needs from a model (SpeechFlowModel, VocosVocoder): the module to train, a config whose
+    ``extra`` dict records provenance, and a way to write a model directory from given weights."""
+
+    net: nn.Module
+    config: Any
+
+    def save_pretrained(self, directory: str | os.PathLike, dtype: torch.dtype | None = None,
+                        state: dict[str, Tensor] | None = None) -> Path: ...
 
 
 class Objective(Protocol):
@@ -139,7 +149,7 @@ def _restore_optimizer(opt: torch.optim.Optimizer, names: list[str], tensors: di
 class Trainer:
     def __init__(
         self,
-        model: SpeechFlowModel,
+        model: Trainable,
         objective: Objective,
         loader_factory: Any,
         cfg: TrainConfig,

@@ -1,0 +1,126 @@
+"""model.vocos + training.vocoder: length contract, checkpoints and strict loading, masked losses, training/resume."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from model.errors import CheckpointError, ConfigError
+from model.features import MelConfig
+from model.modeling import SpeechFlowModel
+from model.vocos import VocosConfig, VocosVocoder
+from training.data import CropDataset, collate_waveforms
+from training.manifest import read_manifest
+from training.trainer import TrainConfig
+from training.vocoder import MultiResolutionSTFTLoss, VocoderObjective, train_vocoder
+
+TINY = dict(dim=32, intermediate_dim=64, layers=2)
+FAST = dict(lr=2e-3, warmup=5, batch_seconds=4.0, max_seconds=1.0, log_every=10, precision="fp32", num_workers=0,
+            device="cpu")
+
+
+@pytest.fixture
+def vocoder() -> VocosVocoder:
+    torch.manual_seed(0)
+    return VocosVocoder(VocosConfig(**TINY))
+
+
+def _feats(frames: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(1, frames, 80, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("frames", [1, 2, 7, 64])
+def test_output_is_exactly_frames_times_hop(vocoder, frames):
+    wav = vocoder(_feats(frames).expand(2, -1, -1))
+    assert wav.shape == (2, frames * 160) and wav.dtype == torch.float32
+    assert torch.isfinite(wav).all()
+
+
+def test_config_round_trip_and_validation():
+    config = VocosConfig(**TINY, extra={"note": 1})
+    assert VocosConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    with pytest.raises(ConfigError, match="unknown keys"):
+        VocosConfig.from_dict({**config.to_dict(), "dimm": 3})
+    with pytest.raises(ConfigError, match="kind"):
+        VocosConfig.from_dict({k: v for k, v in config.to_dict().items() if k != "kind"})
+    with pytest.raises(ConfigError, match="mel hop"):
+        VocosConfig(hop=80)
+    with pytest.raises(ConfigError, match="mel hop"):
+        VocosConfig(mel=MelConfig(hop_length=200, win_length=800))
+
+
+def test_save_load_round_trip_is_identical(vocoder, tmp_path):
+    vocoder.save_pretrained(tmp_path / "v")
+    loaded = VocosVocoder.from_pretrained(tmp_path / "v")
+    assert loaded.config == vocoder.config and loaded.name == "vocos"
+    torch.testing.assert_close(loaded(_feats(30)), vocoder(_feats(30)), atol=0, rtol=0)
+    vocoder.save_pretrained(tmp_path / "half", dtype=torch.float16)  # the shipping copy
+    torch.testing.assert_close(VocosVocoder.from_pretrained(tmp_path / "half")(_feats(30)), vocoder(_feats(30)),
+                               atol=2e-2, rtol=0)
+
+
+def test_strict_loading(vocoder, debug_model, tmp_path):
+    vocoder.save_pretrained(tmp_path / "v")
+    weights = load_file(tmp_path / "v" / "model.safetensors")
+    weights.pop("head.proj.bias")
+    save_file(weights, tmp_path / "v" / "model.safetensors")
+    with pytest.raises(CheckpointError, match=r"missing keys: head\.proj\.bias"):
+        VocosVocoder.from_pretrained(tmp_path / "v")
+    # A flow model is not a vocoder, and a vocoder is not a flow model.
+    debug_model.save_pretrained(tmp_path / "flow")
+    with pytest.raises(CheckpointError, match="not a vocoder"):
+        VocosVocoder.from_pretrained(tmp_path / "flow")
+    with pytest.raises(CheckpointError):
+        SpeechFlowModel.from_pretrained(tmp_path / "v")
+
+
+def test_stft_loss_counts_real_samples_only():
+    gen = torch.Generator().manual_seed(0)
+    target = torch.randn(2, 4000, generator=gen)
+    lengths = torch.tensor([4000, 2500])
+    target[1, 2500:] = 0
+    loss = MultiResolutionSTFTLoss()
+    assert float(loss(target, target, lengths)) == 0.0
+    pred = target + 0.1 * torch.randn(2, 4000, generator=gen)
+    pred[1, 2500:] = 0
+    assert float(loss(pred, target, lengths)) > 0
+    alone = loss(pred[1:, :2500], target[1:, :2500], lengths[1:])
+    # frames centred in the padding are not counted: the short item alone scores the same as inside the batch
+    torch.testing.assert_close(loss(pred[1:], target[1:], lengths[1:]), alone)
+
+
+def _fixed_batch(manifest: Path) -> dict[str, torch.Tensor]:
+    utts = read_manifest(manifest)
+    data = CropDataset(utts, max_seconds=1.0)
+    return collate_waveforms([data[(i, 0)] for i in range(len(utts))])
+
+
+def _fixed_loss(vocoder: VocosVocoder, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+    objective = VocoderObjective(vocoder.config)
+    with torch.no_grad():
+        return {k: float(v) for k, v in objective.terms(vocoder.net, batch["wav"], batch["lengths"]).items()}
+
+
+def test_training_lowers_the_loss_writes_a_vocoder_and_resumes(tiny_corpus, tmp_path):
+    batch = _fixed_batch(tiny_corpus)
+    torch.manual_seed(0)  # the same initial weights as train_vocoder's (seed 0)
+    before = _fixed_loss(VocosVocoder(VocosConfig(**TINY)), batch)
+
+    out = tmp_path / "voc"
+    train_vocoder(tiny_corpus, out, VocosConfig(**TINY), TrainConfig(steps=40, save_every=20, **FAST))
+    trained = VocosVocoder.from_pretrained(out)  # EMA weights in a loadable vocoder directory
+    assert trained.config.extra["training"]["step"] == 40
+    after = _fixed_loss(trained, batch)
+    assert after["mel"] < 0.8 * before["mel"] and after["stft"] < before["stft"], (before, after)
+
+    with pytest.raises(CheckpointError, match="--resume"):
+        train_vocoder(tiny_corpus, out, VocosConfig(**TINY), TrainConfig(steps=50, save_every=20, **FAST))
+    with pytest.raises(ConfigError, match="another config"):
+        train_vocoder(tiny_corpus, out, VocosConfig(dim=48, intermediate_dim=64, layers=2),
+                      TrainConfig(steps=50, **FAST), resume=True)
+    train_vocoder(tiny_corpus, out, None, TrainConfig(steps=50, save_every=20, **FAST), resume=True)
+    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert steps == [10, 20, 30, 40, 50]
+    assert VocosVocoder.from_pretrained(out).config.extra["training"]["step"] == 50
