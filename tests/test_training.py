@@ -63,9 +63,9 @@ def test_killed_run_resumes_to_the_same_weights(tiny_corpus, tmp_path, monkeypat
     cfg = TrainConfig(steps=20, save_every=10, **FAST)
     pretrain(tiny_corpus, tmp_path / "a", "debug", cfg)
 
-    import training.pretrain as pretrain_module
+    import training.data as data_module
 
-    real_make_loader = pretrain_module.make_loader
+    real_make_loader = data_module.make_loader
 
     def dying_loader(*args, **kwargs):
         def batches():
@@ -75,10 +75,10 @@ def test_killed_run_resumes_to_the_same_weights(tiny_corpus, tmp_path, monkeypat
                 yield batch
         return batches()
 
-    monkeypatch.setattr(pretrain_module, "make_loader", dying_loader)
+    monkeypatch.setattr(data_module, "make_loader", dying_loader)
     with pytest.raises(KeyboardInterrupt):
         pretrain(tiny_corpus, tmp_path / "b", "debug", cfg)
-    monkeypatch.setattr(pretrain_module, "make_loader", real_make_loader)
+    monkeypatch.setattr(data_module, "make_loader", real_make_loader)
     pretrain(tiny_corpus, tmp_path / "b", "debug", cfg, resume=True)
 
     a = SpeechFlowModel.from_pretrained(tmp_path / "a").net.state_dict()
