@@ -32,7 +32,7 @@ def cmd_corpus(args: argparse.Namespace) -> None:
 def cmd_pretrain(args: argparse.Namespace) -> None:
     from training.pretrain import pretrain
 
-    out = pretrain(args.data, args.out, args.preset, _train_config(args), resume=args.resume)
+    out = pretrain(args.data, args.out, args.preset, _train_config(args), resume=args.resume, init=args.init)
     print(f"model saved to {out}")
 
 
@@ -186,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="tiny", choices=["debug", "tiny", "small", "base"])
     p.add_argument("--out", required=True, help="run directory (a loadable model directory)")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    p.add_argument("--init", metavar="DIR", help="warm-start a new run from these weights (a model directory)")
     _add_train_args(p)
     p.set_defaults(func=cmd_pretrain)
 

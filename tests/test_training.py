@@ -151,3 +151,15 @@ def test_distributed_pretraining_with_two_processes(tiny_corpus, tmp_path):
     log = [json.loads(line) for line in (tmp_path / "ddp" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [3, 6] and log[0]["world_size"] == 2
     SpeechFlowModel.from_pretrained(tmp_path / "ddp")
+
+
+def test_warm_start_from_a_model_directory(debug_model, tiny_corpus, tmp_path):
+    debug_model.save_pretrained(tmp_path / "shipped", dtype=torch.float16)
+    out = pretrain(tiny_corpus, tmp_path / "run", "tiny", TrainConfig(steps=1, lr=1e-9, warmup=1,
+                                                                    **{k: v for k, v in FAST.items() if k not in
+                                                                       ("lr", "warmup")}),
+                   init=tmp_path / "shipped")
+    model = SpeechFlowModel.from_pretrained(out)
+    assert model.config.network == debug_model.config.network  # the architecture of the weights, not "tiny"
+    assert model.config.extra["init"]["from"] == str(tmp_path / "shipped")
+    torch.testing.assert_close(model.net.in_proj.weight, debug_model.net.in_proj.weight, atol=2e-3, rtol=0)

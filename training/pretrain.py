@@ -50,12 +50,20 @@ def pretrain(
     preset_name: str = "tiny",
     train: TrainConfig | None = None,
     resume: bool = False,
+    init: str | os.PathLike | None = None,
 ) -> Path:
-    """Pre-train (or resume) a model on a manifest; returns the run directory (a loadable model directory)."""
+    """Pre-train (or resume) a model on a manifest; returns the run directory (a loadable model directory).
+
+    ``init`` warm-starts a new run from a model directory (e.g. the shipped bundle's ``pretrained/`` when the run
+    state of an earlier machine is gone); its architecture is kept and ``preset_name`` ignored.
+    """
     train = train or TrainConfig()
     out = Path(out)
     if resume and (out / "config.json").is_file():
         model = SpeechFlowModel.from_pretrained(out)  # the architecture travels with the run
+    elif init is not None:
+        model = SpeechFlowModel.from_pretrained(init)
+        model.config.extra = {"init": {"from": str(init), "step": model.config.extra.get("training", {}).get("step")}}
     else:
         torch.manual_seed(train.seed)  # the initial weights are part of the run's recipe
         model = SpeechFlowModel(ModelConfig(task="pretrain", preset=preset_name, network=preset(preset_name)))
