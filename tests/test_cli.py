@@ -77,3 +77,17 @@ def test_vocoder_training_and_bundling_from_the_command_line(debug_model, tiny_c
     assert isinstance(pipe.vocoder, VocosVocoder) and pipe.vocoder_name == "vocos"
     out, _ = pipe.infill(speechlike(1.0, seed=0), 16000, [(0.2, 0.5)], steps=2)
     assert out.shape == (16000,) and np.isfinite(out).all()
+
+
+def test_evaluate_from_the_command_line(debug_model, tiny_corpus, tmp_path, capsys):
+    from model.bundle import write_bundle
+
+    debug_model.save_pretrained(tmp_path / "enh")
+    write_bundle(tmp_path / "b", {"enhance": tmp_path / "enh"})
+    code = main(["evaluate", "--task", "enhance", "--bundle", str(tmp_path / "b"), "--data", str(tiny_corpus),
+                 "--n", "2", "--nfe", "2", "--device", "cpu", "--no-dnsmos", "--json", str(tmp_path / "r.json"),
+                 "--report", str(tmp_path / "r.md")])
+    assert code == 0, capsys.readouterr().err
+    results = json.loads((tmp_path / "r.json").read_text())
+    assert set(results["overall"]) >= {"input", "ours", "spectral_gating"}
+    assert "| SpeechFlow (ours) |" in (tmp_path / "r.md").read_text()
