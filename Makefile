@@ -19,11 +19,15 @@ $(STAMP): pyproject.toml
 
 install: system-deps $(STAMP)
 
-# espeak-ng and libsndfile come from Debian; skipped when already present (or when not root).
+# Debian packages: libsndfile (audio I/O), espeak-ng (text frontend, corpus), flite + festival voices, fortunes
+# and sound-icons (synthetic corpus and noise). Installed when missing and we are root; otherwise we say what to do.
+APT_PACKAGES := espeak-ng libespeak-ng1 libsndfile1 sox flite festival festvox-kallpc16k festvox-kdlpc16k \
+	festvox-us-slt-hts fortunes fortunes-min sound-icons
 system-deps:
-	@if ! command -v espeak-ng >/dev/null || ! ldconfig -p | grep -q libsndfile; then \
-		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq espeak-ng libespeak-ng1 libsndfile1 sox >/dev/null; \
-		else echo "install espeak-ng, libespeak-ng1, libsndfile1 and sox with your package manager"; fi; \
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		else echo "please install: $$missing"; fi; \
 	fi
 
 test: install
