@@ -71,6 +71,16 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(json.dumps(results.get("overall", results), indent=2, default=str))
 
 
+def cmd_recipe(args: argparse.Namespace) -> None:
+    from training.recipe import RecipeConfig, run_recipe
+
+    cfg = RecipeConfig(work=Path(args.work), out=Path(args.out), preset=args.preset, hours=args.hours, seed=args.seed,
+                       device=args.device, pretrain_steps=args.pretrain_steps, vocoder_steps=args.vocoder_steps,
+                       enhance_steps=args.enhance_steps, separate_steps=args.separate_steps,
+                       eval_utterances=args.eval_n)
+    run_recipe(cfg)
+
+
 def cmd_infill(args: argparse.Namespace) -> None:
     from model.audio import load_audio, save_audio
     from model.pipeline import SpeechFlowPipeline
@@ -253,6 +263,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inference_args(p)
     _add_task_args(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("recipe", help="the whole resumable chain that builds a bundle (corpus ... evaluation)")
+    p.add_argument("--work", required=True, help="working state: corpus, runs, reports (outside the repo)")
+    p.add_argument("--out", default=DEFAULT_BUNDLE, help="where the bundle goes")
+    p.add_argument("--preset", default="tiny", choices=["debug", "tiny", "small", "base"])
+    p.add_argument("--hours", type=float, default=8.0, help="hours of synthetic corpus")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--pretrain-steps", type=int, default=24_000)
+    p.add_argument("--vocoder-steps", type=int, default=8_000)
+    p.add_argument("--enhance-steps", type=int, default=6_000)
+    p.add_argument("--separate-steps", type=int, default=6_000)
+    p.add_argument("--eval-n", type=int, default=100, help="test utterances per task")
+    p.set_defaults(func=cmd_recipe)
 
     p = sub.add_parser("infill", help="regenerate time spans of a recording with the pre-trained model")
     p.add_argument("input")

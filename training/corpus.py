@@ -1,12 +1,20 @@
 """Synthetic speech corpus: many synthetic speakers from espeak-ng, flite and festival saying Debian fortunes.
 
-Each speaker is an engine voice with its own pitch, rate and a vocal-tract warp (resampling, which moves pitch and
-formants together). Whole speakers are held out as unseen test speakers. Deterministic for a seed, parallel over
-cores, resumable (files already written are kept), with manifests ``train/valid/test.jsonl``.
+Each speaker is an engine voice with its own pitch, rate and a warp (resampling, which moves pitch and formants
+together). Whole speakers are held out as unseen test speakers. Deterministic for a seed, parallel over cores,
+resumable (files already written are kept), with manifests ``train/valid/test.jsonl``.
+
+Phones: espeak-ng speakers are synthesised through libespeak-ng (`model.espeak`), whose phoneme events give exact
+phone boundaries; their rows carry ``"phones": [[symbol, start, end], ...]`` in seconds of the written 16 kHz audio
+(after the warp), tiling it from 0 to the row's duration (some phones span no time), in the symbols
+`model.espeak.phonemize` produces. Each such wav has a sidecar ``<name>.phones.json``, written together with it, so a
+resumed build still has them; a wav without one (from a build before phones) is made again, sample-identical, since
+the library gives what the espeak-ng command line gave. flite and festival rows have no phones for now.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -21,6 +29,7 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
+from model import espeak
 from model.audio import SAMPLE_RATE, prepare_waveform, resample
 from model.errors import SpeechFlowError
 
@@ -33,7 +42,10 @@ ESPEAK_VARIANTS = ["m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "
                    "Gene", "Jacky", "Lee", "Linda", "Mike", "Paul", "Rob", "Steph", "Zac", "anika", "iven", "max"]
 FLITE_VOICES = ["kal16", "awb", "rms", "slt"]
 FESTIVAL_VOICES = ["kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts"]
+ENGINES = ("espeak", "flite", "festival")
 AVG_UTTERANCE_S = 3.2  # measured mean duration of one fortune sentence, used to size the corpus
+
+PhoneTimes = list[tuple[str, float, float]]  # (symbol, start s, end s)
 
 
 class CorpusError(SpeechFlowError):
@@ -48,7 +60,7 @@ class Speaker:
     pitch: int = 50  # espeak 0..99
     rate: int = 160  # espeak words per minute; flite/festival use ``stretch``
     stretch: float = 1.0  # duration stretch (flite)
-    warp: float = 1.0  # resampling factor: > 1 lowers pitch and formants
+    warp: float = 1.0  # resampling factor: > 1 raises pitch and formants by `warp` and shortens time by 1 / warp
 
 
 def make_speakers(seed: int, n_espeak: int = 40) -> list[Speaker]:
@@ -102,14 +114,30 @@ def load_sentences(min_words: int = 4, max_words: int = 22) -> list[str]:
     return sorted(sentences)
 
 
-def synthesize(speaker: Speaker, text: str) -> np.ndarray:
-    """Text -> float32 mono at 16 kHz in the speaker's voice."""
+def synthesize(speaker: Speaker, text: str) -> tuple[np.ndarray, PhoneTimes | None]:
+    """Text -> (float32 mono at 16 kHz in the speaker's voice, phone times in seconds or None when not known)."""
+    if speaker.engine == "espeak":
+        result = espeak.synthesize(text, speaker.voice, rate=speaker.rate, pitch=speaker.pitch)
+        wav, sr = result.wav, result.sample_rate
+        phones: PhoneTimes | None = [(p.symbol, p.start, p.end) for p in result.phones]
+    else:
+        wav, sr = _synthesize_cli(speaker, text)
+        phones = None
+    wav = prepare_waveform(wav, sr, sr)
+    # Warp: reinterpret the rate as sr * warp, then resample to 16 kHz: frequencies scale by warp, times by 1 / warp.
+    warped_sr = round(sr * speaker.warp)
+    wav = resample(wav, warped_sr, SAMPLE_RATE)
+    if phones is not None:
+        phones = _warp_phones(phones, sr / warped_sr, len(wav) / SAMPLE_RATE)
+    peak = float(np.abs(wav).max())
+    return (wav / peak * 0.9 if peak > 0 else wav), phones
+
+
+def _synthesize_cli(speaker: Speaker, text: str) -> tuple[np.ndarray, int]:
+    """flite / festival through their command lines -> (float32 (n, channels), sample rate)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out.wav"
-        if speaker.engine == "espeak":
-            cmd = ["espeak-ng", "-v", speaker.voice, "-p", str(speaker.pitch), "-s", str(speaker.rate),
-                   "-w", str(out), text]
-        elif speaker.engine == "flite":
+        if speaker.engine == "flite":
             cmd = ["flite", "-voice", speaker.voice, "--setf", f"duration_stretch={speaker.stretch}",
                    "-t", text, "-o", str(out)]
         elif speaker.engine == "festival":
@@ -121,11 +149,16 @@ def synthesize(speaker: Speaker, text: str) -> np.ndarray:
         if proc.returncode != 0 or not out.is_file():
             raise CorpusError(f"{speaker.engine} failed for {speaker.name}: {proc.stderr.strip()[:200]}")
         wav, sr = sf.read(out, dtype="float32", always_2d=True)
-    wav = prepare_waveform(wav, sr, sr)
-    # Warp: reinterpret the rate, then resample to 16 kHz (pitch and formants scale by 1 / warp).
-    wav = resample(wav, round(sr * speaker.warp), SAMPLE_RATE)
-    peak = float(np.abs(wav).max())
-    return wav / peak * 0.9 if peak > 0 else wav
+    return wav, sr
+
+
+def _warp_phones(phones: PhoneTimes, scale: float, duration: float) -> PhoneTimes:
+    """Scale phone times like the audio, rounded to 10 us; the last phone ends exactly at the written duration."""
+    warped = [(sym, min(round(start * scale, 5), duration), min(round(end * scale, 5), duration))
+              for sym, start, end in phones]
+    sym, start, _ = warped[-1]
+    warped[-1] = (sym, start, duration)
+    return warped
 
 
 @dataclass
@@ -136,21 +169,42 @@ class Job:
     gain: float
 
 
-def _run_job(job: Job) -> tuple[str, float]:
+def _phones_path(wav_path: Path) -> Path:
+    return wav_path.with_suffix(".phones.json")
+
+
+def _run_job(job: Job) -> tuple[str, float, PhoneTimes | None]:
+    """Synthesise one utterance unless it is already there; returns (path, duration, phones or None)."""
     path = Path(job.path)
-    if not path.is_file():  # resumable: finished files are kept
-        wav = synthesize(job.speaker, job.text) * job.gain
+    sidecar = _phones_path(path) if job.speaker.engine == "espeak" else None
+    if not path.is_file() or (sidecar is not None and not sidecar.is_file()):  # resumable: finished files are kept
+        wav, phones = synthesize(job.speaker, job.text)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.wav")
-        sf.write(tmp, wav, SAMPLE_RATE, subtype="PCM_16")
+        sf.write(tmp, wav * job.gain, SAMPLE_RATE, subtype="PCM_16")
+        if sidecar is not None:  # sidecar first: a wav on disk means its phones are there too
+            tmp_sidecar = sidecar.with_suffix(".json.tmp")
+            tmp_sidecar.write_text(json.dumps({"phones": phones}))
+            os.replace(tmp_sidecar, sidecar)
         os.replace(tmp, path)
-    return job.path, sf.info(job.path).duration
+    phones = json.loads(sidecar.read_text())["phones"] if sidecar is not None else None
+    return job.path, sf.info(job.path).duration, phones
 
 
-def plan_jobs(out: Path, hours: float, seed: int) -> Iterator[tuple[str, Job]]:
-    """(split, job) pairs; speakers take turns so every speaker gets a similar share."""
-    speakers = make_speakers(seed)
-    held = unseen_speakers(speakers, seed)
+def _init_worker() -> None:
+    espeak.initialize()  # once per worker process, not on its first utterance
+
+
+def plan_jobs(out: Path, hours: float, seed: int, engines: tuple[str, ...] = ENGINES) -> Iterator[tuple[str, Job]]:
+    """(split, job) pairs; speakers take turns so every speaker gets a similar share.
+
+    `engines` restricts the speakers (for quick builds); who is unseen is decided on the whole population.
+    """
+    population = make_speakers(seed)
+    held = unseen_speakers(population, seed)
+    speakers = [s for s in population if s.engine in engines]
+    if not speakers:
+        raise CorpusError(f"no speakers for engines {engines}; choose from {ENGINES}")
     sentences = load_sentences()
     rng = np.random.default_rng([seed, 3])
     n = max(len(speakers), round(hours * 3600 / AVG_UTTERANCE_S))
@@ -162,24 +216,42 @@ def plan_jobs(out: Path, hours: float, seed: int) -> Iterator[tuple[str, Job]]:
         yield split, Job(str(out / "wavs" / speaker.name / f"{i:06d}.wav"), speaker, text, gain)
 
 
-def build_corpus(out: str | os.PathLike, hours: float = 1.0, seed: int = 0, workers: int | None = None) -> Path:
-    """Synthesise ``hours`` of speech into ``out`` and write train/valid/test manifests; returns ``out``."""
+def build_corpus(out: str | os.PathLike, hours: float = 1.0, seed: int = 0, workers: int | None = None,
+                 engines: tuple[str, ...] = ENGINES) -> Path:
+    """Synthesise ``hours`` of speech into ``out`` and write train/valid/test manifests; returns ``out``.
+
+    At least one utterance per speaker is made, so a tiny ``hours`` gives one per speaker of the chosen ``engines``.
+    """
     out = Path(out)
-    for tool in ("espeak-ng", "flite", "text2wave"):
-        if shutil.which(tool) is None:
-            raise CorpusError(f"{tool} not found: apt-get install espeak-ng flite festival festvox-kallpc16k "
-                              "festvox-kdlpc16k festvox-us-slt-hts fortunes")
-    planned = list(plan_jobs(out, hours, seed))
+    _check_engines(engines)
+    planned = list(plan_jobs(out, hours, seed, engines))
     rows: dict[str, list[dict]] = {"train": [], "valid": [], "test": []}
     workers = workers or os.cpu_count() or 1
-    with ProcessPoolExecutor(workers) as pool:
+    initializer = _init_worker if "espeak" in engines else None
+    with ProcessPoolExecutor(workers, initializer=initializer) as pool:
         results = pool.map(_run_job, [job for _, job in planned], chunksize=8)
-        for (split, job), (path, duration) in tqdm(zip(planned, results, strict=True), total=len(planned),
-                                                   desc="corpus", unit="utt"):
-            rows[split].append({"audio": str(Path(path).relative_to(out)), "duration": round(duration, 3),
-                                "speaker": job.speaker.name, "text": job.text})
+        for (split, job), (path, duration, phones) in tqdm(zip(planned, results, strict=True), total=len(planned),
+                                                           desc="corpus", unit="utt"):
+            row = {"audio": str(Path(path).relative_to(out)), "duration": round(duration, 3),
+                   "speaker": job.speaker.name, "text": job.text}
+            rows[split].append(row if phones is None else row | {"phones": phones})
     for split, split_rows in rows.items():
         write_manifest(out / f"{split}.jsonl", split_rows)
-    write_manifest(out / "speakers.jsonl", [asdict(s) | {"unseen": s.name in unseen_speakers(make_speakers(seed), seed)}
-                                            for s in make_speakers(seed)])
+    speakers = make_speakers(seed)
+    held = unseen_speakers(speakers, seed)
+    write_manifest(out / "speakers.jsonl", [asdict(s) | {"unseen": s.name in held} for s in speakers])
     return out
+
+
+def _check_engines(engines: tuple[str, ...]) -> None:
+    """Fail early and clearly, not inside a worker."""
+    unknown = set(engines) - set(ENGINES)
+    if unknown:
+        raise CorpusError(f"unknown engines {sorted(unknown)}; choose from {ENGINES}")
+    tools = {"flite": "flite", "festival": "text2wave"}
+    for engine in engines:
+        if engine in tools and shutil.which(tools[engine]) is None:
+            raise CorpusError(f"{tools[engine]} not found: apt-get install flite festival festvox-kallpc16k "
+                              "festvox-kdlpc16k festvox-us-slt-hts fortunes")
+    if "espeak" in engines:
+        espeak.initialize()  # raises EspeakError with the package to install
