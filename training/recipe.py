@@ -39,6 +39,7 @@ class RecipeConfig:
     separate_steps: int = 6_000
     eval_utterances: int = 100
     eval_nfe: int = 32
+    engines: tuple[str, ...] = ("espeak", "flite", "festival")
     # TrainConfig fields shared by every stage, then each stage's own (vocoders train on short crops)
     train: dict[str, Any] = field(default_factory=lambda: {"lr": 4e-4, "warmup": 1000, "save_every": 250,
                                                            "log_every": 50, "num_workers": 1})
@@ -74,7 +75,7 @@ def run_recipe(cfg: RecipeConfig) -> Path:
     work = cfg.work
     corpus = work / "corpus"
     print(f"[recipe] corpus: {cfg.hours} h, seed {cfg.seed} in {corpus}")
-    build_corpus(corpus, hours=cfg.hours, seed=cfg.seed)
+    build_corpus(corpus, hours=cfg.hours, seed=cfg.seed, engines=cfg.engines)
     train_manifest, test_manifest = corpus / "train.jsonl", corpus / "test.jsonl"
 
     def train(steps: int, **overrides: Any) -> TrainConfig:
