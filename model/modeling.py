@@ -17,6 +17,13 @@ from .flow import FlowMatching
 from .network import SpeechFlowTransformer
 
 
+def resolve_device(device: str | torch.device) -> torch.device:
+    """"auto" -> CUDA when present, else CPU; anything else as torch understands it."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
 class SpeechFlowModel(nn.Module):
     """The velocity network plus what is needed to use it: its config (with the mel settings) and its flow."""
 

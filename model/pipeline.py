@@ -20,7 +20,7 @@ from .bundle import BUNDLE_FILE, VOCODER_DIR, read_bundle_info, task_dirs
 from .checkpoint import CONFIG_FILE
 from .errors import CheckpointError, ConfigError
 from .features import MelSpectrogram
-from .modeling import SpeechFlowModel
+from .modeling import SpeechFlowModel, resolve_device
 from .reconstruct import mask_reconstruction, separation_masks
 from .vocoder import GriffinLimVocoder
 from .vocos import VocosVocoder
@@ -40,12 +40,6 @@ class InfillRequest:
     wav: np.ndarray  # (n,) or (n, channels), any rate
     sr: int
     spans: Sequence[Span]  # seconds
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 class SpeechFlowPipeline:
@@ -200,9 +194,9 @@ class SpeechFlowPipeline:
             if task == "enhance":
                 return mask_reconstruction(x, feats[None], self.mel)[0].cpu().numpy()
             return separation_masks(x, feats[None], self.mel)[0].cpu().numpy()
-        streams = feats.chunk(feats.shape[-1] // self.mel_config.n_mels, dim=-1)
-        audio = [np.pad(w, (0, max(0, n - len(w))))[:n] for w in
-                 (self.vocoder(s[None])[0].float().cpu().numpy() for s in streams)]
+        streams = feats.chunk(feats.shape[-1] // self.mel_config.n_mels, dim=-1)  # one (T, n_mels) per speaker
+        full = torch.ones(1, feats.shape[0], dtype=torch.bool, device=feats.device)
+        audio = [np.pad(w, (0, max(0, n - len(w))))[:n] for s in streams for w in self.vocode(s[None], full)]
         return audio[0] if len(audio) == 1 else np.stack(audio)
 
     # --- infilling ----------------------------------------------------------------------------------------------

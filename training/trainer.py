@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from model.checkpoint import write_tensors
 from model.errors import CheckpointError
+from model.modeling import resolve_device
 
 from .data import derive_seed
 
@@ -80,12 +81,6 @@ class Objective(Protocol):
     def __call__(
         self, net: nn.Module, batch: dict[str, Tensor], rng: np.random.Generator, gen: torch.Generator
     ) -> Tensor: ...
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 @dataclass
