@@ -163,3 +163,24 @@ def test_warm_start_from_a_model_directory(debug_model, tiny_corpus, tmp_path):
     assert model.config.network == debug_model.config.network  # the architecture of the weights, not "tiny"
     assert model.config.extra["init"]["from"] == str(tmp_path / "shipped")
     torch.testing.assert_close(model.net.in_proj.weight, debug_model.net.in_proj.weight, atol=2e-3, rtol=0)
+
+
+def test_a_non_finite_step_is_skipped_not_applied(debug_model, tmp_path):
+    from training.trainer import Trainer
+
+    calls = []
+
+    def objective(net, batch, rng, gen):
+        calls.append(1)
+        loss = net(batch["x"], torch.zeros(2), batch["x"], torch.ones(2, 5, dtype=torch.bool)).pow(2).mean()
+        return loss * float("nan") if len(calls) == 2 else loss
+
+    def loaders(start, rank, world):
+        while True:
+            yield {"x": torch.randn(2, 5, 80)}
+
+    cfg = TrainConfig(steps=3, save_every=100, **FAST)
+    Trainer(debug_model, objective, loaders, cfg, tmp_path).fit()
+    model = SpeechFlowModel.from_pretrained(tmp_path)
+    assert len(calls) == 4 and model.config.extra["training"]["step"] == 3
+    assert all(torch.isfinite(p).all() for p in model.net.parameters())

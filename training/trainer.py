@@ -34,6 +34,7 @@ from .data import derive_seed
 
 STATE_FILE = "train_state.safetensors"
 LOG_FILE = "log.jsonl"
+MAX_SKIPPED_STEPS = 10  # consecutive non-finite gradients before a run gives up
 
 
 @dataclass
@@ -218,6 +219,7 @@ class Trainer:
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.dist.is_main, desc="train", unit="step",
                    dynamic_ncols=True)
         window: list[float] = []
+        skipped = 0
         t_last, step_last = time.perf_counter(), self.step
         try:
             while self.step < cfg.steps and not self._stop:
@@ -234,6 +236,12 @@ class Trainer:
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 grad_norm = float(nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip))
+                if not math.isfinite(grad_norm):  # a bad batch must not poison the weights: skip it
+                    skipped += 1
+                    if skipped > MAX_SKIPPED_STEPS:
+                        raise FloatingPointError(f"{skipped} consecutive non-finite steps at step {self.step}")
+                    continue
+                skipped = 0
                 opt.step()
                 ema.update(net, self.step)
                 self.step += 1
