@@ -186,6 +186,30 @@ def cmd_profile(args: argparse.Namespace) -> None:
         print(json.dumps(row))
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    from service.server import serve
+    from service.settings import Settings
+
+    flags = {k: getattr(args, k) for k in ("bundle", "host", "port", "device") if getattr(args, k) is not None}
+    serve(Settings(**flags))  # flags win over SPEECHFLOW_* variables, which win over defaults
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    import asyncio
+
+    from service.bench import BenchConfig, run_bench
+
+    cfg = BenchConfig(url=args.url, task=args.task, concurrency=args.concurrency, requests=args.requests,
+                      mode=args.mode, rate=args.rate, audio_seconds=args.audio_seconds, input=args.input,
+                      steps=args.steps, solver=args.solver, timeout_s=args.timeout, max_duration_s=args.max_duration,
+                      seed=args.seed, api_key=args.api_key)
+    report = asyncio.run(run_bench(cfg))
+    text = json.dumps(report, indent=2)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    print(text)
+
+
 def _parse_span(text: str) -> tuple[float, float]:
     try:
         start, end = (float(x) for x in text.split(":"))
@@ -305,6 +329,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser("serve", help="run the HTTP service (settings: SPEECHFLOW_* variables; flags win)")
+    p.add_argument("--bundle", help=f"bundle directory (default: SPEECHFLOW_BUNDLE or {DEFAULT_BUNDLE})")
+    p.add_argument("--host", help="interface to listen on (default: SPEECHFLOW_HOST or 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default: SPEECHFLOW_PORT or 8000)")
+    p.add_argument("--device", help="auto (CUDA when present), cpu, cuda, cuda:1 ... (default: SPEECHFLOW_DEVICE)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("bench", help="load a running server (loopback only): throughput, latency, batching")
+    p.add_argument("--url", required=True, help="e.g. http://127.0.0.1:8000")
+    p.add_argument("--task", required=True, choices=["enhance", "separate"])
+    p.add_argument("--concurrency", type=int, default=4, help="clients (closed loop)")
+    p.add_argument("--requests", type=int, default=32, help="requests in all")
+    p.add_argument("--mode", choices=["closed", "poisson"], default="closed")
+    p.add_argument("--rate", type=float, default=4.0, help="arrivals per second (poisson)")
+    p.add_argument("--audio-seconds", type=float, default=4.0, help="length of the generated input")
+    p.add_argument("--input", help="send this audio file instead of a generated one")
+    p.add_argument("--steps", type=int, help="NFE (default: the server's)")
+    p.add_argument("--solver", choices=["euler", "midpoint", "heun", "rk4"])
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
+    p.add_argument("--max-duration", type=float, default=600.0, help="no new requests after this many seconds")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--api-key", help="Bearer key, when the server has keys")
+    p.add_argument("--json", help="also write the report here")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("demo", help="infill a generated example with the shipped bundle (offline)")
     p.add_argument("--out", default="demo_output")

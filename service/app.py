@@ -1,0 +1,155 @@
+"""The FastAPI app, built by `create_app` (no module-level state: tests build as many apps as they like, each
+with its own engine, batcher and metrics registry)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, File, Form, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from . import paths
+from .engine import Engine
+from .errors import ServiceError, error_body, error_response
+from .middleware import AdmissionMiddleware, RequestContextMiddleware
+from .runtime import ServiceRuntime
+from .schemas import ErrorEnvelope, Health, ModelList, TaskForm
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+AUDIO_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"audio/wav": {}, "audio/flac": {}, "audio/ogg": {}, "audio/L16": {}},
+          "description": "the result as an audio file"},
+}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorEnvelope, "description": text} for status, text in {
+        400: "bad audio", 401: "missing or wrong API key", 404: "no such model or route", 413: "too large or too long",
+        415: "not multipart or not audio", 422: "invalid parameters", 429: "queue full (see Retry-After)",
+        503: "not ready or shutting down", 504: "deadline passed"}.items()
+}
+_STATUS_CODES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed"}
+_bearer = HTTPBearer(auto_error=False, description="API key, when the server has any (SPEECHFLOW_API_KEYS)")
+
+
+def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
+    """The service; without ``engine`` the bundle named in ``settings`` is loaded at startup."""
+    runtime = ServiceRuntime(settings or Settings(), engine)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(title="SpeechFlow", version="0.1.0", lifespan=lifespan,
+                  description="Speech enhancement and two-speaker separation with a flow-matching model. Errors are "
+                              "JSON: {\"error\": {\"message\", \"type\", \"code\", \"param\"}}.")
+    app.state.runtime = runtime
+    app.add_middleware(AdmissionMiddleware, runtime=runtime)
+    app.add_middleware(RequestContextMiddleware, metrics=runtime.metrics)  # added last = outermost
+    _add_error_handlers(app, runtime)
+    app.include_router(_probes(runtime))
+    app.include_router(_api(runtime), dependencies=[Depends(_bearer)], responses=ERROR_RESPONSES)
+    return app
+
+
+def _api(runtime: ServiceRuntime) -> APIRouter:
+    router = APIRouter()
+
+    @router.post(paths.ENHANCE, response_class=Response, responses=AUDIO_RESPONSE, tags=["tasks"])
+    async def enhance(request: Request, file: Annotated[UploadFile, File(description="noisy speech, any format "
+                                                                         "libsndfile reads, any rate")],
+                      form: Annotated[TaskForm, Form()]) -> Response:
+        """Noisy speech in, clean speech out (at the input's rate and length)."""
+        return await runtime.process("enhance", file, form, request)
+
+    @router.post(paths.SEPARATE, response_class=Response, responses=AUDIO_RESPONSE, tags=["tasks"])
+    async def separate(request: Request, file: Annotated[UploadFile, File(description="a two-talker mixture")],
+                       form: Annotated[TaskForm, Form()]) -> Response:
+        """A two-talker mixture in; one audio file with two channels (speaker 1, speaker 2) out."""
+        return await runtime.process("separate", file, form, request)
+
+    @router.post(paths.TTS, tags=["tts"])
+    async def tts() -> Response:
+        """Zero-shot TTS (not served yet: 404 model_not_found without a TTS model, else 501)."""
+        raise runtime.tts_unavailable()
+
+    @router.post(paths.SPEECH, tags=["tts"])
+    async def speech() -> Response:
+        """OpenAI-compatible speech (not served yet: 404 model_not_found without a TTS model, else 501)."""
+        raise runtime.tts_unavailable()
+
+    @router.get(paths.VOICES, tags=["tts"])
+    async def voices() -> Response:
+        """Built-in voices of the TTS model (not served yet: 404 model_not_found without a TTS model, else 501)."""
+        raise runtime.tts_unavailable()
+
+    @router.get(paths.MODELS, response_model=ModelList, tags=["service"])
+    async def models() -> ModelList:
+        """The bundle's models and the endpoints that serve them."""
+        return runtime.model_list()
+
+    @router.get(paths.METRICS, tags=["service"], response_class=Response)
+    async def metrics() -> Response:
+        """Prometheus metrics (behind the API key only when protect_metrics is set)."""
+        body, media_type = runtime.metrics.render()
+        return Response(body, media_type=media_type)
+
+    return router
+
+
+def _probes(runtime: ServiceRuntime) -> APIRouter:
+    router = APIRouter(tags=["service"])
+
+    @router.get(paths.LIVEZ, response_model=Health)
+    async def livez() -> Health:
+        """The process answers (no model work)."""
+        return Health(status="ok")
+
+    @router.get(paths.READYZ, response_model=Health, responses={503: {"model": ErrorEnvelope}})
+    async def readyz() -> Health:
+        """200 once the model is loaded and warm; 503 before that and while shutting down."""
+        error = runtime.admission_error()
+        if error is not None:
+            raise error
+        return Health(status="ready")
+
+    return router
+
+
+def _add_error_handlers(app: FastAPI, runtime: ServiceRuntime) -> None:
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        if exc.status != 500:  # a failure of ours is not a refusal; requests_total{status="500"} counts it
+            runtime.metrics.rejected.labels(exc.code).inc()
+        return error_response(exc)
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette logs the exception after this answer; the client gets the envelope, not a text page
+        return JSONResponse(error_body("internal server error", "server_error", "internal_error"), 500)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        runtime.metrics.rejected.labels("invalid_parameter").inc()
+        errors = exc.errors()
+        fields = [".".join(str(p) for p in e["loc"] if p not in ("body", "query", "path")) for e in errors]
+        message = "; ".join(f"{f}: {e['msg']}" if f else e["msg"].removeprefix("Value error, ")
+                            for f, e in zip(fields, errors, strict=True))
+        return JSONResponse(error_body(message, "invalid_request_error", "invalid_parameter",
+                                       fields[0] if fields and fields[0] else None), 422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _STATUS_CODES.get(exc.status_code, f"http_{exc.status_code}")
+        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        return JSONResponse(error_body(str(exc.detail), kind, code), exc.status_code, headers=exc.headers)

@@ -1,0 +1,18 @@
+"""The service's URL paths, in one place: the routes, the middleware's policies and the metrics labels use them."""
+
+from __future__ import annotations
+
+ENHANCE = "/v1/enhance"
+SEPARATE = "/v1/separate"
+TTS = "/v1/tts"
+SPEECH = "/v1/audio/speech"
+VOICES = "/v1/voices"
+MODELS = "/v1/models"
+LIVEZ = "/livez"
+READYZ = "/readyz"
+METRICS = "/metrics"
+
+TASK_ROUTES = {ENHANCE: "enhance", SEPARATE: "separate", TTS: "tts", SPEECH: "tts"}  # path -> metrics task label
+UPLOAD_ROUTES = {ENHANCE, SEPARATE}  # multipart/form-data bodies (TTS joins when it is served)
+# never behind an API key: probes must work for orchestrators, and the docs describe how to authenticate
+OPEN_PATHS = {LIVEZ, READYZ, "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc", "/"}

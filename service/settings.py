@@ -1,0 +1,57 @@
+"""Service configuration: ``SPEECHFLOW_*`` environment variables (the same names as ``speechflow serve`` flags)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+Solver = Literal["euler", "midpoint", "heun", "rk4"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SPEECHFLOW_", extra="ignore")
+
+    # model
+    bundle: str = "checkpoints/demo"
+    device: str = "auto"  # auto = CUDA when present, else CPU
+    default_steps: int = Field(32, ge=1, le=256)
+    default_solver: Solver = "midpoint"
+    max_steps: int = Field(128, ge=1, le=1024)  # a request cannot buy more network evaluations than this
+
+    # network; loopback by default, the Docker image sets 0.0.0.0
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+
+    # batching: a batch is at most max_batch_size requests and max_batch_frames padded feature frames (100/s)
+    max_batch_frames: int = Field(24_000, ge=1)
+    max_batch_size: int = Field(16, ge=1)
+    max_wait_ms: float = Field(10.0, ge=0)
+    max_queue: int = Field(64, ge=1)  # queued requests (all tasks) before 429
+    request_timeout_s: float = Field(60.0, gt=0)  # from queueing to result, else 504
+
+    # limits on what a request may send
+    max_upload_bytes: int = Field(25 * 1024 * 1024, ge=1)  # the whole request body, multipart overhead included
+    max_audio_seconds: float = Field(60.0, gt=0)
+    max_text_chars: int = Field(2000, ge=1)
+
+    # security: Bearer keys; empty = open. Probes are always open, /metrics only when protect_metrics is false.
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    protect_metrics: bool = False
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        """Accept a JSON list or a comma-separated string (friendlier in a shell or a compose file)."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [k.strip() for k in text.split(",") if k.strip()]
+        return value
+
+    @property
+    def max_wait_s(self) -> float:
+        return self.max_wait_ms / 1000.0

@@ -1,0 +1,108 @@
+"""Uploaded audio in, response audio out. Runs in worker threads (decoding and resampling are CPU work).
+
+Any container libsndfile reads is accepted (wav, flac, ogg, mp3 where libsndfile has it, ...) at any rate and
+channel count; headerless 16-bit PCM is accepted when the part says so (``audio/L16;rate=...`` or a ``.pcm`` /
+``.raw`` name). Results come back at the upload's own rate and length.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import soundfile as sf
+
+from model.audio import content_type, encode_audio, load_audio, resample
+from model.errors import AudioError
+
+from .errors import AudioTooLong, BadAudio, UnsupportedMediaType
+
+RAW_PCM_TYPES = {"audio/l16", "audio/pcm", "audio/x-pcm", "audio/raw"}
+RAW_PCM_SUFFIXES = (".pcm", ".raw")
+PCM_DEFAULT_RATE = 16_000
+# what a client may call an audio upload: audio/* and video/* (browsers label ogg/webm recordings video/...), or
+# the generic labels curl and browsers use when they do not know
+GENERIC_TYPES = {"", "application/octet-stream", "binary/octet-stream", "application/ogg"}
+# libsndfile reports bad data as LibsndfileError (a RuntimeError); odd inputs raise the others
+DECODE_ERRORS = (RuntimeError, sf.SoundFileError, OSError, EOFError, TypeError, ValueError)
+
+
+@dataclass(frozen=True)
+class DecodedAudio:
+    wav: np.ndarray  # float32 mono at the engine's rate
+    sample_rate: int  # the upload's rate: the response uses it
+    num_samples: int  # the upload's length at its rate: the response has it too
+
+    @property
+    def seconds(self) -> float:
+        return self.num_samples / self.sample_rate
+
+
+def parse_media_type(value: str | None) -> tuple[str, dict[str, str]]:
+    """'audio/L16; rate=8000' -> ('audio/l16', {'rate': '8000'})."""
+    parts = [p.strip() for p in (value or "").split(";")]
+    params = {}
+    for part in parts[1:]:
+        name, _, val = part.partition("=")
+        params[name.strip().lower()] = val.strip().strip('"')
+    return parts[0].lower(), params
+
+
+def check_upload_type(media_type: str | None) -> None:
+    mime, _ = parse_media_type(media_type)
+    if mime in GENERIC_TYPES or mime.startswith(("audio/", "video/")):
+        return
+    raise UnsupportedMediaType(f"the uploaded file is {mime!r}, not audio; send wav, flac, ogg or raw PCM",
+                               param="file")
+
+
+def decode_upload(data: bytes, media_type: str | None, filename: str | None, *, target_sr: int,
+                  max_seconds: float) -> DecodedAudio:
+    """Bytes of one upload -> mono float32 at ``target_sr``; the duration limit is checked from the header first."""
+    mime, params = parse_media_type(media_type)
+    raw = mime in RAW_PCM_TYPES or (filename or "").lower().endswith(RAW_PCM_SUFFIXES)
+    if not data:
+        raise BadAudio("the uploaded file is empty", param="file")
+    if raw:
+        rate = _pcm_rate(params)
+        if params.get("channels", "1") != "1":
+            raise BadAudio("raw PCM uploads must be mono (channels=1)", param="file")
+        num_samples = len(data) // 2
+    else:
+        try:
+            with sf.SoundFile(io.BytesIO(data)) as f:
+                rate, num_samples = int(f.samplerate), int(f.frames)
+        except DECODE_ERRORS as e:
+            raise BadAudio(f"could not decode audio: {e}", param="file") from e
+    if num_samples > max_seconds * rate:
+        raise AudioTooLong(f"audio is {num_samples / rate:.1f} s long; the limit is {max_seconds:g} s", param="file")
+    try:
+        wav = load_audio(data, target_sr, fmt="pcm" if raw else None, pcm_sample_rate=rate)
+    except AudioError as e:
+        raise BadAudio(str(e), param="file") from e
+    return DecodedAudio(wav, rate, num_samples)
+
+
+def _pcm_rate(params: dict[str, str]) -> int:
+    try:
+        return int(params.get("rate", PCM_DEFAULT_RATE))
+    except ValueError:
+        raise BadAudio(f"invalid PCM rate {params.get('rate')!r}", param="file") from None
+
+
+def render_audio(audio: np.ndarray, engine_sr: int, like: DecodedAudio, fmt: str) -> tuple[bytes, str]:
+    """Engine output (n,) or (channels, n) -> file bytes at the upload's rate and exact length, and a media type."""
+    channels = audio[None] if audio.ndim == 1 else audio
+    n = like.num_samples
+    out = np.stack([_fit(resample(c, engine_sr, like.sample_rate), n) for c in channels])
+    data = encode_audio(out[0] if audio.ndim == 1 else out, like.sample_rate, fmt)
+    media = content_type(fmt)
+    if fmt == "pcm":
+        media += f";rate={like.sample_rate};channels={len(channels)}"
+    return data, media
+
+
+def _fit(x: np.ndarray, n: int) -> np.ndarray:
+    """Resampling there and back can be off by a sample: trim or zero-pad to the input's length."""
+    return x[:n] if len(x) >= n else np.pad(x, (0, n - len(x)))

@@ -1,0 +1,349 @@
+"""The HTTP layer against a fake engine: status codes from real requests, the error envelope, headers, output
+audio, metrics and graceful shutdown. Requests run in process (httpx + ASGITransport, lifespan included)."""
+
+import asyncio
+import io
+
+import pytest
+import soundfile as sf
+
+from model.audio import encode_audio
+from service.app import create_app
+from service.settings import Settings
+from service.testing import FakeEngine, serving, until
+from tests.conftest import speechlike
+
+
+def wav(seconds: float = 1.0, sr: int = 16000, fmt: str = "wav") -> bytes:
+    return encode_audio(speechlike(seconds, seed=1, sr=sr), sr, fmt)
+
+
+def upload(data: bytes | None = None, content_type: str = "audio/wav", name: str = "in.wav") -> dict:
+    return {"file": (name, wav() if data is None else data, content_type)}
+
+
+def scenario(test, engine: FakeEngine | None = None, wait_ready: bool = True, **settings):
+    """Run ``test(client, app, engine)`` against a fresh app with ``settings`` (max_wait 0 unless given)."""
+    engine = engine or FakeEngine(fail_seeds=[13])
+    app = create_app(Settings(**{"max_wait_ms": 0, **settings}), engine)
+
+    async def main():
+        async with serving(app) as client:
+            if wait_ready:
+                await app.state.runtime.wait_ready()
+            try:
+                await test(client, app, engine)
+            finally:
+                engine.release()
+                engine.warm_gate.set()
+
+    asyncio.run(main())
+    return app
+
+
+def assert_error(response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "code", "param"}
+    assert body["error"]["code"] == code and body["error"]["message"]
+    return body["error"]
+
+
+def metric(app, name: str, **labels) -> float:
+    return app.state.runtime.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+# --- results ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("fmt", ["wav", "flac", "ogg"])
+def test_enhance_returns_audio_at_the_inputs_rate_and_length(fmt):
+    async def test(client, app, engine):
+        r = await client.post("/v1/enhance", files=upload(wav(1.3, 44100)), data={"response_format": fmt,
+                                                                                  "seed": "7", "steps": "4"})
+        assert r.status_code == 200, r.text
+        assert r.headers["content-type"] == f"audio/{fmt}"
+        audio, sr = sf.read(io.BytesIO(r.content), always_2d=True)
+        assert sr == 44100 and audio.shape == (int(1.3 * 44100), 1)
+        assert r.headers["x-seed"] == "7" and r.headers["x-steps"] == "4" and r.headers["x-batch-size"] == "1"
+        assert "queue;dur=" in r.headers["server-timing"] and r.headers["x-request-id"]
+
+    scenario(test)
+
+
+def test_separate_returns_one_two_channel_file_and_raw_pcm():
+    async def test(client, app, engine):
+        r = await client.post("/v1/separate", files=upload(wav(0.8, 8000)))
+        audio, sr = sf.read(io.BytesIO(r.content), always_2d=True)
+        assert r.status_code == 200 and sr == 8000 and audio.shape == (6400, 2)
+        assert r.headers["content-disposition"] == 'attachment; filename="separated.wav"'
+        r = await client.post("/v1/separate", files=upload(wav(0.5)), data={"response_format": "pcm"})
+        assert r.headers["content-type"] == "audio/L16;rate=16000;channels=2" and len(r.content) == 8000 * 2 * 2
+
+    scenario(test)
+
+
+def test_raw_pcm_uploads_and_request_ids():
+    async def test(client, app, engine):
+        pcm = encode_audio(speechlike(0.5, seed=2, sr=8000), 8000, "pcm")
+        r = await client.post("/v1/enhance", files=upload(pcm, "audio/L16; rate=8000"),
+                              headers={"X-Request-ID": "trace-42"})
+        assert r.status_code == 200 and r.headers["x-request-id"] == "trace-42"
+        assert sf.info(io.BytesIO(r.content)).frames == 4000
+        r = await client.get("/livez", headers={"X-Request-ID": "bad id\twith spaces"})
+        assert r.headers["x-request-id"] != "bad id\twith spaces" and len(r.headers["x-request-id"]) == 32
+
+    scenario(test)
+
+
+def test_concurrent_requests_coalesce_into_one_batch():
+    async def test(client, app, engine):
+        engine.hold()
+        first = asyncio.create_task(client.post("/v1/enhance", files=upload()))
+        await until(lambda: len(engine.batches) == 1)
+        batcher = app.state.runtime.batcher
+        rest = [asyncio.create_task(client.post("/v1/enhance", files=upload(wav(s)))) for s in (0.5, 1.5, 1.0)]
+        await until(lambda: batcher.depth() == 3)
+        engine.release()
+        responses = await asyncio.gather(first, *rest)
+        assert [r.status_code for r in responses] == [200] * 4
+        assert [len(b.lengths) for b in engine.batches] == [1, 3]
+        assert engine.batches[1].lengths == [8000, 16000, 24000]  # length-sorted
+        assert [r.headers["x-batch-size"] for r in responses] == ["1", "3", "3", "3"]
+
+    scenario(test)
+
+
+def test_models_and_tts_without_a_tts_model():
+    async def test(client, app, engine):
+        models = (await client.get("/v1/models")).json()
+        assert [(m["id"], m["endpoint"]) for m in models["data"]] == [("enhance", "/v1/enhance")]
+        for method, path in [("POST", "/v1/tts"), ("POST", "/v1/audio/speech"), ("GET", "/v1/voices")]:
+            assert_error(await client.request(method, path, json={"input": "hi"}), 404, "model_not_found")
+        assert_error(await client.post("/v1/separate", files=upload()), 404, "model_not_found")
+
+    scenario(test, FakeEngine(tasks=["enhance"]))
+
+
+def test_unknown_routes_and_methods_use_the_envelope():
+    async def test(client, app, engine):
+        assert_error(await client.get("/v1/nope"), 404, "not_found")
+        assert_error(await client.get("/v1/enhance"), 405, "method_not_allowed")
+        assert (await client.get("/docs")).status_code == 200
+        assert "/v1/enhance" in (await client.get("/openapi.json")).json()["paths"]
+
+    scenario(test)
+
+
+# --- refusals, each from a real request ------------------------------------------------------------------------
+def test_400_for_audio_that_does_not_decode():
+    async def test(client, app, engine):
+        error = assert_error(await client.post("/v1/enhance", files=upload(b"RIFF not really a wav")), 400,
+                             "invalid_audio")
+        assert error["param"] == "file"
+        assert_error(await client.post("/v1/enhance", files=upload(b"")), 400, "invalid_audio")
+        assert_error(await client.post("/v1/enhance", files=upload(wav(0.005))), 400, "invalid_audio")  # < 1 frame
+        assert engine.batches == []
+
+    scenario(test)
+
+
+def test_401_without_the_right_key_and_open_probes():
+    async def test(client, app, engine):
+        r = await client.post("/v1/enhance", files=upload())
+        assert_error(r, 401, "invalid_api_key")
+        assert r.headers["www-authenticate"] == "Bearer"
+        assert_error(await client.post("/v1/enhance", files=upload(), headers={"Authorization": "Bearer nope"}),
+                     401, "invalid_api_key")
+        assert_error(await client.get("/v1/models", headers={"Authorization": "Basic k2"}), 401, "invalid_api_key")
+        assert (await client.post("/v1/enhance", files=upload(), headers={"Authorization": "Bearer k2"})).is_success
+        assert (await client.get("/livez")).is_success and (await client.get("/readyz")).is_success
+        assert_error(await client.get("/metrics"), 401, "invalid_api_key")  # protect_metrics
+        assert (await client.get("/metrics", headers={"Authorization": "Bearer k1"})).is_success
+
+    scenario(test, api_keys="k1, k2", protect_metrics=True)
+
+
+def test_413_for_a_declared_size_over_the_limit_without_reading_the_body():
+    async def test(client, app, engine):
+        r = await client.post("/v1/enhance", files=upload(wav(1.0)))  # ~32 KB
+        assert_error(r, 413, "request_too_large")
+        assert r.headers["connection"] == "close"
+
+    scenario(test, max_upload_bytes=10_000)
+
+
+def test_413_while_a_body_of_unknown_size_streams_in():
+    pulled = []
+
+    async def endless():
+        yield (b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="big.wav"\r\n'
+               b"Content-Type: audio/wav\r\n\r\n")
+        for i in range(100_000):  # a file part that would go on for 1.6 GB
+            pulled.append(i)
+            yield b"x" * 16384
+
+    async def test(client, app, engine):
+        r = await client.post("/v1/enhance", content=endless(),
+                              headers={"Content-Type": "multipart/form-data; boundary=xyz"})
+        assert_error(r, 413, "request_too_large")
+        assert len(pulled) <= 100_000 // 16384 + 2  # stopped right after the limit
+
+    scenario(test, max_upload_bytes=100_000)
+
+
+def test_413_for_audio_longer_than_the_limit():
+    async def test(client, app, engine):
+        error = assert_error(await client.post("/v1/enhance", files=upload(wav(2.0))), 413, "audio_too_long")
+        assert "2.0 s" in error["message"]
+
+    scenario(test, max_audio_seconds=1.5)
+
+
+def test_415_for_non_audio_uploads_and_non_multipart_requests():
+    async def test(client, app, engine):
+        assert_error(await client.post("/v1/enhance", files=upload(b"hello", "text/plain", "a.txt")), 415,
+                     "unsupported_media_type")
+        assert_error(await client.post("/v1/enhance", json={"file": "/etc/passwd"}), 415, "unsupported_media_type")
+
+    scenario(test)
+
+
+@pytest.mark.parametrize(("form", "param"), [({"steps": "0"}, "steps"), ({"steps": "129"}, "steps"),
+                                             ({"solver": "magic"}, "solver"), ({"response_format": "mp3"},
+                                                                               "response_format"),
+                                             ({"seed": "-1"}, "seed"), ({"guidance": "x"}, "guidance"),
+                                             ({"stepz": "4"}, None)])
+def test_422_for_invalid_parameters(form, param):
+    async def test(client, app, engine):
+        error = assert_error(await client.post("/v1/enhance", files=upload(), data=form), 422, "invalid_parameter")
+        assert error["param"] == param
+
+    scenario(test)
+
+
+def test_422_for_a_missing_file():
+    async def test(client, app, engine):
+        error = assert_error(await client.post("/v1/enhance", data={"steps": "4"},
+                                               files={"other": ("x", b"y", "audio/wav")}), 422, "invalid_parameter")
+        assert error["param"] == "file"
+
+    scenario(test)
+
+
+def test_429_when_the_queue_is_full():
+    async def test(client, app, engine):
+        engine.hold()
+        running = asyncio.create_task(client.post("/v1/enhance", files=upload()))
+        await until(lambda: len(engine.batches) == 1)
+        queued = asyncio.create_task(client.post("/v1/enhance", files=upload()))
+        await until(lambda: app.state.runtime.batcher.depth() == 1)
+        r = await client.post("/v1/enhance", files=upload())
+        assert_error(r, 429, "queue_full")
+        assert int(r.headers["retry-after"]) >= 1
+        engine.release()
+        assert [x.status_code for x in await asyncio.gather(running, queued)] == [200, 200]
+        assert metric(app, "speechflow_rejected_total", reason="queue_full") == 1
+
+    scenario(test, max_queue=1)
+
+
+def test_503_until_warm():
+    engine = FakeEngine()
+    engine.warm_gate.clear()
+
+    async def test(client, app, engine):
+        assert_error(await client.get("/readyz"), 503, "not_ready")
+        assert (await client.get("/livez")).is_success
+        assert_error(await client.post("/v1/enhance", files=upload()), 503, "not_ready")
+        engine.warm_gate.set()
+        await app.state.runtime.wait_ready()
+        assert (await client.get("/readyz")).json() == {"status": "ready"}
+
+    scenario(test, engine, wait_ready=False)
+
+
+def test_504_when_the_deadline_passes():
+    async def test(client, app, engine):
+        engine.hold()  # nothing finishes until the test releases it
+        assert_error(await client.post("/v1/enhance", files=upload()), 504, "deadline_exceeded")
+
+    scenario(test, request_timeout_s=0.05)
+
+
+def test_500_for_one_failing_request_leaves_its_batch_mates_alone():
+    async def test(client, app, engine):
+        engine.hold()
+        first = asyncio.create_task(client.post("/v1/enhance", files=upload()))
+        await until(lambda: len(engine.batches) == 1)
+        mates = [asyncio.create_task(client.post("/v1/enhance", files=upload(), data={"seed": s}))
+                 for s in ("12", "13", "14")]
+        await until(lambda: app.state.runtime.batcher.depth() == 3)
+        engine.release()
+        codes = [r.status_code for r in await asyncio.gather(first, *mates)]
+        assert codes == [200, 200, 500, 200]
+        assert_error(await mates[1], 500, "internal_error")
+
+    scenario(test)
+
+
+def test_a_client_that_goes_away_costs_no_compute():
+    async def test(client, app, engine):
+        engine.hold()
+        first = asyncio.create_task(client.post("/v1/enhance", files=upload()))
+        await until(lambda: len(engine.batches) == 1)
+        leaving = asyncio.create_task(client.post("/v1/enhance", files=upload(), data={"seed": "5"}))
+        batcher = app.state.runtime.batcher
+        await until(lambda: batcher.depth() == 1)
+        leaving.cancel()  # the in-process equivalent of a dropped connection
+        await until(lambda: batcher.depth() == 0)
+        engine.release()
+        assert (await first).status_code == 200
+        assert [b.seeds for b in engine.batches if 5 in b.seeds] == []
+
+    scenario(test)
+
+
+# --- metrics and shutdown --------------------------------------------------------------------------------------
+def test_metrics_move():
+    async def test(client, app, engine):
+        for _ in range(2):
+            assert (await client.post("/v1/enhance", files=upload(wav(0.5)))).status_code == 200
+        await client.post("/v1/separate", files=upload(wav(1.0)))
+        await client.post("/v1/enhance", files=upload(), data={"steps": "0"})
+        text = (await client.get("/metrics")).text
+        for name in ("requests_total", "request_duration_seconds", "queue_wait_seconds", "queue_depth", "batch_size",
+                     "batch_frames", "padding_ratio", "inference_seconds", "audio_seconds_total", "rejected_total"):
+            assert f"speechflow_{name}" in text
+        assert metric(app, "speechflow_requests_total", task="enhance", status="200") == 2
+        assert metric(app, "speechflow_requests_total", task="enhance", status="422") == 1
+        assert metric(app, "speechflow_audio_seconds_total", task="enhance", direction="in") == pytest.approx(1.0)
+        assert metric(app, "speechflow_audio_seconds_total", task="separate", direction="out") == pytest.approx(2.0)
+        assert metric(app, "speechflow_batch_size_count", task="enhance") == 2
+        assert metric(app, "speechflow_rejected_total", reason="invalid_parameter") == 1
+        assert metric(app, "speechflow_request_duration_seconds_count", task="separate") == 1
+
+    scenario(test)
+
+
+def test_shutdown_drains_queued_requests_and_refuses_new_ones():
+    async def main():
+        engine = FakeEngine()
+        app = create_app(Settings(max_wait_ms=0), engine)
+        runtime = app.state.runtime
+        async with serving(app) as client:
+            await runtime.wait_ready()
+            engine.hold()
+            running = asyncio.create_task(client.post("/v1/enhance", files=upload()))
+            await until(lambda: len(engine.batches) == 1)
+            queued = [asyncio.create_task(client.post("/v1/enhance", files=upload())) for _ in range(3)]
+            await until(lambda: runtime.batcher.depth() == 3)
+            stopping = asyncio.create_task(runtime.stop())  # what the lifespan's shutdown runs
+            await until(lambda: runtime.shutting_down)
+            assert_error(await client.get("/readyz"), 503, "shutting_down")
+            assert_error(await client.post("/v1/enhance", files=upload()), 503, "shutting_down")
+            engine.release()
+            await stopping
+            responses = await asyncio.gather(running, *queued)
+            assert [r.status_code for r in responses] == [200] * 4
+            assert [len(b.lengths) for b in engine.batches] == [1, 3]
+
+    asyncio.run(main())
