@@ -7,7 +7,9 @@ vocoding cannot drift apart between training, offline use and serving.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,25 +170,44 @@ class SpeechFlowPipeline:
         seed: int | Sequence[int] = 0,
         reconstruction: str = "mask",
         window_s: float = WINDOW_S,
+        timings: dict[str, float] | None = None,
     ) -> list[tuple[np.ndarray, int]]:
+        """The shared task path; ``timings``, when given, accumulates seconds per stage (features, sampler,
+        reconstruction) for the service's metrics."""
         if reconstruction not in RECONSTRUCTIONS:
             raise ConfigError(f"reconstruction must be one of {RECONSTRUCTIONS}, got {reconstruction!r}")
         self.model(task)  # fail before any work if the bundle lacks the task
         seeds = [seed + i for i in range(len(items))] if isinstance(seed, int) else list(seed)
-        wavs = [prepare_waveform(w, sr, self.sample_rate) for w, sr in items]
-        feats, mask = self.features(wavs)
-        conds = [feats[i, : int(n)] for i, n in enumerate(mask.sum(1).tolist())]
-        outs = self.generate_windowed(task, conds, seeds, steps=steps, solver=solver, guidance=guidance,
-                                      window_s=window_s)
+        with self._timed("features", timings):
+            wavs = [prepare_waveform(w, sr, self.sample_rate) for w, sr in items]
+            feats, mask = self.features(wavs)
+            conds = [feats[i, : int(n)] for i, n in enumerate(mask.sum(1).tolist())]
+        with self._timed("sampler", timings):
+            outs = self.generate_windowed(task, conds, seeds, steps=steps, solver=solver, guidance=guidance,
+                                          window_s=window_s)
         results = []
-        for (_, sr), wav, out in zip(items, wavs, outs, strict=True):
-            audio = self._reconstruct(task, wav, out, reconstruction)  # (n,) or (2, n) at 16 kHz
-            audio = np.stack([resample(a, self.sample_rate, sr) for a in audio]) if audio.ndim == 2 else \
-                resample(audio, self.sample_rate, sr)
-            results.append((audio.astype(np.float32), sr))
+        with self._timed("reconstruction", timings):
+            for (_, sr), wav, out in zip(items, wavs, outs, strict=True):
+                audio = self.reconstruct(task, wav, out, reconstruction)  # (n,) or (2, n) at 16 kHz
+                audio = np.stack([resample(a, self.sample_rate, sr) for a in audio]) if audio.ndim == 2 else \
+                    resample(audio, self.sample_rate, sr)
+                results.append((audio.astype(np.float32), sr))
         return results
 
-    def _reconstruct(self, task: str, wav: np.ndarray, feats: Tensor, reconstruction: str) -> np.ndarray:
+    @contextmanager
+    def _timed(self, stage: str, timings: dict[str, float] | None) -> Iterator[None]:
+        if timings is None:
+            yield
+            return
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)  # kernels are asynchronous: time what actually ran
+            timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
+
+    def reconstruct(self, task: str, wav: np.ndarray, feats: Tensor, reconstruction: str) -> np.ndarray:
         """Generated features (T, x_dim) of one input (n,) at 16 kHz -> waveform(s) of the input's length."""
         x = torch.from_numpy(wav).to(self.device)[None]
         n = len(wav)

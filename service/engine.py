@@ -8,14 +8,11 @@ changing the pipeline, and so one call serves a whole batch with per-request see
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
-import torch
 
 SERVED_TASKS = ("enhance", "separate")  # tasks with an endpoint in this version (tts comes with its endpoints)
 
@@ -90,19 +87,11 @@ class PipelineEngine:
         if any((p.steps, p.solver, p.guidance, p.reconstruction) !=
                (params.steps, params.solver, params.guidance, params.reconstruction) for _, p in items):
             raise ValueError("a batch must share steps, solver, guidance and reconstruction")
-        pipe = self.pipeline
-        wavs = [wav for wav, _ in items]
-        with torch.no_grad():
-            with self._stage("features", timings):
-                feats, mask = pipe.features(wavs)
-                conds = [feats[i, : int(n)] for i, n in enumerate(mask.sum(1).tolist())]
-            with self._stage("sampler", timings):
-                outs = pipe.generate_windowed(task, conds, [p.seed for _, p in items], steps=params.steps,
-                                              solver=params.solver, guidance=params.guidance)
-            with self._stage("reconstruction", timings):
-                # _reconstruct is the pipeline's per-item waveform step (mask or vocoder), called as _run_task does
-                return [np.asarray(pipe._reconstruct(task, wav, out, params.reconstruction), dtype=np.float32)
-                        for wav, out in zip(wavs, outs, strict=True)]
+        run = self.pipeline.enhance_batch if task == "enhance" else self.pipeline.separate_batch
+        outs = run([(wav, self.sample_rate) for wav, _ in items], seed=[p.seed for _, p in items],
+                   steps=params.steps, solver=params.solver, guidance=params.guidance,
+                   reconstruction=params.reconstruction, timings=timings)
+        return [out for out, _ in outs]
 
     def describe(self) -> dict[str, Any]:
         info = self.pipeline.info or {}
@@ -115,13 +104,3 @@ class PipelineEngine:
             "models": {task: {"preset": m.get("preset"), "training_step": m.get("training")}
                        for task, m in models.items() if isinstance(m, dict)},
         }
-
-    @contextmanager
-    def _stage(self, name: str, timings: dict[str, float]) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            if self.pipeline.device.type == "cuda":
-                torch.cuda.synchronize(self.pipeline.device)  # kernels are asynchronous: time what actually ran
-            timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
