@@ -1,0 +1,182 @@
+"""Duration model training (`model/duration.py`): masked-span regression on log(1 + frames) over manifest phones.
+
+Data are the manifest rows that carry phone alignments ("phones": [[symbol, start, end], ...]; espeak-ng rows of the
+synthetic corpus, or MFA phones put there by a manifest builder); rows without them (flite, festival) are skipped.
+Only phones and times are read, never audio, so a whole corpus sits in memory and a step costs milliseconds.
+
+Batches hold whole utterances under a budget of padded phones (`batch_phones`), in the deterministic, resumable order
+of `FrameBudgetBatches`; `TrainConfig.batch_seconds` and `max_seconds` (audio crops) do not apply here.
+Flow-matching durations (Voicebox's alternative) are not built; see `model/duration.py`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from model.duration import DurationConfig, DurationModel, align_prompt_by_durations
+from model.errors import ConfigError
+from model.text import PAD_ID, PhoneVocab
+
+from .alignments import durations_from_phones, frame_accuracy, phones_to_frames
+from .data import FrameBudgetBatches
+from .manifest import ManifestError, Utterance, read_manifest
+from .masking import span_mask
+from .trainer import TrainConfig, Trainer
+
+DEFAULT_BATCH_PHONES = 1024  # ~25 sentences: 0.2-0.4 s a step on 2 busy CPU cores
+
+
+def default_train_config(**overrides: Any) -> TrainConfig:
+    """A small model on cheap batches: a higher learning rate and a short warm-up than the acoustic model's."""
+    return TrainConfig(**{"steps": 2000, "lr": 1e-3, "warmup": 100, "save_every": 500, "num_workers": 0,
+                          **overrides})
+
+
+def rows_with_phones(utterances: Sequence[Utterance]) -> list[Utterance]:
+    rows = [u for u in utterances if u.meta.get("phones")]
+    if not rows:
+        raise ManifestError("no manifest rows with phone alignments ('phones'): build the corpus with espeak-ng "
+                            "speakers, or add MFA alignments")
+    return rows
+
+
+def vocab_for(rows: Sequence[Utterance]) -> PhoneVocab:
+    """espeak's default inventory when the data fit it (so TTS and duration checkpoints share ids), else the data's."""
+    default = PhoneVocab.default()
+    found = {p[0] for u in rows for p in u.meta["phones"]}
+    return default if found <= set(default.symbols) else PhoneVocab.from_sequences([found])
+
+
+class PhoneDurationDataset(Dataset):
+    """Item (index, seed) -> {"phones": (N,) int64 ids, "durations": (N,) int64 frames} of one whole utterance."""
+
+    def __init__(self, rows: Sequence[Utterance], vocab: PhoneVocab, fps: int) -> None:
+        self.items = []
+        for row in rows:
+            symbols, durations = durations_from_phones([tuple(p) for p in row.meta["phones"]], fps)
+            self.items.append((np.asarray(vocab.encode(symbols), dtype=np.int64), durations))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, key: tuple[int, int] | int) -> dict[str, np.ndarray]:
+        index = key[0] if isinstance(key, tuple) else key
+        phones, durations = self.items[index]
+        return {"phones": phones, "durations": durations}
+
+
+def collate_phones(items: list[dict[str, np.ndarray]]) -> dict[str, Tensor]:
+    """-> {"phones": (B, N) long, 0-padded; "durations": (B, N) float32 frames; "lengths": (B,) long}."""
+    lengths = torch.tensor([len(item["phones"]) for item in items])
+    phones = torch.full((len(items), int(lengths.max())), PAD_ID, dtype=torch.long)
+    durations = torch.zeros(phones.shape)
+    for i, item in enumerate(items):
+        phones[i, : lengths[i]] = torch.from_numpy(item["phones"])
+        durations[i, : lengths[i]] = torch.from_numpy(item["durations"]).float()
+    return {"phones": phones, "durations": durations, "lengths": lengths}
+
+
+def duration_masks(rng: np.random.Generator, lengths: Sequence[int], max_len: int, cfg: DurationConfig) -> Tensor:
+    """(B, max_len) bool, True = masked (to predict, counted by the loss): all phones with probability p_uncond,
+    else a share U(mask_min, mask_max) in spans of >= min_span phones; padding stays False."""
+    out = torch.zeros(len(lengths), max_len, dtype=torch.bool)
+    for i, n in enumerate(lengths):
+        if rng.random() < cfg.p_uncond:
+            out[i, :n] = True
+        else:
+            fraction = rng.uniform(cfg.mask_min, cfg.mask_max)
+            out[i, :n] = torch.from_numpy(span_mask(rng, int(n), fraction, cfg.min_span))
+    return out
+
+
+class DurationObjective:
+    """Known durations = the unmasked phones'; the loss (L1 or MSE on log(1 + frames)) counts masked phones only."""
+
+    def __init__(self, config: DurationConfig) -> None:
+        self.config = config
+
+    def loss(self, net: nn.Module, batch: dict[str, Tensor], masked: Tensor) -> Tensor:
+        target = torch.log1p(batch["durations"].float())  # (B, N)
+        masked = masked.to(target.device) & (batch["phones"] != PAD_ID)
+        pred = net(batch["phones"], target * ~masked, ~masked).float()
+        error = pred[masked] - target[masked]
+        return error.abs().mean() if self.config.loss == "l1" else error.square().mean()
+
+    def __call__(self, net: nn.Module, batch: dict[str, Tensor], rng: np.random.Generator,
+                 gen: torch.Generator) -> Tensor:
+        masked = duration_masks(rng, batch["lengths"].tolist(), batch["phones"].shape[1], self.config)
+        return self.loss(net, batch, masked)
+
+
+def phone_loader_factory(dataset: PhoneDurationDataset, batch_phones: int, seed: int):
+    """The Trainer's loader factory: whole utterances, at most `batch_phones` padded phones per batch."""
+    sizes = [len(phones) for phones, _ in dataset.items]
+    budget = max(batch_phones, max(sizes))
+
+    def make(start_step: int, rank: int, world_size: int) -> Iterator[dict[str, Tensor]]:
+        batches = FrameBudgetBatches(sizes, budget, max(sizes), seed=seed, rank=rank, world_size=world_size,
+                                     max_batch_size=1024)
+        return iter(DataLoader(dataset, batch_sampler=batches.iterate(start_step), collate_fn=collate_phones))
+
+    return make
+
+
+def train_duration(
+    data: str | os.PathLike,
+    out: str | os.PathLike,
+    config: DurationConfig | None = None,
+    train: TrainConfig | None = None,
+    resume: bool = False,
+    batch_phones: int = DEFAULT_BATCH_PHONES,
+) -> Path:
+    """Train (or resume) a duration model on a manifest's phone alignments; returns the run directory (a loadable
+    duration model directory). Without `config`, the vocabulary is espeak's default inventory if the data fit it."""
+    train = train or default_train_config()
+    out = Path(out)
+    rows = rows_with_phones(read_manifest(data))
+    if resume and (out / "config.json").is_file():
+        model = DurationModel.from_pretrained(out)  # the architecture and vocabulary travel with the run
+        if config is not None and _shape(config) != _shape(model.config):
+            raise ConfigError(f"{out} holds a duration model with another config; resume without one or use a new out")
+    else:
+        torch.manual_seed(train.seed)  # the initial weights are part of the run's recipe
+        model = DurationModel(config or DurationConfig(vocab=vocab_for(rows).to_list()))
+    model.config.extra["data"] = {"manifest": str(data), "utterances": len(rows)}
+    dataset = PhoneDurationDataset(rows, model.vocab, model.config.fps)
+    loaders = phone_loader_factory(dataset, batch_phones, train.seed)
+    return Trainer(model, DurationObjective(model.config), loaders, train, out).fit(resume=resume)
+
+
+def _shape(config: DurationConfig) -> dict:
+    return {k: v for k, v in config.to_dict().items() if k != "extra"}
+
+
+# ----------------------------------------------------------------------------------------------------- evaluation
+
+
+def evaluate_prompt_alignment(model: DurationModel, rows: Sequence[Utterance], sample_rate: int = 16000,
+                              hop: int = 160) -> dict[str, float]:
+    """Frame accuracy of `align_prompt_by_durations` against the rows' true alignments (each row as a prompt).
+
+    The frame count is the mel's (centred STFT: samples // hop + 1); returns mean and median accuracy over rows,
+    and the accuracy over all frames pooled.
+    """
+    accuracies, correct, total = [], 0.0, 0
+    for row in rows_with_phones(rows):
+        phones = [tuple(p) for p in row.meta["phones"]]
+        num_frames = round(row.duration * sample_rate) // hop + 1
+        true = phones_to_frames(phones, num_frames, model.vocab, fps=model.config.fps)
+        pred = align_prompt_by_durations([p[0] for p in phones], num_frames, model)
+        accuracies.append(frame_accuracy(pred, true))
+        correct += accuracies[-1] * num_frames
+        total += num_frames
+    return {"utterances": len(accuracies), "mean": float(np.mean(accuracies)),
+            "median": float(np.median(accuracies)), "pooled": correct / total}
