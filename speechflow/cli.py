@@ -18,7 +18,7 @@ def _train_config(args: argparse.Namespace, **defaults):
     from training.trainer import TrainConfig
 
     names = ("steps", "lr", "warmup", "batch_seconds", "max_seconds", "save_every", "log_every", "seed", "precision",
-             "num_workers", "device")
+             "num_workers", "device", "threads")
     flags = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
     return TrainConfig(**(defaults | flags))
 
@@ -374,6 +374,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"])
     p.add_argument("--num-workers", type=int)
     p.add_argument("--device", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
+    p.add_argument("--threads", type=int, help="torch threads (default: all cores; 1 when runs share a CPU)")
 
 
 def _add_inference_args(p: argparse.ArgumentParser) -> None:

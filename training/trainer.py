@@ -55,6 +55,7 @@ class TrainConfig:
     precision: str = "auto"  # auto = bf16 autocast (1.7x faster than fp32 on our CPUs too), fp32, bf16
     num_workers: int = 1
     device: str = "auto"
+    threads: int = 0  # torch intra-op threads; 0 = torch's default (all cores). 1 each for runs that share a CPU
 
     def lr_at(self, step: int) -> float:
         """Linear warm-up to ``lr`` then cosine decay to ``lr * min_lr_ratio`` at ``steps``."""
@@ -154,6 +155,8 @@ class Trainer:
         """``loader_factory(start_step, rank, world_size)`` returns an iterator of batches (dicts of tensors)."""
         self.model, self.objective, self.loader_factory, self.cfg = model, objective, loader_factory, cfg
         self.out = Path(out_dir)
+        if cfg.threads > 0:  # two runs at 2 threads on 2 cores spin-wait on each other: 20x slower than 1 each
+            torch.set_num_threads(cfg.threads)
         self.device = resolve_device(cfg.device)
         self.dist = init_distributed(self.device)
         if self.device.type == "cuda":
