@@ -29,12 +29,12 @@ from training.duration import (
     DurationObjective,
     PhoneDurationDataset,
     collate_phones,
-    duration_masks,
     evaluate_prompt_alignment,
     rows_with_phones,
     train_duration,
 )
 from training.manifest import ManifestError, read_manifest
+from training.masking import pretraining_masks
 from training.trainer import TrainConfig
 
 SENTENCES = [
@@ -186,7 +186,7 @@ def test_prompt_alignment_by_rescaled_durations() -> None:
 def test_masks_cover_70_to_100_percent_in_spans() -> None:
     rng = np.random.default_rng(0)
     cfg = debug_config(p_uncond=0.0)
-    masks = duration_masks(rng, [40, 25, 8], 40, cfg)
+    masks = pretraining_masks(rng, [40, 25, 8], 40, cfg)
     assert masks.shape == (3, 40) and not masks[1, 25:].any() and not masks[2, 8:].any()
     for row, n in zip(masks, [40, 25, 8], strict=True):
         assert 0.7 * n - 1 <= int(row.sum()) <= n
@@ -200,7 +200,7 @@ def test_training_lowers_the_masked_loss(espeak_manifest: Path, tmp_path: Path) 
     before_model = DurationModel(config)
     dataset = PhoneDurationDataset(rows, VOCAB, config.fps)
     batch = collate_phones([dataset[i] for i in range(len(dataset))])
-    masked = duration_masks(np.random.default_rng(123), batch["lengths"].tolist(), batch["phones"].shape[1], config)
+    masked = pretraining_masks(np.random.default_rng(123), batch["lengths"].tolist(), batch["phones"].shape[1], config)
     objective = DurationObjective(config)
     with torch.no_grad():
         before = float(objective.loss(before_model.net.eval(), batch, masked))

@@ -28,7 +28,7 @@ from model.text import PAD_ID, PhoneVocab
 from .alignments import durations_from_phones, frame_accuracy, phones_to_frames
 from .data import FrameBudgetBatches
 from .manifest import ManifestError, Utterance, read_manifest
-from .masking import span_mask
+from .masking import pretraining_masks
 from .trainer import TrainConfig, Trainer
 
 DEFAULT_BATCH_PHONES = 1024  # ~25 sentences: 0.2-0.4 s a step on 2 busy CPU cores
@@ -84,19 +84,6 @@ def collate_phones(items: list[dict[str, np.ndarray]]) -> dict[str, Tensor]:
     return {"phones": phones, "durations": durations, "lengths": lengths}
 
 
-def duration_masks(rng: np.random.Generator, lengths: Sequence[int], max_len: int, cfg: DurationConfig) -> Tensor:
-    """(B, max_len) bool, True = masked (to predict, counted by the loss): all phones with probability p_uncond,
-    else a share U(mask_min, mask_max) in spans of >= min_span phones; padding stays False."""
-    out = torch.zeros(len(lengths), max_len, dtype=torch.bool)
-    for i, n in enumerate(lengths):
-        if rng.random() < cfg.p_uncond:
-            out[i, :n] = True
-        else:
-            fraction = rng.uniform(cfg.mask_min, cfg.mask_max)
-            out[i, :n] = torch.from_numpy(span_mask(rng, int(n), fraction, cfg.min_span))
-    return out
-
-
 class DurationObjective:
     """Known durations = the unmasked phones'; the loss (L1 or MSE on log(1 + frames)) counts masked phones only."""
 
@@ -112,7 +99,7 @@ class DurationObjective:
 
     def __call__(self, net: nn.Module, batch: dict[str, Tensor], rng: np.random.Generator,
                  gen: torch.Generator) -> Tensor:
-        masked = duration_masks(rng, batch["lengths"].tolist(), batch["phones"].shape[1], self.config)
+        masked = pretraining_masks(rng, batch["lengths"].tolist(), batch["phones"].shape[1], self.config)
         return self.loss(net, batch, masked)
 
 

@@ -6,11 +6,12 @@ of the frames is masked, in spans of at least ``min_span`` frames.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Protocol
+
 import numpy as np
 import torch
 from torch import Tensor
-
-from model.config import FlowConfig
 
 
 def _composition(rng: np.random.Generator, total: int, parts: int, minimum: int) -> np.ndarray:
@@ -42,13 +43,25 @@ def span_mask(rng: np.random.Generator, length: int, fraction: float, min_span: 
     return mask
 
 
-def pretraining_masks(rng: np.random.Generator, lengths: list[int], max_len: int, cfg: FlowConfig) -> Tensor:
-    """(B, max_len) bool: True = masked (to generate, counted by the loss); padding frames stay False."""
+class MaskSettings(Protocol):
+    """The masking recipe's knobs (FlowConfig for frames, DurationConfig for phones)."""
+
+    p_uncond: float
+    mask_min: float
+    mask_max: float
+    min_span: int
+
+
+def pretraining_masks(rng: np.random.Generator, lengths: Sequence[int], max_len: int, cfg: MaskSettings) -> Tensor:
+    """(B, max_len) bool: True = masked (to generate, counted by the loss); padding positions stay False.
+
+    Per sequence: everything with probability p_uncond, else a share U(mask_min, mask_max) in spans >= min_span.
+    """
     out = torch.zeros(len(lengths), max_len, dtype=torch.bool)
     for i, n in enumerate(lengths):
         if rng.random() < cfg.p_uncond:
             out[i, :n] = True
         else:
             fraction = rng.uniform(cfg.mask_min, cfg.mask_max)
-            out[i, :n] = torch.from_numpy(span_mask(rng, n, fraction, cfg.min_span))
+            out[i, :n] = torch.from_numpy(span_mask(rng, int(n), fraction, cfg.min_span))
     return out
