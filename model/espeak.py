@@ -339,6 +339,8 @@ class _Helper:
             self.proc.wait(timeout=5)
         except (OSError, subprocess.TimeoutExpired):
             self.proc.kill()
+        finally:
+            self.proc.stdout.close()
 
 
 _lock = threading.Lock()
