@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -133,9 +134,17 @@ class FrameBudgetBatches:
             epoch += 1
 
 
+def _worker_init(_: int) -> None:
+    # Workers leave SIGTERM/SIGINT to the training process, which finishes its step and saves; a worker that died
+    # of the same signal first would turn that graceful stop into a crash.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def make_loader(dataset: Dataset, batches: Iterator[list[CropKey]], num_workers: int = 0) -> DataLoader:
     return DataLoader(
         dataset, batch_sampler=batches, collate_fn=collate_waveforms, num_workers=num_workers,
+        worker_init_fn=_worker_init if num_workers > 0 else None,
         persistent_workers=num_workers > 0, prefetch_factor=4 if num_workers > 0 else None,
     )
 
