@@ -184,3 +184,28 @@ def test_a_non_finite_step_is_skipped_not_applied(debug_model, tmp_path):
     model = SpeechFlowModel.from_pretrained(tmp_path)
     assert len(calls) == 4 and model.config.extra["training"]["step"] == 3
     assert all(torch.isfinite(p).all() for p in model.net.parameters())
+
+
+def test_sigterm_to_the_whole_process_group_saves_and_exits_cleanly(tiny_corpus, tmp_path):
+    """`kill -TERM -<pgid>` (docker stop, a scheduler, Ctrl-C) also reaches the data workers: the run must still
+    finish its step, save, and exit 0, and --resume must continue from that step."""
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "speechflow.cli", "pretrain", "--data", str(tiny_corpus), "--preset", "debug",
+           "--out", str(out), "--steps", "100000", "--log-every", "1", "--save-every", "100000", "--precision",
+           "fp32", "--num-workers", "1", "--device", "cpu", "--batch-seconds", "2", "--max-seconds", "1",
+           "--threads", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    log = out / "log.jsonl"
+    deadline = time.monotonic() + 120
+    while not (log.is_file() and len(log.read_text().splitlines()) >= 3):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    step = SpeechFlowModel.from_pretrained(out).config.extra["training"]["step"]
+    assert step >= 3
