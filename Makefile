@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 EXTRAS ?= train,serve,eval,dev
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install system-deps test lint serve pretrain-demo clean
+.PHONY: install system-deps test lint serve demo docker-steps clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -37,9 +37,22 @@ test: install
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-# Until the HTTP server lands, the main job is the offline pipeline on a generated example.
+# The main job: the HTTP service on the shipped bundle (checkpoints/demo), on 127.0.0.1:8000 unless
+# SPEECHFLOW_HOST / SPEECHFLOW_PORT say otherwise.
 serve: install
+	$(BIN)/speechflow serve
+
+# Offline: regenerate the middle of a generated example with the shipped bundle (no server).
+demo: install
 	$(BIN)/speechflow demo
+
+# The Docker image's install steps (docker/install.sh) against a throwaway venv: CI has no Docker engine.
+docker-steps: install
+	rm -rf .docker-venv && $(PY) -m venv .docker-venv
+	.docker-venv/bin/pip install -q "$(TORCH)"
+	PIP=".docker-venv/bin/pip -q" SKIP_APT=1 bash docker/install.sh .
+	.docker-venv/bin/speechflow serve --help >/dev/null && echo "docker install steps: ok"
+	rm -rf .docker-venv
 
 clean:
 	rm -rf $(VENV) .pytest_cache
