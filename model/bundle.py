@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import soundfile as sf
 import torch
 
 from .checkpoint import CONFIG_FILE, read_config, read_weights, save_model_dir, write_json
@@ -17,6 +19,8 @@ from .errors import CheckpointError
 BUNDLE_FILE = "bundle.json"
 TASK_DIRS = {"pretrain": "pretrained", "enhance": "enhance", "separate": "separate", "tts": "tts"}
 VOCODER_DIR = "vocoder"  # not a task: the mel -> waveform model shared by all of them
+DURATION_DIR = "tts/duration"  # the TTS model's duration model
+EXTRA_DIRS = {"vocoder": VOCODER_DIR, "duration": DURATION_DIR}
 
 
 def read_bundle_info(path: str | os.PathLike) -> dict[str, Any]:
@@ -39,11 +43,11 @@ def write_bundle(
     dtype: torch.dtype | None = torch.float16,
     info: dict[str, Any] | None = None,
 ) -> Path:
-    """Copy model directories (task or "vocoder" -> run directory) into a bundle, converting weights to ``dtype``
-    (fp16 keeps the shipped bundle small), and write bundle.json with each model's training provenance."""
+    """Copy model directories (task, "vocoder" or "duration" -> run directory) into a bundle, converting weights to
+    ``dtype`` (fp16 keeps the shipped bundle small), and write bundle.json with each model's training provenance."""
     out = Path(out)
     entries: dict[str, Any] = {}
-    dirs = {**TASK_DIRS, "vocoder": VOCODER_DIR}
+    dirs = {**TASK_DIRS, **EXTRA_DIRS}
     for task, src in models.items():
         if task not in dirs:
             raise CheckpointError(f"unknown bundle entry {task!r}; expected one of {sorted(dirs)}")
@@ -58,3 +62,13 @@ def write_bundle(
               "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     write_json(out / BUNDLE_FILE, bundle)
     return out
+
+
+def write_voices(bundle: str | os.PathLike, voices: dict[str, tuple[np.ndarray, str]],
+                 sample_rate: int = 16000) -> None:
+    """Built-in TTS voices: name -> (16 kHz prompt waveform, its transcript), as tts/voices/NAME.wav + NAME.json."""
+    directory = Path(bundle) / "tts" / "voices"
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, (wav, text) in voices.items():
+        sf.write(directory / f"{name}.wav", wav, sample_rate, subtype="PCM_16")
+        write_json(directory / f"{name}.json", {"text": text})

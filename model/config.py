@@ -83,12 +83,15 @@ class ModelConfig:
     network: NetworkConfig = field(default_factory=NetworkConfig)
     flow: FlowConfig = field(default_factory=FlowConfig)
     mel: MelConfig = field(default_factory=MelConfig)
+    phones: list[str] = field(default_factory=list)  # TTS: the phone vocabulary (ids = positions), else empty
     version: int = CONFIG_VERSION
     extra: dict[str, Any] = field(default_factory=dict)  # task-specific metadata (e.g. training provenance)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ConfigError(f"unknown task {self.task!r}; choose one of {TASKS}")
+        if self.phones and len(self.phones) != self.network.n_phones:
+            raise ConfigError(f"{len(self.phones)} phone symbols but the network embeds {self.network.n_phones}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -18,12 +18,15 @@ import torch
 from torch import Tensor
 
 from .audio import prepare_waveform, resample
-from .bundle import BUNDLE_FILE, VOCODER_DIR, read_bundle_info, task_dirs
+from .bundle import BUNDLE_FILE, DURATION_DIR, VOCODER_DIR, read_bundle_info, task_dirs
 from .checkpoint import CONFIG_FILE
+from .duration import DurationModel
 from .errors import CheckpointError, ConfigError
 from .features import MelSpectrogram
 from .modeling import SpeechFlowModel, resolve_device
 from .reconstruct import mask_reconstruction, separation_masks
+from .text import PhoneVocab
+from .tts import VOICES_DIR, Voice, align_prompt, check_prompt_length, load_voices, plan_chunks
 from .vocoder import GriffinLimVocoder
 from .vocos import VocosVocoder
 from .windows import plan_windows, stitch
@@ -33,6 +36,7 @@ WINDOW_S = 6.0  # long inputs are generated in windows of this length ...
 OVERLAP_S = 1.0  # ... overlapping by this much, cross-faded
 MAX_BATCH_FRAMES = 24_000  # windows per sampler call are capped by total frames (memory)
 RECONSTRUCTIONS = ("mask", "vocoder")
+TTS_JOIN_FADE_S = 0.02  # chunks of long text are joined with 20 ms cross-fades
 
 Span = tuple[float, float]
 
@@ -49,7 +53,8 @@ class SpeechFlowPipeline:
     directory, and runs the tasks it has."""
 
     def __init__(self, models: dict[str, SpeechFlowModel], info: dict | None = None,
-                 vocoder: VocosVocoder | None = None) -> None:
+                 vocoder: VocosVocoder | None = None, durations: DurationModel | None = None,
+                 voices: dict[str, Voice] | None = None) -> None:
         if not models:
             raise CheckpointError("a pipeline needs at least one model")
         self.models = models
@@ -61,6 +66,8 @@ class SpeechFlowPipeline:
         if vocoder is not None and vocoder.config.mel != self.mel_config:
             raise CheckpointError("the bundle's vocoder was trained on other mel settings than its models")
         self.vocoder: VocosVocoder | GriffinLimVocoder = vocoder or GriffinLimVocoder(self.mel_config)
+        self.durations = durations
+        self.voices = voices or {}
 
     @property
     def sample_rate(self) -> int:
@@ -86,7 +93,11 @@ class SpeechFlowPipeline:
         models = {task: SpeechFlowModel.from_pretrained(d, device=dev) for task, d in task_dirs(path).items()}
         vocoder = (VocosVocoder.from_pretrained(path / VOCODER_DIR, device=dev)
                    if (path / VOCODER_DIR / CONFIG_FILE).is_file() else None)
-        return cls(models, read_bundle_info(path), vocoder)
+        durations = (DurationModel.from_pretrained(path / DURATION_DIR, device=dev)
+                     if (path / DURATION_DIR / CONFIG_FILE).is_file() else None)
+        tts_dir = task_dirs(path).get("tts")
+        voices = load_voices(tts_dir / VOICES_DIR) if tts_dir is not None else {}
+        return cls(models, read_bundle_info(path), vocoder, durations, voices)
 
     def model(self, task: str) -> SpeechFlowModel:
         if task not in self.models:
@@ -220,6 +231,68 @@ class SpeechFlowPipeline:
         audio = [np.pad(w, (0, max(0, n - len(w))))[:n] for s in streams for w in self.vocode(s[None], full)]
         return audio[0] if len(audio) == 1 else np.stack(audio)
 
+    # --- text-to-speech ------------------------------------------------------------------------------------------
+    def tts(
+        self,
+        text: str,
+        *,
+        prompt_wav: np.ndarray | None = None,
+        prompt_sr: int | None = None,
+        prompt_text: str | None = None,
+        voice: str | None = None,
+        speed: float = 1.0,
+        steps: int = 32,
+        solver: str = "midpoint",
+        guidance: float = 2.0,
+        seed: int = 0,
+    ) -> tuple[np.ndarray, int]:
+        """Text in the voice of a prompt (audio + its transcript) or of a built-in ``voice`` -> (waveform, 16 kHz).
+
+        Long text is split at sentence boundaries; the chunks are generated as one batch, each after the same
+        prompt, and joined with short cross-fades.
+        """
+        model = self.model("tts")
+        if self.durations is None:
+            raise CheckpointError("this bundle's TTS model has no duration model (tts/duration/)")
+        wav, prompt_text = self._prompt(prompt_wav, prompt_sr, prompt_text, voice)
+        vocab = PhoneVocab(model.config.phones)
+        feats, _ = self.features([wav])
+        prompt_feats = feats[0]  # (T_p, n_mels)
+        t_p = prompt_feats.shape[0]
+        prompt = align_prompt(prompt_text, t_p, vocab, self.durations)
+        chunks = plan_chunks(text, vocab, self.durations, prompt, speed)
+
+        lengths = [t_p + len(c.labels) for c in chunks]
+        t_max = max(lengths)
+        cond = torch.zeros(len(chunks), t_max, prompt_feats.shape[1], device=self.device)
+        phones = torch.zeros(len(chunks), t_max, dtype=torch.long, device=self.device)
+        cond[:, :t_p] = prompt_feats
+        phones[:, :t_p] = torch.from_numpy(prompt.labels).to(self.device)
+        for i, c in enumerate(chunks):
+            phones[i, t_p : lengths[i]] = torch.from_numpy(c.labels).to(self.device)
+        positions = torch.arange(t_max, device=self.device)[None]
+        mask = positions < torch.tensor(lengths, device=self.device)[:, None]
+        known_mask = (positions < t_p) & mask
+        out = model.generate(cond, mask, [seed + i for i in range(len(chunks))], nfe=steps, solver=solver,
+                             guidance=guidance, known=cond, known_mask=known_mask, phones=phones)
+        pieces = [self.vocode(out[i : i + 1, t_p : lengths[i]], mask[i : i + 1, t_p : lengths[i]])[0]
+                  for i in range(len(chunks))]
+        return join_with_crossfade(pieces, int(TTS_JOIN_FADE_S * self.sample_rate)), self.sample_rate
+
+    def _prompt(self, wav: np.ndarray | None, sr: int | None, text: str | None,
+                voice: str | None) -> tuple[np.ndarray, str]:
+        """(16 kHz prompt waveform, transcript) from a built-in voice or from the caller's audio + transcript."""
+        if voice is not None:
+            if voice not in self.voices:
+                raise ConfigError(f"unknown voice {voice!r}; this bundle has: {', '.join(self.voices) or 'none'}")
+            chosen = self.voices[voice]
+            return chosen.wav, chosen.text
+        if wav is None or sr is None or not (text and text.strip()):
+            raise ConfigError("give a voice, or prompt_wav + prompt_sr + prompt_text (the prompt's transcript)")
+        wav = prepare_waveform(wav, sr, self.sample_rate)
+        check_prompt_length(len(wav), self.sample_rate)
+        return wav, text
+
     # --- infilling ----------------------------------------------------------------------------------------------
     def infill(self, wav: np.ndarray, sr: int, spans: Sequence[Span], **kwargs) -> tuple[np.ndarray, int]:
         """Regenerate the given time spans (seconds) of a recording with the pre-trained model; the rest of the
@@ -276,6 +349,17 @@ def _frame_budget_chunks(pieces: list[tuple[int, int, int, int]], budget: int):
         chunk.append(piece)
     if chunk:
         yield chunk
+
+
+def join_with_crossfade(pieces: Sequence[np.ndarray], fade: int) -> np.ndarray:
+    """Concatenate 1-D waveforms, overlapping each joint by ``fade`` samples with a linear cross-fade."""
+    out = pieces[0].astype(np.float32)
+    for piece in pieces[1:]:
+        n = min(fade, len(out), len(piece))
+        ramp = np.linspace(0.0, 1.0, n, dtype=np.float32)
+        joint = out[len(out) - n :] * (1 - ramp) + piece[:n] * ramp
+        out = np.concatenate([out[: len(out) - n], joint, piece[n:]])
+    return out
 
 
 def splice(original: np.ndarray, generated: np.ndarray, spans: Sequence[Span], sr: int) -> np.ndarray:

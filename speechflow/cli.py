@@ -52,6 +52,31 @@ def cmd_vocoder(args: argparse.Namespace) -> None:
     print(f"vocoder saved to {out}")
 
 
+def cmd_tts(args: argparse.Namespace) -> None:
+    from model.audio import load_audio, save_audio
+    from model.pipeline import SpeechFlowPipeline
+
+    pipe = SpeechFlowPipeline.from_pretrained(args.bundle, device=args.device)
+    prompt = load_audio(args.prompt, target_sr=pipe.sample_rate) if args.prompt else None
+    out, sr = pipe.tts(args.text, prompt_wav=prompt, prompt_sr=pipe.sample_rate, prompt_text=args.prompt_text,
+                       voice=args.voice, speed=args.speed, steps=args.nfe, solver=args.solver,
+                       guidance=args.guidance, seed=args.seed)
+    save_audio(args.out, out, sr)
+    print(f"wrote {args.out} ({len(out) / sr:.2f} s)")
+
+
+def cmd_duration(args: argparse.Namespace) -> None:
+    from training.duration import default_train_config, train_duration
+
+    flags = _train_config(args)
+    defaults = default_train_config()
+    # the duration model's own defaults, unless a flag was given
+    train = defaults.__class__(**{**defaults.__dict__, **{k: v for k, v in flags.__dict__.items()
+                                                          if getattr(args, k, None) is not None}})
+    out = train_duration(args.data, args.out, None, train, resume=args.resume)
+    print(f"duration model saved to {out}")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from model.pipeline import SpeechFlowPipeline
     from training.evaluate import run_evaluation
@@ -157,12 +182,17 @@ def cmd_bundle(args: argparse.Namespace) -> None:
 
     from model.bundle import write_bundle
 
-    models = {task: path for task in ("pretrain", "enhance", "separate", "tts", "vocoder")
+    models = {task: path for task in ("pretrain", "enhance", "separate", "tts", "vocoder", "duration")
               if (path := getattr(args, task)) is not None}
     if not models:
         raise SpeechFlowError("name at least one model: --pretrain, --enhance, --separate, --tts or --vocoder")
     info = {"recipe": args.recipe} if args.recipe else None
     out = write_bundle(args.out, models, dtype=None if args.fp32 else torch.float16, info=info)
+    if args.voices:
+        from model.bundle import write_voices
+        from training.voices import pick_voices
+
+        write_voices(out, pick_voices(args.voices))
     print(f"bundle written to {out} ({', '.join(models)})")
 
 
@@ -242,11 +272,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_args(p)
     p.set_defaults(func=cmd_pretrain)
 
-    p = sub.add_parser("finetune", help="fine-tune a pre-trained model for enhancement or separation")
-    p.add_argument("--task", required=True, choices=["enhance", "separate"])
+    p = sub.add_parser("finetune", help="fine-tune a pre-trained model for enhancement, separation or TTS")
+    p.add_argument("--task", required=True, choices=["enhance", "separate", "tts"])
     p.add_argument("--init", required=True, help="pre-trained model directory")
     p.add_argument("--data", required=True, help="manifest of clean speech (noise and mixtures are made on the fly), "
-                   "or of real pairs ('noisy') / mixtures ('sources')")
+                   "of real pairs ('noisy') / mixtures ('sources'), or, for tts, rows with 'phones' alignments")
     p.add_argument("--out", required=True)
     p.add_argument("--resume", action="store_true")
     _add_train_args(p)
@@ -302,6 +332,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-n", type=int, default=100, help="test utterances per task")
     p.set_defaults(func=cmd_recipe)
 
+    p = sub.add_parser("tts", help="zero-shot text-to-speech in the voice of a prompt (offline, no server)")
+    p.add_argument("--text", required=True)
+    p.add_argument("--prompt", help="a few seconds of the voice to use")
+    p.add_argument("--prompt-text", help="the prompt's transcript")
+    p.add_argument("--voice", help="a built-in voice of the bundle instead of --prompt")
+    p.add_argument("--speed", type=float, default=1.0)
+    p.add_argument("--out", required=True)
+    _add_inference_args(p)
+    p.add_argument("--guidance", "--cfg", dest="guidance", type=float, default=2.0,
+                   help="classifier-free guidance weight (1 = none)")
+    p.set_defaults(func=cmd_tts)
+
+    p = sub.add_parser("duration", help="train the TTS duration model on phone alignments")
+    p.add_argument("--data", required=True, help="manifest with 'phones' alignments")
+    p.add_argument("--out", required=True)
+    p.add_argument("--resume", action="store_true")
+    _add_train_args(p)
+    p.set_defaults(func=cmd_duration)
+
     p = sub.add_parser("infill", help="regenerate time spans of a recording with the pre-trained model")
     p.add_argument("input")
     p.add_argument("output")
@@ -311,8 +360,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bundle", help="collect trained model directories into a (fp16) bundle")
     p.add_argument("--out", required=True)
-    for task in ("pretrain", "enhance", "separate", "tts", "vocoder"):
+    for task in ("pretrain", "enhance", "separate", "tts", "vocoder", "duration"):
         p.add_argument(f"--{task}", metavar="DIR", help=f"{task} model directory (e.g. a run directory)")
+    p.add_argument("--voices", metavar="MANIFEST", help="built-in TTS voices: one clip per speaker of this manifest "
+                   "(e.g. the unseen-speaker test split)")
     p.add_argument("--recipe", help="the command(s) that produced the models, recorded in bundle.json")
     p.add_argument("--fp32", action="store_true", help="keep fp32 weights (default: fp16, half the size)")
     p.set_defaults(func=cmd_bundle)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -141,21 +142,22 @@ def _worker_init(_: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def make_loader(dataset: Dataset, batches: Iterator[list[CropKey]], num_workers: int = 0) -> DataLoader:
+def make_loader(dataset: Dataset, batches: Iterator[list[CropKey]], num_workers: int = 0,
+                collate: Callable[[list[Any]], dict[str, torch.Tensor]] = collate_waveforms) -> DataLoader:
     return DataLoader(
-        dataset, batch_sampler=batches, collate_fn=collate_waveforms, num_workers=num_workers,
+        dataset, batch_sampler=batches, collate_fn=collate, num_workers=num_workers,
         worker_init_fn=_worker_init if num_workers > 0 else None,
         persistent_workers=num_workers > 0, prefetch_factor=4 if num_workers > 0 else None,
     )
 
 
 def loader_factory(dataset: Dataset, durations: Sequence[float], batch_seconds: float, max_seconds: float, seed: int,
-                   num_workers: int = 0):
+                   num_workers: int = 0, collate: Callable[[list[Any]], dict[str, torch.Tensor]] = collate_waveforms):
     """The ``Trainer``'s loader factory: (start_step, rank, world_size) -> an iterator of collated batches."""
 
     def make(start_step: int, rank: int, world_size: int) -> DataLoader:
         batches = FrameBudgetBatches(durations, batch_seconds, max_seconds, seed=seed, rank=rank,
                                      world_size=world_size)
-        return make_loader(dataset, batches.iterate(start_step), num_workers)
+        return make_loader(dataset, batches.iterate(start_step), num_workers, collate)
 
     return make

@@ -27,7 +27,7 @@ from model.text import PAD_ID, PhoneVocab
 
 from .alignments import durations_from_phones, frame_accuracy, phones_to_frames
 from .data import FrameBudgetBatches
-from .manifest import ManifestError, Utterance, read_manifest
+from .manifest import Utterance, read_manifest, rows_with_phones
 from .masking import pretraining_masks
 from .trainer import TrainConfig, Trainer
 
@@ -38,14 +38,6 @@ def default_train_config(**overrides: Any) -> TrainConfig:
     """A small model on cheap batches: a higher learning rate and a short warm-up than the acoustic model's."""
     return TrainConfig(**{"steps": 2000, "lr": 1e-3, "warmup": 100, "save_every": 500, "num_workers": 0,
                           **overrides})
-
-
-def rows_with_phones(utterances: Sequence[Utterance]) -> list[Utterance]:
-    rows = [u for u in utterances if u.meta.get("phones")]
-    if not rows:
-        raise ManifestError("no manifest rows with phone alignments ('phones'): build the corpus with espeak-ng "
-                            "speakers, or add MFA alignments")
-    return rows
 
 
 def vocab_for(rows: Sequence[Utterance]) -> PhoneVocab:

@@ -14,15 +14,17 @@ from model.checkpoint import read_weights
 from model.config import ModelConfig
 from model.errors import ConfigError
 from model.modeling import SpeechFlowModel
+from model.text import PhoneVocab
 
 from .augment import AugmentConfig
-from .data import loader_factory
-from .manifest import read_manifest
+from .data import collate_waveforms, loader_factory
+from .manifest import read_manifest, rows_with_phones
 from .tasks import EnhanceObjective, MixtureDataset, NoisyCropDataset, SeparateObjective
 from .trainer import TrainConfig, Trainer
+from .tts import AlignedCropDataset, TTSObjective, collate_aligned
 
 log = logging.getLogger(__name__)
-FINETUNE_TASKS = ("enhance", "separate")
+FINETUNE_TASKS = ("enhance", "separate", "tts")
 
 
 def task_config(pretrained: ModelConfig, task: str) -> ModelConfig:
@@ -30,9 +32,10 @@ def task_config(pretrained: ModelConfig, task: str) -> ModelConfig:
     if task not in FINETUNE_TASKS:
         raise ConfigError(f"unknown fine-tuning task {task!r}; choose one of {FINETUNE_TASKS}")
     n_mels = pretrained.mel.n_mels
+    phones = PhoneVocab.default().to_list() if task == "tts" else []
     network = dataclasses.replace(pretrained.network, x_dim=(2 if task == "separate" else 1) * n_mels,
-                                  cond_dim=n_mels)
-    return dataclasses.replace(pretrained, task=task, network=network, extra={})
+                                  cond_dim=n_mels, n_phones=len(phones))
+    return dataclasses.replace(pretrained, task=task, network=network, phones=phones, extra={})
 
 
 def _widen(weight: Tensor, width: int, dim: int, split: int | None = None) -> Tensor | None:
@@ -105,12 +108,18 @@ def finetune(
         model = init_from_pretrained(init, task)
     utterances = read_manifest(data, min_duration=0.5)
     sr = model.config.mel.sample_rate
+    collate = collate_waveforms
     if task == "enhance":
         dataset = NoisyCropDataset(utterances, train.max_seconds, augment, sr, seed=train.seed)
         objective = EnhanceObjective(model.config)
-    else:
+    elif task == "separate":
         dataset = MixtureDataset(utterances, train.max_seconds, sr)
         objective = SeparateObjective(model.config)
+    else:
+        utterances = rows_with_phones(utterances)
+        dataset = AlignedCropDataset(utterances, train.max_seconds, PhoneVocab(model.config.phones), sr,
+                                     model.config.mel.hop_length)
+        objective, collate = TTSObjective(model.config), collate_aligned
     loaders = loader_factory(dataset, [u.duration for u in utterances], train.batch_seconds, train.max_seconds,
-                             train.seed, train.num_workers)
+                             train.seed, train.num_workers, collate=collate)
     return Trainer(model, objective, loaders, train, out).fit(resume=resume)

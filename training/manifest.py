@@ -49,6 +49,15 @@ def read_manifest(path: str | os.PathLike, min_duration: float = 0.0) -> list[Ut
     return items
 
 
+def rows_with_phones(utterances: list[Utterance]) -> list[Utterance]:
+    """The rows that carry phone alignments (``phones``: [[symbol, start, end], ...]), or a clear error."""
+    rows = [u for u in utterances if u.meta.get("phones")]
+    if not rows:
+        raise ManifestError("no manifest rows with phone alignments ('phones'): build the corpus with espeak-ng "
+                            "speakers, or add MFA alignments")
+    return rows
+
+
 def write_manifest(path: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,86 @@
+"""Zero-shot TTS planning: from text and a voice prompt to the frame-level conditions the flow model fills in.
+
+Voicebox-style inference: the prompt's frames are known (its audio features and its phones, aligned by the
+duration model's durations rescaled to the prompt's length); each chunk of new text gets phones from espeak-ng and
+durations from the duration model conditioned on the prompt's durations; the sampler generates the new frames.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .audio import load_audio
+from .duration import DurationModel, expand_durations, rescaled_prompt_durations
+from .errors import AudioError
+from .text import PhoneVocab, split_sentences, text_to_phones
+
+MIN_PROMPT_S = 0.5
+MAX_PROMPT_S = 15.0
+VOICES_DIR = "voices"  # inside the bundle's tts/ directory: NAME.wav + NAME.json ({"text": transcript})
+
+
+@dataclass
+class Prompt:
+    ids: list[int]  # the transcript's phone ids
+    durations: np.ndarray  # (N,) frames per phone, summing to the prompt's frame count
+    labels: np.ndarray  # (T_p,) frame labels
+
+
+@dataclass
+class Chunk:
+    text: str
+    ids: list[int]
+    durations: np.ndarray  # (N,) predicted frames per phone
+    labels: np.ndarray  # (T_c,) frame labels
+
+
+@dataclass
+class Voice:
+    name: str
+    wav: np.ndarray  # 16 kHz
+    text: str
+
+
+def check_prompt_length(num_samples: int, sample_rate: int) -> None:
+    seconds = num_samples / sample_rate
+    if not MIN_PROMPT_S <= seconds <= MAX_PROMPT_S:
+        raise AudioError(f"the voice prompt is {seconds:.2f} s; it must be {MIN_PROMPT_S}-{MAX_PROMPT_S} s")
+
+
+def align_prompt(text: str, num_frames: int, vocab: PhoneVocab, durations: DurationModel) -> Prompt:
+    """The prompt transcript's phones with durations rescaled to the prompt's ``num_frames``."""
+    ids = vocab.encode(text_to_phones(text))
+    frames = rescaled_prompt_durations(ids, num_frames, durations)
+    return Prompt(ids, frames, expand_durations(ids, frames))
+
+
+def plan_chunks(text: str, vocab: PhoneVocab, durations: DurationModel, prompt: Prompt, speed: float = 1.0,
+                max_chars: int = 200) -> list[Chunk]:
+    """Split the text at sentence boundaries and predict each chunk's phone durations given the prompt's."""
+    chunks = []
+    for piece in split_sentences(text, max_chars):
+        ids = vocab.encode(text_to_phones(piece))
+        all_ids = np.array(prompt.ids + ids)
+        given = np.concatenate([prompt.durations, np.zeros(len(ids))])
+        known = np.concatenate([np.ones(len(prompt.ids), bool), np.zeros(len(ids), bool)])
+        frames = durations.predict(all_ids, given, known, speed=speed).cpu().numpy()[len(prompt.ids):]
+        if frames.sum() == 0:
+            frames[:] = 1
+        chunks.append(Chunk(piece, ids, frames, expand_durations(ids, frames)))
+    return chunks
+
+
+def load_voices(directory: str | os.PathLike) -> dict[str, Voice]:
+    """Built-in voices of a bundle: ``NAME.wav`` + ``NAME.json`` with the transcript."""
+    directory = Path(directory)
+    voices = {}
+    for meta in sorted(directory.glob("*.json")) if directory.is_dir() else []:
+        wav = meta.with_suffix(".wav")
+        if wav.is_file():
+            voices[meta.stem] = Voice(meta.stem, load_audio(wav), json.loads(meta.read_text())["text"])
+    return voices
