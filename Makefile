@@ -22,7 +22,7 @@ install: system-deps $(STAMP)
 # Debian packages: libsndfile (audio I/O), espeak-ng (text frontend, corpus), flite + festival voices, fortunes
 # and sound-icons (synthetic corpus and noise). Installed when missing and we are root; otherwise we say what to do.
 APT_PACKAGES := espeak-ng libespeak-ng1 libsndfile1 sox flite festival festvox-kallpc16k festvox-kdlpc16k \
-	festvox-us-slt-hts fortunes fortunes-min sound-icons
+	festvox-us-slt-hts fortunes fortunes-min sound-icons chromium chromium-driver
 system-deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \

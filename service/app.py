@@ -6,12 +6,14 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import HTTPBearer
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import paths
@@ -35,6 +37,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         503: "not ready or shutting down", 504: "deadline passed"}.items()
 }
 _STATUS_CODES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed"}
+STATIC_DIR = Path(__file__).parent / "static"  # the demo page: plain HTML/JS/CSS, no build step
 _bearer = HTTPBearer(auto_error=False, description="API key, when the server has any (SPEECHFLOW_API_KEYS)")
 
 
@@ -59,6 +62,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     _add_error_handlers(app, runtime)
     app.include_router(_probes(runtime))
     app.include_router(_api(runtime), dependencies=[Depends(_bearer)], responses=ERROR_RESPONSES)
+    _demo(app)
     return app
 
 
@@ -105,6 +109,15 @@ def _api(runtime: ServiceRuntime) -> APIRouter:
         return Response(body, media_type=media_type)
 
     return router
+
+
+def _demo(app: FastAPI) -> None:
+    """The demo page at / and its script and style under /static/ (no API key needed to load them)."""
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def demo() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html")
 
 
 def _probes(runtime: ServiceRuntime) -> APIRouter:

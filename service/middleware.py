@@ -128,7 +128,7 @@ class AdmissionMiddleware:
         return None
 
     def _needs_key(self, path: str) -> bool:
-        if path in paths.OPEN_PATHS:
+        if path in paths.OPEN_PATHS or path.startswith(paths.STATIC):
             return False
         return path != paths.METRICS or self.runtime.settings.protect_metrics
 

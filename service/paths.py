@@ -11,6 +11,7 @@ MODELS = "/v1/models"
 LIVEZ = "/livez"
 READYZ = "/readyz"
 METRICS = "/metrics"
+STATIC = "/static/"  # the demo page's script and style, open like the page itself
 
 TASK_ROUTES = {ENHANCE: "enhance", SEPARATE: "separate", TTS: "tts", SPEECH: "tts"}  # path -> metrics task label
 UPLOAD_ROUTES = {ENHANCE, SEPARATE}  # multipart/form-data bodies (TTS joins when it is served)

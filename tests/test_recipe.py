@@ -2,6 +2,8 @@
 
 import json
 
+import numpy as np
+
 from model.pipeline import SpeechFlowPipeline
 from model.vocos import VocosVocoder
 from tests.conftest import speechlike
@@ -11,7 +13,8 @@ from training.recipe import RecipeConfig, run_recipe, trained_steps
 def test_debug_recipe_end_to_end_and_resumable(tmp_path, capsys):
     cfg = RecipeConfig(
         work=tmp_path / "work", out=tmp_path / "bundle", preset="debug", hours=0.01, device="cpu",
-        pretrain_steps=4, vocoder_steps=2, enhance_steps=3, separate_steps=3, eval_utterances=2, eval_nfe=2,
+        pretrain_steps=4, vocoder_steps=2, enhance_steps=3, separate_steps=3, tts_steps=2, duration_steps=2,
+        eval_utterances=2, eval_nfe=2,
         engines=("espeak",),
         train={"lr": 1e-3, "warmup": 2, "save_every": 2, "log_every": 1, "num_workers": 0, "precision": "fp32",
                "batch_seconds": 4.0, "max_seconds": 1.0},
@@ -19,10 +22,11 @@ def test_debug_recipe_end_to_end_and_resumable(tmp_path, capsys):
         vocoder_config={"dim": 32, "intermediate_dim": 64, "layers": 2},
     )
     run_recipe(cfg)
-    for stage, steps in (("pretrain", 4), ("vocoder", 2), ("enhance", 3), ("separate", 3)):
+    for stage, steps in (("pretrain", 4), ("vocoder", 2), ("enhance", 3), ("separate", 3), ("tts", 2),
+                         ("duration", 2)):
         assert trained_steps(cfg.work / stage) == steps
     info = json.loads((cfg.out / "bundle.json").read_text())
-    assert info["tasks"] == ["enhance", "pretrain", "separate"]
+    assert info["tasks"] == ["enhance", "pretrain", "separate", "tts"]
     for task in ("enhance", "separate"):
         assert "ours" in info["evaluation"][task]["overall"]
         assert (cfg.work / "eval" / f"{task}.md").is_file()
@@ -30,8 +34,11 @@ def test_debug_recipe_end_to_end_and_resumable(tmp_path, capsys):
     assert isinstance(pipe.vocoder, VocosVocoder)
     sep, _ = pipe.separate(speechlike(1.0, seed=0), 16000, steps=2)
     assert sep.shape == (2, 16000)
+    assert pipe.voices and pipe.durations is not None
+    speech, _ = pipe.tts("Hello there.", voice=next(iter(pipe.voices)), steps=2)
+    assert len(speech) > 0 and np.isfinite(speech).all()  # an untrained duration model: any length
 
     capsys.readouterr()
     run_recipe(cfg)  # everything is complete: every stage is skipped
     out = capsys.readouterr().out
-    assert out.count(": complete (") == 4
+    assert out.count(": complete (") == 6

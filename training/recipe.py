@@ -37,6 +37,8 @@ class RecipeConfig:
     vocoder_steps: int = 8_000
     enhance_steps: int = 6_000
     separate_steps: int = 6_000
+    tts_steps: int = 8_000
+    duration_steps: int = 2_000
     eval_utterances: int = 100
     eval_nfe: int = 32
     engines: tuple[str, ...] = ("espeak", "flite", "festival")
@@ -81,7 +83,7 @@ def run_recipe(cfg: RecipeConfig) -> Path:
     def train(steps: int, **overrides: Any) -> TrainConfig:
         return TrainConfig(steps=steps, seed=cfg.seed, device=cfg.device, **(cfg.train | overrides))
 
-    runs = {name: work / name for name in ("pretrain", "vocoder", "enhance", "separate")}
+    runs = {name: work / name for name in ("pretrain", "vocoder", "enhance", "separate", "tts", "duration")}
     if _stage("pretrain", runs["pretrain"], cfg.pretrain_steps):
         pretrain(train_manifest, runs["pretrain"], cfg.preset, train(cfg.pretrain_steps),
                  resume=trained_steps(runs["pretrain"]) > 0)
@@ -90,7 +92,13 @@ def run_recipe(cfg: RecipeConfig) -> Path:
 
         train_vocoder(train_manifest, runs["vocoder"], VocosConfig(**cfg.vocoder_config),
                       train(cfg.vocoder_steps, **cfg.vocoder_train), resume=trained_steps(runs["vocoder"]) > 0)
-    for task, steps in (("enhance", cfg.enhance_steps), ("separate", cfg.separate_steps)):
+    if _stage("duration", runs["duration"], cfg.duration_steps):
+        from .duration import default_train_config, train_duration
+
+        train_duration(train_manifest, runs["duration"], None,
+                       default_train_config(steps=cfg.duration_steps, seed=cfg.seed, device=cfg.device),
+                       resume=trained_steps(runs["duration"]) > 0)
+    for task, steps in (("enhance", cfg.enhance_steps), ("separate", cfg.separate_steps), ("tts", cfg.tts_steps)):
         if _stage(task, runs[task], steps):
             finetune(task, runs["pretrain"], train_manifest, runs[task], train(steps, **cfg.finetune_train),
                      resume=trained_steps(runs[task]) > 0)
@@ -101,8 +109,13 @@ def run_recipe(cfg: RecipeConfig) -> Path:
     info = {"recipe": {"command": " ".join(shlex.quote(a) for a in sys.argv),
                        "config": json.loads(json.dumps(dataclasses.asdict(cfg), default=str))},
             "evaluation": evaluation}
-    write_bundle(cfg.out, {"pretrain": runs["pretrain"], "enhance": runs["enhance"],
-                           "separate": runs["separate"], "vocoder": runs["vocoder"]}, info=info)
+    write_bundle(cfg.out, {name: runs[name] for name in ("pretrain", "enhance", "separate", "tts", "duration",
+                                                          "vocoder")}, info=info)
+    from model.bundle import write_voices
+
+    from .voices import pick_voices
+
+    write_voices(cfg.out, pick_voices(test_manifest))  # prompts of speakers never seen in training
     print(f"[recipe] bundle written to {cfg.out}")
     return cfg.out
 
