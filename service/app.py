@@ -21,7 +21,7 @@ from .engine import Engine
 from .errors import ServiceError, error_body, error_response
 from .middleware import AdmissionMiddleware, RequestContextMiddleware
 from .runtime import ServiceRuntime
-from .schemas import ErrorEnvelope, Health, ModelList, TaskForm
+from .schemas import ErrorEnvelope, Health, ModelList, SpeechRequest, TaskForm, TtsForm, VoiceList
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -54,8 +54,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             await runtime.stop()
 
     app = FastAPI(title="SpeechFlow", version="0.1.0", lifespan=lifespan,
-                  description="Speech enhancement and two-speaker separation with a flow-matching model. Errors are "
-                              "JSON: {\"error\": {\"message\", \"type\", \"code\", \"param\"}}.")
+                  description="Speech enhancement, two-speaker separation and zero-shot text-to-speech with a "
+                              "flow-matching model. Errors are JSON: {\"error\": {\"message\", \"type\", \"code\", "
+                              "\"param\"}}.")
     app.state.runtime = runtime
     app.add_middleware(AdmissionMiddleware, runtime=runtime)
     app.add_middleware(RequestContextMiddleware, metrics=runtime.metrics)  # added last = outermost
@@ -82,20 +83,27 @@ def _api(runtime: ServiceRuntime) -> APIRouter:
         """A two-talker mixture in; one audio file with two channels (speaker 1, speaker 2) out."""
         return await runtime.process("separate", file, form, request)
 
-    @router.post(paths.TTS, tags=["tts"])
-    async def tts() -> Response:
-        """Zero-shot TTS (not served yet: 404 model_not_found without a TTS model, else 501)."""
-        raise runtime.tts_unavailable()
+    @router.post(paths.TTS, response_class=Response, responses=AUDIO_RESPONSE, tags=["tts"])
+    async def tts(request: Request, form: Annotated[TtsForm, Form()],
+                  prompt: Annotated[UploadFile | None, File(description="0.5-15 s of the voice to use (any format "
+                                                            "libsndfile reads, any rate), with prompt_text")] = None,
+                  ) -> Response:
+        """Zero-shot TTS: ``text`` in a built-in ``voice`` or in the voice of an uploaded ``prompt`` whose transcript
+        is ``prompt_text``. Returns 16 kHz mono audio. Text longer than the server's max_text_chars: 413
+        text_too_long; a prompt over 15 s: 413 audio_too_long, under 0.5 s: 422. 404 without a TTS model."""
+        return await runtime.tts(form, prompt, request)
 
-    @router.post(paths.SPEECH, tags=["tts"])
-    async def speech() -> Response:
-        """OpenAI-compatible speech (not served yet: 404 model_not_found without a TTS model, else 501)."""
-        raise runtime.tts_unavailable()
+    @router.post(paths.SPEECH, response_class=Response, responses=AUDIO_RESPONSE, tags=["tts"])
+    async def speech(request: Request, body: SpeechRequest) -> Response:
+        """OpenAI-compatible speech: ``input`` in a built-in ``voice`` (unknown: 422 listing the voices). ``model``
+        is 'tts' (what /v1/models lists) or one of OpenAI's tts-1, tts-1-hd, gpt-4o-mini-tts (others: 404).
+        ``response_format`` wav, flac, ogg or pcm, all 16 kHz mono (mp3, opus, aac: 422)."""
+        return await runtime.speech(body, request)
 
-    @router.get(paths.VOICES, tags=["tts"])
-    async def voices() -> Response:
-        """Built-in voices of the TTS model (not served yet: 404 model_not_found without a TTS model, else 501)."""
-        raise runtime.tts_unavailable()
+    @router.get(paths.VOICES, response_model=VoiceList, tags=["tts"])
+    async def voices() -> VoiceList:
+        """Built-in voices of the TTS model: their ids (the ``voice`` parameter) and what their prompts say."""
+        return runtime.voice_list()
 
     @router.get(paths.MODELS, response_model=ModelList, tags=["service"])
     async def models() -> ModelList:
@@ -155,9 +163,11 @@ def _add_error_handlers(app: FastAPI, runtime: ServiceRuntime) -> None:
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         runtime.metrics.rejected.labels("invalid_parameter").inc()
         errors = exc.errors()
-        fields = [".".join(str(p) for p in e["loc"] if p not in ("body", "query", "path")) for e in errors]
-        message = "; ".join(f"{f}: {e['msg']}" if f else e["msg"].removeprefix("Value error, ")
-                            for f, e in zip(fields, errors, strict=True))
+        fields = ["" if e["type"] == "json_invalid" else ".".join(str(p) for p in e["loc"]
+                                                                  if p not in ("body", "query", "path"))
+                  for e in errors]
+        texts = [_validation_text(e) for e in errors]
+        message = "; ".join(f"{f}: {t}" if f else t for f, t in zip(fields, texts, strict=True))
         return JSONResponse(error_body(message, "invalid_request_error", "invalid_parameter",
                                        fields[0] if fields and fields[0] else None), 422)
 
@@ -166,3 +176,11 @@ def _add_error_handlers(app: FastAPI, runtime: ServiceRuntime) -> None:
         code = _STATUS_CODES.get(exc.status_code, f"http_{exc.status_code}")
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
         return JSONResponse(error_body(str(exc.detail), kind, code), exc.status_code, headers=exc.headers)
+
+
+def _validation_text(error: dict[str, Any]) -> str:
+    if error["type"] == "json_invalid":  # its loc is a character position, not a field
+        return f"the body is not valid JSON ({error.get('ctx', {}).get('error', 'decode error')})"
+    if error["type"] == "missing" and tuple(error["loc"]) == ("body",):
+        return "the request has no body"
+    return error["msg"].removeprefix("Value error, ")

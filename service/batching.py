@@ -7,11 +7,13 @@ the model is never called concurrently. While a batch runs, new requests queue u
 A batch holds jobs with one `SamplingKey` (task, solver, steps, guidance, reconstruction): those settings are
 per call in the sampler. It always contains the oldest job of its task (no starvation), is filled with the same-key
 jobs closest to it in length (less padding) while ``size x longest <= max_batch_frames`` and
-``size <= max_batch_size``, and is handed to the engine sorted by length. A batch is dispatched as soon as the
-worker is free and it is full (the cap is reached or a same-key job did not fit) or its oldest job has waited
-``max_wait_s``; when several tasks are ready, the one with the oldest job goes first. Jobs whose future is done
-(the client went away and the handler cancelled it) or whose deadline passed are dropped before they cost compute.
-If a batch raises, its members are retried one by one, so only the culprit fails.
+``size <= max_batch_size`` (or the task's own lower cap), and is handed to the engine sorted by length. A batch is
+dispatched as soon as the worker is free and it is full (the cap is reached or a same-key job did not fit) or its
+oldest job has waited ``max_wait_s``; when several tasks are ready, the one with the oldest job goes first. Jobs
+whose future is done (the client went away and the handler cancelled it) or whose deadline passed are dropped before
+they cost compute.
+If a batch raises, its members are retried one by one, so only the culprit fails; a runner that can tell which item
+failed returns that item's exception in its place instead, which fails only that job without a retry.
 
 Design note, joining a running batch between ODE steps: the sampler already keeps a per-sample time t, seed and
 padding mask, so rows of a batch are independent. A later version can swap the one-shot `BatchRunner` for a
@@ -28,7 +30,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,7 +40,8 @@ from .metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-# (task, payloads, stage timings to fill) -> one output per payload, in order. Runs in the worker thread.
+# (task, payloads, stage timings to fill) -> one output per payload, in order; an Exception as an output fails only
+# its job. Runs in the worker thread.
 BatchRunner = Callable[[str, list[Any], dict[str, float]], list[Any]]
 
 
@@ -57,6 +60,10 @@ class BatchLimits:
     max_batch_size: int = 16
     max_wait_s: float = 0.01
     max_queue: int = 64
+    task_batch_size: Mapping[str, int] = field(default_factory=dict)  # a lower cap for some tasks (tts: see engine)
+
+    def batch_size(self, task: str) -> int:
+        return min(self.max_batch_size, self.task_batch_size.get(task, self.max_batch_size))
 
 
 @dataclass(frozen=True)
@@ -210,11 +217,12 @@ class Batcher:
     def _plan(self, queue: list[Job]) -> tuple[list[Job], bool]:
         """The batch around the oldest job, and whether it is full (waiting longer cannot improve it)."""
         head = queue[0]
+        cap = self.limits.batch_size(head.task)
         others = sorted((job for job in queue[1:] if job.key == head.key),
                         key=lambda job: (abs(job.frames - head.frames), job.enqueued_at))
         batch, longest, full = [head], head.frames, False
         for job in others:
-            if len(batch) >= self.limits.max_batch_size:
+            if len(batch) >= cap:
                 break
             longest_with = max(longest, job.frames)
             if (len(batch) + 1) * longest_with > self.limits.max_batch_frames:
@@ -222,7 +230,7 @@ class Batcher:
                 continue
             batch.append(job)
             longest = longest_with
-        return batch, full or len(batch) >= self.limits.max_batch_size
+        return batch, full or len(batch) >= cap
 
     # --- execution ----------------------------------------------------------------------------------------------
     async def _execute(self, jobs: list[Job]) -> None:
@@ -262,7 +270,11 @@ class Batcher:
         self.metrics.observe_batch(task, [job.frames for job in jobs], stages)
         self._batch_time.update(elapsed)
         for job, output in zip(jobs, outputs, strict=True):
-            if not job.future.done():
+            if job.future.done():
+                continue
+            if isinstance(output, Exception):
+                job.future.set_exception(output)
+            else:
                 job.future.set_result(JobResult(output, started - job.enqueued_at, elapsed, len(jobs)))
 
     def _publish_depth(self, task: str) -> None:

@@ -54,6 +54,10 @@ class AudioTooLong(ServiceError):
     status, type, code = 413, "invalid_request_error", "audio_too_long"
 
 
+class TextTooLong(ServiceError):
+    status, type, code = 413, "invalid_request_error", "text_too_long"
+
+
 class UnsupportedMediaType(ServiceError):
     status, type, code = 415, "invalid_request_error", "unsupported_media_type"
 

@@ -2,8 +2,9 @@
 
 `RequestContextMiddleware` (outermost) gives every response an ``X-Request-ID`` and ``X-Process-Time-Ms`` and
 counts task requests by status. `AdmissionMiddleware` refuses what can be refused before the body is read
-(401 key, 503 not ready / shutting down, 413 declared size, 415 request type) and then counts body bytes as they
-arrive, answering 413 as soon as the limit is passed: a 1 GB upload costs at most the limit, never its size.
+(401 key, 503 not ready / shutting down, 404 no model for the task, 413 declared size, 415 request type) and then
+counts body bytes as they arrive, answering 413 as soon as the limit is passed: a 1 GB upload costs at most the
+limit, never its size.
 """
 
 from __future__ import annotations
@@ -115,16 +116,22 @@ class AdmissionMiddleware:
             return Unauthorized()
         if scope["method"] not in BODY_METHODS:
             return None
-        if path in paths.TASK_ROUTES:
-            error = self.runtime.admission_error()
+        task = paths.TASK_ROUTES.get(path)
+        if task is not None:
+            error = self.runtime.admission_error() or self.runtime.missing_model(task)
             if error is not None:
                 return error
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > settings.max_upload_bytes:
             return _too_large(settings.max_upload_bytes)
-        multipart = headers.get("content-type", "").lower().startswith("multipart/form-data")
-        if path in paths.UPLOAD_ROUTES and not multipart:
-            return UnsupportedMediaType("send the request as multipart/form-data with the audio in the 'file' field")
+        media = headers.get("content-type", "").split(";")[0].strip().lower()
+        if path in paths.UPLOAD_ROUTES and media != "multipart/form-data":
+            if path == paths.TTS and media == "application/x-www-form-urlencoded":
+                return None  # fine for a built-in voice (curl -d text=... -d voice=...): there is no file to send
+            what = "the audio in the 'file' field" if path != paths.TTS else "the text in the 'text' field"
+            return UnsupportedMediaType(f"send the request as multipart/form-data with {what}")
+        if path in paths.JSON_ROUTES and media and media != "application/json" and not media.endswith("+json"):
+            return UnsupportedMediaType("send the request as JSON (Content-Type: application/json)")
         return None
 
     def _needs_key(self, path: str) -> bool:

@@ -14,6 +14,7 @@ METRICS = "/metrics"
 STATIC = "/static/"  # the demo page's script and style, open like the page itself
 
 TASK_ROUTES = {ENHANCE: "enhance", SEPARATE: "separate", TTS: "tts", SPEECH: "tts"}  # path -> metrics task label
-UPLOAD_ROUTES = {ENHANCE, SEPARATE}  # multipart/form-data bodies (TTS joins when it is served)
+UPLOAD_ROUTES = {ENHANCE, SEPARATE, TTS}  # multipart/form-data bodies (TTS with a voice: urlencoded too)
+JSON_ROUTES = {SPEECH}  # application/json bodies
 # never behind an API key: probes must work for orchestrators, and the docs describe how to authenticate
 OPEN_PATHS = {LIVEZ, READYZ, "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc", "/"}

@@ -1,5 +1,13 @@
 """`ServiceRuntime`: what one app instance owns (settings, engine, batcher, metrics, readiness) and the life of one
-task request: validate -> decode (thread) -> queue -> batch (worker thread) -> encode (thread) -> response."""
+task request: validate -> decode (thread) -> queue -> batch (worker thread) -> encode (thread) -> response.
+
+TTS requests take the same path (queue "tts", deadline, 429, cancellation, metrics). Their checks, in order:
+the form or JSON schema (422: speed outside 0.25-4, an unknown field or format), the text (413 ``text_too_long``
+above ``max_text_chars``, 422 when blank), voice or prompt (422: unknown voice, both or neither, a prompt without
+``prompt_text``), then the uploaded prompt: 415 not audio, 400 undecodable, 413 ``audio_too_long`` above 15 s (the
+pipeline's limit; the upload limits of /v1/enhance apply too), 422 below 0.5 s. What only the model can find out
+(text with nothing speakable, a transcript that cannot fit its prompt) comes back as 422 naming the parameter.
+"""
 
 from __future__ import annotations
 
@@ -7,35 +15,52 @@ import asyncio
 import logging
 import secrets
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
+import numpy as np
 from fastapi import Request, UploadFile
 from starlette.responses import Response
 from starlette.types import Receive
 
+from model.duration import DurationError
 from model.errors import AudioError, ConfigError
+from model.text import TextError, normalize_text
+from model.tts import MAX_PROMPT_S, MIN_PROMPT_S
 
 from . import paths
 from .batching import Batcher, BatchLimits, Job, JobResult, SamplingKey
-from .engine import SERVED_TASKS, Engine, PipelineEngine, TaskParams
+from .engine import SERVED_TASKS, Engine, PipelineEngine, TaskParams, TtsInput, tts_frames
 from .errors import (
     BadAudio,
     DeadlineExceeded,
     InvalidParameter,
     ModelNotFound,
-    NotImplementedYet,
     NotReady,
     ServiceError,
     ShuttingDown,
+    TextTooLong,
 )
 from .metrics import Metrics
-from .schemas import ModelCard, ModelList, TaskForm
+from .schemas import ModelCard, ModelList, SpeechRequest, TaskForm, TtsForm, VoiceCard, VoiceList
 from .settings import Settings
-from .uploads import DecodedAudio, check_upload_type, decode_upload, render_audio
+from .uploads import DecodedAudio, check_upload_type, decode_upload, render_audio, render_speech
 
 log = logging.getLogger(__name__)
 
-ENDPOINTS = {"enhance": paths.ENHANCE, "separate": paths.SEPARATE}
-OUTPUT_NAMES = {"enhance": "enhanced", "separate": "separated"}
+ENDPOINTS = {"enhance": paths.ENHANCE, "separate": paths.SEPARATE, "tts": paths.TTS}
+OUTPUT_NAMES = {"enhance": "enhanced", "separate": "separated", "tts": "speech"}
+TTS_MODEL_ID = "tts"  # the id /v1/models lists for the TTS model
+OPENAI_SPEECH_MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")  # accepted as aliases, so OpenAI clients just work
+Translate = Callable[[Exception], ServiceError | None]
+
+
+@dataclass(frozen=True)
+class _TtsNames:
+    """The request's names for the text and voice parameters (/v1/tts: text, /v1/audio/speech: input)."""
+
+    text: str
+    voice: str = "voice"
 
 
 class ClientClosedRequest(ServiceError):
@@ -70,11 +95,11 @@ class ServiceRuntime:
     async def start(self) -> None:
         """Load the bundle (a failure stops the server), start the batcher, then warm up in the background so
         /livez answers at once while /readyz says 503 until every task has run once."""
+        s = self.settings
         if self._engine is None:
-            s = self.settings
             self._engine = await asyncio.to_thread(PipelineEngine.load, s.bundle, s.device)
-        limits = BatchLimits(self.settings.max_batch_frames, self.settings.max_batch_size, self.settings.max_wait_s,
-                             self.settings.max_queue)
+        limits = BatchLimits(s.max_batch_frames, s.max_batch_size, s.max_wait_s, s.max_queue,
+                             task_batch_size={"tts": s.max_tts_batch_size})
         self._batcher = Batcher(self._engine.run_batch, limits, self.metrics)
         self._batcher.start()
         self._ready = asyncio.Event()
@@ -118,7 +143,7 @@ class ServiceRuntime:
     # --- requests -----------------------------------------------------------------------------------------------
     async def process(self, task: str, upload: UploadFile, form: TaskForm, request: Request) -> Response:
         engine = self._serving(task)
-        params = self._params(form)
+        params = self._params(form.steps, form.solver, form.guidance, form.seed, form.reconstruction)
         check_upload_type(upload.content_type)
         data = await upload.read()
         decoded = await asyncio.to_thread(decode_upload, data, upload.content_type, upload.filename,
@@ -132,25 +157,122 @@ class ServiceRuntime:
         channels = 1 if result.output.ndim == 1 else result.output.shape[0]
         self.metrics.audio_seconds.labels(task, "in").inc(decoded.seconds)
         self.metrics.audio_seconds.labels(task, "out").inc(decoded.seconds * channels)
-        return Response(audio, media_type=media_type, headers=_result_headers(task, form, params, result, decoded,
-                                                                              channels))
+        filename = f"{OUTPUT_NAMES[task]}.{form.response_format}"
+        return Response(audio, media_type=media_type,
+                        headers=_result_headers(filename, params, result, decoded.sample_rate, channels))
 
+    # --- text-to-speech -----------------------------------------------------------------------------------------
+    async def tts(self, form: TtsForm, prompt: UploadFile | None, request: Request) -> Response:
+        """``POST /v1/tts``: text in a built-in voice, or in the voice of an uploaded prompt + its transcript."""
+        engine = self._serving("tts")
+        names = _TtsNames("text")
+        text = self._check_text(form.text, names.text)
+        if prompt is not None and form.voice is not None:
+            raise InvalidParameter("give either voice or prompt (with prompt_text), not both", param="voice")
+        if prompt is None:
+            if form.voice is None:
+                raise InvalidParameter("give a voice (see /v1/voices), or upload a prompt (0.5-15 s of the voice to "
+                                       "use) with its transcript in prompt_text", param="voice")
+            if form.prompt_text is not None:
+                raise InvalidParameter("prompt_text is the transcript of an uploaded prompt; a built-in voice has "
+                                       "its own", param="prompt_text")
+            self._check_voice(engine, form.voice, names.voice)
+            payload, prompt_seconds = TtsInput(text, voice=form.voice, speed=form.speed), 0.0
+        else:
+            if not (form.prompt_text and form.prompt_text.strip()):
+                raise InvalidParameter("an uploaded prompt needs prompt_text, the transcript of what it says",
+                                       param="prompt_text")
+            decoded = await self._decode_prompt(engine, prompt)
+            payload = TtsInput(text, prompt=decoded.wav, prompt_text=form.prompt_text, speed=form.speed)
+            prompt_seconds = decoded.seconds
+        params = self._params(form.steps, form.solver, form.cfg, form.seed, "vocoder")
+        return await self._synthesize(engine, payload, params, form.response_format, request, names, prompt_seconds)
+
+    async def speech(self, body: SpeechRequest, request: Request) -> Response:
+        """``POST /v1/audio/speech`` (OpenAI-compatible): ``input`` in a built-in ``voice``."""
+        engine = self._serving("tts")
+        if body.model not in (TTS_MODEL_ID, *OPENAI_SPEECH_MODELS):
+            raise ModelNotFound(f"unknown model {body.model!r}; this server's TTS model is {TTS_MODEL_ID!r} (OpenAI's "
+                                f"{', '.join(OPENAI_SPEECH_MODELS)} are accepted as its aliases)", param="model")
+        names = _TtsNames("input")
+        text = self._check_text(body.input, names.text)
+        self._check_voice(engine, body.voice, names.voice)
+        params = self._params(body.steps, body.solver, body.cfg, body.seed, "vocoder")
+        payload = TtsInput(text, voice=body.voice, speed=body.speed)
+        return await self._synthesize(engine, payload, params, body.response_format, request, names, 0.0)
+
+    def voice_list(self) -> VoiceList:
+        engine = self._serving("tts")
+        return VoiceList(voices=[VoiceCard(id=v.id, transcript=v.transcript) for v in engine.voices.values()])
+
+    def _check_text(self, text: str, param: str) -> str:
+        limit = self.settings.max_text_chars
+        if len(text) > limit:
+            raise TextTooLong(f"{param} is {len(text)} characters; the limit is {limit}", param=param)
+        if not text.strip():
+            raise InvalidParameter(f"{param} is empty: give the text to speak", param=param)
+        return text
+
+    def _check_voice(self, engine: Engine, voice: str, param: str) -> None:
+        if voice not in engine.voices:
+            known = ", ".join(engine.voices) or "none (upload a prompt to /v1/tts instead)"
+            raise InvalidParameter(f"unknown voice {voice!r}; this server's voices: {known}", param=param)
+
+    async def _decode_prompt(self, engine: Engine, prompt: UploadFile) -> DecodedAudio:
+        check_upload_type(prompt.content_type, param="prompt")
+        data = await prompt.read()
+        decoded = await asyncio.to_thread(decode_upload, data, prompt.content_type, prompt.filename,
+                                          target_sr=engine.sample_rate, param="prompt",
+                                          max_seconds=min(self.settings.max_audio_seconds, MAX_PROMPT_S))
+        if decoded.seconds < MIN_PROMPT_S:
+            raise InvalidParameter(f"the prompt is {decoded.seconds:.2f} s; it must be {MIN_PROMPT_S:g}-"
+                                   f"{MAX_PROMPT_S:g} s", param="prompt")
+        return decoded
+
+    async def _synthesize(self, engine: Engine, payload: TtsInput, params: TaskParams, fmt: str, request: Request,
+                          names: _TtsNames, prompt_seconds: float) -> Response:
+        if payload.prompt is not None:
+            prompt_frames = engine.frames(len(payload.prompt))
+        else:
+            prompt_frames = engine.frames(int(engine.voices[str(payload.voice)].seconds * engine.sample_rate))
+        key = SamplingKey("tts", params.solver, params.steps, params.guidance, params.reconstruction)
+        job = self.batcher.submit(key, (payload, params), tts_frames(payload.text, prompt_frames),
+                                  self.settings.request_timeout_s)
+        result = await self._await(job, request.receive, lambda e: _tts_error(e, payload, names))
+        wav = np.asarray(result.output, dtype=np.float32)
+        audio, media_type = await asyncio.to_thread(render_speech, wav, engine.sample_rate, fmt)
+        self.metrics.audio_seconds.labels("tts", "in").inc(prompt_seconds)
+        self.metrics.audio_seconds.labels("tts", "out").inc(len(wav) / engine.sample_rate)
+        headers = _result_headers(f"{OUTPUT_NAMES['tts']}.{fmt}", params, result, engine.sample_rate, 1)
+        headers["X-Audio-Seconds"] = f"{len(wav) / engine.sample_rate:.3f}"
+        return Response(audio, media_type=media_type, headers=headers)
+
+    # --- shared -------------------------------------------------------------------------------------------------
     def _serving(self, task: str) -> Engine:
         engine = self.engine
-        if task not in engine.tasks:
-            raise ModelNotFound(f"this server's bundle has no {task!r} model (it has: {', '.join(engine.tasks)})",
-                                param="model")
+        error = self.missing_model(task)
+        if error is not None:
+            raise error
         return engine
 
-    def _params(self, form: TaskForm) -> TaskParams:
-        steps = form.steps or self.settings.default_steps
+    def missing_model(self, task: str) -> ServiceError | None:
+        """404 when the bundle has no model for ``task`` (the admission middleware asks before reading a body)."""
+        tasks = self.engine.tasks
+        if task in tasks:
+            return None
+        return ModelNotFound(f"this server's bundle has no {task!r} model (it has: {', '.join(tasks)})",
+                             param="model")
+
+    def _params(self, steps: int | None, solver: str | None, guidance: float, seed: int | None,
+                reconstruction: str) -> TaskParams:
+        steps = steps or self.settings.default_steps
         if steps > self.settings.max_steps:
             raise InvalidParameter(f"steps must be at most {self.settings.max_steps} on this server", param="steps")
-        seed = secrets.randbelow(2**31) if form.seed is None else form.seed
-        return TaskParams(steps=steps, solver=form.solver or self.settings.default_solver, guidance=form.guidance,
-                          seed=seed, reconstruction=form.reconstruction)
+        seed = secrets.randbelow(2**31) if seed is None else seed
+        return TaskParams(steps=steps, solver=solver or self.settings.default_solver, guidance=guidance, seed=seed,
+                          reconstruction=reconstruction)
 
-    async def _await(self, job: Job, receive: Receive) -> JobResult:
+    async def _await(self, job: Job, receive: Receive, translate: Translate | None = None) -> JobResult:
         """The job's result; 504 at its deadline; if the client goes away the job is cancelled, so a queued job is
         dropped before it costs compute."""
         gone = asyncio.ensure_future(_wait_for_disconnect(receive))
@@ -158,7 +280,7 @@ class ServiceRuntime:
             done, _ = await asyncio.wait({job.future, gone}, timeout=max(0.0, job.deadline - time.monotonic()),
                                          return_when=asyncio.FIRST_COMPLETED)
             if job.future in done:
-                return _unwrap(job)
+                return _unwrap(job, translate)
             if gone in done:
                 raise ClientClosedRequest("the client closed the connection")
             raise DeadlineExceeded(f"no result within the request timeout of {self.settings.request_timeout_s:g} s")
@@ -176,28 +298,48 @@ class ServiceRuntime:
                  for task in engine.tasks]
         return ModelList(data=cards, engine=engine.describe())
 
-    def tts_unavailable(self) -> ServiceError:
-        """TTS endpoints exist in the contract; until they are implemented, say clearly why they cannot answer."""
-        tasks = self.engine.tasks
-        if "tts" not in tasks:
-            return ModelNotFound(f"this server's bundle has no TTS model (it serves: {', '.join(tasks)})",
-                                 param="model")
-        return NotImplementedYet("the bundle has a TTS model, but TTS serving is not implemented in this version")
 
-
-def _unwrap(job: Job) -> JobResult:
-    """A finished job's result; engine exceptions become the service's errors."""
+def _unwrap(job: Job, translate: Translate | None = None) -> JobResult:
+    """A finished job's result; engine exceptions become the service's errors (``translate`` first, if given)."""
     try:
         return job.future.result()
     except ServiceError:
         raise
-    except AudioError as e:
-        raise BadAudio(str(e), param="file") from e
-    except ConfigError as e:
-        raise InvalidParameter(str(e)) from e
     except Exception as e:
+        error = translate(e) if translate is not None else None
+        if error is not None:
+            raise error from e
+        if isinstance(e, AudioError):
+            raise BadAudio(str(e), param="file") from e
+        if isinstance(e, ConfigError):
+            raise InvalidParameter(str(e)) from e
         log.exception("inference failed for a %s request", job.task)
         raise ServiceError("inference failed; see the server log") from e
+
+
+def _tts_error(error: Exception, request: TtsInput, names: _TtsNames) -> ServiceError | None:
+    """What the pipeline says about one TTS request's input -> 422 naming the parameter (None: not the input's
+    fault, a 500). The service checked voice, prompt length and speed before queueing, so these are what only the
+    model finds out: text with nothing to speak, a transcript that cannot fit its prompt."""
+    own_prompt = request.prompt is not None
+    if isinstance(error, TextError):
+        param = "prompt_text" if own_prompt and not _speakable(request.prompt_text) else names.text
+        return InvalidParameter(str(error), param=param)
+    if isinstance(error, DurationError):
+        return InvalidParameter(str(error), param="prompt_text" if own_prompt else names.voice)
+    if isinstance(error, AudioError):
+        return InvalidParameter(str(error), param="prompt" if own_prompt else names.voice)
+    if isinstance(error, ConfigError):
+        return InvalidParameter(str(error), param="prompt_text" if own_prompt else names.voice)
+    return None
+
+
+def _speakable(text: str | None) -> bool:
+    try:
+        normalize_text(text or "")
+    except TextError:
+        return False
+    return True
 
 
 async def _wait_for_disconnect(receive: Receive) -> None:
@@ -206,15 +348,15 @@ async def _wait_for_disconnect(receive: Receive) -> None:
         pass
 
 
-def _result_headers(task: str, form: TaskForm, params: TaskParams, result: JobResult, decoded: DecodedAudio,
+def _result_headers(filename: str, params: TaskParams, result: JobResult, sample_rate: int,
                     channels: int) -> dict[str, str]:
     queue_ms, inference_ms = 1000 * result.queue_wait_s, 1000 * result.inference_s
     return {
-        "Content-Disposition": f'attachment; filename="{OUTPUT_NAMES[task]}.{form.response_format}"',
+        "Content-Disposition": f'attachment; filename="{filename}"',
         "X-Seed": str(params.seed),
         "X-Steps": str(params.steps),
         "X-Solver": params.solver,
-        "X-Sample-Rate": str(decoded.sample_rate),
+        "X-Sample-Rate": str(sample_rate),
         "X-Channels": str(channels),
         "X-Batch-Size": str(result.batch_size),
         "X-Queue-Time-Ms": f"{queue_ms:.1f}",

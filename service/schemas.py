@@ -2,21 +2,54 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, get_args
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .settings import Solver
 
 ResponseFormat = Literal["wav", "flac", "ogg", "pcm"]
+RESPONSE_FORMATS: tuple[str, ...] = get_args(ResponseFormat)
+OPENAI_ONLY_FORMATS = ("mp3", "opus", "aac")  # OpenAI's other speech formats: named in the 422, not served
 Reconstruction = Literal["mask", "vocoder"]
 MAX_SEED = 2**31 - 1
 UPLOAD_FIELDS = {"file"}  # multipart file fields of the task endpoints
+MIN_SPEED, MAX_SPEED = 0.25, 4.0  # model.duration.SPEED_RANGE (also OpenAI's range)
+TTS_GUIDANCE = 2.0  # the pipeline's default classifier-free guidance for TTS
 
 
-class TaskForm(BaseModel):
+class StrictForm(BaseModel):
+    """A multipart form whose unknown fields are an error, so a typo ("step") is not silently ignored."""
+
+    uploads: ClassVar[frozenset[str]] = frozenset()  # the endpoint's file fields, which FastAPI hands over too
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_unknown_fields(cls, data: Any) -> Any:
+        # FastAPI hands the whole form to the model, the upload included; extra="forbid" would reject the upload
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - cls._known_fields() - cls.uploads)
+            if unknown:
+                raise ValueError(f"unknown form field(s): {', '.join(unknown)}")
+        return data
+
+    @classmethod
+    def _known_fields(cls) -> set[str]:
+        names = set(cls.model_fields)
+        for field in cls.model_fields.values():
+            alias = field.validation_alias
+            if isinstance(alias, str):
+                names.add(alias)
+            elif isinstance(alias, AliasChoices):
+                names.update(choice for choice in alias.choices if isinstance(choice, str))
+        return names
+
+
+class TaskForm(StrictForm):
     """Form fields of /v1/enhance and /v1/separate (besides ``file``). Unknown fields are an error, so a typo
     ("step") is not silently ignored."""
+
+    uploads: ClassVar[frozenset[str]] = frozenset(UPLOAD_FIELDS)
 
     steps: int | None = Field(None, ge=1, description="network evaluations (NFE) of the ODE solver; default: the "
                               "server's default_steps, at most its max_steps")
@@ -27,15 +60,63 @@ class TaskForm(BaseModel):
                                            "phase); vocoder: the bundle's vocoder")
     response_format: ResponseFormat = Field("wav", description="pcm = raw 16-bit little-endian, interleaved")
 
-    @model_validator(mode="before")
+
+class TtsForm(StrictForm):
+    """Form fields of /v1/tts (besides the optional ``prompt`` upload). Give ``voice`` (a built-in voice, see
+    /v1/voices) or ``prompt`` (0.5-15 s of the voice to use) with ``prompt_text`` (what the prompt says)."""
+
+    uploads: ClassVar[frozenset[str]] = frozenset({"prompt"})
+
+    text: str = Field(description="what to say (at most the server's max_text_chars characters)")
+    voice: str | None = Field(None, description="a built-in voice (see /v1/voices) instead of a prompt")
+    prompt_text: str | None = Field(None, description="the transcript of the uploaded prompt")
+    speed: float = Field(1.0, ge=MIN_SPEED, le=MAX_SPEED, description="speaking rate (2 = twice as fast)")
+    steps: int | None = Field(None, ge=1, description="network evaluations (NFE) of the ODE solver; default: the "
+                              "server's default_steps, at most its max_steps")
+    solver: Solver | None = Field(None, description="ODE solver; default: the server's default_solver")
+    cfg: float = Field(TTS_GUIDANCE, ge=0.0, le=10.0, validation_alias=AliasChoices("cfg", "guidance"),
+                       description="classifier-free guidance weight (1 = none); 'guidance' is accepted too")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="noise seed; default: random (echoed in X-Seed)")
+    response_format: ResponseFormat = Field("wav", validation_alias=AliasChoices("response_format", "format"),
+                                             description="16 kHz mono; pcm = raw 16-bit little-endian; 'format' is "
+                                             "accepted too")
+
+
+class SpeechRequest(BaseModel):
+    """OpenAI-compatible speech request (``POST /v1/audio/speech``). ``steps``, ``solver``, ``cfg`` and ``seed`` are
+    SpeechFlow extensions; other unknown fields are an error rather than silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field("tts", description="the TTS model id that /v1/models lists ('tts'); OpenAI's names tts-1, "
+                       "tts-1-hd and gpt-4o-mini-tts are accepted as aliases for it")
+    input: str = Field(description="what to say (at most the server's max_text_chars characters)")
+    voice: str = Field(description="a built-in voice (see /v1/voices)")
+    response_format: str = Field("wav", description="wav, flac, ogg or pcm (raw 16-bit little-endian), all 16 kHz "
+                                 "mono; OpenAI's mp3, opus and aac are not available")
+    speed: float = Field(1.0, ge=MIN_SPEED, le=MAX_SPEED, description="speaking rate, 0.25-4")
+    steps: int | None = Field(None, ge=1, description="NFE of the ODE solver (default: the server's)")
+    solver: Solver | None = Field(None, description="ODE solver (default: the server's)")
+    cfg: float = Field(TTS_GUIDANCE, ge=0.0, le=10.0, description="classifier-free guidance weight (1 = none)")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="noise seed; default: random (echoed in X-Seed)")
+
+    @field_validator("response_format")
     @classmethod
-    def _no_unknown_fields(cls, data: Any) -> Any:
-        # FastAPI hands the whole form to the model, the upload included; extra="forbid" would reject the upload
-        if isinstance(data, dict):
-            unknown = sorted(set(data) - set(cls.model_fields) - UPLOAD_FIELDS)
-            if unknown:
-                raise ValueError(f"unknown form field(s): {', '.join(unknown)}")
-        return data
+    def _served_format(cls, value: str) -> str:
+        if value not in RESPONSE_FORMATS:
+            note = " (this server does not encode mp3, opus or aac)" if value in OPENAI_ONLY_FORMATS else ""
+            raise ValueError(f"{value!r} is not supported{note}; use one of: "
+                             f"{', '.join(RESPONSE_FORMATS)}")
+        return value
+
+
+class VoiceCard(BaseModel):
+    id: str
+    transcript: str = Field(description="what the voice's prompt says")
+
+
+class VoiceList(BaseModel):
+    voices: list[VoiceCard]
 
 
 class ModelCard(BaseModel):
@@ -43,7 +124,8 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     owned_by: str = "speechflow"
     task: str
-    endpoint: str | None = Field(None, description="where to use it; null: in the bundle but not served yet")
+    endpoint: str | None = Field(None, description="where to use it (tts: also /v1/audio/speech); null: in the "
+                                 "bundle but not served")
 
 
 class ModelList(BaseModel):

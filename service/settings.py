@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(16, ge=1)
     max_wait_ms: float = Field(10.0, ge=0)
     max_queue: int = Field(64, ge=1)  # queued requests (all tasks) before 429
+    # TTS requests run one after another inside a batch (see service/engine.py), so a TTS batch of n only delays its
+    # first members; 1 = every TTS request is its own batch. Raise it when the engine batches across TTS requests.
+    max_tts_batch_size: int = Field(1, ge=1)
     request_timeout_s: float = Field(60.0, gt=0)  # from queueing to result, else 504
 
     # limits on what a request may send

@@ -11,25 +11,32 @@ from typing import Any
 
 import numpy as np
 
-from .engine import Item
+from .engine import Item, TtsInput, VoiceInfo
+
+FAKE_VOICES = {"alice": VoiceInfo("alice", "The quick brown fox jumps over the lazy dog.", 2.5)}
+FAKE_SECONDS_PER_CHAR = 0.05  # the fake TTS speaks 20 characters a second (at speed 1)
 
 
 @dataclass(frozen=True)
 class SeenBatch:
     task: str
-    lengths: list[int]  # samples per item, in the order the engine got them
+    lengths: list[int]  # samples per item (TTS: characters of text), in the order the engine got them
     seeds: list[int]
     frames: list[int]
+    requests: list[TtsInput] | None = None  # TTS only
 
 
 class FakeEngine:
-    """Deterministic and instant: enhancement halves the input, separation returns (x/2, x/2). Records every
-    batch it is given; ``hold()`` keeps the worker inside ``run_batch`` until ``release()``, so tests can queue
+    """Deterministic and instant: enhancement halves the input, separation returns (x/2, x/2), TTS returns a quiet
+    220 Hz tone of ``FAKE_SECONDS_PER_CHAR`` per character / speed (unknown voices fail like the pipeline's). Records
+    every batch it is given; ``hold()`` keeps the worker inside ``run_batch`` until ``release()``, so tests can queue
     requests behind a running batch; seeds in ``fail_seeds`` make a batch raise."""
 
     def __init__(self, tasks: Sequence[str] = ("enhance", "separate"), *, fail_seeds: Sequence[int] = (),
-                 sample_rate: int = 16_000, hop_length: int = 160) -> None:
+                 sample_rate: int = 16_000, hop_length: int = 160,
+                 voices: dict[str, VoiceInfo] | None = None) -> None:
         self.tasks = list(tasks)
+        self._voices = dict(FAKE_VOICES if voices is None else voices)
         self.sample_rate = sample_rate
         self.hop_length = hop_length
         self.fail_seeds = set(fail_seeds)
@@ -45,6 +52,10 @@ class FakeEngine:
     def release(self) -> None:
         self._gate.set()
 
+    @property
+    def voices(self) -> dict[str, VoiceInfo]:
+        return self._voices if "tts" in self.tasks else {}
+
     def frames(self, num_samples: int) -> int:
         return num_samples // self.hop_length + 1
 
@@ -52,16 +63,32 @@ class FakeEngine:
         if not self.warm_gate.wait(timeout=30):
             raise RuntimeError("warm-up gate never opened")
 
-    def run_batch(self, task: str, items: Sequence[Item], timings: dict[str, float]) -> list[np.ndarray]:
-        lengths = [len(wav) for wav, _ in items]
-        self.batches.append(SeenBatch(task, lengths, [p.seed for _, p in items], [self.frames(n) for n in lengths]))
+    def run_batch(self, task: str, items: Sequence[Item], timings: dict[str, float]) -> list[np.ndarray | Exception]:
+        if task == "tts":
+            requests = [r for r, _ in items if isinstance(r, TtsInput)]
+            lengths = [len(r.text) for r in requests]
+            frames = [self.frames(int(self.sample_rate * FAKE_SECONDS_PER_CHAR * n)) for n in lengths]
+            self.batches.append(SeenBatch(task, lengths, [p.seed for _, p in items], frames, requests))
+        else:
+            lengths = [len(wav) for wav, _ in items]
+            self.batches.append(SeenBatch(task, lengths, [p.seed for _, p in items], [self.frames(n) for n in lengths]))
         if not self._gate.wait(timeout=30):  # bounded, so a failing test cannot hang the worker thread forever
             raise RuntimeError("the fake engine was held for 30 s")
         if self.fail_seeds & {p.seed for _, p in items}:
             raise RuntimeError("this input is poisoned")
         timings["sampler"] = 0.0
+        if task == "tts":
+            return [self._speak(r) for r, _ in items]
         half = [0.5 * wav for wav, _ in items]
         return [h if task == "enhance" else np.stack([h, h]) for h in half]
+
+    def _speak(self, request: Any) -> np.ndarray | Exception:
+        if request.voice is not None and request.voice not in self.voices:
+            from model.errors import ConfigError
+
+            return ConfigError(f"unknown voice {request.voice!r}")
+        n = int(self.sample_rate * FAKE_SECONDS_PER_CHAR * len(request.text) / request.speed)
+        return (0.1 * np.sin(2 * np.pi * 220 * np.arange(n) / self.sample_rate)).astype(np.float32)
 
     def describe(self) -> dict[str, Any]:
         return {"device": "fake", "sample_rate": self.sample_rate}

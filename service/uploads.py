@@ -49,46 +49,47 @@ def parse_media_type(value: str | None) -> tuple[str, dict[str, str]]:
     return parts[0].lower(), params
 
 
-def check_upload_type(media_type: str | None) -> None:
+def check_upload_type(media_type: str | None, param: str = "file") -> None:
     mime, _ = parse_media_type(media_type)
     if mime in GENERIC_TYPES or mime.startswith(("audio/", "video/")):
         return
     raise UnsupportedMediaType(f"the uploaded file is {mime!r}, not audio; send wav, flac, ogg or raw PCM",
-                               param="file")
+                               param=param)
 
 
 def decode_upload(data: bytes, media_type: str | None, filename: str | None, *, target_sr: int,
-                  max_seconds: float) -> DecodedAudio:
-    """Bytes of one upload -> mono float32 at ``target_sr``; the duration limit is checked from the header first."""
+                  max_seconds: float, param: str = "file") -> DecodedAudio:
+    """Bytes of one upload -> mono float32 at ``target_sr``; the duration limit is checked from the header first.
+    Errors name ``param``, the form field the upload came in."""
     mime, params = parse_media_type(media_type)
     raw = mime in RAW_PCM_TYPES or (filename or "").lower().endswith(RAW_PCM_SUFFIXES)
     if not data:
-        raise BadAudio("the uploaded file is empty", param="file")
+        raise BadAudio("the uploaded file is empty", param=param)
     if raw:
-        rate = _pcm_rate(params)
+        rate = _pcm_rate(params, param)
         if params.get("channels", "1") != "1":
-            raise BadAudio("raw PCM uploads must be mono (channels=1)", param="file")
+            raise BadAudio("raw PCM uploads must be mono (channels=1)", param=param)
         num_samples = len(data) // 2
     else:
         try:
             with sf.SoundFile(io.BytesIO(data)) as f:
                 rate, num_samples = int(f.samplerate), int(f.frames)
         except DECODE_ERRORS as e:
-            raise BadAudio(f"could not decode audio: {e}", param="file") from e
+            raise BadAudio(f"could not decode audio: {e}", param=param) from e
     if num_samples > max_seconds * rate:
-        raise AudioTooLong(f"audio is {num_samples / rate:.1f} s long; the limit is {max_seconds:g} s", param="file")
+        raise AudioTooLong(f"audio is {num_samples / rate:.1f} s long; the limit is {max_seconds:g} s", param=param)
     try:
         wav = load_audio(data, target_sr, fmt="pcm" if raw else None, pcm_sample_rate=rate)
     except AudioError as e:
-        raise BadAudio(str(e), param="file") from e
+        raise BadAudio(str(e), param=param) from e
     return DecodedAudio(wav, rate, num_samples)
 
 
-def _pcm_rate(params: dict[str, str]) -> int:
+def _pcm_rate(params: dict[str, str], param: str) -> int:
     try:
         return int(params.get("rate", PCM_DEFAULT_RATE))
     except ValueError:
-        raise BadAudio(f"invalid PCM rate {params.get('rate')!r}", param="file") from None
+        raise BadAudio(f"invalid PCM rate {params.get('rate')!r}", param=param) from None
 
 
 def render_audio(audio: np.ndarray, engine_sr: int, like: DecodedAudio, fmt: str) -> tuple[bytes, str]:
@@ -97,10 +98,17 @@ def render_audio(audio: np.ndarray, engine_sr: int, like: DecodedAudio, fmt: str
     n = like.num_samples
     out = np.stack([_fit(resample(c, engine_sr, like.sample_rate), n) for c in channels])
     data = encode_audio(out[0] if audio.ndim == 1 else out, like.sample_rate, fmt)
+    return data, _media_type(fmt, like.sample_rate, len(channels))
+
+
+def render_speech(audio: np.ndarray, sample_rate: int, fmt: str) -> tuple[bytes, str]:
+    """Generated speech (n,) -> file bytes at its own rate, and a media type."""
+    return encode_audio(audio, sample_rate, fmt), _media_type(fmt, sample_rate, 1)
+
+
+def _media_type(fmt: str, sample_rate: int, channels: int) -> str:
     media = content_type(fmt)
-    if fmt == "pcm":
-        media += f";rate={like.sample_rate};channels={len(channels)}"
-    return data, media
+    return f"{media};rate={sample_rate};channels={channels}" if fmt == "pcm" else media
 
 
 def _fit(x: np.ndarray, n: int) -> np.ndarray:
