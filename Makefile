@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
+	$(BIN)/pip install -q --no-deps "resemblyzer>=0.1.4"  # its metadata pins the Python 2 `typing` backport
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -82,7 +82,18 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from training.evaluate import run_evaluation
 
     pipe = SpeechFlowPipeline.from_pretrained(args.bundle, device=args.device)
-    kwargs = {"steps": args.nfe, "solver": args.solver, "guidance": args.guidance,
+    if args.task == "tts":
+        from training.evaluate_tts import pipeline_synthesizer, run_tts_evaluation
+
+        tts_kwargs = {"steps": args.nfe, "solver": args.solver, "seed": args.seed,
+                      "guidance": 2.0 if args.guidance is None else args.guidance}
+        res = run_tts_evaluation(pipeline_synthesizer(pipe, **tts_kwargs), args.data, n=args.n, seed=args.seed,
+                                 json_out=args.json, report_out=args.report, use_dnsmos=not args.no_dnsmos,
+                                 extra_config={"bundle": str(args.bundle), **tts_kwargs})
+        print(json.dumps({k: res[k] for k in ("overall", "wer_ratio", "similarity_position")}, indent=2,
+                         default=str))
+        return
+    kwargs = {"steps": args.nfe, "solver": args.solver, "guidance": 1.0 if args.guidance is None else args.guidance,
               "reconstruction": args.reconstruction}
     run = pipe.enhance_batch if args.task == "enhance" else pipe.separate_batch
 
@@ -119,8 +130,8 @@ def cmd_infill(args: argparse.Namespace) -> None:
 
 
 def _task_kwargs(args: argparse.Namespace) -> dict:
-    return {"steps": args.nfe, "solver": args.solver, "seed": args.seed, "guidance": args.guidance,
-            "reconstruction": args.reconstruction}
+    return {"steps": args.nfe, "solver": args.solver, "seed": args.seed,
+            "guidance": 1.0 if args.guidance is None else args.guidance, "reconstruction": args.reconstruction}
 
 
 def cmd_enhance(args: argparse.Namespace) -> None:
@@ -304,8 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_args(p)
     p.set_defaults(func=cmd_vocoder)
 
-    p = sub.add_parser("evaluate", help="PESQ / ESTOI / SI-SDR / DNSMOS against the input and classical peers")
-    p.add_argument("--task", required=True, choices=["enhance", "separate"])
+    p = sub.add_parser("evaluate", help="enhance/separate: PESQ, ESTOI, SI-SDR, DNSMOS vs the input and classical "
+                       "peers; tts: WER ratio, speaker similarity, DNSMOS")
+    p.add_argument("--task", required=True, choices=["enhance", "separate", "tts"])
     p.add_argument("--data", required=True, help="clean test manifest (e.g. the corpus's unseen-speaker test.jsonl)")
     p.add_argument("--n", type=int, default=100, help="utterances (cases) to evaluate")
     p.add_argument("--json", help="write all results here")
@@ -437,7 +449,8 @@ def _add_inference_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_task_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance weight (1 = none)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance weight (1 = none; default 1, 2 for tts)")
     p.add_argument("--reconstruction", default="mask", choices=["mask", "vocoder"],
                    help="mask: per-band mask on the input's STFT (keeps its phase); vocoder: the bundle's vocoder")
 
