@@ -12,7 +12,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -98,3 +98,22 @@ def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], s
     if problems:
         raise CheckpointError(f"{source} does not match the network ({'; '.join(problems)})")
     module.load_state_dict(state, strict=True)
+
+
+def load_weights(module: torch.nn.Module, directory: str | os.PathLike) -> None:
+    """Strictly load a model directory's weights into ``module`` in fp32 (shipped copies may be fp16)."""
+    state = {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in read_weights(directory).items()}
+    load_state_strict(module, state, source=str(directory))
+
+
+def check_kind(data: dict[str, Any], kind: str, version: int, label: str) -> dict[str, Any]:
+    """A config dict without its "kind" key, after checking it names ``kind`` and is not newer than ``version``
+    (a vocoder or duration directory must never load as something else)."""
+    data = dict(data)
+    found = data.pop("kind", None)
+    if found != kind:
+        raise ConfigError(f"not a {label} config: kind is {found!r}, expected {kind!r}")
+    got = data.get("version", version)
+    if not isinstance(got, int) or got > version:
+        raise ConfigError(f"{label} config version {got!r} is newer than this code ({version})")
+    return data

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import load_state_strict, read_config, read_weights, save_model_dir
+from .checkpoint import check_kind, load_weights, read_config, save_model_dir
 from .errors import CheckpointError, ConfigError, SpeechFlowError
 from .text import PAD_ID, PhoneVocab, TextError
 
@@ -94,14 +94,7 @@ class DurationConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DurationConfig:
         """Strict: the kind must be "duration" and every key known."""
-        data = dict(data)
-        kind = data.pop("kind", None)
-        if kind != DURATION_KIND:
-            raise ConfigError(f"not a duration model config: kind is {kind!r}, expected {DURATION_KIND!r}")
-        version = data.get("version", DURATION_CONFIG_VERSION)
-        if not isinstance(version, int) or version > DURATION_CONFIG_VERSION:
-            raise ConfigError(f"duration config version {version!r} is newer than this code "
-                              f"({DURATION_CONFIG_VERSION})")
+        data = check_kind(data, DURATION_KIND, DURATION_CONFIG_VERSION, "duration model")
         unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise ConfigError(f"DurationConfig: unknown keys {unknown}")
@@ -206,8 +199,7 @@ class DurationModel:
         except (TypeError, ValueError) as e:  # ConfigError is a ValueError; a non-object JSON is a TypeError
             raise CheckpointError(f"{directory / 'config.json'}: {e}") from e
         model = cls(config)
-        state = {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in read_weights(directory).items()}
-        load_state_strict(model.net, state, source=str(directory))
+        load_weights(model.net, directory)
         model.net.eval()
         return model.to(device)
 

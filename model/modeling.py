@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import load_state_strict, read_config, read_weights, save_model_dir
+from .checkpoint import load_weights, read_config, save_model_dir
 from .config import ModelConfig
 from .errors import CheckpointError, ConfigError
 from .flow import FlowMatching
@@ -80,6 +80,5 @@ class SpeechFlowModel(nn.Module):
         except ConfigError as e:
             raise CheckpointError(f"{directory / 'config.json'}: {e}") from e
         model = cls(config)
-        state = {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in read_weights(directory).items()}
-        load_state_strict(model.net, state, source=str(directory))
+        load_weights(model.net, directory)
         return model.to(device=device, dtype=dtype).eval()

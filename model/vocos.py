@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import load_state_strict, read_config, read_weights, save_model_dir
+from .checkpoint import check_kind, load_weights, read_config, save_model_dir
 from .errors import CheckpointError, ConfigError
 from .features import MelConfig
 
@@ -66,13 +66,7 @@ class VocosConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VocosConfig:
         """Strict: the kind must be "vocos" and every key known (a typo or a flow-model config must not pass)."""
-        data = dict(data)
-        kind = data.pop("kind", None)
-        if kind != VOCOS_KIND:
-            raise ConfigError(f"not a vocoder config: kind is {kind!r}, expected {VOCOS_KIND!r}")
-        version = data.get("version", VOCOS_CONFIG_VERSION)
-        if not isinstance(version, int) or version > VOCOS_CONFIG_VERSION:
-            raise ConfigError(f"vocoder config version {version!r} is newer than this code ({VOCOS_CONFIG_VERSION})")
+        data = check_kind(data, VOCOS_KIND, VOCOS_CONFIG_VERSION, "vocoder")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -210,7 +204,6 @@ class VocosVocoder:
         except (TypeError, ValueError) as e:  # ConfigError is a ValueError; a non-object JSON is a TypeError
             raise CheckpointError(f"{directory / 'config.json'}: {e}") from e
         vocoder = cls(config)
-        state = {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in read_weights(directory).items()}
-        load_state_strict(vocoder.net, state, source=str(directory))
+        load_weights(vocoder.net, directory)
         vocoder.net.eval()
         return vocoder.to(device=device, dtype=dtype)

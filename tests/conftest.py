@@ -49,3 +49,41 @@ def tiny_corpus(tmp_path: Path) -> Path:
     manifest = tmp_path / "train.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return manifest
+
+
+TTS_SENTENCES = ["The cat sat on the mat.", "Rain fell on the quiet town.", "She sells sea shells by the shore.",
+                 "A big dog ran home."]
+TTS_TRAIN = dict(lr=1e-3, warmup=2, batch_seconds=6.0, max_seconds=2.0, log_every=1, precision="fp32",
+                 num_workers=0, device="cpu")
+
+
+def write_aligned_corpus(root: Path, sentences: list[str]) -> Path:
+    """espeak-ng sentences at 16 kHz (two voices) and a manifest with their exact phone alignments."""
+    from model.audio import resample
+    from model.espeak import synthesize
+
+    rows = []
+    for i, text in enumerate(sentences):
+        result = synthesize(text, voice="en-us" if i % 2 else "en-gb")
+        wav = resample(result.wav, result.sample_rate, 16000)
+        sf.write(root / f"u{i}.wav", wav, 16000)
+        rows.append({"audio": f"u{i}.wav", "duration": len(wav) / 16000, "speaker": f"s{i % 2}", "text": text,
+                     "phones": [[p.symbol, p.start, p.end] for p in result.phones]})
+    (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root / "train.jsonl"
+
+
+def write_tts_bundle(root: Path, manifest: Path, voice_text: str, steps: int) -> Path:
+    """A debug bundle with a TTS model, its duration model and one built-in voice "anna" (the manifest's u0.wav)."""
+    from model.bundle import write_bundle, write_voices
+    from training.duration import train_duration
+    from training.finetune import finetune
+    from training.trainer import TrainConfig
+
+    SpeechFlowModel(ModelConfig(network=preset("debug"))).save_pretrained(root / "pre")
+    tts = finetune("tts", root / "pre", manifest, root / "tts", TrainConfig(steps=steps, **TTS_TRAIN))
+    dur = train_duration(manifest, root / "dur", None, TrainConfig(steps=steps, **TTS_TRAIN))
+    write_bundle(root / "bundle", {"tts": tts, "duration": dur})
+    wav, _ = sf.read(manifest.parent / "u0.wav", dtype="float32")
+    write_voices(root / "bundle", {"anna": (wav, voice_text)})
+    return root / "bundle"

@@ -5,7 +5,6 @@ tests/test_tts.py); scheduling details and the demo page's TTS panel against the
 import asyncio
 import base64
 import io
-import json
 import socket
 import threading
 import warnings
@@ -17,55 +16,29 @@ import soundfile as sf
 import uvicorn
 
 from model.audio import encode_audio, resample
-from model.bundle import write_bundle, write_voices
-from model.config import ModelConfig, preset
-from model.espeak import synthesize
-from model.modeling import SpeechFlowModel
+from model.bundle import write_bundle
 from service.app import create_app
 from service.batching import Batcher, BatchLimits, SamplingKey
 from service.engine import PipelineEngine, VoiceInfo
 from service.settings import Settings
 from service.testing import FAKE_VOICES, FakeEngine, serving, until
-from tests.conftest import speechlike
+from tests.conftest import TTS_SENTENCES, speechlike, write_aligned_corpus, write_tts_bundle
 from tests.test_service_app import assert_error, metric
 
-FAST = dict(lr=1e-3, warmup=2, batch_seconds=6.0, max_seconds=2.0, log_every=1, precision="fp32", num_workers=0,
-            device="cpu")
-SENTENCES = ["The cat sat on the mat.", "Rain fell on the quiet town.", "She sells sea shells by the shore."]
+SENTENCES = TTS_SENTENCES[:3]
 QUICK = {"steps": "2", "solver": "euler"}  # 2 network evaluations: the debug model is random anyway
 
 
 @pytest.fixture(scope="module")
 def speech_dir(tmp_path_factory):
-    """espeak-ng sentences at 16 kHz and a manifest with their exact phone alignments."""
     root = tmp_path_factory.mktemp("speech")
-    rows = []
-    for i, text in enumerate(SENTENCES):
-        result = synthesize(text, voice="en-us" if i % 2 else "en-gb")
-        wav = resample(result.wav, result.sample_rate, 16000)
-        sf.write(root / f"u{i}.wav", wav, 16000)
-        rows.append({"audio": f"u{i}.wav", "duration": len(wav) / 16000, "speaker": f"s{i % 2}", "text": text,
-                     "phones": [[p.symbol, p.start, p.end] for p in result.phones]})
-    (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_aligned_corpus(root, SENTENCES)
     return root
 
 
 @pytest.fixture(scope="module")
 def tts_bundle(speech_dir, tmp_path_factory):
-    """A bundle with a TTS model, its duration model and one built-in voice, "anna" (a few seconds to build)."""
-    from training.duration import train_duration
-    from training.finetune import finetune
-    from training.trainer import TrainConfig
-
-    root = tmp_path_factory.mktemp("ttsbundle")
-    SpeechFlowModel(ModelConfig(network=preset("debug"))).save_pretrained(root / "pre")
-    manifest = speech_dir / "train.jsonl"
-    tts = finetune("tts", root / "pre", manifest, root / "tts", TrainConfig(steps=2, **FAST))
-    dur = train_duration(manifest, root / "dur", None, TrainConfig(steps=2, **FAST))
-    write_bundle(root / "bundle", {"tts": tts, "duration": dur})
-    wav, _ = sf.read(speech_dir / "u0.wav", dtype="float32")
-    write_voices(root / "bundle", {"anna": (wav, SENTENCES[0])})
-    return root / "bundle"
+    return write_tts_bundle(tmp_path_factory.mktemp("ttsbundle"), speech_dir / "train.jsonl", SENTENCES[0], steps=2)
 
 
 @pytest.fixture(scope="module")

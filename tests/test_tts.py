@@ -1,56 +1,27 @@
 """TTS at debug size: fine-tuning on phone-aligned rows, bundling with a duration model and voices, synthesis."""
 
-import json
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from model.bundle import write_bundle, write_voices
 from model.errors import AudioError, ConfigError
-from model.espeak import synthesize
 from model.modeling import SpeechFlowModel
 from model.pipeline import SpeechFlowPipeline, join_with_crossfade
 from model.text import TextError
-from training.duration import train_duration
-from training.finetune import finetune
-from training.trainer import TrainConfig
+from tests.conftest import TTS_SENTENCES, write_aligned_corpus, write_tts_bundle
 
-FAST = dict(lr=1e-3, warmup=2, batch_seconds=6.0, max_seconds=2.0, log_every=1, precision="fp32", num_workers=0,
-            device="cpu")
-SENTENCES = ["The cat sat on the mat.", "Rain fell on the quiet town.", "She sells sea shells by the shore.",
-             "A big dog ran home."]
+SENTENCES = TTS_SENTENCES
 
 
 @pytest.fixture(scope="module")
 def aligned_corpus(tmp_path_factory):
-    """espeak-ng speech with its exact phone alignments, resampled to 16 kHz like the corpus."""
-    from model.audio import resample
-
-    root = tmp_path_factory.mktemp("aligned")
-    rows = []
-    for i, text in enumerate(SENTENCES):
-        result = synthesize(text, voice="en-us" if i % 2 else "en-gb")
-        wav = resample(result.wav, result.sample_rate, 16000)
-        sf.write(root / f"u{i}.wav", wav, 16000)
-        rows.append({"audio": f"u{i}.wav", "duration": len(wav) / 16000, "speaker": f"s{i % 2}", "text": text,
-                     "phones": [[p.symbol, p.start, p.end] for p in result.phones]})
-    (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return root / "train.jsonl"
+    return write_aligned_corpus(tmp_path_factory.mktemp("aligned"), SENTENCES)
 
 
 @pytest.fixture(scope="module")
 def tts_bundle(aligned_corpus, tmp_path_factory):
-    from model.config import ModelConfig, preset
-
-    root = tmp_path_factory.mktemp("ttsb")
-    SpeechFlowModel(ModelConfig(network=preset("debug"))).save_pretrained(root / "pre")
-    tts = finetune("tts", root / "pre", aligned_corpus, root / "tts", TrainConfig(steps=3, **FAST))
-    dur = train_duration(aligned_corpus, root / "dur", None, TrainConfig(steps=3, **FAST))
-    write_bundle(root / "bundle", {"tts": tts, "duration": dur})
-    wav, _ = sf.read(aligned_corpus.parent / "u0.wav", dtype="float32")
-    write_voices(root / "bundle", {"anna": (wav, SENTENCES[0])})
-    return root / "bundle"
+    return write_tts_bundle(tmp_path_factory.mktemp("ttsb"), aligned_corpus, SENTENCES[0], steps=3)
 
 
 def test_tts_model_carries_its_phone_vocabulary(tts_bundle):
