@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import CheckpointError, ConfigError
+
+T = TypeVar("T")
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -117,3 +120,18 @@ def check_kind(data: dict[str, Any], kind: str, version: int, label: str) -> dic
     if not isinstance(got, int) or got > version:
         raise ConfigError(f"{label} config version {got!r} is newer than this code ({version})")
     return data
+
+
+def read_typed_config(directory: str | os.PathLike, from_dict: Callable[[dict[str, Any]], T]) -> T:
+    """A model directory's config.json parsed by ``from_dict``; any problem is a CheckpointError naming the file."""
+    try:
+        return from_dict(read_config(directory))
+    except (TypeError, ValueError) as e:  # ConfigError is a ValueError; a non-object JSON is a TypeError
+        raise CheckpointError(f"{Path(directory) / CONFIG_FILE}: {e}") from e
+
+
+def save_net(directory: str | os.PathLike, config: Any, net: torch.nn.Module, dtype: torch.dtype | None = None,
+             state: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write ``config.to_dict()`` + the net's weights (or ``state``, e.g. the trainer's EMA copy) as a model
+    directory."""
+    return save_model_dir(directory, config.to_dict(), state if state is not None else net.state_dict(), dtype=dtype)

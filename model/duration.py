@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import check_kind, load_weights, read_config, save_model_dir
-from .errors import CheckpointError, ConfigError, SpeechFlowError
+from .checkpoint import check_kind, load_weights, read_typed_config, save_net
+from .errors import ConfigError, SpeechFlowError
 from .text import PAD_ID, PhoneVocab, TextError
 
 DURATION_KIND = "duration"
@@ -187,18 +187,12 @@ class DurationModel:
         self, directory: str | os.PathLike, dtype: torch.dtype | None = None, state: dict[str, Tensor] | None = None
     ) -> Path:
         """Write config.json + model.safetensors; `state` overrides the weights (the trainer passes the EMA copy)."""
-        weights = state if state is not None else self.net.state_dict()
-        return save_model_dir(directory, self.config.to_dict(), weights, dtype=dtype)
+        return save_net(directory, self.config, self.net, dtype, state)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device = "cpu") -> DurationModel:
         """Rebuild from a model directory; any config or weight mismatch is a CheckpointError, never random weights."""
-        directory = Path(directory)
-        try:
-            config = DurationConfig.from_dict(read_config(directory))
-        except (TypeError, ValueError) as e:  # ConfigError is a ValueError; a non-object JSON is a TypeError
-            raise CheckpointError(f"{directory / 'config.json'}: {e}") from e
-        model = cls(config)
+        model = cls(read_typed_config(directory, DurationConfig.from_dict))
         load_weights(model.net, directory)
         model.net.eval()
         return model.to(device)

@@ -10,9 +10,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import load_weights, read_config, save_model_dir
+from .checkpoint import load_weights, read_typed_config, save_net
 from .config import ModelConfig
-from .errors import CheckpointError, ConfigError
 from .flow import FlowMatching
 from .network import SpeechFlowTransformer
 
@@ -67,18 +66,12 @@ class SpeechFlowModel(nn.Module):
         self, directory: str | os.PathLike, dtype: torch.dtype | None = None, state: dict[str, Tensor] | None = None
     ) -> Path:
         """Write config.json + model.safetensors; ``state`` overrides the weights (e.g. the EMA copy)."""
-        return save_model_dir(directory, self.config.to_dict(), state if state is not None else self.net.state_dict(),
-                              dtype=dtype)
+        return save_net(directory, self.config, self.net, dtype, state)
 
     @classmethod
     def from_pretrained(
         cls, directory: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
     ) -> SpeechFlowModel:
-        directory = Path(directory)
-        try:
-            config = ModelConfig.from_dict(read_config(directory))
-        except ConfigError as e:
-            raise CheckpointError(f"{directory / 'config.json'}: {e}") from e
-        model = cls(config)
+        model = cls(read_typed_config(directory, ModelConfig.from_dict))
         load_weights(model.net, directory)
         return model.to(device=device, dtype=dtype).eval()

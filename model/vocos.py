@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import check_kind, load_weights, read_config, save_model_dir
-from .errors import CheckpointError, ConfigError
+from .checkpoint import check_kind, load_weights, read_typed_config, save_net
+from .errors import ConfigError
 from .features import MelConfig
 
 VOCOS_KIND = "vocos"
@@ -190,20 +190,14 @@ class VocosVocoder:
         self, directory: str | os.PathLike, dtype: torch.dtype | None = None, state: dict[str, Tensor] | None = None
     ) -> Path:
         """Write config.json + model.safetensors; `state` overrides the weights (the trainer passes the EMA copy)."""
-        weights = state if state is not None else self.net.state_dict()
-        return save_model_dir(directory, self.config.to_dict(), weights, dtype=dtype)
+        return save_net(directory, self.config, self.net, dtype, state)
 
     @classmethod
     def from_pretrained(
         cls, directory: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
     ) -> VocosVocoder:
         """Rebuild from a model directory; any config or weight mismatch is a CheckpointError, never random weights."""
-        directory = Path(directory)
-        try:
-            config = VocosConfig.from_dict(read_config(directory))
-        except (TypeError, ValueError) as e:  # ConfigError is a ValueError; a non-object JSON is a TypeError
-            raise CheckpointError(f"{directory / 'config.json'}: {e}") from e
-        vocoder = cls(config)
+        vocoder = cls(read_typed_config(directory, VocosConfig.from_dict))
         load_weights(vocoder.net, directory)
         vocoder.net.eval()
         return vocoder.to(device=device, dtype=dtype)
