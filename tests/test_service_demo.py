@@ -3,6 +3,7 @@ headless Chromium against a fake engine (Debian's chromium + chromium-driver, dr
 
 import asyncio
 import base64
+import contextlib
 import io
 import os
 import socket
@@ -47,32 +48,34 @@ def test_the_page_fetches_nothing_from_elsewhere():
         assert "://" not in path.read_text(), f"{path.name} refers to another site; the page must work offline"
 
 
-@pytest.fixture
-def live_server():
-    """(base URL, engine) of a uvicorn server with a fake engine on a free loopback port, in a thread."""
+@contextlib.contextmanager
+def running_server(engine):
+    """Base URL of a uvicorn server for ``engine`` on a free loopback port, in a thread, once it is ready."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
-    engine = FakeEngine()
     server = uvicorn.Server(uvicorn.Config(create_app(Settings(max_wait_ms=0), engine), log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    for _ in range(2000):  # until it answers and is warm (bounded)
-        try:
-            if httpx.get(f"{url}/readyz").status_code == 200:
-                break
-        except httpx.TransportError:
-            threading.Event().wait(0.005)
-    else:
-        raise AssertionError("the server did not become ready")
-    yield url, engine
-    server.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    try:
+        for _ in range(2000):  # until it answers and is warm (bounded)
+            try:
+                if httpx.get(f"{url}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                threading.Event().wait(0.005)
+        else:
+            raise AssertionError("the server did not become ready")
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
 
 
-@pytest.fixture
-def browser(tmp_path):
+@contextlib.contextmanager
+def headless_chromium(profile: Path):
+    """A selenium driver for Debian's headless Chromium (skips the test when it is not installed)."""
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
         pytest.skip("needs Debian's chromium and chromium-driver (make system-deps installs them)")
     from selenium import webdriver
@@ -82,12 +85,28 @@ def browser(tmp_path):
     options.binary_location = str(CHROMIUM)
     for flag in ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=900,1300", f"--user-data-dir={tmp_path / 'profile'}"]:
+                 "--window-size=900,1300", f"--user-data-dir={profile}"]:
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
     driver.set_script_timeout(10)
-    yield driver
-    driver.quit()
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def live_server():
+    """(base URL, engine) of a uvicorn server with a fake engine on a free loopback port, in a thread."""
+    engine = FakeEngine()
+    with running_server(engine) as url:
+        yield url, engine
+
+
+@pytest.fixture
+def browser(tmp_path):
+    with headless_chromium(tmp_path / "profile") as driver:
+        yield driver
 
 
 FETCH_DOWNLOAD = """

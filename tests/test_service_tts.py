@@ -5,15 +5,11 @@ tests/test_tts.py); scheduling details and the demo page's TTS panel against the
 import asyncio
 import base64
 import io
-import socket
-import threading
 import warnings
 
-import httpx
 import numpy as np
 import pytest
 import soundfile as sf
-import uvicorn
 
 from model.audio import encode_audio, resample
 from model.bundle import write_bundle
@@ -320,42 +316,11 @@ def test_an_exception_returned_for_one_item_fails_only_that_job():
 @pytest.fixture
 def tts_page(tmp_path):
     """(base URL, fake engine, headless Chromium) for the demo page of a server whose bundle has TTS."""
-    from tests.test_service_demo import CHROMEDRIVER, CHROMIUM
+    from tests.test_service_demo import headless_chromium, running_server
 
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        pytest.skip("needs Debian's chromium and chromium-driver (make system-deps installs them)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
     engine = FakeEngine(tasks=("enhance", "separate", "tts"))
-    server = uvicorn.Server(uvicorn.Config(create_app(Settings(max_wait_ms=0), engine), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}"]:
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
-    driver.set_script_timeout(10)
-    try:
-        for _ in range(2000):  # until it answers and is warm (bounded)
-            try:
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                threading.Event().wait(0.005)
-        else:
-            raise AssertionError("the server did not become ready")
+    with headless_chromium(tmp_path / "profile") as driver, running_server(engine) as url:
         yield url, engine, driver
-    finally:
-        driver.quit()
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
 
 
 def test_the_demo_pages_tts_panel_speaks_through_v1_audio_speech(tts_page):
