@@ -5,6 +5,11 @@ a fixed load). Poisson (open loop): requests arrive at ``rate`` per second whate
 an offered load, as real traffic behaves). Both stop after ``requests`` requests or ``max_duration_s``, whichever
 comes first. Only loopback URLs are accepted: this is a tool for measuring one's own server, not anyone else's.
 Mean batch size and server-side rejections come from /metrics, read before and after.
+
+With ``baseline`` (a bundle directory), the same input first goes through the pipeline alone in this process, no HTTP
+and no queue, at batch sizes 1, 2, 4, ... up to the concurrency: the server is then judged against the best
+throughput and the batch-1 latency the model itself reaches on this machine. Run it while the server is idle (it
+is: the baseline runs before the load) so the two do not compete for the cores.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import itertools
 import random
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -48,6 +53,9 @@ class BenchConfig:
     max_duration_s: float = 600.0  # no new requests after this
     seed: int = 0
     api_key: str | None = None
+    baseline: str | None = None  # bundle directory: measure the pipeline alone first
+    baseline_device: str = "auto"
+    baseline_repeats: int = 3  # timed runs per batch size (after one untimed warm-up)
 
 
 @dataclass(frozen=True)
@@ -99,9 +107,54 @@ def _input_audio(cfg: BenchConfig) -> tuple[bytes, float]:
     return data, info.frames / info.samplerate
 
 
+def pipeline_baseline(cfg: BenchConfig, audio: bytes) -> dict[str, Any]:
+    """The engine's own work on the bench input (decode, features, sampler, reconstruction), timed per batch size."""
+    from model.audio import SAMPLE_RATE, load_audio
+    from service.engine import PipelineEngine, TaskParams
+
+    engine = PipelineEngine.load(cfg.baseline, device=cfg.baseline_device)
+    wav = load_audio(audio, SAMPLE_RATE)  # (n,) mono 16 kHz, as the service decodes an upload
+    audio_s = len(wav) / SAMPLE_RATE
+    params = TaskParams(steps=cfg.steps, solver=cfg.solver, guidance=1.0, seed=cfg.seed)
+    sizes = [b for b in (1, 2, 4, 8, 16, 32, 64) if b <= cfg.concurrency]
+    rows = {}
+    for b in sizes:
+        engine.run_batch(cfg.task, [(wav, params)] * b, {})  # warm-up at this shape
+        times = []
+        for _ in range(cfg.baseline_repeats):
+            t0 = time.perf_counter()
+            engine.run_batch(cfg.task, [(wav, params)] * b, {})
+            times.append(time.perf_counter() - t0)
+        best = min(times)
+        rows[str(b)] = {"latency_ms": round(1000 * best, 2), "audio_seconds_per_s": round(b * audio_s / best, 3)}
+    best_b = max(rows, key=lambda b: rows[b]["audio_seconds_per_s"])
+    return {"bundle": cfg.baseline, "device": str(engine.pipeline.device), "by_batch_size": rows,
+            "best_batch_size": int(best_b), "best_audio_seconds_per_s": rows[best_b]["audio_seconds_per_s"],
+            "batch1_latency_ms": rows["1"]["latency_ms"]}
+
+
+def _versus(report: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
+    """The server against the pipeline alone: throughput share and (at concurrency 1) latency overhead."""
+    out: dict[str, Any] = {}
+    if report["audio_seconds_per_s"]:
+        out["throughput_share"] = round(report["audio_seconds_per_s"] / baseline["best_audio_seconds_per_s"], 3)
+    p50 = report["latency_ms"].get("p50")
+    if report["config"]["concurrency"] == 1 and p50 is not None:
+        out["latency_overhead_ms"] = round(p50 - baseline["batch1_latency_ms"], 2)
+        out["latency_ratio"] = round(p50 / baseline["batch1_latency_ms"], 3)
+    return out
+
+
 async def run_bench(cfg: BenchConfig, transport: httpx.AsyncBaseTransport | None = None) -> dict[str, Any]:
     _validate(cfg)
     audio, audio_s = _input_audio(cfg)
+    baseline = None
+    if cfg.baseline is not None:  # the same sampling settings on both sides: no server defaults left implicit
+        from service.settings import Settings
+
+        defaults = Settings()
+        cfg = replace(cfg, steps=cfg.steps or defaults.default_steps, solver=cfg.solver or defaults.default_solver)
+        baseline = await asyncio.to_thread(pipeline_baseline, cfg, audio)
     headers = {"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else {}
     limits = httpx.Limits(max_connections=max(cfg.concurrency, 64), max_keepalive_connections=cfg.concurrency)
     async with httpx.AsyncClient(base_url=cfg.url, transport=transport, timeout=cfg.timeout_s, headers=headers,
@@ -115,7 +168,11 @@ async def run_bench(cfg: BenchConfig, transport: httpx.AsyncBaseTransport | None
             outcomes = await _open_loop(send, cfg, start)
         elapsed = time.perf_counter() - start
         after = await _scrape(client, cfg.task)
-    return _report(cfg, outcomes, elapsed, audio_s, before, after)
+    report = _report(cfg, outcomes, elapsed, audio_s, before, after)
+    if baseline is not None:
+        report["baseline"] = baseline
+        report["versus_baseline"] = _versus(report, baseline)
+    return report
 
 
 def _sender(client: httpx.AsyncClient, cfg: BenchConfig, audio: bytes):

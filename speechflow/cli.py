@@ -113,8 +113,9 @@ def cmd_recipe(args: argparse.Namespace) -> None:
     cfg = RecipeConfig(work=Path(args.work), out=Path(args.out), preset=args.preset, hours=args.hours, seed=args.seed,
                        device=args.device, pretrain_steps=args.pretrain_steps, vocoder_steps=args.vocoder_steps,
                        enhance_steps=args.enhance_steps, separate_steps=args.separate_steps,
-                       eval_utterances=args.eval_n)
-    run_recipe(cfg)
+                       tts_steps=args.tts_steps, duration_steps=args.duration_steps, eval_utterances=args.eval_n,
+                       eval_nfe=args.eval_nfe, threads=args.threads)
+    run_recipe(cfg, only=args.only.split(",") if args.only else None)
 
 
 def cmd_infill(args: argparse.Namespace) -> None:
@@ -243,7 +244,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
     cfg = BenchConfig(url=args.url, task=args.task, concurrency=args.concurrency, requests=args.requests,
                       mode=args.mode, rate=args.rate, audio_seconds=args.audio_seconds, input=args.input,
                       steps=args.steps, solver=args.solver, timeout_s=args.timeout, max_duration_s=args.max_duration,
-                      seed=args.seed, api_key=args.api_key)
+                      seed=args.seed, api_key=args.api_key, baseline=args.baseline,
+                      baseline_device=args.baseline_device)
     report = asyncio.run(run_bench(cfg))
     text = json.dumps(report, indent=2)
     if args.json:
@@ -341,7 +343,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vocoder-steps", type=int, default=8_000)
     p.add_argument("--enhance-steps", type=int, default=6_000)
     p.add_argument("--separate-steps", type=int, default=6_000)
+    p.add_argument("--tts-steps", type=int, default=8_000)
+    p.add_argument("--duration-steps", type=int, default=2_000)
     p.add_argument("--eval-n", type=int, default=100, help="test utterances per task")
+    p.add_argument("--eval-nfe", type=int, default=32, help="sampler evaluations per utterance when evaluating")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (1 when stages run side by side)")
+    p.add_argument("--only", help="comma-separated stages to train, then stop (no bundle): "
+                                  "pretrain,vocoder,duration,enhance,separate,tts")
     p.set_defaults(func=cmd_recipe)
 
     p = sub.add_parser("tts", help="zero-shot text-to-speech in the voice of a prompt (offline, no server)")
@@ -415,6 +423,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-duration", type=float, default=600.0, help="no new requests after this many seconds")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--api-key", help="Bearer key, when the server has keys")
+    p.add_argument("--baseline", metavar="BUNDLE", help="first time the pipeline alone on the same input "
+                                                        "(the server's bundle), and compare the server with it")
+    p.add_argument("--baseline-device", default="auto")
     p.add_argument("--json", help="also write the report here")
     p.set_defaults(func=cmd_bench)
 

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from model.pipeline import SpeechFlowPipeline
 from model.vocos import VocosVocoder
@@ -12,7 +13,7 @@ from training.recipe import RecipeConfig, run_recipe, trained_steps
 
 def test_debug_recipe_end_to_end_and_resumable(tmp_path, capsys):
     cfg = RecipeConfig(
-        work=tmp_path / "work", out=tmp_path / "bundle", preset="debug", hours=0.01, device="cpu",
+        work=tmp_path / "work", out=tmp_path / "bundle", preset="debug", hours=0.05, device="cpu",
         pretrain_steps=4, vocoder_steps=2, enhance_steps=3, separate_steps=3, tts_steps=2, duration_steps=2,
         eval_utterances=2, eval_nfe=2,
         engines=("espeak",),
@@ -20,16 +21,23 @@ def test_debug_recipe_end_to_end_and_resumable(tmp_path, capsys):
                "batch_seconds": 4.0, "max_seconds": 1.0},
         vocoder_train={"max_seconds": 0.5, "batch_seconds": 1.0}, finetune_train={"warmup": 1},
         vocoder_config={"dim": 32, "intermediate_dim": 64, "layers": 2},
+        # a 3-minute corpus has few 2.5-4.5 s prompts
+        tts_eval={"prompt_seconds": 1.5, "target_range": (0.5, 10.0), "use_dnsmos": False},
     )
-    run_recipe(cfg)
+    assert run_recipe(cfg, only=["pretrain"]) is None  # one stage, no bundle yet
+    assert trained_steps(cfg.work / "pretrain") == 4 and trained_steps(cfg.work / "enhance") == 0
+    assert not (cfg.out / "bundle.json").exists()
+    assert run_recipe(cfg) == cfg.out
     for stage, steps in (("pretrain", 4), ("vocoder", 2), ("enhance", 3), ("separate", 3), ("tts", 2),
                          ("duration", 2)):
         assert trained_steps(cfg.work / stage) == steps
     info = json.loads((cfg.out / "bundle.json").read_text())
     assert info["tasks"] == ["enhance", "pretrain", "separate", "tts"]
-    for task in ("enhance", "separate"):
+    for task in ("enhance", "separate", "tts"):  # the written (fp16) bundle is what gets evaluated
         assert "ours" in info["evaluation"][task]["overall"]
+        assert info["evaluation"][task]["nfe"] == 2
         assert (cfg.work / "eval" / f"{task}.md").is_file()
+    assert "wer_ratio" in info["evaluation"]["tts"]
     pipe = SpeechFlowPipeline.from_pretrained(cfg.out, device="cpu")
     assert isinstance(pipe.vocoder, VocosVocoder)
     sep, _ = pipe.separate(speechlike(1.0, seed=0), 16000, steps=2)
@@ -42,3 +50,8 @@ def test_debug_recipe_end_to_end_and_resumable(tmp_path, capsys):
     run_recipe(cfg)  # everything is complete: every stage is skipped
     out = capsys.readouterr().out
     assert out.count(": complete (") == 6
+
+
+def test_recipe_refuses_unknown_stages(tmp_path):
+    with pytest.raises(ValueError, match="unknown recipe stage"):
+        run_recipe(RecipeConfig(work=tmp_path, out=tmp_path / "b"), only=["pretrian"])

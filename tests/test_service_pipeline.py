@@ -72,3 +72,27 @@ def test_a_debug_bundle_served_end_to_end(bundle):
     stages = {s.labels["stage"] for m in app.state.runtime.metrics.registry.collect()
               if m.name == "speechflow_inference_seconds" for s in m.samples}
     assert stages == {"features", "sampler", "reconstruction", "total"}
+
+
+def test_bench_compares_the_server_with_the_pipeline_alone(bundle):
+    import httpx
+
+    from service.bench import BenchConfig, run_bench
+
+    app = create_app(Settings(bundle=str(bundle), device="cpu", max_wait_ms=1))
+    cfg = BenchConfig(url="http://127.0.0.1", task="enhance", concurrency=2, requests=4, audio_seconds=0.5,
+                      steps=2, solver="euler", baseline=str(bundle), baseline_device="cpu", baseline_repeats=1)
+
+    async def main():
+        async with serving(app):
+            await app.state.runtime.wait_ready()
+            return await run_bench(cfg, transport=httpx.ASGITransport(app=app))
+
+    report = asyncio.run(main())
+    assert report["ok"] == 4
+    base = report["baseline"]
+    assert set(base["by_batch_size"]) == {"1", "2"} and base["device"] == "cpu"
+    assert base["best_audio_seconds_per_s"] == max(r["audio_seconds_per_s"] for r in base["by_batch_size"].values())
+    share = report["versus_baseline"]["throughput_share"]
+    assert share == round(report["audio_seconds_per_s"] / base["best_audio_seconds_per_s"], 3) and share > 0
+    assert "latency_overhead_ms" not in report["versus_baseline"]  # only meaningful at concurrency 1

@@ -522,6 +522,7 @@ def run_tts_evaluation(
     extra_config: Mapping[str, Any] | None = None,
     *,
     prompt_seconds: float = PROMPT_SECONDS,
+    target_range: tuple[float, float] = TARGET_RANGE_S,
     use_dnsmos: bool = True,
     n_pictures: int = 3,
     progress: bool = True,
@@ -531,7 +532,7 @@ def run_tts_evaluation(
     Cost per case besides synthesis: two pocketsphinx decodes (~0.3x real time each on a CPU core), four speaker
     embeddings and, with DNSMOS, two DNSMOS runs. `extra_config` (bundle, steps, ...) goes into results and report.
     """
-    cases = tts_cases(manifest, n, seed, prompt_seconds)
+    cases = tts_cases(manifest, n, seed, prompt_seconds, target_range=target_range)
     pictures: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = []
 
     def keep(case: TTSCase, out: np.ndarray) -> None:

@@ -13,12 +13,13 @@ import json
 import logging
 import shlex
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from model.bundle import write_bundle
-from model.checkpoint import CONFIG_FILE, read_config
+from model.bundle import BUNDLE_FILE, read_bundle_info, write_bundle
+from model.checkpoint import CONFIG_FILE, read_config, write_json
 
 from .trainer import TrainConfig
 
@@ -41,6 +42,7 @@ class RecipeConfig:
     duration_steps: int = 2_000
     eval_utterances: int = 100
     eval_nfe: int = 32
+    threads: int = 0  # torch threads per process (1 each when stages train side by side on one CPU)
     engines: tuple[str, ...] = ("espeak", "flite", "festival")
     # TrainConfig fields shared by every stage, then each stage's own (vocoders train on short crops)
     train: dict[str, Any] = field(default_factory=lambda: {"lr": 4e-4, "warmup": 1000, "save_every": 250,
@@ -49,6 +51,15 @@ class RecipeConfig:
                                                                    "batch_seconds": 16.0})
     finetune_train: dict[str, Any] = field(default_factory=lambda: {"warmup": 200})
     vocoder_config: dict[str, Any] = field(default_factory=dict)  # VocosConfig overrides (tests: a tiny one)
+    tts_eval: dict[str, Any] = field(default_factory=dict)  # run_tts_evaluation overrides (tests: short prompts)
+
+    def stage_steps(self) -> dict[str, int]:
+        return {"pretrain": self.pretrain_steps, "vocoder": self.vocoder_steps, "duration": self.duration_steps,
+                "enhance": self.enhance_steps, "separate": self.separate_steps, "tts": self.tts_steps}
+
+
+# training order: every fine-tuning task starts from "pretrain"; the rest are independent of each other
+STAGES = ("pretrain", "vocoder", "duration", "enhance", "separate", "tts")
 
 
 def trained_steps(run: Path) -> int:
@@ -68,76 +79,104 @@ def _stage(name: str, run: Path, steps: int) -> bool:
     return True
 
 
-def run_recipe(cfg: RecipeConfig) -> Path:
+def run_recipe(cfg: RecipeConfig, only: Sequence[str] | None = None) -> Path | None:
+    """Train every stage that is not complete, then (when all are) write the bundle and evaluate it.
+
+    ``only`` trains just those stages and stops there: separate processes (or GPUs) can train stages side by side
+    in the same work directory, and a last plain run finds them complete, bundles and evaluates."""
     from .corpus import build_corpus
+    from .duration import default_train_config, train_duration
     from .finetune import finetune
     from .pretrain import pretrain
     from .vocoder import train_vocoder
 
+    unknown = set(only or ()) - set(STAGES)
+    if unknown:
+        raise ValueError(f"unknown recipe stage(s) {sorted(unknown)}; the stages are {', '.join(STAGES)}")
     work = cfg.work
     corpus = work / "corpus"
     print(f"[recipe] corpus: {cfg.hours} h, seed {cfg.seed} in {corpus}")
     build_corpus(corpus, hours=cfg.hours, seed=cfg.seed, engines=cfg.engines)
     train_manifest, test_manifest = corpus / "train.jsonl", corpus / "test.jsonl"
+    runs = {name: work / name for name in STAGES}
+    steps = cfg.stage_steps()
 
-    def train(steps: int, **overrides: Any) -> TrainConfig:
-        return TrainConfig(steps=steps, seed=cfg.seed, device=cfg.device, **(cfg.train | overrides))
+    def train(stage: str, **overrides: Any) -> TrainConfig:
+        return TrainConfig(steps=steps[stage], seed=cfg.seed, device=cfg.device, threads=cfg.threads,
+                           **(cfg.train | overrides))
 
-    runs = {name: work / name for name in ("pretrain", "vocoder", "enhance", "separate", "tts", "duration")}
-    if _stage("pretrain", runs["pretrain"], cfg.pretrain_steps):
-        pretrain(train_manifest, runs["pretrain"], cfg.preset, train(cfg.pretrain_steps),
-                 resume=trained_steps(runs["pretrain"]) > 0)
-    if _stage("vocoder", runs["vocoder"], cfg.vocoder_steps):
-        from model.vocos import VocosConfig
+    def resume(stage: str) -> bool:
+        return trained_steps(runs[stage]) > 0
 
-        train_vocoder(train_manifest, runs["vocoder"], VocosConfig(**cfg.vocoder_config),
-                      train(cfg.vocoder_steps, **cfg.vocoder_train), resume=trained_steps(runs["vocoder"]) > 0)
-    if _stage("duration", runs["duration"], cfg.duration_steps):
-        from .duration import default_train_config, train_duration
+    def run_stage(stage: str) -> None:
+        if stage == "pretrain":
+            pretrain(train_manifest, runs[stage], cfg.preset, train(stage), resume=resume(stage))
+        elif stage == "vocoder":
+            from model.vocos import VocosConfig
 
-        train_duration(train_manifest, runs["duration"], None,
-                       default_train_config(steps=cfg.duration_steps, seed=cfg.seed, device=cfg.device),
-                       resume=trained_steps(runs["duration"]) > 0)
-    for task, steps in (("enhance", cfg.enhance_steps), ("separate", cfg.separate_steps), ("tts", cfg.tts_steps)):
-        if _stage(task, runs[task], steps):
-            finetune(task, runs["pretrain"], train_manifest, runs[task], train(steps, **cfg.finetune_train),
-                     resume=trained_steps(runs[task]) > 0)
+            train_vocoder(train_manifest, runs[stage], VocosConfig(**cfg.vocoder_config),
+                          train(stage, **cfg.vocoder_train), resume=resume(stage))
+        elif stage == "duration":
+            train_duration(train_manifest, runs[stage], None,
+                           default_train_config(steps=steps[stage], seed=cfg.seed, device=cfg.device,
+                                                threads=cfg.threads), resume=resume(stage))
+        else:  # a fine-tuning task
+            finetune(stage, runs["pretrain"], train_manifest, runs[stage], train(stage, **cfg.finetune_train),
+                     resume=resume(stage))
 
-    evaluation = {}
-    for task in ("enhance", "separate"):
-        evaluation[task] = evaluate_run(cfg, task, runs, test_manifest)
-    info = {"recipe": {"command": " ".join(shlex.quote(a) for a in sys.argv),
-                       "config": json.loads(json.dumps(dataclasses.asdict(cfg), default=str))},
-            "evaluation": evaluation}
-    write_bundle(cfg.out, {name: runs[name] for name in ("pretrain", "enhance", "separate", "tts", "duration",
-                                                          "vocoder")}, info=info)
+    for stage in STAGES:
+        if (only is None or stage in only) and _stage(stage, runs[stage], steps[stage]):
+            run_stage(stage)
+    if only is not None:
+        print(f"[recipe] trained {', '.join(only)}; run without --only to bundle and evaluate")
+        return None
+    pending = [s for s in STAGES if trained_steps(runs[s]) < steps[s]]
+    if pending:  # another process is still training them
+        print(f"[recipe] not bundling yet: {', '.join(pending)} still training")
+        return None
+
     from model.bundle import write_voices
 
     from .voices import pick_voices
 
+    shipped = [s for s in STAGES if steps[s] > 0]  # a 0-step vocoder: the bundle uses labelled Griffin-Lim
+    info = {"recipe": {"command": " ".join(shlex.quote(a) for a in sys.argv),
+                       "config": json.loads(json.dumps(dataclasses.asdict(cfg), default=str))}}
+    write_bundle(cfg.out, {s: runs[s] for s in shipped}, info=info)
     write_voices(cfg.out, pick_voices(test_manifest))  # prompts of speakers never seen in training
+    evaluation = {task: evaluate_bundle(cfg, task, test_manifest) for task in ("enhance", "separate", "tts")}
+    write_json(cfg.out / BUNDLE_FILE, {**read_bundle_info(cfg.out), "evaluation": evaluation})
     print(f"[recipe] bundle written to {cfg.out}")
     return cfg.out
 
 
-def evaluate_run(cfg: RecipeConfig, task: str, runs: dict[str, Path], test_manifest: Path) -> dict[str, Any]:
-    """Evaluate a fine-tuned run on the unseen-speaker test split; reports go to work/eval/."""
-    from model.modeling import SpeechFlowModel
+def evaluate_bundle(cfg: RecipeConfig, task: str, test_manifest: Path) -> dict[str, Any]:
+    """Evaluate the written bundle (fp16 weights, exactly what ships) on the unseen-speaker test split; reports go
+    to work/eval/."""
     from model.pipeline import SpeechFlowPipeline
-    from model.vocos import VocosVocoder
 
-    from .evaluate import run_evaluation
-
-    pipe = SpeechFlowPipeline({task: SpeechFlowModel.from_pretrained(runs[task])},
-                              vocoder=VocosVocoder.from_pretrained(runs["vocoder"]))
-    run = pipe.enhance_batch if task == "enhance" else pipe.separate_batch
-
-    def process(wavs):
-        return [out for out, _ in run([(w, pipe.sample_rate) for w in wavs], steps=cfg.eval_nfe, seed=cfg.seed)]
-
+    pipe = SpeechFlowPipeline.from_pretrained(cfg.out, device=cfg.device)
     out_dir = cfg.work / "eval"
-    results = run_evaluation(task, process, test_manifest, n=cfg.eval_utterances, seed=cfg.seed,
-                             json_out=out_dir / f"{task}.json", report_out=out_dir / f"{task}.md",
-                             extra_config={"nfe": cfg.eval_nfe, "run": str(runs[task])})
-    print(f"[recipe] {task} evaluation: {out_dir / f'{task}.md'}")
-    return {"overall": results["overall"], "n": cfg.eval_utterances, "nfe": cfg.eval_nfe}
+    outputs = {"json_out": out_dir / f"{task}.json", "report_out": out_dir / f"{task}.md"}
+    config = {"nfe": cfg.eval_nfe, "bundle": str(cfg.out)}
+    if task == "tts":
+        from .evaluate_tts import pipeline_synthesizer, run_tts_evaluation
+
+        synth = pipeline_synthesizer(pipe, steps=cfg.eval_nfe, seed=cfg.seed)
+        results = run_tts_evaluation(synth, test_manifest, n=cfg.eval_utterances, seed=cfg.seed,
+                                     extra_config=config, **outputs, **cfg.tts_eval)
+        summary = {k: results[k] for k in ("overall", "wer_ratio", "similarity_position")}
+    else:
+        from .evaluate import run_evaluation
+
+        run = pipe.enhance_batch if task == "enhance" else pipe.separate_batch
+
+        def process(wavs):
+            return [out for out, _ in run([(w, pipe.sample_rate) for w in wavs], steps=cfg.eval_nfe,
+                                          seed=cfg.seed)]
+
+        results = run_evaluation(task, process, test_manifest, n=cfg.eval_utterances, seed=cfg.seed,
+                                 extra_config=config, **outputs)
+        summary = {"overall": results["overall"]}
+    print(f"[recipe] {task} evaluation: {outputs['report_out']}")
+    return {**summary, "n": cfg.eval_utterances, "nfe": cfg.eval_nfe}
