@@ -100,12 +100,16 @@ class _Throughput:
 
 
 class Batcher:
-    def __init__(self, run: BatchRunner, limits: BatchLimits, metrics: Metrics | None = None) -> None:
+    def __init__(self, run: BatchRunner, limits: BatchLimits, metrics: Metrics | None = None,
+                 executor: ThreadPoolExecutor | None = None) -> None:
+        """``executor``: the one thread that runs every engine call (the caller's, so loading and warm-up can
+        share it); by default the batcher makes and owns one."""
         self._run = run
         self.limits = limits
         self.metrics = metrics or Metrics()
         self._queues: dict[str, list[Job]] = {}  # per task, oldest first
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="speechflow-engine")
+        self._owns_executor = executor is None
+        self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="speechflow-engine")
         self._running: asyncio.Task[None] | None = None
         self._scheduler: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Event | None = None
@@ -124,7 +128,8 @@ class Batcher:
         if self._scheduler is not None:
             self._poke()
             await asyncio.shield(self._scheduler)
-        self._executor.shutdown(wait=False)
+        if self._owns_executor:
+            self._executor.shutdown(wait=False)
 
     @property
     def accepting(self) -> bool:
