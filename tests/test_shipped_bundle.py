@@ -2,7 +2,8 @@
 
 The answers must be audio of the right shape that is neither silence nor noise: enhancement must bring the output
 closer to the clean speech than its input was, separation must split a two-talker mixture into two different
-signals (its quality is measured by `speechflow evaluate`, not here).
+signals (its quality is measured by `speechflow evaluate`, not here), and TTS must put speech-like energy over the
+whole length of what it says (not silence, not noise, a length that fits the text).
 """
 
 import asyncio
@@ -64,4 +65,31 @@ def test_the_shipped_bundle_answers_every_task_it_serves():
                 assert all(np.sqrt(np.mean(two[:, k] ** 2)) > 0.05 * np.sqrt(np.mean(mixture**2)) for k in (0, 1))
                 assert abs(np.corrcoef(two[:, 0], two[:, 1])[0, 1]) < 0.9
 
+            if "tts" in tasks:
+                voice = (await client.get("/v1/voices")).json()["voices"][0]["id"]
+                response = await client.post("/v1/tts", data={"text": TTS_TEXT, "voice": voice, "seed": "0"})
+                assert response.status_code == 200, response.text
+                speech, out_sr = sf.read(io.BytesIO(response.content), dtype="float32")
+                assert out_sr == 16000
+                check_speech_like(speech, out_sr, words=len(TTS_TEXT.split()))
+
     asyncio.run(main())
+
+
+TTS_TEXT = "The little boat drifted slowly across the quiet lake."
+
+
+def check_speech_like(wav: np.ndarray, sr: int, words: int) -> None:
+    """Speech energy where the text is: a length that fits the words, most 50 ms frames within 20 dB of the loudest
+    (not a short burst in silence), and a spectrum far from flat (harmonics and formants, not noise)."""
+    seconds = len(wav) / sr
+    assert 0.15 * words < seconds < 0.8 * words, f"{seconds:.2f} s for {words} words"
+    hop = sr // 20
+    frames = wav[: len(wav) // hop * hop].reshape(-1, hop)
+    rms = np.sqrt(np.mean(frames**2, axis=1))
+    assert rms.max() > 1e-3
+    assert np.mean(rms > 0.1 * rms.max()) > 0.5
+    power = np.abs(np.fft.rfft(frames * np.hanning(hop), axis=1)) ** 2 + 1e-12
+    flatness = np.exp(np.mean(np.log(power), axis=1)) / np.mean(power, axis=1)
+    loud = rms > 0.1 * rms.max()
+    assert np.median(flatness[loud]) < 0.3
