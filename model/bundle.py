@@ -20,7 +20,8 @@ BUNDLE_FILE = "bundle.json"
 TASK_DIRS = {"pretrain": "pretrained", "enhance": "enhance", "separate": "separate", "tts": "tts"}
 VOCODER_DIR = "vocoder"  # not a task: the mel -> waveform model shared by all of them
 DURATION_DIR = "tts/duration"  # the TTS model's duration model
-EXTRA_DIRS = {"vocoder": VOCODER_DIR, "duration": DURATION_DIR}
+ALIGNER_DIR = "tts/aligner"  # the TTS model's prompt aligner (optional: durations rescaled otherwise)
+EXTRA_DIRS = {"vocoder": VOCODER_DIR, "duration": DURATION_DIR, "aligner": ALIGNER_DIR}
 
 
 def read_bundle_info(path: str | os.PathLike) -> dict[str, Any]:

@@ -17,8 +17,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .aligner import PromptAligner
 from .audio import prepare_waveform, resample
-from .bundle import BUNDLE_FILE, DURATION_DIR, VOCODER_DIR, read_bundle_info, task_dirs
+from .bundle import ALIGNER_DIR, BUNDLE_FILE, DURATION_DIR, VOCODER_DIR, read_bundle_info, task_dirs
 from .checkpoint import CONFIG_FILE
 from .duration import DurationModel
 from .errors import CheckpointError, ConfigError
@@ -54,7 +55,7 @@ class SpeechFlowPipeline:
 
     def __init__(self, models: dict[str, SpeechFlowModel], info: dict | None = None,
                  vocoder: VocosVocoder | None = None, durations: DurationModel | None = None,
-                 voices: dict[str, Voice] | None = None) -> None:
+                 voices: dict[str, Voice] | None = None, aligner: PromptAligner | None = None) -> None:
         if not models:
             raise CheckpointError("a pipeline needs at least one model")
         self.models = models
@@ -67,6 +68,7 @@ class SpeechFlowPipeline:
             raise CheckpointError("the bundle's vocoder was trained on other mel settings than its models")
         self.vocoder: VocosVocoder | GriffinLimVocoder = vocoder or GriffinLimVocoder(self.mel_config)
         self.durations = durations
+        self.aligner = aligner
         self.voices = voices or {}
 
     @property
@@ -97,7 +99,9 @@ class SpeechFlowPipeline:
                      if (path / DURATION_DIR / CONFIG_FILE).is_file() else None)
         tts_dir = task_dirs(path).get("tts")
         voices = load_voices(tts_dir / VOICES_DIR) if tts_dir is not None else {}
-        return cls(models, read_bundle_info(path), vocoder, durations, voices)
+        aligner = (PromptAligner.from_pretrained(path / ALIGNER_DIR, device=dev)
+                   if (path / ALIGNER_DIR / CONFIG_FILE).is_file() else None)
+        return cls(models, read_bundle_info(path), vocoder, durations, voices, aligner)
 
     def model(self, task: str) -> SpeechFlowModel:
         if task not in self.models:
@@ -259,7 +263,7 @@ class SpeechFlowPipeline:
         feats, _ = self.features([wav])
         prompt_feats = feats[0]  # (T_p, n_mels)
         t_p = prompt_feats.shape[0]
-        prompt = align_prompt(prompt_text, t_p, vocab, self.durations)
+        prompt = align_prompt(prompt_text, prompt_feats, vocab, self.durations, self.aligner)
         chunks = plan_chunks(text, vocab, self.durations, prompt, speed)
 
         lengths = [t_p + len(c.labels) for c in chunks]

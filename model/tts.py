@@ -1,8 +1,9 @@
 """Zero-shot TTS planning: from text and a voice prompt to the frame-level conditions the flow model fills in.
 
-Voicebox-style inference: the prompt's frames are known (its audio features and its phones, aligned by the
-duration model's durations rescaled to the prompt's length); each chunk of new text gets phones from espeak-ng and
-durations from the duration model conditioned on the prompt's durations; the sampler generates the new frames.
+Voicebox-style inference: the prompt's frames are known (its audio features and its phones, forced-aligned to the
+audio by the bundle's prompt aligner, or the duration model's durations rescaled to the prompt's length); each chunk
+of new text gets phones from espeak-ng and durations from the duration model conditioned on the prompt's
+durations; the sampler generates the new frames.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from torch import Tensor
 
+from .aligner import PromptAligner
 from .audio import load_audio
 from .duration import DurationModel, expand_durations, rescaled_prompt_durations
-from .errors import AudioError
+from .errors import AudioError, ConfigError
 from .text import PhoneVocab, split_sentences, text_to_phones
 
 MIN_PROMPT_S = 0.5
@@ -52,10 +55,17 @@ def check_prompt_length(num_samples: int, sample_rate: int) -> None:
         raise AudioError(f"the voice prompt is {seconds:.2f} s; it must be {MIN_PROMPT_S}-{MAX_PROMPT_S} s")
 
 
-def align_prompt(text: str, num_frames: int, vocab: PhoneVocab, durations: DurationModel) -> Prompt:
-    """The prompt transcript's phones with durations rescaled to the prompt's ``num_frames``."""
+def align_prompt(text: str, feats: Tensor, vocab: PhoneVocab, durations: DurationModel,
+                 aligner: PromptAligner | None = None) -> Prompt:
+    """The prompt transcript's phones and their frames in the prompt's features (T, n_mels): forced-aligned to the
+    audio when there is an aligner, else the duration model's durations rescaled to T (about half as accurate)."""
     ids = vocab.encode(text_to_phones(text))
-    frames = rescaled_prompt_durations(ids, num_frames, durations)
+    if aligner is not None:
+        if aligner.vocab.symbols != vocab.symbols:
+            raise ConfigError("the bundle's prompt aligner and TTS model use different phone vocabularies")
+        frames = aligner.align(feats, ids)
+    else:
+        frames = rescaled_prompt_durations(ids, feats.shape[0], durations)
     return Prompt(ids, frames, expand_durations(ids, frames))
 
 

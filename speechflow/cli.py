@@ -4,13 +4,19 @@ and the serving image does not need the training extras."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from model.errors import SpeechFlowError
 
 DEFAULT_BUNDLE = "checkpoints/demo"
+BUNDLE_ENTRIES = ("pretrain", "enhance", "separate", "tts", "vocoder", "duration", "aligner")  # model.bundle's dirs
+
+if TYPE_CHECKING:
+    from training.trainer import TrainConfig
 
 
 def _train_config(args: argparse.Namespace, **defaults):
@@ -65,16 +71,26 @@ def cmd_tts(args: argparse.Namespace) -> None:
     print(f"wrote {args.out} ({len(out) / sr:.2f} s)")
 
 
+def _small_model_train_config(args: argparse.Namespace, defaults: TrainConfig) -> TrainConfig:
+    """A small model's own training defaults, with the flags that were given on top."""
+    given = {k: v for k, v in _train_config(args).__dict__.items() if getattr(args, k, None) is not None}
+    return dataclasses.replace(defaults, **given)
+
+
 def cmd_duration(args: argparse.Namespace) -> None:
     from training.duration import default_train_config, train_duration
 
-    flags = _train_config(args)
-    defaults = default_train_config()
-    # the duration model's own defaults, unless a flag was given
-    train = defaults.__class__(**{**defaults.__dict__, **{k: v for k, v in flags.__dict__.items()
-                                                          if getattr(args, k, None) is not None}})
-    out = train_duration(args.data, args.out, None, train, resume=args.resume)
+    out = train_duration(args.data, args.out, None, _small_model_train_config(args, default_train_config()),
+                         resume=args.resume)
     print(f"duration model saved to {out}")
+
+
+def cmd_aligner(args: argparse.Namespace) -> None:
+    from training.aligner import default_train_config, train_aligner
+
+    out = train_aligner(args.data, args.out, None, _small_model_train_config(args, default_train_config()),
+                        resume=args.resume)
+    print(f"prompt aligner saved to {out}")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -82,6 +98,16 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from training.evaluate import run_evaluation
 
     pipe = SpeechFlowPipeline.from_pretrained(args.bundle, device=args.device)
+    if args.task == "align":
+        from training.aligner import compare_prompt_aligners
+        from training.evaluate import write_json
+        from training.manifest import read_manifest
+
+        report = compare_prompt_aligners(read_manifest(args.data)[: args.n], pipe.aligner, pipe.durations)
+        if args.json:
+            write_json(report, args.json)
+        print(json.dumps(report, indent=2))
+        return
     if args.task == "tts":
         from training.evaluate_tts import pipeline_synthesizer, run_tts_evaluation
 
@@ -113,7 +139,8 @@ def cmd_recipe(args: argparse.Namespace) -> None:
     cfg = RecipeConfig(work=Path(args.work), out=Path(args.out), preset=args.preset, hours=args.hours, seed=args.seed,
                        device=args.device, pretrain_steps=args.pretrain_steps, vocoder_steps=args.vocoder_steps,
                        enhance_steps=args.enhance_steps, separate_steps=args.separate_steps,
-                       tts_steps=args.tts_steps, duration_steps=args.duration_steps, eval_utterances=args.eval_n,
+                       tts_steps=args.tts_steps, duration_steps=args.duration_steps,
+                       aligner_steps=args.aligner_steps, eval_utterances=args.eval_n,
                        eval_nfe=args.eval_nfe, threads=args.threads)
     run_recipe(cfg, only=args.only.split(",") if args.only else None)
 
@@ -194,8 +221,7 @@ def cmd_bundle(args: argparse.Namespace) -> None:
 
     from model.bundle import write_bundle
 
-    models = {task: path for task in ("pretrain", "enhance", "separate", "tts", "vocoder", "duration")
-              if (path := getattr(args, task)) is not None}
+    models = {task: path for task in BUNDLE_ENTRIES if (path := getattr(args, task)) is not None}
     if not models:
         raise SpeechFlowError("name at least one model: --pretrain, --enhance, --separate, --tts or --vocoder")
     info = {"recipe": args.recipe} if args.recipe else None
@@ -319,7 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="enhance/separate: PESQ, ESTOI, SI-SDR, DNSMOS vs the input and classical "
                        "peers; tts: WER ratio, speaker similarity, DNSMOS")
-    p.add_argument("--task", required=True, choices=["enhance", "separate", "tts"])
+    p.add_argument("--task", required=True, choices=["enhance", "separate", "tts", "align"],
+                   help="align: frame accuracy of the bundle's prompt aligners against the manifest's alignments")
     p.add_argument("--data", required=True, help="clean test manifest (e.g. the corpus's unseen-speaker test.jsonl)")
     p.add_argument("--n", type=int, default=100, help="utterances (cases) to evaluate")
     p.add_argument("--json", help="write all results here")
@@ -345,11 +372,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--separate-steps", type=int, default=6_000)
     p.add_argument("--tts-steps", type=int, default=8_000)
     p.add_argument("--duration-steps", type=int, default=2_000)
+    p.add_argument("--aligner-steps", type=int, default=1_500)
     p.add_argument("--eval-n", type=int, default=100, help="test utterances per task")
     p.add_argument("--eval-nfe", type=int, default=32, help="sampler evaluations per utterance when evaluating")
     p.add_argument("--threads", type=int, default=0, help="torch threads (1 when stages run side by side)")
     p.add_argument("--only", help="comma-separated stages to train, then stop (no bundle): "
-                                  "pretrain,vocoder,duration,enhance,separate,tts")
+                                  "pretrain,vocoder,duration,aligner,enhance,separate,tts")
     p.set_defaults(func=cmd_recipe)
 
     p = sub.add_parser("tts", help="zero-shot text-to-speech in the voice of a prompt (offline, no server)")
@@ -371,6 +399,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_args(p)
     p.set_defaults(func=cmd_duration)
 
+    p = sub.add_parser("aligner", help="train the TTS prompt aligner (frame phone classifier + Viterbi)")
+    p.add_argument("--data", required=True, help="manifest with 'phones' alignments")
+    p.add_argument("--out", required=True)
+    p.add_argument("--resume", action="store_true")
+    _add_train_args(p)
+    p.set_defaults(func=cmd_aligner)
+
     p = sub.add_parser("infill", help="regenerate time spans of a recording with the pre-trained model")
     p.add_argument("input")
     p.add_argument("output")
@@ -380,7 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bundle", help="collect trained model directories into a (fp16) bundle")
     p.add_argument("--out", required=True)
-    for task in ("pretrain", "enhance", "separate", "tts", "vocoder", "duration"):
+    for task in BUNDLE_ENTRIES:
         p.add_argument(f"--{task}", metavar="DIR", help=f"{task} model directory (e.g. a run directory)")
     p.add_argument("--voices", metavar="MANIFEST", help="built-in TTS voices: one clip per speaker of this manifest "
                    "(e.g. the unseen-speaker test split)")

@@ -21,11 +21,11 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from model.duration import DurationConfig, DurationModel, align_prompt_by_durations
+from model.duration import DurationConfig, DurationModel
 from model.errors import ConfigError
 from model.text import PAD_ID, PhoneVocab
 
-from .alignments import durations_from_phones, frame_accuracy, phones_to_frames
+from .alignments import durations_from_phones
 from .data import FrameBudgetBatches
 from .manifest import Utterance, read_manifest, rows_with_phones
 from .masking import pretraining_masks
@@ -136,26 +136,3 @@ def train_duration(
 
 def _shape(config: DurationConfig) -> dict:
     return {k: v for k, v in config.to_dict().items() if k != "extra"}
-
-
-# ----------------------------------------------------------------------------------------------------- evaluation
-
-
-def evaluate_prompt_alignment(model: DurationModel, rows: Sequence[Utterance], sample_rate: int = 16000,
-                              hop: int = 160) -> dict[str, float]:
-    """Frame accuracy of `align_prompt_by_durations` against the rows' true alignments (each row as a prompt).
-
-    The frame count is the mel's (centred STFT: samples // hop + 1); returns mean and median accuracy over rows,
-    and the accuracy over all frames pooled.
-    """
-    accuracies, correct, total = [], 0.0, 0
-    for row in rows_with_phones(rows):
-        phones = [tuple(p) for p in row.meta["phones"]]
-        num_frames = round(row.duration * sample_rate) // hop + 1
-        true = phones_to_frames(phones, num_frames, model.vocab, fps=model.config.fps)
-        pred = align_prompt_by_durations([p[0] for p in phones], num_frames, model)
-        accuracies.append(frame_accuracy(pred, true))
-        correct += accuracies[-1] * num_frames
-        total += num_frames
-    return {"utterances": len(accuracies), "mean": float(np.mean(accuracies)),
-            "median": float(np.median(accuracies)), "pooled": correct / total}

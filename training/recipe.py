@@ -40,6 +40,7 @@ class RecipeConfig:
     separate_steps: int = 6_000
     tts_steps: int = 8_000
     duration_steps: int = 2_000
+    aligner_steps: int = 1_500
     eval_utterances: int = 100
     eval_nfe: int = 32
     threads: int = 0  # torch threads per process (1 each when stages train side by side on one CPU)
@@ -55,11 +56,12 @@ class RecipeConfig:
 
     def stage_steps(self) -> dict[str, int]:
         return {"pretrain": self.pretrain_steps, "vocoder": self.vocoder_steps, "duration": self.duration_steps,
-                "enhance": self.enhance_steps, "separate": self.separate_steps, "tts": self.tts_steps}
+                "aligner": self.aligner_steps, "enhance": self.enhance_steps, "separate": self.separate_steps,
+                "tts": self.tts_steps}
 
 
 # training order: every fine-tuning task starts from "pretrain"; the rest are independent of each other
-STAGES = ("pretrain", "vocoder", "duration", "enhance", "separate", "tts")
+STAGES = ("pretrain", "vocoder", "duration", "aligner", "enhance", "separate", "tts")
 
 
 def trained_steps(run: Path) -> int:
@@ -84,8 +86,11 @@ def run_recipe(cfg: RecipeConfig, only: Sequence[str] | None = None) -> Path | N
 
     ``only`` trains just those stages and stops there: separate processes (or GPUs) can train stages side by side
     in the same work directory, and a last plain run finds them complete, bundles and evaluates."""
+    from .aligner import default_train_config as aligner_train_config
+    from .aligner import train_aligner
     from .corpus import build_corpus
-    from .duration import default_train_config, train_duration
+    from .duration import default_train_config as duration_train_config
+    from .duration import train_duration
     from .finetune import finetune
     from .pretrain import pretrain
     from .vocoder import train_vocoder
@@ -116,10 +121,12 @@ def run_recipe(cfg: RecipeConfig, only: Sequence[str] | None = None) -> Path | N
 
             train_vocoder(train_manifest, runs[stage], VocosConfig(**cfg.vocoder_config),
                           train(stage, **cfg.vocoder_train), resume=resume(stage))
-        elif stage == "duration":
-            train_duration(train_manifest, runs[stage], None,
-                           default_train_config(steps=steps[stage], seed=cfg.seed, device=cfg.device,
-                                                threads=cfg.threads), resume=resume(stage))
+        elif stage in ("duration", "aligner"):  # small models with their own training defaults
+            small = {"steps": steps[stage], "seed": cfg.seed, "device": cfg.device, "threads": cfg.threads}
+            if stage == "duration":
+                train_duration(train_manifest, runs[stage], None, duration_train_config(**small), resume=resume(stage))
+            else:
+                train_aligner(train_manifest, runs[stage], None, aligner_train_config(**small), resume=resume(stage))
         else:  # a fine-tuning task
             finetune(stage, runs["pretrain"], train_manifest, runs[stage], train(stage, **cfg.finetune_train),
                      resume=resume(stage))
@@ -145,9 +152,24 @@ def run_recipe(cfg: RecipeConfig, only: Sequence[str] | None = None) -> Path | N
     write_bundle(cfg.out, {s: runs[s] for s in shipped}, info=info)
     write_voices(cfg.out, pick_voices(test_manifest))  # prompts of speakers never seen in training
     evaluation = {task: evaluate_bundle(cfg, task, test_manifest) for task in ("enhance", "separate", "tts")}
+    evaluation["prompt_alignment"] = evaluate_prompt_alignment(cfg, test_manifest)
     write_json(cfg.out / BUNDLE_FILE, {**read_bundle_info(cfg.out), "evaluation": evaluation})
     print(f"[recipe] bundle written to {cfg.out}")
     return cfg.out
+
+
+def evaluate_prompt_alignment(cfg: RecipeConfig, test_manifest: Path) -> dict[str, Any]:
+    """Frame accuracy of the bundle's two prompt aligners on the unseen speakers' aligned utterances."""
+    from model.pipeline import SpeechFlowPipeline
+
+    from .aligner import compare_prompt_aligners
+    from .manifest import read_manifest
+
+    pipe = SpeechFlowPipeline.from_pretrained(cfg.out, device=cfg.device)
+    report = compare_prompt_aligners(read_manifest(test_manifest), pipe.aligner, pipe.durations)
+    write_json(cfg.work / "eval" / "prompt_alignment.json", report)
+    print(f"[recipe] prompt alignment: {json.dumps(report)}")
+    return report
 
 
 def evaluate_bundle(cfg: RecipeConfig, task: str, test_manifest: Path) -> dict[str, Any]:

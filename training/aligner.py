@@ -1,0 +1,114 @@
+"""Prompt-aligner training (`model/aligner.py`): frame-level phone cross-entropy on aligned crops, and the
+measurement that compares it with the duration-rescaling aligner on held-out speakers.
+
+Data are the manifest rows with phone alignments (espeak-ng rows of the synthetic corpus, or MFA phones), read as
+random crops with their own frame labels (`training.tts.AlignedCropDataset`, the TTS fine-tuning data).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from model.aligner import AlignerConfig, PromptAligner
+from model.duration import DurationModel, align_prompt_by_durations, expand_durations
+from model.errors import ConfigError
+from model.features import MelSpectrogram
+from model.text import PAD_ID
+
+from .alignments import frame_accuracy, phones_to_frames
+from .data import loader_factory, read_crop
+from .duration import vocab_for
+from .manifest import Utterance, read_manifest, rows_with_phones
+from .pretrain import frame_mask
+from .trainer import TrainConfig, Trainer
+from .tts import AlignedCropDataset, collate_aligned
+
+
+def default_train_config(**overrides: Any) -> TrainConfig:
+    """A small convolutional model: a high learning rate, short warm-up, short crops."""
+    return TrainConfig(**{"steps": 1500, "lr": 2e-3, "warmup": 100, "save_every": 250, "num_workers": 0,
+                          "batch_seconds": 48.0, "max_seconds": 4.0, **overrides})
+
+
+class AlignerObjective:
+    """Cross-entropy of every real frame's phone label; padded frames do not count."""
+
+    def __init__(self, config: AlignerConfig) -> None:
+        self.mel = MelSpectrogram(config.mel)
+
+    def __call__(self, net: nn.Module, batch: dict[str, Tensor], rng: np.random.Generator,
+                 gen: torch.Generator) -> Tensor:
+        self.mel = self.mel.to(batch["wav"].device)
+        feats = self.mel(batch["wav"])  # (B, T, n_mels)
+        mask = frame_mask(self.mel, batch["lengths"], feats.shape[1])  # (B, T)
+        labels = batch["phones"][:, : feats.shape[1]]
+        logits = net(feats, mask).float()  # (B, T, V)
+        real = mask & (labels != PAD_ID)
+        return F.cross_entropy(logits[real], labels[real])
+
+
+def train_aligner(data: str | os.PathLike, out: str | os.PathLike, config: AlignerConfig | None = None,
+                  train: TrainConfig | None = None, resume: bool = False) -> Path:
+    """Train (or resume) a prompt aligner on a manifest's phone alignments; returns the run directory."""
+    train = train or default_train_config()
+    out = Path(out)
+    rows = rows_with_phones(read_manifest(data, min_duration=0.5))
+    if resume and (out / "config.json").is_file():
+        model = PromptAligner.from_pretrained(out)
+        if config is not None and config.vocab != model.config.vocab:
+            raise ConfigError(f"{out} holds an aligner with another vocabulary; resume without one or use a new out")
+    else:
+        torch.manual_seed(train.seed)
+        model = PromptAligner(config or AlignerConfig(vocab=vocab_for(rows).to_list()))
+    model.config.extra["data"] = {"manifest": str(data), "utterances": len(rows)}
+    mel = model.config.mel
+    dataset = AlignedCropDataset(rows, train.max_seconds, model.vocab, mel.sample_rate, mel.hop_length)
+    loaders = loader_factory(dataset, [u.duration for u in rows], train.batch_seconds, train.max_seconds,
+                             train.seed, train.num_workers, collate_aligned)
+    return Trainer(model, AlignerObjective(model.config), loaders, train, out).fit(resume=resume)
+
+
+def compare_prompt_aligners(rows: Sequence[Utterance], aligner: PromptAligner | None,
+                            durations: DurationModel | None, max_seconds: float = 30.0) -> dict[str, Any]:
+    """Frame accuracy of each prompt aligner against the rows' true alignments, every row used as a prompt with its
+    own phone sequence: the forced aligner (audio + phones) and the duration model rescaled to the prompt length
+    (phones + length only). Per method: mean and median over utterances, and pooled over all frames."""
+    methods = {name: [] for name, m in (("forced_aligner", aligner), ("rescaled_durations", durations)) if m}
+    if not methods:
+        raise ValueError("nothing to compare: give an aligner, a duration model or both")
+    vocab = (aligner or durations).vocab
+    mel = MelSpectrogram(aligner.config.mel if aligner else None)
+    frames_total = 0
+    for row in rows_with_phones(list(rows)):
+        if row.duration > max_seconds:
+            continue
+        phones = [tuple(p) for p in row.meta["phones"]]
+        ids = np.asarray(vocab.encode([p[0] for p in phones]), np.int64)
+        wav, _ = read_crop(row.audio, max_seconds, 0, mel.cfg.sample_rate, start_s=0.0)
+        feats = mel(torch.from_numpy(wav))[0]  # (T, n_mels)
+        num_frames = feats.shape[0]
+        if len(ids) > num_frames:
+            continue
+        true = phones_to_frames(phones, num_frames, vocab, fps=mel.cfg.sample_rate // mel.cfg.hop_length)
+        frames_total += num_frames
+        if aligner is not None:
+            pred = expand_durations(ids, aligner.align(feats, ids))
+            methods["forced_aligner"].append((frame_accuracy(pred, true), num_frames))
+        if durations is not None:
+            pred = align_prompt_by_durations(ids.tolist(), num_frames, durations)
+            methods["rescaled_durations"].append((frame_accuracy(pred, true), num_frames))
+    report: dict[str, Any] = {"utterances": len(next(iter(methods.values()))), "frames": frames_total}
+    for name, scores in methods.items():
+        acc = np.array([a for a, _ in scores])
+        weights = np.array([n for _, n in scores])
+        report[name] = {"mean": float(acc.mean()), "median": float(np.median(acc)),
+                        "pooled": float((acc * weights).sum() / weights.sum())}
+    return report
