@@ -15,6 +15,7 @@ def test_debug_recipe_end_to_end_and_resumable(tmp_path, capsys):
     cfg = RecipeConfig(
         work=tmp_path / "work", out=tmp_path / "bundle", preset="debug", hours=0.05, device="cpu",
         pretrain_steps=4, vocoder_steps=2, enhance_steps=3, separate_steps=3, tts_steps=2, duration_steps=2,
+        aligner_steps=2,
         eval_utterances=2, eval_nfe=2,
         engines=("espeak",),
         train={"lr": 1e-3, "warmup": 2, "save_every": 2, "log_every": 1, "num_workers": 0, "precision": "fp32",
@@ -29,7 +30,7 @@ def test_debug_recipe_end_to_end_and_resumable(tmp_path, capsys):
     assert not (cfg.out / "bundle.json").exists()
     assert run_recipe(cfg) == cfg.out
     for stage, steps in (("pretrain", 4), ("vocoder", 2), ("enhance", 3), ("separate", 3), ("tts", 2),
-                         ("duration", 2)):
+                         ("duration", 2), ("aligner", 2)):
         assert trained_steps(cfg.work / stage) == steps
     info = json.loads((cfg.out / "bundle.json").read_text())
     assert info["tasks"] == ["enhance", "pretrain", "separate", "tts"]
@@ -38,18 +39,20 @@ def test_debug_recipe_end_to_end_and_resumable(tmp_path, capsys):
         assert info["evaluation"][task]["nfe"] == 2
         assert (cfg.work / "eval" / f"{task}.md").is_file()
     assert "wer_ratio" in info["evaluation"]["tts"]
+    alignment = info["evaluation"]["prompt_alignment"]
+    assert 0 <= alignment["forced_aligner"]["pooled"] <= 1 and 0 <= alignment["rescaled_durations"]["pooled"] <= 1
     pipe = SpeechFlowPipeline.from_pretrained(cfg.out, device="cpu")
     assert isinstance(pipe.vocoder, VocosVocoder)
     sep, _ = pipe.separate(speechlike(1.0, seed=0), 16000, steps=2)
     assert sep.shape == (2, 16000)
-    assert pipe.voices and pipe.durations is not None
+    assert pipe.voices and pipe.durations is not None and pipe.aligner is not None
     speech, _ = pipe.tts("Hello there.", voice=next(iter(pipe.voices)), steps=2)
     assert len(speech) > 0 and np.isfinite(speech).all()  # an untrained duration model: any length
 
     capsys.readouterr()
     run_recipe(cfg)  # everything is complete: every stage is skipped
     out = capsys.readouterr().out
-    assert out.count(": complete (") == 6
+    assert out.count(": complete (") == 7
 
 
 def test_recipe_refuses_unknown_stages(tmp_path):
