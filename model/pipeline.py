@@ -21,6 +21,7 @@ from .aligner import PromptAligner
 from .audio import prepare_waveform, resample
 from .bundle import ALIGNER_DIR, BUNDLE_FILE, DURATION_DIR, VOCODER_DIR, read_bundle_info, task_dirs
 from .checkpoint import CONFIG_FILE
+from .defaults import sampling
 from .duration import DurationModel
 from .errors import CheckpointError, ConfigError
 from .features import MelSpectrogram
@@ -179,16 +180,17 @@ class SpeechFlowPipeline:
         task: str,
         items: Sequence[tuple[np.ndarray, int]],
         *,
-        steps: int = 32,
-        solver: str = "midpoint",
-        guidance: float = 1.0,
+        steps: int | None = None,
+        solver: str | None = None,
+        guidance: float | None = None,
         seed: int | Sequence[int] = 0,
         reconstruction: str = "mask",
         window_s: float = WINDOW_S,
         timings: dict[str, float] | None = None,
     ) -> list[tuple[np.ndarray, int]]:
         """The shared task path; ``timings``, when given, accumulates seconds per stage (features, sampler,
-        reconstruction) for the service's metrics."""
+        reconstruction) for the service's metrics. Sampling settings left None take the task's defaults
+        (`model.defaults`)."""
         if reconstruction not in RECONSTRUCTIONS:
             raise ConfigError(f"reconstruction must be one of {RECONSTRUCTIONS}, got {reconstruction!r}")
         self.model(task)  # fail before any work if the bundle lacks the task
@@ -198,7 +200,8 @@ class SpeechFlowPipeline:
             feats, mask = self.features(wavs)
             conds = [feats[i, : int(n)] for i, n in enumerate(mask.sum(1).tolist())]
         with self._timed("sampler", timings):
-            outs = self.generate_windowed(task, conds, seeds, steps=steps, solver=solver, guidance=guidance,
+            s = sampling(task, steps, guidance, solver)
+            outs = self.generate_windowed(task, conds, seeds, steps=s.steps, solver=s.solver, guidance=s.guidance,
                                           window_s=window_s)
         results = []
         with self._timed("reconstruction", timings):
@@ -245,9 +248,9 @@ class SpeechFlowPipeline:
         prompt_text: str | None = None,
         voice: str | None = None,
         speed: float = 1.0,
-        steps: int = 32,
-        solver: str = "midpoint",
-        guidance: float = 2.0,
+        steps: int | None = None,
+        solver: str | None = None,
+        guidance: float | None = None,
         seed: int = 0,
     ) -> tuple[np.ndarray, int]:
         """Text in the voice of a prompt (audio + its transcript) or of a built-in ``voice`` -> (waveform, 16 kHz).
@@ -277,8 +280,9 @@ class SpeechFlowPipeline:
         positions = torch.arange(t_max, device=self.device)[None]
         mask = positions < torch.tensor(lengths, device=self.device)[:, None]
         known_mask = (positions < t_p) & mask
-        out = model.generate(cond, mask, [seed + i for i in range(len(chunks))], nfe=steps, solver=solver,
-                             guidance=guidance, known=cond, known_mask=known_mask, phones=phones)
+        s = sampling("tts", steps, guidance, solver)
+        out = model.generate(cond, mask, [seed + i for i in range(len(chunks))], nfe=s.steps, solver=s.solver,
+                             guidance=s.guidance, known=cond, known_mask=known_mask, phones=phones)
         pieces = [self.vocode(out[i : i + 1, t_p : lengths[i]], mask[i : i + 1, t_p : lengths[i]])[0]
                   for i in range(len(chunks))]
         return join_with_crossfade(pieces, int(TTS_JOIN_FADE_S * self.sample_rate)), self.sample_rate
@@ -307,12 +311,13 @@ class SpeechFlowPipeline:
         self,
         requests: Sequence[InfillRequest],
         *,
-        steps: int = 32,
-        solver: str = "midpoint",
-        guidance: float = 1.0,
+        steps: int | None = None,
+        solver: str | None = None,
+        guidance: float | None = None,
         seed: int | Sequence[int] = 0,
     ) -> list[tuple[np.ndarray, int]]:
         model = self.model("pretrain")
+        s = sampling("pretrain", steps, guidance, solver)
         seeds = [seed + i for i in range(len(requests))] if isinstance(seed, int) else list(seed)
         wavs = [prepare_waveform(r.wav, r.sr, self.sample_rate) for r in requests]
         feats, mask = self.features(wavs)
@@ -321,7 +326,7 @@ class SpeechFlowPipeline:
             gen_mask[i] = torch.from_numpy(self._span_frames(r.spans, len(w), mask.shape[1])).to(self.device)
         gen_mask &= mask
         cond = feats * (~gen_mask)[..., None]
-        out = model.generate(cond, mask, seeds, nfe=steps, solver=solver, guidance=guidance, known=feats,
+        out = model.generate(cond, mask, seeds, nfe=s.steps, solver=s.solver, guidance=s.guidance, known=feats,
                              known_mask=~gen_mask)
         generated = self.vocode(out, mask)
         results = []

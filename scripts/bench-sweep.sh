@@ -30,7 +30,7 @@ for frames in $BUDGETS; do
     # the pipeline alone (batch sizes 1..16) does not depend on the server's settings: measure it once, first
     [ "$frames" = "${BUDGETS%% *}" ] && [ "$c" = 16 ] && baseline=(--baseline "$BUNDLE")
     "$BIN/speechflow" bench --url "$url" --task "$TASK" --concurrency "$c" --requests "$n" \
-      --steps "${STEPS:-32}" --solver "${SOLVER:-midpoint}" "${baseline[@]}" \
+      ${STEPS:+--steps "$STEPS"} ${GUIDANCE:+--guidance "$GUIDANCE"} "${baseline[@]}" \
       --json "$OUT/$TASK-frames$frames-c$c.json" > /dev/null
     echo "frames $frames, concurrency $c: $OUT/$TASK-frames$frames-c$c.json"
   done

@@ -49,6 +49,7 @@ class BenchConfig:
     input: str | None = None  # an audio file to send instead
     steps: int | None = None
     solver: str | None = None
+    guidance: float | None = None
     timeout_s: float = 120.0  # per request
     max_duration_s: float = 600.0  # no new requests after this
     seed: int = 0
@@ -115,7 +116,7 @@ def pipeline_baseline(cfg: BenchConfig, audio: bytes) -> dict[str, Any]:
     engine = PipelineEngine.load(cfg.baseline, device=cfg.baseline_device)
     wav = load_audio(audio, SAMPLE_RATE)  # (n,) mono 16 kHz, as the service decodes an upload
     audio_s = len(wav) / SAMPLE_RATE
-    params = TaskParams(steps=cfg.steps, solver=cfg.solver, guidance=1.0, seed=cfg.seed)
+    params = TaskParams(steps=cfg.steps, solver=cfg.solver, guidance=cfg.guidance, seed=cfg.seed)
     sizes = [b for b in (1, 2, 4, 8, 16, 32, 64) if b <= cfg.concurrency]
     rows = {}
     for b in sizes:
@@ -150,10 +151,10 @@ async def run_bench(cfg: BenchConfig, transport: httpx.AsyncBaseTransport | None
     audio, audio_s = _input_audio(cfg)
     baseline = None
     if cfg.baseline is not None:  # the same sampling settings on both sides: no server defaults left implicit
-        from service.settings import Settings
+        from model.defaults import sampling
 
-        defaults = Settings()
-        cfg = replace(cfg, steps=cfg.steps or defaults.default_steps, solver=cfg.solver or defaults.default_solver)
+        chosen = sampling(cfg.task, cfg.steps, cfg.guidance, cfg.solver)
+        cfg = replace(cfg, steps=chosen.steps, solver=chosen.solver, guidance=chosen.guidance)
         baseline = await asyncio.to_thread(pipeline_baseline, cfg, audio)
     headers = {"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else {}
     limits = httpx.Limits(max_connections=max(cfg.concurrency, 64), max_keepalive_connections=cfg.concurrency)
@@ -176,7 +177,8 @@ async def run_bench(cfg: BenchConfig, transport: httpx.AsyncBaseTransport | None
 
 
 def _sender(client: httpx.AsyncClient, cfg: BenchConfig, audio: bytes):
-    form = {k: str(v) for k, v in {"steps": cfg.steps, "solver": cfg.solver}.items() if v is not None}
+    form = {k: str(v) for k, v in {"steps": cfg.steps, "solver": cfg.solver, "guidance": cfg.guidance}.items()
+            if v is not None}
 
     async def send(i: int) -> Outcome:
         t0 = time.perf_counter()

@@ -47,9 +47,11 @@ def tables(reports: list[dict[str, Any]]) -> str:
                      f"{lat['p50']:.0f} | {lat['p95']:.0f} | {lat['p99']:.0f} | {r['mean_batch_size'] or 0:.2f} | "
                      f"{versus} |")
     errors = sum(r["errors"] + r["rejected"] for r in reports)
-    config = reports[0]["config"]
+    # the baseline run spells out the sampling settings (the others may have left them to the server's defaults)
+    config = next((r["config"] for r in reports if "baseline" in r), reports[0]["config"])
     lines += ["", f"Input {reports[0]['audio_seconds_per_request']:g} s per request, task {config['task']}, "
-                  f"NFE {config['steps']}, solver {config['solver']}; rejected or failed requests: {errors}."]
+                  f"NFE {config['steps']}, guidance {config.get('guidance') or 1.0:g}, solver {config['solver']}; "
+                  f"rejected or failed requests: {errors}."]
     return "\n".join(lines)
 
 

@@ -25,6 +25,7 @@ from fastapi import Request, UploadFile
 from starlette.responses import Response
 from starlette.types import Receive
 
+from model.defaults import sampling
 from model.duration import DurationError
 from model.errors import AudioError, ConfigError
 from model.text import TextError, normalize_text
@@ -153,7 +154,7 @@ class ServiceRuntime:
     # --- requests -----------------------------------------------------------------------------------------------
     async def process(self, task: str, upload: UploadFile, form: TaskForm, request: Request) -> Response:
         engine = self._serving(task)
-        params = self._params(form.steps, form.solver, form.guidance, form.seed, form.reconstruction)
+        params = self._params(task, form.steps, form.solver, form.guidance, form.seed, form.reconstruction)
         check_upload_type(upload.content_type)
         data = await upload.read()
         decoded = await asyncio.to_thread(decode_upload, data, upload.content_type, upload.filename,
@@ -195,7 +196,7 @@ class ServiceRuntime:
             decoded = await self._decode_prompt(engine, prompt)
             payload = TtsInput(text, prompt=decoded.wav, prompt_text=form.prompt_text, speed=form.speed)
             prompt_seconds = decoded.seconds
-        params = self._params(form.steps, form.solver, form.cfg, form.seed, "vocoder")
+        params = self._params("tts", form.steps, form.solver, form.cfg, form.seed, "vocoder")
         return await self._synthesize(engine, payload, params, form.response_format, request, names, prompt_seconds)
 
     async def speech(self, body: SpeechRequest, request: Request) -> Response:
@@ -207,7 +208,7 @@ class ServiceRuntime:
         names = _TtsNames("input")
         text = self._check_text(body.input, names.text)
         self._check_voice(engine, body.voice, names.voice)
-        params = self._params(body.steps, body.solver, body.cfg, body.seed, "vocoder")
+        params = self._params("tts", body.steps, body.solver, body.cfg, body.seed, "vocoder")
         payload = TtsInput(text, voice=body.voice, speed=body.speed)
         return await self._synthesize(engine, payload, params, body.response_format, request, names, 0.0)
 
@@ -273,13 +274,16 @@ class ServiceRuntime:
         return ModelNotFound(f"this server's bundle has no {task!r} model (it has: {', '.join(tasks)})",
                              param="model")
 
-    def _params(self, steps: int | None, solver: str | None, guidance: float, seed: int | None,
+    def _params(self, task: str, steps: int | None, solver: str | None, guidance: float | None, seed: int | None,
                 reconstruction: str) -> TaskParams:
-        steps = steps or self.settings.default_steps
+        """A request's sampling settings: its own, else the server's defaults, else the task's (model/defaults.py)."""
+        s = self.settings
+        chosen = sampling(task, steps or s.default_steps, guidance, solver or s.default_solver)
+        steps, solver, guidance = chosen.steps, chosen.solver, chosen.guidance
         if steps > self.settings.max_steps:
             raise InvalidParameter(f"steps must be at most {self.settings.max_steps} on this server", param="steps")
         seed = secrets.randbelow(2**31) if seed is None else seed
-        return TaskParams(steps=steps, solver=solver or self.settings.default_solver, guidance=guidance, seed=seed,
+        return TaskParams(steps=steps, solver=solver, guidance=guidance, seed=seed,
                           reconstruction=reconstruction)
 
     async def _await(self, job: Job, receive: Receive, translate: Translate | None = None) -> JobResult:

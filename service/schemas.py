@@ -15,7 +15,6 @@ Reconstruction = Literal["mask", "vocoder"]
 MAX_SEED = 2**31 - 1
 UPLOAD_FIELDS = {"file"}  # multipart file fields of the task endpoints
 MIN_SPEED, MAX_SPEED = 0.25, 4.0  # model.duration.SPEED_RANGE (also OpenAI's range)
-TTS_GUIDANCE = 2.0  # the pipeline's default classifier-free guidance for TTS
 
 
 class StrictForm(BaseModel):
@@ -52,10 +51,12 @@ class TaskForm(StrictForm):
     uploads: ClassVar[frozenset[str]] = frozenset(UPLOAD_FIELDS)
 
     steps: int | None = Field(None, ge=1, description="network evaluations (NFE) of the ODE solver; default: the "
-                              "server's default_steps, at most its max_steps")
-    solver: Solver | None = Field(None, description="ODE solver; default: the server's default_solver")
+                              "server's default_steps if set, else the task's; at most max_steps")
+    solver: Solver | None = Field(None, description="ODE solver; default: the server's default_solver if "
+                                  "set, else midpoint")
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="noise seed; default: random (echoed in X-Seed)")
-    guidance: float = Field(1.0, ge=0.0, le=10.0, description="classifier-free guidance weight (1 = none)")
+    guidance: float | None = Field(None, ge=0.0, le=10.0, description="classifier-free guidance weight (1 = none); "
+                                   "default: the task's (2 for enhance and separate)")
     reconstruction: Reconstruction = Field("mask", description="mask: per-band mask on the input's STFT (keeps its "
                                            "phase); vocoder: the bundle's vocoder")
     response_format: ResponseFormat = Field("wav", description="pcm = raw 16-bit little-endian, interleaved")
@@ -72,10 +73,12 @@ class TtsForm(StrictForm):
     prompt_text: str | None = Field(None, description="the transcript of the uploaded prompt")
     speed: float = Field(1.0, ge=MIN_SPEED, le=MAX_SPEED, description="speaking rate (2 = twice as fast)")
     steps: int | None = Field(None, ge=1, description="network evaluations (NFE) of the ODE solver; default: the "
-                              "server's default_steps, at most its max_steps")
-    solver: Solver | None = Field(None, description="ODE solver; default: the server's default_solver")
-    cfg: float = Field(TTS_GUIDANCE, ge=0.0, le=10.0, validation_alias=AliasChoices("cfg", "guidance"),
-                       description="classifier-free guidance weight (1 = none); 'guidance' is accepted too")
+                              "server's default_steps if set, else the task's; at most max_steps")
+    solver: Solver | None = Field(None, description="ODE solver; default: the server's default_solver if "
+                                  "set, else midpoint")
+    cfg: float | None = Field(None, ge=0.0, le=10.0, validation_alias=AliasChoices("cfg", "guidance"),
+                              description="classifier-free guidance weight (1 = none; default 2); 'guidance' is "
+                              "accepted too")
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="noise seed; default: random (echoed in X-Seed)")
     response_format: ResponseFormat = Field("wav", validation_alias=AliasChoices("response_format", "format"),
                                              description="16 kHz mono; pcm = raw 16-bit little-endian; 'format' is "
@@ -97,7 +100,8 @@ class SpeechRequest(BaseModel):
     speed: float = Field(1.0, ge=MIN_SPEED, le=MAX_SPEED, description="speaking rate, 0.25-4")
     steps: int | None = Field(None, ge=1, description="NFE of the ODE solver (default: the server's)")
     solver: Solver | None = Field(None, description="ODE solver (default: the server's)")
-    cfg: float = Field(TTS_GUIDANCE, ge=0.0, le=10.0, description="classifier-free guidance weight (1 = none)")
+    cfg: float | None = Field(None, ge=0.0, le=10.0, description="classifier-free guidance weight (1 = none; "
+                              "default 2)")
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="noise seed; default: random (echoed in X-Seed)")
 
     @field_validator("response_format")

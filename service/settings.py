@@ -17,8 +17,9 @@ class Settings(BaseSettings):
     # model
     bundle: str = "checkpoints/demo"
     device: str = "auto"  # auto = CUDA when present, else CPU
-    default_steps: int = Field(32, ge=1, le=256)
-    default_solver: Solver = "midpoint"
+    # None: each task's own default (model/defaults.py: NFE 16 + guidance 2 for enhance/separate, 32 + 2 for tts)
+    default_steps: int | None = Field(None, ge=1, le=256)
+    default_solver: Solver | None = None
     max_steps: int = Field(128, ge=1, le=1024)  # a request cannot buy more network evaluations than this
 
     # network; loopback by default, the Docker image sets 0.0.0.0

@@ -111,16 +111,14 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if args.task == "tts":
         from training.evaluate_tts import pipeline_synthesizer, run_tts_evaluation
 
-        tts_kwargs = {"steps": args.nfe, "solver": args.solver, "seed": args.seed,
-                      "guidance": 2.0 if args.guidance is None else args.guidance}
+        tts_kwargs = {**_sampling_kwargs("tts", args), "seed": args.seed}
         res = run_tts_evaluation(pipeline_synthesizer(pipe, **tts_kwargs), args.data, n=args.n, seed=args.seed,
                                  json_out=args.json, report_out=args.report, use_dnsmos=not args.no_dnsmos,
                                  extra_config={"bundle": str(args.bundle), **tts_kwargs})
         print(json.dumps({k: res[k] for k in ("overall", "wer_ratio", "similarity_position")}, indent=2,
                          default=str))
         return
-    kwargs = {"steps": args.nfe, "solver": args.solver, "guidance": 1.0 if args.guidance is None else args.guidance,
-              "reconstruction": args.reconstruction}
+    kwargs = {**_sampling_kwargs(args.task, args), "reconstruction": args.reconstruction}
     run = pipe.enhance_batch if args.task == "enhance" else pipe.separate_batch
 
     def process(wavs):
@@ -157,9 +155,15 @@ def cmd_infill(args: argparse.Namespace) -> None:
     print(f"wrote {args.output} ({len(out) / sr:.2f} s, vocoder: {pipe.vocoder_name})")
 
 
-def _task_kwargs(args: argparse.Namespace) -> dict:
-    return {"steps": args.nfe, "solver": args.solver, "seed": args.seed,
-            "guidance": 1.0 if args.guidance is None else args.guidance, "reconstruction": args.reconstruction}
+def _sampling_kwargs(task: str, args: argparse.Namespace) -> dict:
+    """steps / guidance / solver: the flags given, else the task's defaults (spelled out, so reports show them)."""
+    from model.defaults import sampling
+
+    return dataclasses.asdict(sampling(task, args.nfe, getattr(args, "guidance", None), args.solver))
+
+
+def _task_kwargs(task: str, args: argparse.Namespace) -> dict:
+    return {**_sampling_kwargs(task, args), "seed": args.seed, "reconstruction": args.reconstruction}
 
 
 def cmd_enhance(args: argparse.Namespace) -> None:
@@ -168,7 +172,7 @@ def cmd_enhance(args: argparse.Namespace) -> None:
 
     pipe = SpeechFlowPipeline.from_pretrained(args.bundle, device=args.device)
     sr = _native_rate(args.input)
-    out, sr = pipe.enhance(load_audio(args.input, target_sr=sr), sr, **_task_kwargs(args))
+    out, sr = pipe.enhance(load_audio(args.input, target_sr=sr), sr, **_task_kwargs(args.command, args))
     save_audio(args.output, out, sr)
     print(f"wrote {args.output} ({len(out) / sr:.2f} s)")
 
@@ -179,7 +183,7 @@ def cmd_separate(args: argparse.Namespace) -> None:
 
     pipe = SpeechFlowPipeline.from_pretrained(args.bundle, device=args.device)
     sr = _native_rate(args.input)
-    out, sr = pipe.separate(load_audio(args.input, target_sr=sr), sr, **_task_kwargs(args))
+    out, sr = pipe.separate(load_audio(args.input, target_sr=sr), sr, **_task_kwargs(args.command, args))
     save_audio(args.output1, out[0], sr)
     save_audio(args.output2, out[1], sr)
     print(f"wrote {args.output1} and {args.output2} ({out.shape[1] / sr:.2f} s each)")
@@ -269,7 +273,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
     cfg = BenchConfig(url=args.url, task=args.task, concurrency=args.concurrency, requests=args.requests,
                       mode=args.mode, rate=args.rate, audio_seconds=args.audio_seconds, input=args.input,
-                      steps=args.steps, solver=args.solver, timeout_s=args.timeout, max_duration_s=args.max_duration,
+                      steps=args.steps, solver=args.solver, guidance=args.guidance,
+                      timeout_s=args.timeout, max_duration_s=args.max_duration,
                       seed=args.seed, api_key=args.api_key, baseline=args.baseline,
                       baseline_device=args.baseline_device)
     report = asyncio.run(run_bench(cfg))
@@ -374,7 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration-steps", type=int, default=2_000)
     p.add_argument("--aligner-steps", type=int, default=1_500)
     p.add_argument("--eval-n", type=int, default=100, help="test utterances per task")
-    p.add_argument("--eval-nfe", type=int, default=32, help="sampler evaluations per utterance when evaluating")
+    p.add_argument("--eval-nfe", type=int, default=None,
+                   help="sampler evaluations per utterance when evaluating (default: each task's, as served)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (1 when stages run side by side)")
     p.add_argument("--only", help="comma-separated stages to train, then stop (no bundle): "
                                   "pretrain,vocoder,duration,aligner,enhance,separate,tts")
@@ -388,8 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed", type=float, default=1.0)
     p.add_argument("--out", required=True)
     _add_inference_args(p)
-    p.add_argument("--guidance", "--cfg", dest="guidance", type=float, default=2.0,
-                   help="classifier-free guidance weight (1 = none)")
+    p.add_argument("--guidance", "--cfg", dest="guidance", type=float, default=None,
+                   help="classifier-free guidance weight (1 = none; default 2)")
     p.set_defaults(func=cmd_tts)
 
     p = sub.add_parser("duration", help="train the TTS duration model on phone alignments")
@@ -454,6 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", help="send this audio file instead of a generated one")
     p.add_argument("--steps", type=int, help="NFE (default: the server's)")
     p.add_argument("--solver", choices=["euler", "midpoint", "heun", "rk4"])
+    p.add_argument("--guidance", type=float, help="classifier-free guidance (default: the server's)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
     p.add_argument("--max-duration", type=float, default=600.0, help="no new requests after this many seconds")
     p.add_argument("--seed", type=int, default=0)
@@ -488,15 +495,17 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 
 def _add_inference_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", default=DEFAULT_BUNDLE, help="bundle or model directory")
-    p.add_argument("--nfe", "--steps", dest="nfe", type=int, default=32, help="network evaluations of the ODE solver")
-    p.add_argument("--solver", default="midpoint", choices=["euler", "midpoint", "heun", "rk4"])
+    p.add_argument("--nfe", "--steps", dest="nfe", type=int, default=None,
+                   help="network evaluations of the ODE solver (default: the task's, see model/defaults.py)")
+    p.add_argument("--solver", default=None, choices=["euler", "midpoint", "heun", "rk4"],
+                   help="ODE solver (default: midpoint)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
 
 
 def _add_task_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guidance", type=float, default=None,
-                   help="classifier-free guidance weight (1 = none; default 1, 2 for tts)")
+                   help="classifier-free guidance weight (1 = none; default: the task's, see model/defaults.py)")
     p.add_argument("--reconstruction", default="mask", choices=["mask", "vocoder"],
                    help="mask: per-band mask on the input's STFT (keeps its phase); vocoder: the bundle's vocoder")
 

@@ -36,7 +36,7 @@ def test_debug_recipe_end_to_end_and_resumable(tmp_path, capsys):
     assert info["tasks"] == ["enhance", "pretrain", "separate", "tts"]
     for task in ("enhance", "separate", "tts"):  # the written (fp16) bundle is what gets evaluated
         assert "ours" in info["evaluation"][task]["overall"]
-        assert info["evaluation"][task]["nfe"] == 2
+        assert info["evaluation"][task]["steps"] == 2 and info["evaluation"][task]["guidance"] == 2.0
         assert (cfg.work / "eval" / f"{task}.md").is_file()
     assert "wer_ratio" in info["evaluation"]["tts"]
     alignment = info["evaluation"]["prompt_alignment"]

@@ -42,7 +42,7 @@ class RecipeConfig:
     duration_steps: int = 2_000
     aligner_steps: int = 1_500
     eval_utterances: int = 100
-    eval_nfe: int = 32
+    eval_nfe: int | None = None  # None: each task's default sampling (model/defaults.py), as served
     threads: int = 0  # torch threads per process (1 each when stages train side by side on one CPU)
     engines: tuple[str, ...] = ("espeak", "flite", "festival")
     # TrainConfig fields shared by every stage, then each stage's own (vocoders train on short crops)
@@ -175,16 +175,18 @@ def evaluate_prompt_alignment(cfg: RecipeConfig, test_manifest: Path) -> dict[st
 def evaluate_bundle(cfg: RecipeConfig, task: str, test_manifest: Path) -> dict[str, Any]:
     """Evaluate the written bundle (fp16 weights, exactly what ships) on the unseen-speaker test split; reports go
     to work/eval/."""
+    from model.defaults import sampling
     from model.pipeline import SpeechFlowPipeline
 
     pipe = SpeechFlowPipeline.from_pretrained(cfg.out, device=cfg.device)
     out_dir = cfg.work / "eval"
     outputs = {"json_out": out_dir / f"{task}.json", "report_out": out_dir / f"{task}.md"}
-    config = {"nfe": cfg.eval_nfe, "bundle": str(cfg.out)}
+    settings = dataclasses.asdict(sampling(task, cfg.eval_nfe))  # steps, guidance, solver
+    config = {**settings, "bundle": str(cfg.out)}
     if task == "tts":
         from .evaluate_tts import pipeline_synthesizer, run_tts_evaluation
 
-        synth = pipeline_synthesizer(pipe, steps=cfg.eval_nfe, seed=cfg.seed)
+        synth = pipeline_synthesizer(pipe, **settings, seed=cfg.seed)
         results = run_tts_evaluation(synth, test_manifest, n=cfg.eval_utterances, seed=cfg.seed,
                                      extra_config=config, **outputs, **cfg.tts_eval)
         summary = {k: results[k] for k in ("overall", "wer_ratio", "similarity_position")}
@@ -194,11 +196,10 @@ def evaluate_bundle(cfg: RecipeConfig, task: str, test_manifest: Path) -> dict[s
         run = pipe.enhance_batch if task == "enhance" else pipe.separate_batch
 
         def process(wavs):
-            return [out for out, _ in run([(w, pipe.sample_rate) for w in wavs], steps=cfg.eval_nfe,
-                                          seed=cfg.seed)]
+            return [out for out, _ in run([(w, pipe.sample_rate) for w in wavs], **settings, seed=cfg.seed)]
 
         results = run_evaluation(task, process, test_manifest, n=cfg.eval_utterances, seed=cfg.seed,
                                  extra_config=config, **outputs)
         summary = {"overall": results["overall"]}
     print(f"[recipe] {task} evaluation: {outputs['report_out']}")
-    return {**summary, "n": cfg.eval_utterances, "nfe": cfg.eval_nfe}
+    return {**summary, "n": cfg.eval_utterances, **settings}
