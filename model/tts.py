@@ -19,7 +19,7 @@ from torch import Tensor
 from .aligner import PromptAligner
 from .audio import load_audio
 from .duration import DurationModel, expand_durations, rescaled_prompt_durations
-from .errors import AudioError, ConfigError
+from .errors import AudioError
 from .text import PhoneVocab, split_sentences, text_to_phones
 
 MIN_PROMPT_S = 0.5
@@ -27,9 +27,14 @@ MAX_PROMPT_S = 15.0
 VOICES_DIR = "voices"  # inside the bundle's tts/ directory: NAME.wav + NAME.json ({"text": transcript})
 
 
+# Each model encodes phone symbols with the vocabulary in its own config: the TTS model, its duration model and its
+# aligner may have been trained on data with different inventories (a symbol one of them maps to <unk>).
+
+
 @dataclass
 class Prompt:
-    ids: list[int]  # the transcript's phone ids
+    symbols: list[str]  # the transcript's phones
+    ids: list[int]  # ... as the TTS model's ids
     durations: np.ndarray  # (N,) frames per phone, summing to the prompt's frame count
     labels: np.ndarray  # (T_p,) frame labels
 
@@ -37,7 +42,7 @@ class Prompt:
 @dataclass
 class Chunk:
     text: str
-    ids: list[int]
+    ids: list[int]  # the TTS model's phone ids
     durations: np.ndarray  # (N,) predicted frames per phone
     labels: np.ndarray  # (T_c,) frame labels
 
@@ -59,14 +64,13 @@ def align_prompt(text: str, feats: Tensor, vocab: PhoneVocab, durations: Duratio
                  aligner: PromptAligner | None = None) -> Prompt:
     """The prompt transcript's phones and their frames in the prompt's features (T, n_mels): forced-aligned to the
     audio when there is an aligner, else the duration model's durations rescaled to T (about half as accurate)."""
-    ids = vocab.encode(text_to_phones(text))
+    symbols = text_to_phones(text)
+    ids = vocab.encode(symbols)
     if aligner is not None:
-        if aligner.vocab.symbols != vocab.symbols:
-            raise ConfigError("the bundle's prompt aligner and TTS model use different phone vocabularies")
-        frames = aligner.align(feats, ids)
+        frames = aligner.align(feats, aligner.vocab.encode(symbols))
     else:
-        frames = rescaled_prompt_durations(ids, feats.shape[0], durations)
-    return Prompt(ids, frames, expand_durations(ids, frames))
+        frames = rescaled_prompt_durations(durations.vocab.encode(symbols), feats.shape[0], durations)
+    return Prompt(symbols, ids, frames, expand_durations(ids, frames))
 
 
 def plan_chunks(text: str, vocab: PhoneVocab, durations: DurationModel, prompt: Prompt, speed: float = 1.0,
@@ -74,8 +78,9 @@ def plan_chunks(text: str, vocab: PhoneVocab, durations: DurationModel, prompt: 
     """Split the text at sentence boundaries and predict each chunk's phone durations given the prompt's."""
     chunks = []
     for piece in split_sentences(text, max_chars):
-        ids = vocab.encode(text_to_phones(piece))
-        all_ids = np.array(prompt.ids + ids)
+        symbols = text_to_phones(piece)
+        ids = vocab.encode(symbols)
+        all_ids = np.array(durations.vocab.encode(prompt.symbols + symbols))
         given = np.concatenate([prompt.durations, np.zeros(len(ids))])
         known = np.concatenate([np.ones(len(prompt.ids), bool), np.zeros(len(ids), bool)])
         frames = durations.predict(all_ids, given, known, speed=speed).cpu().numpy()[len(prompt.ids):]

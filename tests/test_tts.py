@@ -71,3 +71,30 @@ def test_join_with_crossfade():
     a, b = np.ones(100, np.float32), np.zeros(100, np.float32)
     out = join_with_crossfade([a, b], 10)
     assert len(out) == 190 and out[0] == 1 and out[-1] == 0 and 0 < out[94] < 1
+
+
+def test_each_model_reads_phones_with_its_own_vocabulary(monkeypatch):
+    """A duration model trained on data with one more symbol (ids shifted) still gets the right phones."""
+    import torch
+
+    from model.duration import DurationConfig, DurationModel
+    from model.text import PhoneVocab, text_to_phones
+    from model.tts import align_prompt, plan_chunks
+
+    tts_vocab = PhoneVocab.default()
+    shifted = PhoneVocab([*tts_vocab.symbols[:2], "x!", *tts_vocab.symbols[2:]])  # every id moves up by one
+    durations = DurationModel(DurationConfig(vocab=shifted.to_list(), dim=16, depth=1, heads=2, ffn_dim=32))
+    seen = []
+    real_predict = durations.predict
+
+    def predict(ids, *args, **kwargs):
+        seen.append([shifted.symbols[i] for i in np.asarray(ids).tolist()])
+        return real_predict(ids, *args, **kwargs)
+
+    monkeypatch.setattr(durations, "predict", predict)
+    with pytest.warns(UserWarning):  # an untrained model is far off the prompt's length
+        prompt = align_prompt("Hello there.", torch.zeros(120, 80), tts_vocab, durations)
+    assert prompt.ids == tts_vocab.encode(prompt.symbols) and prompt.durations.sum() == 120
+    [chunk] = plan_chunks("Good morning.", tts_vocab, durations, prompt)
+    assert seen[-1] == prompt.symbols + text_to_phones("Good morning.")
+    assert chunk.ids == tts_vocab.encode(text_to_phones("Good morning."))
