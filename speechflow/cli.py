@@ -220,6 +220,13 @@ def cmd_demo(args: argparse.Namespace) -> None:
           f"(vocoder: {pipe.vocoder_name}); wrote {out_dir}/example.wav and {out_dir}/infilled.wav")
 
 
+def cmd_examples(args: argparse.Namespace) -> None:
+    from model.examples import write_examples
+
+    for path in write_examples(args.out):
+        print(path)
+
+
 def cmd_bundle(args: argparse.Namespace) -> None:
     import torch
 
@@ -470,6 +477,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline-device", default="auto")
     p.add_argument("--json", help="also write the report here")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("examples", help="write example inputs (noisy.wav, clean.wav, mix.wav) made with espeak-ng")
+    p.add_argument("--out", default="examples")
+    p.set_defaults(func=cmd_examples)
 
     p = sub.add_parser("demo", help="infill a generated example with the shipped bundle (offline)")
     p.add_argument("--out", default="demo_output")

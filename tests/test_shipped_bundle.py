@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from model.examples import example_speech
+from model.examples import mixture_example, noisy_example
 from service.app import create_app
 from service.settings import Settings
 from service.testing import serving
@@ -29,14 +29,9 @@ def _wav_bytes(wav: np.ndarray, sr: int = 16000) -> bytes:
 
 
 def test_the_shipped_bundle_answers_every_task_it_serves():
-    clean, sr = example_speech()
-    other, _ = example_speech("Seven silver swans swam silently south of the old stone bridge.", voice="en-gb+f3")
-    rng = np.random.default_rng(0)
-    noise = rng.standard_normal(len(clean)).astype(np.float32)
-    noise *= np.sqrt(np.mean(clean**2) / np.mean(noise**2) / 10 ** (5 / 10))  # 5 dB SNR
-    noisy = clean + noise
-    n = min(len(clean), len(other))
-    mixture = clean[:n] + other[:n]
+    noisy, clean = noisy_example(snr_db=5.0)
+    mixture, _ = mixture_example()
+    sr, n = 16000, len(mixture)
 
     async def main():
         async with serving(create_app(Settings(bundle=str(BUNDLE), device="cpu", max_wait_ms=0))) as client:
