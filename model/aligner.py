@@ -1,6 +1,6 @@
 """Forced alignment of a TTS prompt: which of its transcript's phones is spoken at each mel frame.
 
-A small frame classifier (dilated 1-D convolutions over the log-mel, ~0.5 M parameters) gives per-frame phone
+A small frame classifier (dilated 1-D convolutions over the log-mel, ~1 M parameters) gives per-frame phone
 log-posteriors; Viterbi then finds the best monotonic path through the transcript's phone sequence (every phone at
 least one frame, in order), which is the alignment. It is trained with frame-level cross-entropy on alignments the
 data already carry (espeak-ng phone events for the synthetic corpus, Montreal Forced Aligner TextGrids for real

@@ -68,6 +68,8 @@ class SpeechFlowPipeline:
         if vocoder is not None and vocoder.config.mel != self.mel_config:
             raise CheckpointError("the bundle's vocoder was trained on other mel settings than its models")
         self.vocoder: VocosVocoder | GriffinLimVocoder = vocoder or GriffinLimVocoder(self.mel_config)
+        if aligner is not None and aligner.config.mel != self.mel_config:
+            raise CheckpointError("the bundle's prompt aligner was trained on other mel settings than its models")
         self.durations = durations
         self.aligner = aligner
         self.voices = voices or {}

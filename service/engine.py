@@ -21,6 +21,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from model.defaults import sampling
+
 SERVED_TASKS = ("enhance", "separate", "tts")  # tasks with an endpoint (a bundle may hold others, e.g. pretrain)
 TTS_FRAMES_PER_CHAR = 8  # ~12.5 characters per second of speech at 100 frames/s: the batcher's cost estimate
 TTS_CHUNK_CHARS = 200  # the pipeline splits text into chunks of about this size, each generated after the prompt
@@ -133,13 +135,13 @@ class PipelineEngine:
         for the lazy initialisation (espeak-ng, the duration model)."""
         t = np.arange(self.sample_rate, dtype=np.float32) / self.sample_rate
         tone = (0.1 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t))).astype(np.float32)
-        quick = TaskParams(steps=2, solver="euler", guidance=1.0, seed=0)
-        for task in self.tasks:
+        for task in self.tasks:  # with the task's default guidance: guidance 1 would skip the doubled batch's path
+            quick = TaskParams(steps=2, solver="euler", guidance=sampling(task).guidance, seed=0)
             if task in ("enhance", "separate"):
                 self.run_batch(task, [(tone, quick)], {})
             elif task == "tts" and self.voices:
                 request = TtsInput(WARMUP_TEXT, voice=next(iter(self.voices)))
-                [out] = self.run_batch(task, [(request, replace(quick, guidance=2.0, reconstruction="vocoder"))], {})
+                [out] = self.run_batch(task, [(request, replace(quick, reconstruction="vocoder"))], {})
                 if isinstance(out, Exception):
                     raise out
 

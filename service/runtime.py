@@ -78,7 +78,7 @@ class ServiceRuntime:
         self._batcher: Batcher | None = None
         # Every engine call (load, warm-up, batches) runs on this one thread. OpenMP gives each thread that calls
         # into torch its own team of workers; a second team left over from loading made every matmul after it
-        # 40-70 % slower on a 2-core CPU (measured: 0.82 s -> 1.08 s per 4 s enhancement at NFE 32).
+        # 30-40 % slower on a 2-core CPU (measured: 0.82 s -> 1.08 s per 4 s enhancement at NFE 32).
         self._engine_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="speechflow-engine")
         self._warmup: asyncio.Task[None] | None = None
         self._ready: asyncio.Event | None = None
@@ -138,11 +138,13 @@ class ServiceRuntime:
     async def stop(self) -> None:
         """Refuse new work, let queued and running requests finish, then release the worker."""
         self.begin_shutdown()
-        if self._warmup is not None:
-            await self._warmup  # a thread cannot be interrupted; warm-up is short
-        if self._batcher is not None:
-            await self._batcher.drain()
-        self._engine_thread.shutdown(wait=False)
+        try:
+            if self._warmup is not None:
+                await self._warmup  # a thread cannot be interrupted; warm-up is short
+            if self._batcher is not None:
+                await self._batcher.drain()
+        finally:
+            self._engine_thread.shutdown(wait=False)
 
     def admission_error(self) -> ServiceError | None:
         if self.shutting_down:
@@ -279,7 +281,9 @@ class ServiceRuntime:
         """A request's sampling settings: its own, else the server's defaults, else the task's (model/defaults.py)."""
         s = self.settings
         chosen = sampling(task, steps or s.default_steps, guidance, solver or s.default_solver)
-        steps, solver, guidance = chosen.steps, chosen.solver, chosen.guidance
+        # a default never exceeds the server's cap; a request that asks for more is refused below
+        steps = chosen.steps if steps else min(chosen.steps, s.max_steps)
+        solver, guidance = chosen.solver, chosen.guidance
         if steps > self.settings.max_steps:
             raise InvalidParameter(f"steps must be at most {self.settings.max_steps} on this server", param="steps")
         seed = secrets.randbelow(2**31) if seed is None else seed

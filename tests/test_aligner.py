@@ -14,7 +14,6 @@ from model.aligner import AlignerConfig, PromptAligner, viterbi_durations
 from model.checkpoint import CONFIG_FILE
 from model.duration import DurationError, DurationModel
 from model.errors import CheckpointError
-from model.features import MelSpectrogram
 from model.text import PhoneVocab
 from tests.conftest import write_aligned_corpus
 from training.aligner import compare_prompt_aligners, default_train_config, train_aligner
@@ -40,6 +39,25 @@ def test_viterbi_recovers_the_segmentation_the_posteriors_show() -> None:
     # a phone the audio does not show still gets its one frame, in order
     durations = viterbi_durations(posteriors([a] * 4 + [c] * 4, 20), np.array([a, b, c]))
     assert durations.tolist() in ([3, 1, 4], [4, 1, 3])
+
+
+def test_viterbi_finds_the_best_segmentation_by_brute_force() -> None:
+    import itertools
+
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        t, n = int(rng.integers(1, 9)), int(rng.integers(1, 5))
+        if n > t:
+            continue
+        log_probs = np.log(rng.dirichlet(np.ones(6), size=t))
+        ids = rng.integers(1, 6, size=n)
+        best = -np.inf
+        for cuts in itertools.combinations(range(1, t), n - 1):  # every split of t frames into n non-empty runs
+            durations = np.diff([0, *cuts, t])
+            best = max(best, log_probs[np.arange(t), np.repeat(ids, durations)].sum())
+        found = viterbi_durations(log_probs, ids)
+        assert found.sum() == t and found.min() >= 1
+        assert np.isclose(log_probs[np.arange(t), np.repeat(ids, found)].sum(), best)
 
 
 def test_viterbi_refuses_impossible_alignments() -> None:
@@ -95,4 +113,3 @@ def test_training_learns_alignments_better_than_chance(tmp_path: Path) -> None:
     more = train_aligner(manifest, tmp_path / "run", None, default_train_config(
         **{**train.__dict__, "steps": 70}), resume=True)
     assert PromptAligner.from_pretrained(more).config.extra["training"]["step"] == 70
-    assert MelSpectrogram(aligner.config.mel).cfg == aligner.config.mel

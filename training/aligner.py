@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from model.aligner import AlignerConfig, PromptAligner
-from model.duration import DurationModel, align_prompt_by_durations, expand_durations
+from model.duration import DurationModel, expand_durations, rescaled_prompt_durations
 from model.errors import ConfigError
 from model.features import MelSpectrogram
 from model.text import PAD_ID
@@ -83,15 +83,16 @@ def compare_prompt_aligners(rows: Sequence[Utterance], aligner: PromptAligner | 
     (phones + length only). Per method: mean and median over utterances, and pooled over all frames."""
     methods = {name: [] for name, m in (("forced_aligner", aligner), ("rescaled_durations", durations)) if m}
     if not methods:
-        raise ValueError("nothing to compare: give an aligner, a duration model or both")
-    vocab = (aligner or durations).vocab
+        raise ConfigError("nothing to compare: the bundle has neither a prompt aligner nor a duration model")
+    vocab = (aligner or durations).vocab  # the true frame labels; each model reads the symbols with its own
     mel = MelSpectrogram(aligner.config.mel if aligner else None)
     frames_total = 0
     for row in rows_with_phones(list(rows)):
         if row.duration > max_seconds:
             continue
         phones = [tuple(p) for p in row.meta["phones"]]
-        ids = np.asarray(vocab.encode([p[0] for p in phones]), np.int64)
+        symbols = [p[0] for p in phones]
+        ids = np.asarray(vocab.encode(symbols), np.int64)
         wav, _ = read_crop(row.audio, max_seconds, 0, mel.cfg.sample_rate, start_s=0.0)
         feats = mel(torch.from_numpy(wav))[0]  # (T, n_mels)
         num_frames = feats.shape[0]
@@ -100,12 +101,14 @@ def compare_prompt_aligners(rows: Sequence[Utterance], aligner: PromptAligner | 
         true = phones_to_frames(phones, num_frames, vocab, fps=mel.cfg.sample_rate // mel.cfg.hop_length)
         frames_total += num_frames
         if aligner is not None:
-            pred = expand_durations(ids, aligner.align(feats, ids))
+            pred = expand_durations(ids, aligner.align(feats, aligner.vocab.encode(symbols)))
             methods["forced_aligner"].append((frame_accuracy(pred, true), num_frames))
         if durations is not None:
-            pred = align_prompt_by_durations(ids.tolist(), num_frames, durations)
-            methods["rescaled_durations"].append((frame_accuracy(pred, true), num_frames))
+            frames = rescaled_prompt_durations(durations.vocab.encode(symbols), num_frames, durations)
+            methods["rescaled_durations"].append((frame_accuracy(expand_durations(ids, frames), true), num_frames))
     report: dict[str, Any] = {"utterances": len(next(iter(methods.values()))), "frames": frames_total}
+    if not frames_total:
+        raise ConfigError("no utterance with phone alignments fits the comparison (short enough, enough frames)")
     for name, scores in methods.items():
         acc = np.array([a for a, _ in scores])
         weights = np.array([n for _, n in scores])

@@ -20,6 +20,7 @@ from typing import Any
 
 from model.bundle import BUNDLE_FILE, read_bundle_info, write_bundle
 from model.checkpoint import CONFIG_FILE, read_config, write_json
+from model.errors import ConfigError
 
 from .trainer import TrainConfig
 
@@ -97,7 +98,7 @@ def run_recipe(cfg: RecipeConfig, only: Sequence[str] | None = None) -> Path | N
 
     unknown = set(only or ()) - set(STAGES)
     if unknown:
-        raise ValueError(f"unknown recipe stage(s) {sorted(unknown)}; the stages are {', '.join(STAGES)}")
+        raise ConfigError(f"unknown recipe stage(s) {sorted(unknown)}; the stages are {', '.join(STAGES)}")
     work = cfg.work
     corpus = work / "corpus"
     print(f"[recipe] corpus: {cfg.hours} h, seed {cfg.seed} in {corpus}")
@@ -127,7 +128,10 @@ def run_recipe(cfg: RecipeConfig, only: Sequence[str] | None = None) -> Path | N
                 train_duration(train_manifest, runs[stage], None, duration_train_config(**small), resume=resume(stage))
             else:
                 train_aligner(train_manifest, runs[stage], None, aligner_train_config(**small), resume=resume(stage))
-        else:  # a fine-tuning task
+        else:  # a fine-tuning task: only from a finished pre-training run
+            if trained_steps(runs["pretrain"]) < steps["pretrain"]:
+                raise ConfigError(f"{stage} fine-tunes the pre-trained model: finish the pretrain stage first "
+                                 f"({trained_steps(runs['pretrain'])}/{steps['pretrain']} steps)")
             finetune(stage, runs["pretrain"], train_manifest, runs[stage], train(stage, **cfg.finetune_train),
                      resume=resume(stage))
 
@@ -151,7 +155,8 @@ def run_recipe(cfg: RecipeConfig, only: Sequence[str] | None = None) -> Path | N
                        "config": json.loads(json.dumps(dataclasses.asdict(cfg), default=str))}}
     write_bundle(cfg.out, {s: runs[s] for s in shipped}, info=info)
     write_voices(cfg.out, pick_voices(test_manifest))  # prompts of speakers never seen in training
-    evaluation = {task: evaluate_bundle(cfg, task, test_manifest) for task in ("enhance", "separate", "tts")}
+    evaluation = {task: evaluate_bundle(cfg, task, test_manifest) for task in ("enhance", "separate", "tts")
+                  if steps[task] > 0}
     evaluation["prompt_alignment"] = evaluate_prompt_alignment(cfg, test_manifest)
     write_json(cfg.out / BUNDLE_FILE, {**read_bundle_info(cfg.out), "evaluation": evaluation})
     print(f"[recipe] bundle written to {cfg.out}")
