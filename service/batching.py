@@ -45,6 +45,18 @@ log = logging.getLogger(__name__)
 BatchRunner = Callable[[str, list[Any], dict[str, float]], list[Any]]
 
 
+# Padded feature frames per batch when the settings leave it open. CPU: measured with scripts/bench-sweep.sh on the
+# demo bundle (README): at NFE 16 + guidance 2 a CPU forward is already at the machine's matmul peak, so larger
+# batches only add padding and latency (1,600 frames: 98 % of the pipeline's best throughput at concurrency 16;
+# 24,000: 81 %). GPU: a wide budget, where batching pays; bound it by activation memory.
+CPU_BATCH_FRAMES = 1_600
+GPU_BATCH_FRAMES = 24_000
+
+
+def default_batch_frames(device: str) -> int:
+    return CPU_BATCH_FRAMES if device in ("cpu", "fake") else GPU_BATCH_FRAMES
+
+
 @dataclass(frozen=True)
 class SamplingKey:
     task: str

@@ -32,7 +32,7 @@ from model.text import TextError, normalize_text
 from model.tts import MAX_PROMPT_S, MIN_PROMPT_S
 
 from . import paths
-from .batching import Batcher, BatchLimits, Job, JobResult, SamplingKey
+from .batching import Batcher, BatchLimits, Job, JobResult, SamplingKey, default_batch_frames
 from .engine import SERVED_TASKS, Engine, PipelineEngine, TaskParams, TtsInput, tts_frames
 from .errors import (
     BadAudio,
@@ -105,7 +105,8 @@ class ServiceRuntime:
         s = self.settings
         if self._engine is None:
             self._engine = await self._on_engine_thread(PipelineEngine.load, s.bundle, s.device)
-        limits = BatchLimits(s.max_batch_frames, s.max_batch_size, s.max_wait_s, s.max_queue,
+        frames = s.max_batch_frames or default_batch_frames(str(self._engine.describe().get("device", "cpu")))
+        limits = BatchLimits(frames, s.max_batch_size, s.max_wait_s, s.max_queue,
                              task_batch_size={"tts": s.max_tts_batch_size})
         self._batcher = Batcher(self._engine.run_batch, limits, self.metrics, executor=self._engine_thread)
         self._batcher.start()

@@ -27,7 +27,8 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535)
 
     # batching: a batch is at most max_batch_size requests and max_batch_frames padded feature frames (100/s)
-    max_batch_frames: int = Field(24_000, ge=1)
+    # None: chosen for the device (batching.default_batch_frames: measured on CPU, README "Serving benchmark")
+    max_batch_frames: int | None = Field(None, ge=1)
     max_batch_size: int = Field(16, ge=1)
     max_wait_ms: float = Field(10.0, ge=0)
     max_queue: int = Field(64, ge=1)  # queued requests (all tasks) before 429
