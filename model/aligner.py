@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .checkpoint import check_kind, load_weights, read_typed_config, save_net
+from .checkpoint import check_fields, load_weights, read_typed_config, save_net
 from .duration import DurationError
 from .errors import ConfigError
 from .features import MelConfig
@@ -61,11 +61,7 @@ class AlignerConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AlignerConfig:
-        data = check_kind(data, ALIGNER_KIND, ALIGNER_CONFIG_VERSION, "prompt aligner")
-        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ConfigError(f"AlignerConfig: unknown keys {unknown}")
-        return cls(**data)
+        return cls(**check_fields(cls, data, ALIGNER_KIND, ALIGNER_CONFIG_VERSION, "prompt aligner"))
 
 
 class AlignerNet(nn.Module):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -119,6 +120,15 @@ def check_kind(data: dict[str, Any], kind: str, version: int, label: str) -> dic
     got = data.get("version", version)
     if not isinstance(got, int) or got > version:
         raise ConfigError(f"{label} config version {got!r} is newer than this code ({version})")
+    return data
+
+
+def check_fields(cls: type, data: dict[str, Any], kind: str, version: int, label: str) -> dict[str, Any]:
+    """``check_kind``, then refuse keys the dataclass ``cls`` does not have (a typo must not pass silently)."""
+    data = check_kind(data, kind, version, label)
+    unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise ConfigError(f"{cls.__name__}: unknown keys {unknown}")
     return data
 
 

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import check_kind, load_weights, read_typed_config, save_net
+from .checkpoint import check_fields, load_weights, read_typed_config, save_net
 from .errors import ConfigError, SpeechFlowError
 from .text import PAD_ID, PhoneVocab, TextError
 
@@ -94,11 +94,7 @@ class DurationConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DurationConfig:
         """Strict: the kind must be "duration" and every key known."""
-        data = check_kind(data, DURATION_KIND, DURATION_CONFIG_VERSION, "duration model")
-        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ConfigError(f"DurationConfig: unknown keys {unknown}")
-        return cls(**data)
+        return cls(**check_fields(cls, data, DURATION_KIND, DURATION_CONFIG_VERSION, "duration model"))
 
 
 class DurationNet(nn.Module):

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import check_kind, load_weights, read_typed_config, save_net
+from .checkpoint import check_fields, load_weights, read_typed_config, save_net
 from .errors import ConfigError
 from .features import MelConfig
 
@@ -66,11 +66,7 @@ class VocosConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VocosConfig:
         """Strict: the kind must be "vocos" and every key known (a typo or a flow-model config must not pass)."""
-        data = check_kind(data, VOCOS_KIND, VOCOS_CONFIG_VERSION, "vocoder")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"VocosConfig: unknown keys {unknown}")
+        data = check_fields(cls, data, VOCOS_KIND, VOCOS_CONFIG_VERSION, "vocoder")
         mel = data.pop("mel", {})
         if not isinstance(mel, dict):
             raise ConfigError(f"VocosConfig.mel must be a mapping, got {type(mel).__name__}")

@@ -405,19 +405,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="classifier-free guidance weight (1 = none; default 2)")
     p.set_defaults(func=cmd_tts)
 
-    p = sub.add_parser("duration", help="train the TTS duration model on phone alignments")
-    p.add_argument("--data", required=True, help="manifest with 'phones' alignments")
-    p.add_argument("--out", required=True)
-    p.add_argument("--resume", action="store_true")
-    _add_train_args(p)
-    p.set_defaults(func=cmd_duration)
-
-    p = sub.add_parser("aligner", help="train the TTS prompt aligner (frame phone classifier + Viterbi)")
-    p.add_argument("--data", required=True, help="manifest with 'phones' alignments")
-    p.add_argument("--out", required=True)
-    p.add_argument("--resume", action="store_true")
-    _add_train_args(p)
-    p.set_defaults(func=cmd_aligner)
+    for name, help_text, func in (
+            ("duration", "train the TTS duration model on phone alignments", cmd_duration),
+            ("aligner", "train the TTS prompt aligner (frame phone classifier + Viterbi)", cmd_aligner)):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--data", required=True, help="manifest with 'phones' alignments")
+        p.add_argument("--out", required=True)
+        p.add_argument("--resume", action="store_true")
+        _add_train_args(p)
+        p.set_defaults(func=func)
 
     p = sub.add_parser("infill", help="regenerate time spans of a recording with the pre-trained model")
     p.add_argument("input")
