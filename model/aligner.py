@@ -14,9 +14,7 @@ duration model's predictions to the prompt's length. `speechflow aligner --eval-
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .checkpoint import check_fields, load_weights, read_typed_config, save_net
+from .checkpoint import NetModel, check_fields
 from .duration import DurationError
 from .errors import ConfigError
 from .features import MelConfig
@@ -87,43 +85,22 @@ class AlignerNet(nn.Module):
         return self.out(x * keep).transpose(1, 2)  # (B, T, V)
 
 
-class PromptAligner:
+class PromptAligner(NetModel):
     """The frame classifier with its config and vocabulary; `align` gives per-phone frame counts for a prompt."""
+
+    config_class = AlignerConfig
 
     def __init__(self, config: AlignerConfig | None = None) -> None:
         self.config = config or AlignerConfig()
         self.vocab = PhoneVocab(self.config.vocab)
         self.net = AlignerNet(self.config)
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.net.parameters()).device
-
-    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> PromptAligner:
-        self.net.to(device=device, dtype=dtype)
-        return self
-
-    def save_pretrained(self, directory: str | os.PathLike, dtype: torch.dtype | None = None,
-                        state: dict[str, Tensor] | None = None) -> Path:
-        return save_net(directory, self.config, self.net, dtype, state)
-
-    @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device = "cpu") -> PromptAligner:
-        model = cls(read_typed_config(directory, AlignerConfig.from_dict))
-        load_weights(model.net, directory)
-        model.net.eval()
-        return model.to(device)
-
     @torch.no_grad()
     def log_posteriors(self, feats: Tensor) -> Tensor:
         """Normalised log-mel (T, n_mels) of one utterance -> (T, V) float32 log-probabilities (eval mode)."""
-        was_training = self.net.training
-        self.net.eval()
-        try:
+        with self.eval_mode():
             mask = torch.ones(1, feats.shape[0], dtype=torch.bool, device=feats.device)
             logits = self.net(feats[None].to(self.device, next(self.net.parameters()).dtype), mask)[0]
-        finally:
-            self.net.train(was_training)
         return logits.float().log_softmax(-1)
 
     def align(self, feats: Tensor, phone_ids: np.ndarray | list[int]) -> np.ndarray:

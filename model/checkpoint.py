@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from safetensors import SafetensorError
@@ -145,3 +146,51 @@ def save_net(directory: str | os.PathLike, config: Any, net: torch.nn.Module, dt
     """Write ``config.to_dict()`` + the net's weights (or ``state``, e.g. the trainer's EMA copy) as a model
     directory."""
     return save_model_dir(directory, config.to_dict(), state if state is not None else net.state_dict(), dtype=dtype)
+
+
+M = TypeVar("M", bound="NetModel")
+
+
+class NetModel:
+    """A small model = its config + one ``nn.Module`` in ``net`` (the vocoder, the duration model, the prompt
+    aligner): device, ``.to``, an eval-mode context and the strict model-directory round trip, written once.
+    Subclasses set ``config_class`` (a config with ``from_dict`` / ``to_dict``) and build ``net`` in ``__init__``."""
+
+    config_class: ClassVar[type]
+    config: Any
+    net: torch.nn.Module
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.net.parameters())
+
+    def to(self: M, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> M:
+        self.net.to(device=device, dtype=dtype)
+        return self
+
+    @contextlib.contextmanager
+    def eval_mode(self) -> Iterator[None]:
+        """The net in eval mode (no dropout) for the block, then back to the mode it was in (a trainer may hold it)."""
+        was_training = self.net.training
+        self.net.eval()
+        try:
+            yield
+        finally:
+            self.net.train(was_training)
+
+    def save_pretrained(self, directory: str | os.PathLike, dtype: torch.dtype | None = None,
+                        state: dict[str, torch.Tensor] | None = None) -> Path:
+        """Write config.json + model.safetensors; `state` overrides the weights (the trainer passes the EMA copy)."""
+        return save_net(directory, self.config, self.net, dtype, state)
+
+    @classmethod
+    def from_pretrained(cls: type[M], directory: str | os.PathLike, device: str | torch.device = "cpu",
+                        dtype: torch.dtype = torch.float32) -> M:
+        """Rebuild from a model directory; any config or weight mismatch is a CheckpointError, never random weights."""
+        model = cls(read_typed_config(directory, cls.config_class.from_dict))  # type: ignore[call-arg]
+        load_weights(model.net, directory)
+        model.net.eval()
+        return model.to(device=device, dtype=dtype)

@@ -20,18 +20,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import check_fields, load_weights, read_typed_config, save_net
+from .checkpoint import NetModel, check_fields
 from .errors import ConfigError, SpeechFlowError
 from .text import PAD_ID, PhoneVocab, TextError
 
@@ -163,35 +161,15 @@ def _shaped_like(ids: Tensor, value: Any, dtype: torch.dtype, name: str) -> Tens
     return tensor
 
 
-class DurationModel:
+class DurationModel(NetModel):
     """The duration network with its config and vocabulary; `predict` turns phone ids into frame counts."""
+
+    config_class = DurationConfig
 
     def __init__(self, config: DurationConfig | None = None) -> None:
         self.config = config or DurationConfig()
         self.vocab = PhoneVocab(self.config.vocab)
         self.net = DurationNet(self.config)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.net.parameters()).device
-
-    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> DurationModel:
-        self.net.to(device=device, dtype=dtype)
-        return self
-
-    def save_pretrained(
-        self, directory: str | os.PathLike, dtype: torch.dtype | None = None, state: dict[str, Tensor] | None = None
-    ) -> Path:
-        """Write config.json + model.safetensors; `state` overrides the weights (the trainer passes the EMA copy)."""
-        return save_net(directory, self.config, self.net, dtype, state)
-
-    @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device = "cpu") -> DurationModel:
-        """Rebuild from a model directory; any config or weight mismatch is a CheckpointError, never random weights."""
-        model = cls(read_typed_config(directory, DurationConfig.from_dict))
-        load_weights(model.net, directory)
-        model.net.eval()
-        return model.to(device)
 
     @torch.no_grad()
     def predict_log(self, phone_ids: Tensor, prompt_durations: Tensor | None = None,
@@ -200,12 +178,8 @@ class DurationModel:
         known = torch.zeros_like(phone_ids, dtype=torch.bool) if prompt_mask is None else prompt_mask.bool()
         durations = torch.zeros(phone_ids.shape, device=phone_ids.device) if prompt_durations is None \
             else prompt_durations.float()
-        was_training = self.net.training
-        self.net.eval()
-        try:
+        with self.eval_mode():
             out = self.net(phone_ids, torch.log1p(durations.clamp(min=0)), known)
-        finally:
-            self.net.train(was_training)
         return out.float().clamp(0, math.log1p(self.config.max_frames))
 
     def predict(self, phone_ids: Any, prompt_durations: Any = None, prompt_mask: Any = None,

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import check_fields, load_weights, read_typed_config, save_net
+from .checkpoint import NetModel, check_fields
 from .errors import ConfigError
 from .features import MelConfig
 
@@ -151,49 +149,19 @@ class VocosNet(nn.Module):
         return self.head(self.final_norm(x.transpose(1, 2)))  # (B, T * hop)
 
 
-class VocosVocoder:
+class VocosVocoder(NetModel):
     """A trained VocosNet with its config: the same call interface as the Griffin-Lim fallback."""
 
     name = "vocos"
+    config_class = VocosConfig
 
     def __init__(self, config: VocosConfig | None = None) -> None:
         self.config = config or VocosConfig()
         self.net = VocosNet(self.config)
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.net.parameters()).device
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.net.parameters())
-
-    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> VocosVocoder:
-        self.net.to(device=device, dtype=dtype)
-        return self
-
     @torch.no_grad()
     def __call__(self, feats: Tensor) -> Tensor:
         """Normalised log-mel (B, T, n_mels) -> float32 waveform (B, T * hop) on the vocoder's device."""
-        training = self.net.training
-        self.net.eval()
-        try:
+        with self.eval_mode():
             param = next(self.net.parameters())
             return self.net(feats.to(device=param.device, dtype=param.dtype))
-        finally:
-            self.net.train(training)
-
-    def save_pretrained(
-        self, directory: str | os.PathLike, dtype: torch.dtype | None = None, state: dict[str, Tensor] | None = None
-    ) -> Path:
-        """Write config.json + model.safetensors; `state` overrides the weights (the trainer passes the EMA copy)."""
-        return save_net(directory, self.config, self.net, dtype, state)
-
-    @classmethod
-    def from_pretrained(
-        cls, directory: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
-    ) -> VocosVocoder:
-        """Rebuild from a model directory; any config or weight mismatch is a CheckpointError, never random weights."""
-        vocoder = cls(read_typed_config(directory, VocosConfig.from_dict))
-        load_weights(vocoder.net, directory)
-        vocoder.net.eval()
-        return vocoder.to(device=device, dtype=dtype)
