@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -93,17 +94,36 @@ def cmd_aligner(args: argparse.Namespace) -> None:
     print(f"prompt aligner saved to {out}")
 
 
+def cmd_label(args: argparse.Namespace) -> None:
+    from model.aligner import PromptAligner
+    from model.bundle import ALIGNER_DIR
+    from model.modeling import resolve_device
+    from training.labelling import label_manifest
+
+    path = Path(args.aligner)
+    if (path / ALIGNER_DIR).is_dir():  # a bundle: its TTS prompt aligner
+        path = path / ALIGNER_DIR
+    counts = label_manifest(args.data, PromptAligner.from_pretrained(path, device=resolve_device(args.device)),
+                            args.out)
+    print(f"wrote {args.out}: {counts['kept']} rows kept their phones, {counts['aligned']} force-aligned, "
+          f"{counts['failed']} could not be aligned (left without phones)")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from model.pipeline import SpeechFlowPipeline
     from training.evaluate import run_evaluation
 
     pipe = SpeechFlowPipeline.from_pretrained(args.bundle, device=args.device)
     if args.task == "align":
-        from training.aligner import compare_prompt_aligners
+        from training.aligner import compare_prompt_aligners, flite_boundary_accuracy
         from training.evaluate import write_json
         from training.manifest import read_manifest
 
-        report = compare_prompt_aligners(read_manifest(args.data)[: args.n], pipe.aligner, pipe.durations)
+        rows = read_manifest(args.data)
+        report = compare_prompt_aligners(rows[: args.n], pipe.aligner, pipe.durations)
+        if shutil.which("flite"):
+            texts = [str(u.meta.get("text") or "") for u in rows if u.meta.get("text")]
+            report["flite_boundaries"] = flite_boundary_accuracy(texts, pipe.aligner, pipe.durations, n=args.n)
         if args.json:
             write_json(report, args.json)
         print(json.dumps(report, indent=2))
@@ -138,8 +158,9 @@ def cmd_recipe(args: argparse.Namespace) -> None:
                        device=args.device, pretrain_steps=args.pretrain_steps, vocoder_steps=args.vocoder_steps,
                        enhance_steps=args.enhance_steps, separate_steps=args.separate_steps,
                        tts_steps=args.tts_steps, duration_steps=args.duration_steps,
-                       aligner_steps=args.aligner_steps, eval_utterances=args.eval_n,
-                       eval_nfe=args.eval_nfe, threads=args.threads)
+                       aligner_steps=args.aligner_steps, aligner_rounds=args.aligner_rounds,
+                       aligner_round_steps=args.aligner_round_steps, label_unaligned=not args.exact_alignments_only,
+                       eval_utterances=args.eval_n, eval_nfe=args.eval_nfe, threads=args.threads)
     run_recipe(cfg, only=args.only.split(",") if args.only else None)
 
 
@@ -358,7 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="enhance/separate: PESQ, ESTOI, SI-SDR, DNSMOS vs the input and classical "
                        "peers; tts: WER ratio, speaker similarity, DNSMOS")
     p.add_argument("--task", required=True, choices=["enhance", "separate", "tts", "align"],
-                   help="align: frame accuracy of the bundle's prompt aligners against the manifest's alignments")
+                   help="align: frame accuracy of the bundle's prompt aligners against the manifest's alignments, and "
+                        "their phone-boundary errors on flite speech of the manifest's texts")
     p.add_argument("--data", required=True, help="clean test manifest (e.g. the corpus's unseen-speaker test.jsonl)")
     p.add_argument("--n", type=int, default=100, help="utterances (cases) to evaluate")
     p.add_argument("--json", help="write all results here")
@@ -384,7 +406,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--separate-steps", type=int, default=6_000)
     p.add_argument("--tts-steps", type=int, default=8_000)
     p.add_argument("--duration-steps", type=int, default=2_000)
-    p.add_argument("--aligner-steps", type=int, default=1_500)
+    p.add_argument("--aligner-steps", type=int, default=1_500, help="prompt aligner on the exact alignments")
+    p.add_argument("--aligner-rounds", type=int, default=2,
+                   help="then rounds of self-training on the corpus it labels (flite/festival rows have no phones)")
+    p.add_argument("--aligner-round-steps", type=int, default=500)
+    p.add_argument("--exact-alignments-only", action="store_true",
+                   help="train duration + TTS on the rows with exact phones only (espeak-ng), no aligner labels")
     p.add_argument("--eval-n", type=int, default=100, help="test utterances per task")
     p.add_argument("--eval-nfe", type=int, default=None,
                    help="sampler evaluations per utterance when evaluating (default: each task's, as served)")
@@ -414,6 +441,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--resume", action="store_true")
         _add_train_args(p)
         p.set_defaults(func=func)
+
+    p = sub.add_parser("label", help="add phone alignments to the manifest rows that have none (flite/festival rows, "
+                       "a real corpus without MFA TextGrids), by the TTS prompt aligner")
+    p.add_argument("--data", required=True, help="manifest with 'text' per row")
+    p.add_argument("--out", required=True, help="labelled manifest to write (audio paths resolve from its folder)")
+    p.add_argument("--aligner", default=DEFAULT_BUNDLE, help="a bundle with tts/aligner/, or an aligner directory")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_label)
 
     p = sub.add_parser("infill", help="regenerate time spans of a recording with the pre-trained model")
     p.add_argument("input")

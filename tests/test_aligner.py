@@ -113,3 +113,33 @@ def test_training_learns_alignments_better_than_chance(tmp_path: Path) -> None:
     more = train_aligner(manifest, tmp_path / "run", None, default_train_config(
         **{**train.__dict__, "steps": 70}), resume=True)
     assert PromptAligner.from_pretrained(more).config.extra["training"]["step"] == 70
+
+
+def test_flite_boundaries_compare_phone_ends_with_flites_own(monkeypatch) -> None:
+    import training.aligner as aligner_module
+
+    spoken = []
+
+    def fake_flite(text: str, voice: str):  # 1 s of audio whose phones end where flite says they do
+        spoken.append(voice)
+        return np.zeros(16000, np.float32), [("pau", 0.1), *[("x", 0.1 + 0.8 * (k + 1) / 3) for k in range(3)],
+                                             ("pau", 1.0)]
+
+    monkeypatch.setattr(aligner_module, "_flite_with_phone_ends", fake_flite)
+    monkeypatch.setattr(aligner_module, "text_to_phones", lambda text: ["_", *text.split(), "_:"])
+
+    class Exact:  # an aligner that finds flite's boundaries to the frame: 10 / 27 / 27 / 26 / 10 frames
+        vocab, config = VOCAB, AlignerConfig()
+
+        def align(self, feats, ids):
+            assert feats.shape[0] == 101 and len(ids) == 5
+            return np.array([10, 27, 27, 26, 11])
+
+    report = aligner_module.flite_boundary_accuracy(["a b d", "a b", "t I n", "s i: z"], Exact(), None, n=2,
+                                                    voices=("slt", "awb"))
+    assert report["utterances"] == 2 and report["tried"] == 3  # "a b" has 2 phones, flite 3: skipped
+    assert report["boundaries"] == 6 and spoken == ["slt", "awb", "slt"]
+    errors = report["forced_aligner"]
+    assert errors["within_20ms"] == 1.0 and errors["mean_ms"] < 5  # ends 0.37 / 0.64 / 0.90 vs 0.367 / 0.633 / 0.9
+    with pytest.raises(ValueError, match="nothing to measure"):
+        aligner_module.flite_boundary_accuracy(["a"], None, None)

@@ -15,9 +15,9 @@ def test_debug_recipe_end_to_end_and_resumable(tmp_path, capsys):
     cfg = RecipeConfig(
         work=tmp_path / "work", out=tmp_path / "bundle", preset="debug", hours=0.05, device="cpu",
         pretrain_steps=4, vocoder_steps=2, enhance_steps=3, separate_steps=3, tts_steps=2, duration_steps=2,
-        aligner_steps=2,
+        aligner_steps=2, aligner_rounds=1, aligner_round_steps=1,
         eval_utterances=2, eval_nfe=2,
-        engines=("espeak",),
+        engines=("espeak", "flite"),  # flite rows have no phones: the aligner labels them for duration + TTS
         train={"lr": 1e-3, "warmup": 2, "save_every": 2, "log_every": 1, "num_workers": 0, "precision": "fp32",
                "batch_seconds": 4.0, "max_seconds": 1.0},
         vocoder_train={"max_seconds": 0.5, "batch_seconds": 1.0}, finetune_train={"warmup": 1},
@@ -30,8 +30,15 @@ def test_debug_recipe_end_to_end_and_resumable(tmp_path, capsys):
     assert not (cfg.out / "bundle.json").exists()
     assert run_recipe(cfg) == cfg.out
     for stage, steps in (("pretrain", 4), ("vocoder", 2), ("enhance", 3), ("separate", 3), ("tts", 2),
-                         ("duration", 2), ("aligner", 2)):
+                         ("duration", 2), ("aligner", 3)):  # aligner: 2 steps + 1 round of 1 step
         assert trained_steps(cfg.work / stage) == steps
+    labels = cfg.work / "labels"
+    assert json.loads((labels / "round1.info.json").read_text())["aligner_steps"] == 2  # made after exact training
+    final = json.loads((labels / "train.info.json").read_text())
+    assert final["aligner_steps"] == 3 and final["aligner"] == str((cfg.work / "aligner").resolve())
+    assert final["aligned"] > 0 and final["failed"] == 0  # the flite rows
+    rows = [json.loads(line) for line in (labels / "train.jsonl").read_text().splitlines()]
+    assert all(r["phones"] for r in rows) and any(r["speaker"].startswith("flite") for r in rows)
     info = json.loads((cfg.out / "bundle.json").read_text())
     assert info["tasks"] == ["enhance", "pretrain", "separate", "tts"]
     for task in ("enhance", "separate", "tts"):  # the written (fp16) bundle is what gets evaluated

@@ -8,6 +8,8 @@ random crops with their own frame labels (`training.tts.AlignedCropDataset`, the
 from __future__ import annotations
 
 import os
+import subprocess
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,14 +20,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from model.aligner import AlignerConfig, PromptAligner
+from model.audio import load_audio
 from model.duration import DurationModel, expand_durations, rescaled_prompt_durations
 from model.errors import ConfigError
 from model.features import MelSpectrogram
-from model.text import PAD_ID
+from model.text import PAD_ID, PAUSES, text_to_phones
 
 from .alignments import frame_accuracy, phones_to_frames
 from .data import loader_factory, read_crop
 from .duration import vocab_for
+from .labelling import SOURCE, SOURCE_KEY
 from .manifest import Utterance, read_manifest, rows_with_phones
 from .pretrain import frame_mask
 from .trainer import TrainConfig, Trainer
@@ -88,7 +92,7 @@ def compare_prompt_aligners(rows: Sequence[Utterance], aligner: PromptAligner | 
     mel = MelSpectrogram(aligner.config.mel if aligner else None)
     frames_total = 0
     for row in rows_with_phones(list(rows)):
-        if row.duration > max_seconds:
+        if row.duration > max_seconds or row.meta.get(SOURCE_KEY) == SOURCE:  # not the aligner's own labels
             continue
         phones = [tuple(p) for p in row.meta["phones"]]
         symbols = [p[0] for p in phones]
@@ -114,4 +118,62 @@ def compare_prompt_aligners(rows: Sequence[Utterance], aligner: PromptAligner | 
         weights = np.array([n for _, n in scores])
         report[name] = {"mean": float(acc.mean()), "median": float(np.median(acc)),
                         "pooled": float((acc * weights).sum() / weights.sum())}
+    return report
+
+
+FLITE_VOICES = ("slt", "awb", "rms", "kal16")
+FLITE_PAUSE = "pau"
+
+
+def _flite_with_phone_ends(text: str, voice: str) -> tuple[np.ndarray, list[tuple[str, float]]]:
+    """flite speech (16 kHz) and its own phone end times (s), from ``-psdur``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "out.wav"
+        proc = subprocess.run(["flite", "-voice", voice, "-psdur", "-t", text, "-o", str(out)], capture_output=True,
+                              text=True, timeout=120)
+        if proc.returncode != 0 or not out.is_file():
+            raise ConfigError(f"flite failed: {proc.stderr.strip()[:200]}")
+        ends = [(item.rsplit(":", 1)[0], float(item.rsplit(":", 1)[1])) for item in proc.stdout.split()]
+        return load_audio(out), ends
+
+
+def flite_boundary_accuracy(texts: Sequence[str], aligner: PromptAligner | None, durations: DurationModel | None,
+                            n: int = 100, voices: Sequence[str] = FLITE_VOICES) -> dict[str, Any]:
+    """How well the prompt aligners place phone boundaries in speech of another engine: flite, whose ``-psdur``
+    gives its own phone end times. Our phones come from espeak-ng's frontend, flite's from its lexicon; an utterance
+    counts only when both have the same number of non-pause phones (then the k-th ends are compared). Texts are
+    spoken in turn by `voices`; the first `n` usable utterances are used. Per method: mean and median absolute error
+    of the phone ends (ms) and the share within 20 / 50 ms."""
+    methods = {name: [] for name, m in (("forced_aligner", aligner), ("rescaled_durations", durations)) if m}
+    if not methods:
+        raise ConfigError("nothing to measure: neither a prompt aligner nor a duration model")
+    mel = MelSpectrogram(aligner.config.mel if aligner else None)
+    fps = mel.cfg.sample_rate // mel.cfg.hop_length
+    used = tried = 0
+    for i, text in enumerate(texts):
+        if used >= n:
+            break
+        wav, ref = _flite_with_phone_ends(text, voices[i % len(voices)])
+        ref_ends = np.array([end for symbol, end in ref if symbol != FLITE_PAUSE])
+        symbols = text_to_phones(text)
+        speech = np.array([s not in PAUSES for s in symbols])
+        tried += 1
+        if speech.sum() != len(ref_ends):
+            continue
+        used += 1
+        feats = mel(torch.from_numpy(wav)[None])[0]  # (T, n_mels)
+        if aligner is not None:
+            frames = aligner.align(feats, aligner.vocab.encode(symbols))
+            methods["forced_aligner"].append(np.cumsum(frames)[speech] / fps - ref_ends)
+        if durations is not None:
+            frames = rescaled_prompt_durations(durations.vocab.encode(symbols), feats.shape[0], durations)
+            methods["rescaled_durations"].append(np.cumsum(frames)[speech] / fps - ref_ends)
+    if not used:
+        raise ConfigError(f"none of {tried} flite utterances has espeak-ng's number of phones")
+    report: dict[str, Any] = {"utterances": used, "tried": tried, "voices": list(voices),
+                              "boundaries": int(sum(len(e) for e in next(iter(methods.values()))))}
+    for name, errors in methods.items():
+        err = np.abs(np.concatenate(errors))
+        report[name] = {"mean_ms": float(1000 * err.mean()), "median_ms": float(1000 * np.median(err)),
+                        "within_20ms": float((err <= 0.02).mean()), "within_50ms": float((err <= 0.05).mean())}
     return report

@@ -9,7 +9,8 @@ phone boundaries; their rows carry ``"phones": [[symbol, start, end], ...]`` in 
 (after the warp), tiling it from 0 to the row's duration (some phones span no time), in the symbols
 `model.espeak.phonemize` produces. Each such wav has a sidecar ``<name>.phones.json``, written together with it, so a
 resumed build still has them; a wav without one (from a build before phones) is made again, sample-identical, since
-the library gives what the espeak-ng command line gave. flite and festival rows have no phones for now.
+the library gives what the espeak-ng command line gave. flite and festival rows have no phones: the recipe labels
+them with the prompt forced aligner (`training/labelling.py`) for duration and TTS training.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Duration model training (`model/duration.py`): masked-span regression on log(1 + frames) over manifest phones.
 
 Data are the manifest rows that carry phone alignments ("phones": [[symbol, start, end], ...]; espeak-ng rows of the
-synthetic corpus, or MFA phones put there by a manifest builder); rows without them (flite, festival) are skipped.
+synthetic corpus, MFA phones put there by a manifest builder, or the prompt aligner's labels from `speechflow label`);
+rows without them are skipped.
 Only phones and times are read, never audio, so a whole corpus sits in memory and a step costs milliseconds.
 
 Batches hold whole utterances under a budget of padded phones (`batch_phones`), in the deterministic, resumable order

@@ -1,0 +1,58 @@
+"""Phone labels for manifest rows without alignments, by the prompt aligner (`training/labelling.py`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from model.aligner import AlignerConfig, PromptAligner
+from model.duration import expand_durations
+from model.text import PhoneVocab, text_to_phones
+from tests.conftest import speechlike, write_aligned_corpus
+from training.alignments import durations_from_phones, phones_to_frames
+from training.labelling import SOURCE, SOURCE_KEY, frames_to_phone_times, label_manifest
+from training.manifest import read_manifest, rows_with_phones
+
+VOCAB = PhoneVocab.default()
+
+
+def test_phone_times_give_back_the_frames_they_came_from() -> None:
+    symbols = ["_", "h", "@", "l", "oU", "_"]
+    frames = np.array([3, 7, 1, 12, 30, 2])
+    times = frames_to_phone_times(symbols, frames)
+    assert [t[0] for t in times] == symbols and times[0][1] == 0 and times[-1][2] == frames.sum() / 100
+    assert durations_from_phones(times)[1].tolist() == frames.tolist()
+    ids = VOCAB.encode(symbols)
+    assert phones_to_frames(times, int(frames.sum()), VOCAB).tolist() == expand_durations(ids, frames).tolist()
+
+
+def test_rows_without_phones_get_the_frontends_phones_and_the_rest_is_kept(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    manifest = write_aligned_corpus(corpus, ["The cat sat on the mat.", "Rain fell on the quiet town."])
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    exact = rows[0]["phones"]
+    del rows[1]["phones"]  # a flite/festival-like row: text, no alignment
+    sf.write(corpus / "short.wav", speechlike(0.05, seed=1), 16000)  # 5 frames cannot hold a sentence
+    rows.append({"audio": "short.wav", "duration": 0.05, "text": "A sentence far too long for five frames."})
+    rows.append({"audio": "u0.wav", "duration": rows[0]["duration"], "text": "  "})  # nothing to align
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    torch.manual_seed(0)
+    out = tmp_path / "labels" / "train.jsonl"  # another folder: audio paths must still resolve
+    counts = label_manifest(manifest, PromptAligner(AlignerConfig(channels=16, dilations=(1,))), out, progress=False)
+    assert counts == {"kept": 1, "aligned": 1, "failed": 2}
+    labelled = read_manifest(out)
+    assert all(u.audio.is_file() for u in labelled)
+    assert labelled[0].meta["phones"] == exact and SOURCE_KEY not in labelled[0].meta
+    new = labelled[1].meta
+    assert new[SOURCE_KEY] == SOURCE
+    assert [p[0] for p in new["phones"]] == text_to_phones("Rain fell on the quiet town.")
+    ends = [p[2] for p in new["phones"]]
+    assert all(p[2] > p[1] for p in new["phones"]) and ends == sorted(ends)  # every phone >= 1 frame, in order
+    assert abs(ends[-1] - labelled[1].duration) <= 0.01  # the whole utterance, to the frame
+    assert len(rows_with_phones(labelled)) == 2  # the failed rows are kept, without phones
