@@ -115,15 +115,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     pipe = SpeechFlowPipeline.from_pretrained(args.bundle, device=args.device)
     if args.task == "align":
-        from training.aligner import compare_prompt_aligners, flite_boundary_accuracy
+        from training.aligner import prompt_alignment_report
         from training.evaluate import write_json
         from training.manifest import read_manifest
 
-        rows = read_manifest(args.data)
-        report = compare_prompt_aligners(rows[: args.n], pipe.aligner, pipe.durations)
-        if shutil.which("flite"):
-            texts = [str(u.meta.get("text") or "") for u in rows if u.meta.get("text")]
-            report["flite_boundaries"] = flite_boundary_accuracy(texts, pipe.aligner, pipe.durations, n=args.n)
+        report = prompt_alignment_report(read_manifest(args.data), pipe.aligner, pipe.durations, n=args.n,
+                                         flite_n=args.n if shutil.which("flite") else None)
         if args.json:
             write_json(report, args.json)
         print(json.dumps(report, indent=2))
@@ -369,13 +366,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_task_args(p)
     p.set_defaults(func=cmd_separate)
 
-    p = sub.add_parser("vocoder", help="train the Vocos-style mel -> waveform vocoder")
-    p.add_argument("--data", required=True, help="manifest of clean speech")
-    p.add_argument("--out", required=True)
-    p.add_argument("--resume", action="store_true")
-    _add_train_args(p)
-    p.set_defaults(func=cmd_vocoder)
-
     p = sub.add_parser("evaluate", help="enhance/separate: PESQ, ESTOI, SI-SDR, DNSMOS vs the input and classical "
                        "peers; tts: WER ratio, speaker similarity, DNSMOS")
     p.add_argument("--task", required=True, choices=["enhance", "separate", "tts", "align"],
@@ -432,11 +422,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="classifier-free guidance weight (1 = none; default 2)")
     p.set_defaults(func=cmd_tts)
 
-    for name, help_text, func in (
-            ("duration", "train the TTS duration model on phone alignments", cmd_duration),
-            ("aligner", "train the TTS prompt aligner (frame phone classifier + Viterbi)", cmd_aligner)):
+    aligned = "manifest with 'phones' alignments"
+    for name, help_text, data_help, func in (
+            ("vocoder", "train the Vocos-style mel -> waveform vocoder", "manifest of clean speech", cmd_vocoder),
+            ("duration", "train the TTS duration model on phone alignments", aligned, cmd_duration),
+            ("aligner", "train the TTS prompt aligner (frame phone classifier + Viterbi)", aligned, cmd_aligner)):
         p = sub.add_parser(name, help=help_text)
-        p.add_argument("--data", required=True, help="manifest with 'phones' alignments")
+        p.add_argument("--data", required=True, help=data_help)
         p.add_argument("--out", required=True)
         p.add_argument("--resume", action="store_true")
         _add_train_args(p)

@@ -177,3 +177,15 @@ def flite_boundary_accuracy(texts: Sequence[str], aligner: PromptAligner | None,
         report[name] = {"mean_ms": float(1000 * err.mean()), "median_ms": float(1000 * np.median(err)),
                         "within_20ms": float((err <= 0.02).mean()), "within_50ms": float((err <= 0.05).mean())}
     return report
+
+
+def prompt_alignment_report(rows: Sequence[Utterance], aligner: PromptAligner | None, durations: DurationModel | None,
+                            n: int | None = None, flite_n: int | None = 100) -> dict[str, Any]:
+    """Both measurements of the prompt aligners on a test manifest: frame accuracy on the first `n` rows (None: all)
+    against their exact alignments and, unless `flite_n` is None, phone-end errors on flite speech of `flite_n`
+    usable row texts."""
+    report = compare_prompt_aligners(list(rows)[:n], aligner, durations)
+    if flite_n is not None:
+        texts = [str(u.meta["text"]) for u in rows if u.meta.get("text")]
+        report["flite_boundaries"] = flite_boundary_accuracy(texts, aligner, durations, n=flite_n)
+    return report

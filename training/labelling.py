@@ -14,7 +14,6 @@ evaluations of alignment accuracy can leave them out.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -31,7 +30,7 @@ from model.features import MelSpectrogram
 from model.text import text_to_phones
 
 from .alignments import FRAMES_PER_SECOND
-from .manifest import read_manifest
+from .manifest import read_manifest, write_manifest
 
 log = logging.getLogger(__name__)
 SOURCE_KEY, SOURCE = "phones_source", "aligner"
@@ -81,8 +80,5 @@ def label_manifest(manifest: str | os.PathLike, aligner: PromptAligner, out: str
                 log.warning("%s: not aligned (%s)", utt.audio, e)
                 counts["failed"] += 1
         rows.append(row)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    tmp.replace(out)  # all or nothing: a half-written manifest would silently train on fewer rows
+    write_manifest(out, rows)
     return counts

@@ -59,6 +59,9 @@ def rows_with_phones(utterances: list[Utterance]) -> list[Utterance]:
 
 
 def write_manifest(path: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
+    """All or nothing: a half-written manifest (a killed build) would silently train on fewer rows."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    tmp.replace(path)

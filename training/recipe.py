@@ -225,16 +225,12 @@ def evaluate_prompt_alignment(cfg: RecipeConfig, test_manifest: Path) -> dict[st
     and their phone-boundary errors on flite speech of the same texts."""
     from model.pipeline import SpeechFlowPipeline
 
-    from .aligner import compare_prompt_aligners, flite_boundary_accuracy
+    from .aligner import prompt_alignment_report
     from .manifest import read_manifest
 
     pipe = SpeechFlowPipeline.from_pretrained(cfg.out, device=cfg.device)
-    rows = read_manifest(test_manifest)
-    report = compare_prompt_aligners(rows, pipe.aligner, pipe.durations)
-    if "flite" in cfg.engines:  # speech without exact alignments: boundaries against flite's own phone times
-        texts = [str(u.meta.get("text") or "") for u in rows if u.meta.get("text")]
-        report["flite_boundaries"] = flite_boundary_accuracy(texts, pipe.aligner, pipe.durations,
-                                                             n=cfg.eval_utterances)
+    flite_n = cfg.eval_utterances if "flite" in cfg.engines else None
+    report = prompt_alignment_report(read_manifest(test_manifest), pipe.aligner, pipe.durations, flite_n=flite_n)
     write_json(cfg.work / "eval" / "prompt_alignment.json", report)
     print(f"[recipe] prompt alignment: {json.dumps(report)}")
     return report
