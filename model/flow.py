@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import FlowConfig
-from .solvers import integrate
+from .solvers import advance, num_steps, step_times
 
 
 def seeded_noise(lengths: Sequence[int], dim: int, seeds: Sequence[int], device: torch.device | str = "cpu") -> Tensor:
@@ -105,16 +105,46 @@ class FlowMatching:
         uncond_kwargs: dict[str, Any] | None = None,
         **net_kwargs: Any,
     ) -> Tensor:
-        """Generate x1 (B, T, x_dim) given cond (B, T, C) and mask (B, T).
+        """Generate x1 (B, T, x_dim) given cond (B, T, C) and mask (B, T): ``start``, then ``step`` until every row
+        reaches t = 1, then ``finish``. The service's live batches run the same three calls, a step at a time.
+        """
+        lengths = [int(n) for n in mask.sum(dim=1).tolist()]
+        x = self.start(lengths, x_dim, seeds, cond.device, cond.dtype)
+        steps = num_steps(solver, nfe)
+        grid = step_times(steps)
+        for k in range(steps):
+            index = torch.full((x.shape[0],), k, dtype=torch.long, device=x.device)
+            x = self.step(net, x, index, grid, cond, mask, solver=solver, guidance=guidance,
+                          uncond_kwargs=uncond_kwargs, **net_kwargs)
+        return self.finish(x, mask, known, known_mask)
+
+    @staticmethod
+    def start(lengths: Sequence[int], x_dim: int, seeds: Sequence[int], device: torch.device | str = "cpu",
+              dtype: torch.dtype = torch.float32) -> Tensor:
+        """The seeded noise x0 (B, max(lengths), x_dim) the ODE starts from (each row from its own seed)."""
+        return seeded_noise(lengths, x_dim, seeds, device).to(dtype)
+
+    @torch.no_grad()
+    def step(
+        self,
+        net: nn.Module,
+        x: Tensor,
+        index: Tensor,
+        grid: Tensor,
+        cond: Tensor,
+        mask: Tensor,
+        *,
+        solver: str,
+        guidance: float = 1.0,
+        uncond_kwargs: dict[str, Any] | None = None,
+        **net_kwargs: Any,
+    ) -> Tensor:
+        """One solver step: x (B, T, x_dim) of rows at step ``index`` (B,) of ``grid`` (steps + 1,) -> x one step on.
 
         guidance w mixes velocities v_u + w (v_c - v_u) in one doubled batch (w = 1: plain conditional, no cost);
-        the unconditional branch sees a zero condition and ``uncond_kwargs`` (e.g. no phones). Frames where
-        known_mask (B, T) is True are pasted back from ``known`` (B, T, x_dim) at the end.
+        the unconditional branch sees a zero condition and ``uncond_kwargs`` (e.g. no phones). Padded frames stay 0.
         """
-        lengths = mask.sum(dim=1).tolist()
-        x0 = seeded_noise([int(n) for n in lengths], x_dim, seeds, cond.device).to(cond.dtype)
-        keep = mask[..., None].to(cond.dtype)
-
+        keep = mask[..., None].to(x.dtype)
         if guidance == 1.0:
 
             def velocity(x: Tensor, t: Tensor) -> Tensor:
@@ -130,7 +160,12 @@ class FlowMatching:
                 v_c, v_u = net(torch.cat([x, x]), torch.cat([t, t]), cond2, mask2, **both_kwargs).chunk(2)
                 return (v_u + guidance * (v_c - v_u)).to(x.dtype) * keep
 
-        x1 = integrate(velocity, x0, solver=solver, nfe=nfe)
+        return advance(solver, velocity, x, index, grid)
+
+    @staticmethod
+    def finish(x: Tensor, mask: Tensor, known: Tensor | None = None, known_mask: Tensor | None = None) -> Tensor:
+        """Rows at t = 1 -> output (B, T, x_dim): frames where known_mask (B, T) is True pasted back from
+        ``known``, padding zeroed."""
         if known is not None and known_mask is not None:
-            x1 = torch.where(known_mask[..., None], known.to(x1.dtype), x1)
-        return x1 * keep
+            x = torch.where(known_mask[..., None], known.to(x.dtype), x)
+        return x * mask[..., None].to(x.dtype)

@@ -21,10 +21,12 @@ from .aligner import PromptAligner
 from .audio import prepare_waveform, resample
 from .bundle import ALIGNER_DIR, BUNDLE_FILE, DURATION_DIR, VOCODER_DIR, read_bundle_info, task_dirs
 from .checkpoint import CONFIG_FILE
-from .defaults import sampling
+from .defaults import Sampling, sampling
 from .duration import DurationModel
 from .errors import CheckpointError, ConfigError
 from .features import MelSpectrogram
+from .generation import Plan, Row, generate_rows
+from .joining import join_with_crossfade
 from .modeling import SpeechFlowModel, resolve_device
 from .reconstruct import mask_reconstruction, separation_masks
 from .text import PhoneVocab
@@ -36,7 +38,7 @@ from .windows import plan_windows, stitch
 CROSSFADE_S = 0.01  # splice regenerated spans into the original audio with 10 ms linear fades
 WINDOW_S = 6.0  # long inputs are generated in windows of this length ...
 OVERLAP_S = 1.0  # ... overlapping by this much, cross-faded
-MAX_BATCH_FRAMES = 24_000  # windows per sampler call are capped by total frames (memory)
+MAX_BATCH_FRAMES = 24_000  # offline: padded frames of the live batch (memory)
 RECONSTRUCTIONS = ("mask", "vocoder")
 TTS_JOIN_FADE_S = 0.02  # chunks of long text are joined with 20 ms cross-fades
 
@@ -125,42 +127,17 @@ class SpeechFlowPipeline:
         lengths = mask.sum(1).tolist()
         return [self.vocoder(feats[i : i + 1, : int(n)])[0].float().cpu().numpy() for i, n in enumerate(lengths)]
 
-    def generate_windowed(
-        self,
-        task: str,
-        conds: Sequence[Tensor],
-        seeds: Sequence[int],
-        *,
-        steps: int,
-        solver: str,
-        guidance: float,
-        window_s: float = WINDOW_S,
-        overlap_s: float = OVERLAP_S,
-    ) -> list[Tensor]:
-        """Conditions (T_i, C) -> generated features (T_i, x_dim), long ones in cross-faded windows.
-
-        All windows of all requests are sampled together (in chunks of at most MAX_BATCH_FRAMES); window k of a
-        request is seeded with (seed, k), so a request's output does not depend on its batch-mates.
-        """
-        model = self.model(task)
-        fps = self.sample_rate / self.mel_config.hop_length
-        window, overlap = int(window_s * fps), int(overlap_s * fps)
-        plans = [plan_windows(c.shape[0], window, overlap) for c in conds]
-        pieces = [(i, k, s, e) for i, plan in enumerate(plans) for k, (s, e) in enumerate(plan)]
-        pieces.sort(key=lambda p: p[3] - p[2])  # similar lengths together: less padding
-        generated: dict[tuple[int, int], Tensor] = {}
-        for chunk in _frame_budget_chunks(pieces, MAX_BATCH_FRAMES):
-            parts = [conds[i][s:e] for i, _, s, e in chunk]
-            cond = torch.nn.utils.rnn.pad_sequence(parts, batch_first=True)
-            lengths = torch.tensor([p.shape[0] for p in parts], device=cond.device)
-            mask = torch.arange(cond.shape[1], device=cond.device)[None] < lengths[:, None]
-            out = model.generate(cond, mask, [(seeds[i] + 1_000_003 * k) % 2**31 for i, k, _, _ in chunk],
-                                 nfe=steps, solver=solver, guidance=guidance)
-            for row, (i, k, s, e) in enumerate(chunk):
-                generated[(i, k)] = out[row, : e - s].float()
-        n_streams = model.config.network.x_dim // self.mel_config.n_mels
-        return [stitch([generated[(i, k)] for k in range(len(plan))], plan, conds[i].shape[0], n_streams)
-                for i, plan in enumerate(plans)]
+    def run(self, plans: Sequence[Plan], timings: dict[str, float] | None = None) -> list[np.ndarray]:
+        """Generate every plan's rows (plans that share a model and sampling settings share live batches, under
+        MAX_BATCH_FRAMES) and assemble each plan's result. ``timings`` accumulates seconds per stage."""
+        groups: dict[tuple[str, Sampling], list[Row]] = {}
+        for plan in plans:
+            groups.setdefault((plan.task, plan.sampling), []).extend(plan.rows)
+        with self._timed("sampler", timings):
+            for (task, s), rows in groups.items():
+                generate_rows(self.model(task), s, rows, MAX_BATCH_FRAMES)
+        with self._timed("reconstruction", timings):
+            return [plan.assemble([plan.piece(i, row.output) for i, row in enumerate(plan.rows)]) for plan in plans]
 
     # --- enhancement and separation -----------------------------------------------------------------------------
     def enhance(self, wav: np.ndarray, sr: int, **kwargs) -> tuple[np.ndarray, int]:
@@ -190,29 +167,38 @@ class SpeechFlowPipeline:
         window_s: float = WINDOW_S,
         timings: dict[str, float] | None = None,
     ) -> list[tuple[np.ndarray, int]]:
-        """The shared task path; ``timings``, when given, accumulates seconds per stage (features, sampler,
-        reconstruction) for the service's metrics. Sampling settings left None take the task's defaults
-        (`model.defaults`)."""
+        """The shared task path; sampling settings left None take the task's defaults (`model.defaults`)."""
+        seeds = [seed + i for i in range(len(items))] if isinstance(seed, int) else list(seed)
+        s = sampling(task, steps, guidance, solver)
+        with self._timed("features", timings):
+            plans = [self.plan_task(task, wav, sr, seed=k, sampling=s, reconstruction=reconstruction,
+                                       window_s=window_s) for (wav, sr), k in zip(items, seeds, strict=True)]
+        return [(audio, sr) for audio, (_, sr) in zip(self.run(plans, timings), items, strict=True)]
+
+    def plan_task(self, task: str, wav: np.ndarray, sr: int, *, seed: int, sampling: Sampling,
+                     reconstruction: str = "mask", window_s: float = WINDOW_S,
+                     overlap_s: float = OVERLAP_S) -> Plan:
+        """Enhancement or separation of one recording as rows: long inputs in overlapping windows, window k seeded
+        with (seed, k); the result is stitched, reconstructed and resampled to the input's rate and length."""
         if reconstruction not in RECONSTRUCTIONS:
             raise ConfigError(f"reconstruction must be one of {RECONSTRUCTIONS}, got {reconstruction!r}")
-        self.model(task)  # fail before any work if the bundle lacks the task
-        seeds = [seed + i for i in range(len(items))] if isinstance(seed, int) else list(seed)
-        with self._timed("features", timings):
-            wavs = [prepare_waveform(w, sr, self.sample_rate) for w, sr in items]
-            feats, mask = self.features(wavs)
-            conds = [feats[i, : int(n)] for i, n in enumerate(mask.sum(1).tolist())]
-        with self._timed("sampler", timings):
-            s = sampling(task, steps, guidance, solver)
-            outs = self.generate_windowed(task, conds, seeds, steps=s.steps, solver=s.solver, guidance=s.guidance,
-                                          window_s=window_s)
-        results = []
-        with self._timed("reconstruction", timings):
-            for (_, sr), wav, out in zip(items, wavs, outs, strict=True):
-                audio = self.reconstruct(task, wav, out, reconstruction)  # (n,) or (2, n) at 16 kHz
-                audio = np.stack([resample(a, self.sample_rate, sr) for a in audio]) if audio.ndim == 2 else \
-                    resample(audio, self.sample_rate, sr)
-                results.append((audio.astype(np.float32), sr))
-        return results
+        model = self.model(task)  # fail before any work if the bundle lacks the task
+        wav16 = prepare_waveform(wav, sr, self.sample_rate)
+        feats, _ = self.features([wav16])
+        cond = feats[0]  # (T, n_mels)
+        fps = self.sample_rate / self.mel_config.hop_length
+        spans = plan_windows(cond.shape[0], int(window_s * fps), int(overlap_s * fps))
+        rows = [Row(cond[a:b], (seed + 1_000_003 * k) % 2**31) for k, (a, b) in enumerate(spans)]
+        n_streams = model.config.network.x_dim // self.mel_config.n_mels
+
+        def assemble(windows: list[Tensor]) -> np.ndarray:
+            out = stitch(windows, spans, cond.shape[0], n_streams)
+            audio = self.reconstruct(task, wav16, out, reconstruction)  # (n,) or (2, n) at 16 kHz
+            audio = np.stack([resample(a, self.sample_rate, sr) for a in audio]) if audio.ndim == 2 else \
+                resample(audio, self.sample_rate, sr)
+            return audio.astype(np.float32)
+
+        return Plan(task, sampling, rows, piece=lambda _, out: out, assemble=assemble)
 
     @contextmanager
     def _timed(self, stage: str, timings: dict[str, float] | None) -> Iterator[None]:
@@ -241,25 +227,28 @@ class SpeechFlowPipeline:
         return audio[0] if len(audio) == 1 else np.stack(audio)
 
     # --- text-to-speech ------------------------------------------------------------------------------------------
-    def tts(
+    def tts(self, text: str, **kwargs) -> tuple[np.ndarray, int]:
+        """Text in the voice of a prompt (audio + its transcript) or of a built-in ``voice`` -> (waveform, 16 kHz).
+        Keyword arguments as for `plan_tts`, plus ``steps``, ``solver`` and ``guidance`` (None: the defaults)."""
+        s = sampling("tts", kwargs.pop("steps", None), kwargs.pop("guidance", None), kwargs.pop("solver", None))
+        [audio] = self.run([self.plan_tts(text, sampling=s, **kwargs)])
+        return audio, self.sample_rate
+
+    def plan_tts(
         self,
         text: str,
         *,
+        sampling: Sampling,
         prompt_wav: np.ndarray | None = None,
         prompt_sr: int | None = None,
         prompt_text: str | None = None,
         voice: str | None = None,
         speed: float = 1.0,
-        steps: int | None = None,
-        solver: str | None = None,
-        guidance: float | None = None,
         seed: int = 0,
-    ) -> tuple[np.ndarray, int]:
-        """Text in the voice of a prompt (audio + its transcript) or of a built-in ``voice`` -> (waveform, 16 kHz).
-
-        Long text is split at sentence boundaries; the chunks are generated as one batch, each after the same
-        prompt, and joined with short cross-fades.
-        """
+    ) -> Plan:
+        """TTS as rows: the text split at sentence boundaries, one row per chunk, each after the same prompt (its
+        frames known) and seeded seed + chunk; each chunk is vocoded as it finishes, then joined with short
+        cross-fades, so the chunks can be streamed in order."""
         model = self.model("tts")
         if self.durations is None:
             raise CheckpointError("this bundle's TTS model has no duration model (tts/duration/)")
@@ -269,25 +258,23 @@ class SpeechFlowPipeline:
         prompt_feats = feats[0]  # (T_p, n_mels)
         t_p = prompt_feats.shape[0]
         prompt = align_prompt(prompt_text, prompt_feats, vocab, self.durations, self.aligner)
-        chunks = plan_chunks(text, vocab, self.durations, prompt, speed)
+        prompt_labels = torch.from_numpy(prompt.labels).to(self.device)
+        rows = []
+        for i, chunk in enumerate(plan_chunks(text, vocab, self.durations, prompt, speed)):
+            t = t_p + len(chunk.labels)
+            cond = torch.zeros(t, prompt_feats.shape[1], device=self.device)
+            cond[:t_p] = prompt_feats
+            phones = torch.cat([prompt_labels, torch.from_numpy(chunk.labels).to(self.device)])
+            known_mask = torch.arange(t, device=self.device) < t_p
+            rows.append(Row(cond, seed + i, known=cond, known_mask=known_mask, extras={"phones": phones}))
+        full = torch.ones(1, 1, dtype=torch.bool, device=self.device)
 
-        lengths = [t_p + len(c.labels) for c in chunks]
-        t_max = max(lengths)
-        cond = torch.zeros(len(chunks), t_max, prompt_feats.shape[1], device=self.device)
-        phones = torch.zeros(len(chunks), t_max, dtype=torch.long, device=self.device)
-        cond[:, :t_p] = prompt_feats
-        phones[:, :t_p] = torch.from_numpy(prompt.labels).to(self.device)
-        for i, c in enumerate(chunks):
-            phones[i, t_p : lengths[i]] = torch.from_numpy(c.labels).to(self.device)
-        positions = torch.arange(t_max, device=self.device)[None]
-        mask = positions < torch.tensor(lengths, device=self.device)[:, None]
-        known_mask = (positions < t_p) & mask
-        s = sampling("tts", steps, guidance, solver)
-        out = model.generate(cond, mask, [seed + i for i in range(len(chunks))], nfe=s.steps, solver=s.solver,
-                             guidance=s.guidance, known=cond, known_mask=known_mask, phones=phones)
-        pieces = [self.vocode(out[i : i + 1, t_p : lengths[i]], mask[i : i + 1, t_p : lengths[i]])[0]
-                  for i in range(len(chunks))]
-        return join_with_crossfade(pieces, int(TTS_JOIN_FADE_S * self.sample_rate)), self.sample_rate
+        def piece(_: int, out: Tensor) -> np.ndarray:  # (T_p + T_c, n_mels) -> the chunk's waveform
+            return self.vocode(out[None, t_p:], full.expand(1, out.shape[0] - t_p))[0]
+
+        fade = int(TTS_JOIN_FADE_S * self.sample_rate)
+        return Plan("tts", sampling, rows, piece=piece, assemble=lambda p: join_with_crossfade(p, fade),
+                    chunk_fade=fade)
 
     def _prompt(self, wav: np.ndarray | None, sr: int | None, text: str | None,
                 voice: str | None) -> tuple[np.ndarray, str]:
@@ -318,24 +305,27 @@ class SpeechFlowPipeline:
         guidance: float | None = None,
         seed: int | Sequence[int] = 0,
     ) -> list[tuple[np.ndarray, int]]:
-        model = self.model("pretrain")
         s = sampling("pretrain", steps, guidance, solver)
         seeds = [seed + i for i in range(len(requests))] if isinstance(seed, int) else list(seed)
-        wavs = [prepare_waveform(r.wav, r.sr, self.sample_rate) for r in requests]
-        feats, mask = self.features(wavs)
-        gen_mask = torch.zeros_like(mask)
-        for i, (r, w) in enumerate(zip(requests, wavs, strict=True)):
-            gen_mask[i] = torch.from_numpy(self._span_frames(r.spans, len(w), mask.shape[1])).to(self.device)
-        gen_mask &= mask
-        cond = feats * (~gen_mask)[..., None]
-        out = model.generate(cond, mask, seeds, nfe=s.steps, solver=s.solver, guidance=s.guidance, known=feats,
-                             known_mask=~gen_mask)
-        generated = self.vocode(out, mask)
-        results = []
-        for r, w, g in zip(requests, wavs, generated, strict=True):
-            spliced = splice(w, g, r.spans, self.sample_rate)
-            results.append((resample(spliced, self.sample_rate, r.sr), r.sr))
-        return results
+        plans = [self.plan_infill(r, sampling=s, seed=k) for r, k in zip(requests, seeds, strict=True)]
+        return [(audio, r.sr) for audio, r in zip(self.run(plans), requests, strict=True)]
+
+    def plan_infill(self, request: InfillRequest, *, sampling: Sampling, seed: int) -> Plan:
+        """Infilling as one row: the recording's features with the spans' frames masked out (to generate) and the
+        rest known; the generated audio is spliced into the original inside the spans."""
+        self.model("pretrain")
+        wav = prepare_waveform(request.wav, request.sr, self.sample_rate)
+        feats, mask = self.features([wav])
+        gen = torch.from_numpy(self._span_frames(request.spans, len(wav), mask.shape[1])).to(self.device)
+        row = Row(feats[0] * (~gen)[:, None], seed, known=feats[0], known_mask=~gen)
+        full = torch.ones(1, feats.shape[1], dtype=torch.bool, device=self.device)
+
+        def assemble(pieces: list[Tensor]) -> np.ndarray:
+            generated = self.vocode(pieces[0][None], full)[0]
+            spliced = splice(wav, generated, request.spans, self.sample_rate)
+            return resample(spliced, self.sample_rate, request.sr)
+
+        return Plan("pretrain", sampling, [row], piece=lambda _, out: out, assemble=assemble)
 
     def _span_frames(self, spans: Sequence[Span], num_samples: int, num_frames: int) -> np.ndarray:
         duration = num_samples / self.sample_rate
@@ -348,29 +338,6 @@ class SpeechFlowPipeline:
                 raise ConfigError(f"span ({start}, {end}) must satisfy 0 <= start < end and start < {duration:.2f} s")
             frames[int(np.floor(start * fps)) : int(np.ceil(min(end, duration) * fps)) + 1] = True
         return frames
-
-
-def _frame_budget_chunks(pieces: list[tuple[int, int, int, int]], budget: int):
-    """Cut length-sorted (request, window, start, end) pieces into runs whose padded size stays within budget."""
-    chunk: list[tuple[int, int, int, int]] = []
-    for piece in pieces:
-        if chunk and (len(chunk) + 1) * (piece[3] - piece[2]) > budget:
-            yield chunk
-            chunk = []
-        chunk.append(piece)
-    if chunk:
-        yield chunk
-
-
-def join_with_crossfade(pieces: Sequence[np.ndarray], fade: int) -> np.ndarray:
-    """Concatenate 1-D waveforms, overlapping each joint by ``fade`` samples with a linear cross-fade."""
-    out = pieces[0].astype(np.float32)
-    for piece in pieces[1:]:
-        n = min(fade, len(out), len(piece))
-        ramp = np.linspace(0.0, 1.0, n, dtype=np.float32)
-        joint = out[len(out) - n :] * (1 - ramp) + piece[:n] * ramp
-        out = np.concatenate([out[: len(out) - n], joint, piece[n:]])
-    return out
 
 
 def splice(original: np.ndarray, generated: np.ndarray, spans: Sequence[Span], sr: int) -> np.ndarray:

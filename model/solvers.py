@@ -1,7 +1,8 @@
 """Fixed-step ODE solvers for dx/dt = v(x, t) from t=0 (noise) to t=1 (data).
 
-Time is a per-sample tensor (B,) so that samples at different times could share one batch; the user sets the number
-of function evaluations (NFE), and each solver turns it into steps of its own order.
+Time is a per-sample tensor (B,), so rows at different times share one batch (the service's live batches: rows join
+at t = 0 and leave at t = 1 between steps); the user sets the number of function evaluations (NFE), and each solver
+turns it into steps of its own order.
 """
 
 from __future__ import annotations
@@ -62,15 +63,28 @@ def num_steps(solver: str, nfe: int) -> int:
     return max(1, nfe // SOLVERS[solver][1])
 
 
+def step_times(steps: int, t0: float = 0.0) -> Tensor:
+    """The time grid (steps + 1,) of a fixed-step solve from t0 to 1; a row at step k moves from grid[k] to
+    grid[k + 1]. Uniform today; a non-uniform schedule only changes this grid."""
+    return torch.linspace(t0, 1.0, steps + 1, dtype=torch.float32)
+
+
+def advance(solver: str, v: VelocityFn, x: Tensor, k: Tensor, grid: Tensor) -> Tensor:
+    """One solver step for rows at their own step index k (B,) (long) on ``grid``: x (B, T, D) at t = grid[k]
+    -> x at grid[k + 1]. Rows at different steps share the call; each moves by its own dt."""
+    if solver not in SOLVERS:
+        raise ConfigError(f"unknown solver {solver!r}; choose one of {sorted(SOLVERS)}")
+    grid = grid.to(x.device)
+    t = grid[k]
+    dt = grid[k + 1] - t
+    return SOLVERS[solver][0](v, x, t, dt.to(x.dtype))
+
+
 def integrate(v: VelocityFn, x0: Tensor, *, solver: str = "midpoint", nfe: int = 32, t0: float = 0.0) -> Tensor:
-    """Integrate from t0 to 1 with uniform steps; x0 (B, T, D) -> x1 (B, T, D)."""
+    """Integrate from t0 to 1 with fixed steps; x0 (B, T, D) -> x1 (B, T, D). Every row takes the same steps."""
     steps = num_steps(solver, nfe)  # validates the solver name first
-    step_fn = SOLVERS[solver][0]
-    b = x0.shape[0]
-    t = torch.full((b,), t0, device=x0.device, dtype=torch.float32)
-    dt = torch.full((b,), (1.0 - t0) / steps, device=x0.device, dtype=torch.float32)
+    grid = step_times(steps, t0)
     x = x0
-    for _ in range(steps):
-        x = step_fn(v, x, t, dt.to(x.dtype))
-        t = t + dt
+    for k in range(steps):
+        x = advance(solver, v, x, torch.full((x0.shape[0],), k, dtype=torch.long, device=x0.device), grid)
     return x

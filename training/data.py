@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from model.audio import prepare_waveform
 from model.errors import AudioError
+from model.packing import pack
 
 from .manifest import Utterance
 
@@ -107,17 +108,10 @@ class FrameBudgetBatches:
         order = rng.permutation(len(self.crops))
         batches: list[list[int]] = []
         for w in range(0, len(order), 64):
-            window = sorted(order[w : w + 64], key=lambda i: self.crops[i])
-            batch: list[int] = []
-            for i in window:
-                if batch and (
-                    (len(batch) + 1) * self.crops[i] > self.batch_seconds or len(batch) >= self.max_batch_size
-                ):
-                    batches.append(batch)
-                    batch = []
-                batch.append(int(i))
-            if batch:
-                batches.append(batch)
+            window = [int(i) for i in sorted(order[w : w + 64], key=lambda i: self.crops[i])]
+            # the shared frame-budget rule, in centiseconds (frames at 100/s) so it stays integer
+            lengths = [round(100 * self.crops[i]) for i in window]
+            batches.extend(pack(window, lengths, round(100 * self.batch_seconds), self.max_batch_size))
         rng.shuffle(batches)
         return batches
 
