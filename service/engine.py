@@ -1,13 +1,11 @@
-"""The engine: what the batcher calls to turn a batch of requests into outputs.
+"""The engine: what the step loop calls to turn requests into generation rows, step them, and make audio again.
 
-`Engine` is the protocol the app needs (tests inject a tiny fake); `PipelineEngine` runs a `SpeechFlowPipeline`.
-Enhancement and separation go through the pipeline's batched calls with per-request seeds and stage timings
-(features -> windowed ODE sampling -> reconstruction), so one call serves a whole batch.
-
-TTS requests run one after another inside `run_batch`: `SpeechFlowPipeline.tts` serves one request (the chunks of
-its text are sampled as one batch inside it). Cross-request TTS batching (all chunks of all requests in one sampler
-call, each after its own prompt) is future work; until then the service caps TTS batches at
-``Settings.max_tts_batch_size`` (1 by default), because a batch of sequential runs only delays its first members.
+`Engine` is the protocol the service needs (tests and the bench's simulation inject fakes); `PipelineEngine` runs
+a `SpeechFlowPipeline`. ``prepare`` turns one request into a `model.generation.Plan` (decode is done already:
+features, TTS text frontend, durations and prompt alignment happen here, off the step loop); ``new_batch`` makes
+the live batch of one sampling key (`model.generation.LiveBatch`), which the loop joins rows into and steps; the
+plan's ``piece`` and ``assemble`` are the post-processing (vocoder, stitching, reconstruction). Every call runs on
+the one engine thread, so the model is never called concurrently.
 """
 
 from __future__ import annotations
@@ -17,14 +15,17 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from model.defaults import sampling
+from model.defaults import Sampling, sampling
+
+if TYPE_CHECKING:
+    from model.generation import Plan
 
 SERVED_TASKS = ("enhance", "separate", "tts")  # tasks with an endpoint (a bundle may hold others, e.g. pretrain)
-TTS_FRAMES_PER_CHAR = 8  # ~12.5 characters per second of speech at 100 frames/s: the batcher's cost estimate
+TTS_FRAMES_PER_CHAR = 8  # ~12.5 characters per second of speech at 100 frames/s: the cost estimate
 TTS_CHUNK_CHARS = 200  # the pipeline splits text into chunks of about this size, each generated after the prompt
 WARMUP_TEXT = "Hello there."
 
@@ -61,15 +62,31 @@ class VoiceInfo:
     seconds: float
 
 
-# (float32 mono waveform at the engine's rate, or a TTS request; its settings)
-Item = tuple[np.ndarray | TtsInput, TaskParams]
+Payload = np.ndarray | TtsInput  # float32 mono waveform at the engine's rate, or a TTS request
 
 
 def tts_frames(text: str, prompt_frames: int) -> int:
-    """The batcher's cost of a TTS request: the frames it will generate (estimated from the text's length) plus the
-    prompt's frames once per chunk (every chunk is generated after the prompt)."""
-    chunks = max(1, math.ceil(len(text) / TTS_CHUNK_CHARS))
-    return TTS_FRAMES_PER_CHAR * len(text) + chunks * prompt_frames
+    """Estimated frames of a TTS request before its text is phonemised: the frames it will generate (from the
+    text's length) plus the prompt's frames once per chunk (every chunk is generated after the prompt)."""
+    return TTS_FRAMES_PER_CHAR * len(text) + tts_chunks(text) * prompt_frames
+
+
+def tts_chunks(text: str) -> int:
+    """Estimated rows (chunks) of a TTS request."""
+    return max(1, math.ceil(len(text) / TTS_CHUNK_CHARS))
+
+
+class StepBatch(Protocol):
+    """A live batch (`model.generation.LiveBatch` or a fake): rows join at t = 0, ``step`` advances every row one
+    solver step and returns the rows that reached t = 1 (each with ``output`` set), ``leave`` drops rows."""
+
+    def join(self, rows: Sequence[Any]) -> None: ...
+
+    def leave(self, rows: Sequence[Any]) -> None: ...
+
+    def step(self) -> list[Any]: ...
+
+    def __len__(self) -> int: ...
 
 
 class Engine(Protocol):
@@ -79,26 +96,47 @@ class Engine(Protocol):
 
     @property
     def sample_rate(self) -> int:
-        """Rate of the waveforms `run_batch` takes and returns."""
+        """Rate of the waveforms ``prepare`` takes and plans return."""
 
     @property
     def voices(self) -> dict[str, VoiceInfo]:
         """Built-in TTS voices by id (empty without a TTS model)."""
 
     def frames(self, num_samples: int) -> int:
-        """Feature frames of a waveform: the batcher's unit of cost."""
+        """Feature frames of a waveform: the unit of cost."""
 
-    def warmup(self) -> None:
-        """Run every served task once, so the first request does not pay for lazy initialisation."""
+    def warmup(self) -> float | None:
+        """Run every served task once, so the first request does not pay for lazy initialisation; returns the
+        measured seconds per frame per network evaluation (the cost model's start), or None."""
 
-    def run_batch(self, task: str, items: Sequence[Item], timings: dict[str, float]) -> list[np.ndarray | Exception]:
-        """One output per item, in order: (n,) for enhancement and TTS, (2, n) for separation, at ``sample_rate``
-        (enhancement and separation: each input's length). Fills ``timings`` with seconds per stage. An item that
-        fails on its own (TTS: bad text, a transcript that does not fit its prompt) may be returned as its exception,
-        which fails only that request; raising fails the batch."""
+    def prepare(self, task: str, payload: Payload, params: TaskParams) -> Plan:
+        """One request -> its plan. Raises for input only the model can judge (TTS: text with nothing to speak, a
+        transcript that cannot fit its prompt), which fails only that request."""
+
+    def new_batch(self, key: SamplingKey) -> StepBatch:
+        """An empty live batch for rows of ``key``."""
 
     def describe(self) -> dict[str, Any]:
         """What /v1/models shows about the engine (never file paths)."""
+
+
+@dataclass(frozen=True)
+class SamplingKey:
+    """What rows must share to step together: the model and every per-call sampler setting."""
+
+    task: str
+    solver: str
+    steps: int
+    guidance: float
+    reconstruction: str
+
+    @classmethod
+    def of(cls, task: str, params: TaskParams) -> SamplingKey:
+        return cls(task, params.solver, params.steps, params.guidance, params.reconstruction)
+
+    @property
+    def sampling(self) -> Sampling:
+        return Sampling(steps=self.steps, guidance=self.guidance, solver=self.solver)
 
 
 class PipelineEngine:
@@ -129,55 +167,52 @@ class PipelineEngine:
     def frames(self, num_samples: int) -> int:
         return num_samples // self.pipeline.mel_config.hop_length + 1  # centred STFT frames
 
-    def warmup(self) -> None:
-        """Every served task once with 2 Euler steps. TTS warms up with a short sentence in the first built-in voice;
-        a TTS model without voices is not warmed up (there is no prompt to speak with), so its first request pays
-        for the lazy initialisation (espeak-ng, the duration model)."""
+    def warmup(self) -> float | None:
+        """Every served task once with 2 Euler steps (with the task's default guidance: guidance 1 would skip the
+        doubled batch's path). TTS warms up with a short sentence in the first built-in voice; a TTS model without
+        voices is not warmed up, so its first request pays for the lazy initialisation (espeak-ng, the duration
+        model). Then one timed step of a 4 s enhancement-sized row gives the cost model its first figure."""
         t = np.arange(self.sample_rate, dtype=np.float32) / self.sample_rate
         tone = (0.1 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t))).astype(np.float32)
-        for task in self.tasks:  # with the task's default guidance: guidance 1 would skip the doubled batch's path
+        plans = []
+        for task in self.tasks:
             quick = TaskParams(steps=2, solver="euler", guidance=sampling(task).guidance, seed=0)
             if task in ("enhance", "separate"):
-                self.run_batch(task, [(tone, quick)], {})
+                plans.append(self.prepare(task, tone, quick))
             elif task == "tts" and self.voices:
-                request = TtsInput(WARMUP_TEXT, voice=next(iter(self.voices)))
-                [out] = self.run_batch(task, [(request, replace(quick, reconstruction="vocoder"))], {})
-                if isinstance(out, Exception):
-                    raise out
+                plans.append(self.prepare(task, TtsInput(WARMUP_TEXT, voice=next(iter(self.voices))),
+                                          replace(quick, reconstruction="vocoder")))
+        self.pipeline.run(plans)
+        return self._time_a_step()
 
-    def run_batch(self, task: str, items: Sequence[Item], timings: dict[str, float]) -> list[np.ndarray | Exception]:
-        params = items[0][1]
-        if any((p.steps, p.solver, p.guidance, p.reconstruction) !=
-               (params.steps, params.solver, params.guidance, params.reconstruction) for _, p in items):
-            raise ValueError("a batch must share steps, solver, guidance and reconstruction")
+    def _time_a_step(self) -> float | None:
+        task = next((t for t in ("enhance", "separate") if t in self.tasks), None)
+        if task is None:
+            return None
+        wav = np.zeros(4 * self.sample_rate, np.float32)
+        params = TaskParams(steps=1, solver="euler", guidance=1.0, seed=0)
+        plan = self.prepare(task, wav, params)
+        batch = self.new_batch(SamplingKey.of(task, params))
+        batch.join(plan.rows)
+        start = time.perf_counter()
+        batch.step()
+        return (time.perf_counter() - start) / plan.frames
+
+    def prepare(self, task: str, payload: Payload, params: TaskParams) -> Plan:
+        s = SamplingKey.of(task, params).sampling
         if task == "tts":
-            return self._tts(items, timings)
-        run = self.pipeline.enhance_batch if task == "enhance" else self.pipeline.separate_batch
-        outs = run([(wav, self.sample_rate) for wav, _ in items], seed=[p.seed for _, p in items],
-                   steps=params.steps, solver=params.solver, guidance=params.guidance,
-                   reconstruction=params.reconstruction, timings=timings)
-        return [out for out, _ in outs]
+            assert isinstance(payload, TtsInput), "TTS requests carry a TtsInput"
+            return self.pipeline.plan_tts(payload.text, sampling=s, voice=payload.voice, prompt_wav=payload.prompt,
+                                          prompt_sr=None if payload.prompt is None else self.sample_rate,
+                                          prompt_text=payload.prompt_text, speed=payload.speed, seed=params.seed)
+        assert isinstance(payload, np.ndarray), "enhance/separate requests carry a waveform"
+        return self.pipeline.plan_task(task, payload, self.sample_rate, seed=params.seed, sampling=s,
+                                       reconstruction=params.reconstruction)
 
-    def _tts(self, items: Sequence[Item], timings: dict[str, float]) -> list[np.ndarray | Exception]:
-        """One request after another (see the module docstring); a request's own error fails only that request.
-        The pipeline's TTS has no per-stage timings, so the whole call is one stage, "synthesis"."""
-        outputs: list[np.ndarray | Exception] = []
-        for request, p in items:
-            assert isinstance(request, TtsInput), "TTS items carry a TtsInput"
-            start = time.perf_counter()
-            try:
-                wav, sr = self.pipeline.tts(request.text, voice=request.voice, prompt_wav=request.prompt,
-                                            prompt_sr=None if request.prompt is None else self.sample_rate,
-                                            prompt_text=request.prompt_text, speed=request.speed, steps=p.steps,
-                                            solver=p.solver, guidance=p.guidance, seed=p.seed)
-                if sr != self.sample_rate:
-                    raise RuntimeError(f"the pipeline's TTS returned {sr} Hz, the engine serves {self.sample_rate} Hz")
-                outputs.append(np.asarray(wav, dtype=np.float32))
-            except Exception as e:
-                outputs.append(e)
-            finally:
-                timings["synthesis"] = timings.get("synthesis", 0.0) + time.perf_counter() - start
-        return outputs
+    def new_batch(self, key: SamplingKey) -> StepBatch:
+        from model.generation import LiveBatch
+
+        return LiveBatch(self.pipeline.model(key.task), key.sampling)
 
     def describe(self) -> dict[str, Any]:
         info = self.pipeline.info or {}

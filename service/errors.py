@@ -58,6 +58,12 @@ class TextTooLong(ServiceError):
     status, type, code = 413, "invalid_request_error", "text_too_long"
 
 
+class RequestTooCostly(ServiceError):
+    """Refused before any work: the request alone needs more rows, frames or compute time than the server allows."""
+
+    status, type, code = 413, "invalid_request_error", "request_too_costly"
+
+
 class UnsupportedMediaType(ServiceError):
     status, type, code = 415, "invalid_request_error", "unsupported_media_type"
 

@@ -1,9 +1,13 @@
-"""`ServiceRuntime`: what one app instance owns (settings, engine, batcher, metrics, readiness) and the life of one
-task request: validate -> decode (thread) -> queue -> batch (worker thread) -> encode (thread) -> response.
+"""`ServiceRuntime`: what one app instance owns (settings, engine, step loop, metrics, readiness) and the life of
+one task request: validate -> decode (thread) -> cost check -> queue -> prepare, steps, post-processing (the step
+loop, on the engine thread) -> encode (thread) -> response.
 
-TTS requests take the same path (queue "tts", deadline, 429, cancellation, metrics). Their checks, in order:
+Every request's cost is bounded before it is queued (413 ``request_too_costly``: generation rows, frames, and the
+compute time estimated from measured steps against the request timeout). TTS requests take the same path
+(deadline, 429, cancellation, metrics). Their checks, in order:
 the form or JSON schema (422: speed outside 0.25-4, an unknown field or format), the text (413 ``text_too_long``
-above ``max_text_chars``, 422 when blank), voice or prompt (422: unknown voice, both or neither, a prompt without
+above ``max_text_chars``, 422 when blank; ``prompt_text`` above ``max_prompt_text_chars`` likewise), voice or
+prompt (422: unknown voice, both or neither, a prompt without
 ``prompt_text``), then the uploaded prompt: 415 not audio, 400 undecodable, 413 ``audio_too_long`` above 15 s (the
 pipeline's limit; the upload limits of /v1/enhance apply too), 422 below 0.5 s. What only the model can find out
 (text with nothing speakable, a transcript that cannot fit its prompt) comes back as 422 naming the parameter.
@@ -28,12 +32,14 @@ from starlette.types import Receive
 from model.defaults import sampling
 from model.duration import DurationError
 from model.errors import AudioError, ConfigError
+from model.pipeline import OVERLAP_S, WINDOW_S
+from model.solvers import SOLVERS, num_steps
 from model.text import TextError, normalize_text
 from model.tts import MAX_PROMPT_S, MIN_PROMPT_S
+from model.windows import plan_windows
 
 from . import paths
-from .batching import Batcher, BatchLimits, Job, JobResult, SamplingKey, default_batch_frames
-from .engine import SERVED_TASKS, Engine, PipelineEngine, TaskParams, TtsInput, tts_frames
+from .engine import SERVED_TASKS, Engine, PipelineEngine, SamplingKey, TaskParams, TtsInput, tts_chunks, tts_frames
 from .errors import (
     BadAudio,
     DeadlineExceeded,
@@ -47,6 +53,8 @@ from .errors import (
 from .metrics import Metrics
 from .schemas import ModelCard, ModelList, SpeechRequest, TaskForm, TtsForm, VoiceCard, VoiceList
 from .settings import Settings
+from .steploop import LoopLimits, RequestResult, StepLoop, default_batch_frames
+from .steploop import Request as LoopRequest
 from .uploads import DecodedAudio, check_upload_type, decode_upload, render_audio, render_speech
 
 log = logging.getLogger(__name__)
@@ -75,7 +83,8 @@ class ServiceRuntime:
         self.settings = settings
         self.metrics = Metrics()
         self._engine = engine
-        self._batcher: Batcher | None = None
+        self._loop: StepLoop | None = None
+        self.on_fatal: Callable[[BaseException], None] | None = None  # the server exits when the step loop dies
         # Every engine call (load, warm-up, batches) runs on this one thread. OpenMP gives each thread that calls
         # into torch its own team of workers; a second team left over from loading made every matmul after it
         # 30-40 % slower on a 2-core CPU (measured: 0.82 s -> 1.08 s per 4 s enhancement at NFE 32).
@@ -93,29 +102,32 @@ class ServiceRuntime:
         return self._engine
 
     @property
-    def batcher(self) -> Batcher:
-        if self._batcher is None:
+    def loop(self) -> StepLoop:
+        if self._loop is None:
             raise NotReady("the service has not started")
-        return self._batcher
+        return self._loop
 
     # --- lifecycle ----------------------------------------------------------------------------------------------
     async def start(self) -> None:
-        """Load the bundle (a failure stops the server), start the batcher, then warm up in the background so
+        """Load the bundle (a failure stops the server), start the step loop, then warm up in the background so
         /livez answers at once while /readyz says 503 until every task has run once."""
         s = self.settings
         if self._engine is None:
             self._engine = await self._on_engine_thread(PipelineEngine.load, s.bundle, s.device)
         frames = s.max_batch_frames or default_batch_frames(str(self._engine.describe().get("device", "cpu")))
-        limits = BatchLimits(frames, s.max_batch_size, s.max_wait_s, s.max_queue,
-                             task_batch_size={"tts": s.max_tts_batch_size})
-        self._batcher = Batcher(self._engine.run_batch, limits, self.metrics, executor=self._engine_thread)
-        self._batcher.start()
+        limits = LoopLimits(frames, s.max_batch_size, s.max_wait_s, s.max_queue, s.max_request_rows,
+                            s.max_request_frames, s.scheduling)
+        self._loop = StepLoop(self._engine, limits, self.metrics, executor=self._engine_thread,
+                              on_fatal=self._fatal)
+        self._loop.start()
         self._ready = asyncio.Event()
         self._warmup = asyncio.create_task(self._warm_up(), name="speechflow-warmup")
 
     async def _warm_up(self) -> None:
         try:
-            await self._on_engine_thread(self.engine.warmup)
+            cost = await self._on_engine_thread(self.engine.warmup)
+            if cost is not None and self.loop.cost is None:
+                self.loop.cost = cost
         except Exception as e:
             log.exception("warm-up failed; the service stays not ready")
             self.warmup_error = f"warm-up failed: {e}"
@@ -142,12 +154,18 @@ class ServiceRuntime:
         try:
             if self._warmup is not None:
                 await self._warmup  # a thread cannot be interrupted; warm-up is short
-            if self._batcher is not None:
-                await self._batcher.drain()
+            if self._loop is not None:
+                await self._loop.drain()
         finally:
             self._engine_thread.shutdown(wait=False)
 
+    def _fatal(self, error: BaseException) -> None:
+        if self.on_fatal is not None:
+            self.on_fatal(error)
+
     def admission_error(self) -> ServiceError | None:
+        if self._loop is not None and self._loop.dead is not None:
+            return NotReady("the scheduler stopped; the server is restarting")
         if self.shutting_down:
             return ShuttingDown()
         if not self.warm:
@@ -162,9 +180,10 @@ class ServiceRuntime:
         data = await upload.read()
         decoded = await asyncio.to_thread(decode_upload, data, upload.content_type, upload.filename,
                                           target_sr=engine.sample_rate, max_seconds=self.settings.max_audio_seconds)
-        key = SamplingKey(task, params.solver, params.steps, params.guidance, params.reconstruction)
-        job = self.batcher.submit(key, (decoded.wav, params), engine.frames(len(decoded.wav)),
-                                  self.settings.request_timeout_s)
+        frames = engine.frames(len(decoded.wav))
+        key = SamplingKey.of(task, params)
+        self._check_cost(key, window_count(frames), frames, "file")
+        job = self.loop.submit(key, decoded.wav, params, self.settings.request_timeout_s)
         result = await self._await(job, request.receive)
         audio, media_type = await asyncio.to_thread(render_audio, result.output, engine.sample_rate, decoded,
                                                     form.response_format)
@@ -196,6 +215,9 @@ class ServiceRuntime:
             if not (form.prompt_text and form.prompt_text.strip()):
                 raise InvalidParameter("an uploaded prompt needs prompt_text, the transcript of what it says",
                                        param="prompt_text")
+            if len(form.prompt_text) > self.settings.max_prompt_text_chars:
+                raise TextTooLong(f"prompt_text is {len(form.prompt_text)} characters; the limit is "
+                                  f"{self.settings.max_prompt_text_chars}", param="prompt_text")
             decoded = await self._decode_prompt(engine, prompt)
             payload = TtsInput(text, prompt=decoded.wav, prompt_text=form.prompt_text, speed=form.speed)
             prompt_seconds = decoded.seconds
@@ -249,9 +271,9 @@ class ServiceRuntime:
             prompt_frames = engine.frames(len(payload.prompt))
         else:
             prompt_frames = engine.frames(int(engine.voices[str(payload.voice)].seconds * engine.sample_rate))
-        key = SamplingKey("tts", params.solver, params.steps, params.guidance, params.reconstruction)
-        job = self.batcher.submit(key, (payload, params), tts_frames(payload.text, prompt_frames),
-                                  self.settings.request_timeout_s)
+        key = SamplingKey.of("tts", params)
+        self._check_cost(key, tts_chunks(payload.text), tts_frames(payload.text, prompt_frames), names.text)
+        job = self.loop.submit(key, payload, params, self.settings.request_timeout_s)
         result = await self._await(job, request.receive, lambda e: _tts_error(e, payload, names))
         wav = np.asarray(result.output, dtype=np.float32)
         audio, media_type = await asyncio.to_thread(render_speech, wav, engine.sample_rate, fmt)
@@ -291,9 +313,14 @@ class ServiceRuntime:
         return TaskParams(steps=steps, solver=solver, guidance=guidance, seed=seed,
                           reconstruction=reconstruction)
 
-    async def _await(self, job: Job, receive: Receive, translate: Translate | None = None) -> JobResult:
-        """The job's result; 504 at its deadline; if the client goes away the job is cancelled, so a queued job is
-        dropped before it costs compute."""
+    def _check_cost(self, key: SamplingKey, rows: int, frames: int, param: str) -> None:
+        """413 before queueing when the request alone exceeds the server's per-request bounds."""
+        passes = num_steps(key.solver, key.steps) * SOLVERS[key.solver][1] * (1 if key.guidance == 1.0 else 2)
+        self.loop.check_cost(rows, frames, passes, self.settings.request_timeout_s, param)
+
+    async def _await(self, job: LoopRequest, receive: Receive, translate: Translate | None = None) -> RequestResult:
+        """The request's result; 504 at its deadline; if the client goes away the request is cancelled, so its rows
+        leave the live batch at the next step (a queued one is dropped before it costs compute)."""
         gone = asyncio.ensure_future(_wait_for_disconnect(receive))
         try:
             done, _ = await asyncio.wait({job.future, gone}, timeout=max(0.0, job.deadline - time.monotonic()),
@@ -301,12 +328,14 @@ class ServiceRuntime:
             if job.future in done:
                 return _unwrap(job, translate)
             if gone in done:
+                job.cancel("client_disconnected")
                 raise ClientClosedRequest("the client closed the connection")
+            job.cancel("deadline_exceeded")
             raise DeadlineExceeded(f"no result within the request timeout of {self.settings.request_timeout_s:g} s")
         finally:
             gone.cancel()
             if not job.future.done():
-                job.future.cancel()
+                job.cancel("abandoned")
             elif not job.future.cancelled():
                 job.future.exception()  # mark a late failure as seen (asyncio would log it as never retrieved)
 
@@ -318,7 +347,12 @@ class ServiceRuntime:
         return ModelList(data=cards, engine=engine.describe())
 
 
-def _unwrap(job: Job, translate: Translate | None = None) -> JobResult:
+def window_count(frames: int, frames_per_s: int = 100) -> int:
+    """Generation rows of an enhancement/separation input of ``frames`` frames (the pipeline's windows)."""
+    return len(plan_windows(frames, int(WINDOW_S * frames_per_s), int(OVERLAP_S * frames_per_s)))
+
+
+def _unwrap(job: LoopRequest, translate: Translate | None = None) -> RequestResult:
     """A finished job's result; engine exceptions become the service's errors (``translate`` first, if given)."""
     try:
         return job.future.result()
@@ -367,18 +401,22 @@ async def _wait_for_disconnect(receive: Receive) -> None:
         pass
 
 
-def _result_headers(filename: str, params: TaskParams, result: JobResult, sample_rate: int,
+def _result_headers(filename: str, params: TaskParams, result: RequestResult, sample_rate: int,
                     channels: int) -> dict[str, str]:
     queue_ms, inference_ms = 1000 * result.queue_wait_s, 1000 * result.inference_s
-    return {
+    headers = {
         "Content-Disposition": f'attachment; filename="{filename}"',
         "X-Seed": str(params.seed),
         "X-Steps": str(params.steps),
         "X-Solver": params.solver,
         "X-Sample-Rate": str(sample_rate),
         "X-Channels": str(channels),
-        "X-Batch-Size": str(result.batch_size),
+        "X-Batch-Size": f"{result.mean_live_rows:.1f}",  # rows in its live batch, mean over its steps
+        "X-Rows": str(result.rows),
         "X-Queue-Time-Ms": f"{queue_ms:.1f}",
         "X-Inference-Time-Ms": f"{inference_ms:.1f}",
         "Server-Timing": f"queue;dur={queue_ms:.1f}, inference;dur={inference_ms:.1f}",
     }
+    if result.first_chunk_s is not None:  # chunked (TTS): when the first chunk was ready, the streaming latency
+        headers["X-First-Chunk-Ms"] = f"{1000 * result.first_chunk_s:.1f}"
+    return headers

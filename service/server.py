@@ -1,12 +1,14 @@
 """`speechflow serve`: the app under uvicorn, with a graceful SIGTERM.
 
 On SIGTERM / SIGINT readiness turns 503 and new work is refused at once (before uvicorn stops listening), uvicorn
-then lets open requests finish (up to the request deadline), and the lifespan shutdown drains the batcher.
+then lets open requests finish (up to the request deadline), and the lifespan shutdown drains the step loop
+(every admitted row finishes).
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
 from types import FrameType
 
@@ -26,9 +28,33 @@ class GracefulServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
+DRAIN_MARGIN_S = 5  # on top of the request timeout: the longest an admitted request can still take
+
+
+def drain_timeout_s(settings: Settings) -> int:
+    """How long a SIGTERM waits for admitted requests; orchestrators must allow at least this (compose's
+    stop_grace_period, Kubernetes' terminationGracePeriodSeconds)."""
+    return int(settings.request_timeout_s) + DRAIN_MARGIN_S
+
+
 def serve(settings: Settings) -> None:
+    """Run until SIGTERM/SIGINT (exit 0 after the drain) or until the step loop dies (exit 1, so that an
+    orchestrator restarts the process: a dead scheduler must not look healthy)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, lifespan="on", log_level="info",
-                            timeout_graceful_shutdown=int(settings.request_timeout_s) + 5, server_header=False)
-    GracefulServer(config, on_exit=app.state.runtime.begin_shutdown).run()
+                            timeout_graceful_shutdown=drain_timeout_s(settings), server_header=False)
+    runtime = app.state.runtime
+    server = GracefulServer(config, on_exit=runtime.begin_shutdown)
+    died: list[BaseException] = []
+
+    def fatal(error: BaseException) -> None:
+        died.append(error)
+        runtime.begin_shutdown()
+        server.should_exit = True
+
+    runtime.on_fatal = fatal
+    server.run()
+    if died:
+        logging.getLogger(__name__).error("exiting with status 1: the step loop died (%r)", died[0])
+        sys.exit(1)

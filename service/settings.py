@@ -26,21 +26,27 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
 
-    # batching: a batch is at most max_batch_size requests and max_batch_frames padded feature frames (100/s)
-    # None: chosen for the device (batching.default_batch_frames: measured on CPU, README "Serving benchmark")
+    # scheduling (service/scheduler.py): rows of one sampling key share a live batch that advances one ODE step at
+    # a time; a live batch holds at most max_batch_size rows and max_batch_frames padded feature frames (100/s).
+    # None: chosen for the device (steploop.default_batch_frames: measured on CPU, README "Serving benchmark")
     max_batch_frames: int | None = Field(None, ge=1)
     max_batch_size: int = Field(16, ge=1)
-    max_wait_ms: float = Field(10.0, ge=0)
-    max_queue: int = Field(64, ge=1)  # queued requests (all tasks) before 429
-    # TTS requests run one after another inside a batch (see service/engine.py), so a TTS batch of n only delays its
-    # first members; 1 = every TTS request is its own batch. Raise it when the engine batches across TTS requests.
-    max_tts_batch_size: int = Field(1, ge=1)
+    max_wait_ms: float = Field(10.0, ge=0)  # a new live batch waits this long for company before its first step
+    max_queue: int = Field(64, ge=1)  # admitted requests not yet started (all tasks) before 429
+    # step: rows join and leave between steps, live batches take turns; request: the old request-level batching
+    # (a batch forms when none runs and runs to the end), kept for comparison
+    scheduling: Literal["step", "request"] = "step"
     request_timeout_s: float = Field(60.0, gt=0)  # from queueing to result, else 504
 
     # limits on what a request may send
     max_upload_bytes: int = Field(25 * 1024 * 1024, ge=1)  # the whole request body, multipart overhead included
     max_audio_seconds: float = Field(60.0, gt=0)
     max_text_chars: int = Field(2000, ge=1)
+    max_prompt_text_chars: int = Field(500, ge=1)  # the transcript of an uploaded prompt (a 15 s prompt: ~250)
+    # bounded work per request (refused up front with 413 request_too_costly): generation rows (windows, text
+    # chunks), generated frames, and the estimated compute time, which must fit in request_timeout_s
+    max_request_rows: int = Field(32, ge=1)
+    max_request_frames: int = Field(60_000, ge=1)
 
     # security: Bearer keys; empty = open. Probes are always open, /metrics only when protect_metrics is false.
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)

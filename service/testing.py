@@ -3,7 +3,9 @@ the HTTP layer (or the demo page) without a model."""
 
 from __future__ import annotations
 
+import re
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -11,36 +13,95 @@ from typing import Any
 
 import numpy as np
 
-from .engine import Item, TtsInput, VoiceInfo
+from model.errors import ConfigError
+from model.generation import Plan
+from model.solvers import num_steps
+
+from .engine import Payload, SamplingKey, TaskParams, TtsInput, VoiceInfo
 
 FAKE_VOICES = {"alice": VoiceInfo("alice", "The quick brown fox jumps over the lazy dog.", 2.5)}
 FAKE_SECONDS_PER_CHAR = 0.05  # the fake TTS speaks 20 characters a second (at speed 1)
 
 
 @dataclass(frozen=True)
-class SeenBatch:
+class SeenStep:
     task: str
-    lengths: list[int]  # samples per item (TTS: characters of text), in the order the engine got them
-    seeds: list[int]
+    seeds: list[int]  # seeds of the rows in the live batch at this step, in batch order
     frames: list[int]
-    requests: list[TtsInput] | None = None  # TTS only
+    joined: list[int]  # seeds of the rows that joined just before this step
+
+
+@dataclass(eq=False)
+class FakeRow:
+    frames: int
+    seed: int
+    step: int = 0
+    output: Any = None
+
+
+class FakeBatch:
+    """A live batch of fake rows: ``steps`` steps per row, each step recorded, held, poisoned or slept as its
+    engine says."""
+
+    def __init__(self, engine: FakeEngine, key: SamplingKey) -> None:
+        self.engine, self.key = engine, key
+        self.steps = num_steps(key.solver, key.steps)
+        self.rows: list[FakeRow] = []
+        self._joined: list[FakeRow] = []
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def join(self, rows: Sequence[FakeRow]) -> None:
+        for row in rows:
+            row.step, row.output = 0, None
+        self.rows.extend(rows)
+        self._joined.extend(rows)
+
+    def leave(self, rows: Sequence[FakeRow]) -> None:
+        gone = {id(r) for r in rows}
+        self.rows = [r for r in self.rows if id(r) not in gone]
+
+    def step(self) -> list[FakeRow]:
+        e = self.engine
+        e.steps.append(SeenStep(self.key.task, [r.seed for r in self.rows], [r.frames for r in self.rows],
+                                [r.seed for r in self._joined]))
+        self._joined = []
+        if not e._gate.wait(timeout=30):  # bounded, so a failing test cannot hang the worker thread forever
+            raise RuntimeError("the fake engine was held for 30 s")
+        if e.fail_seeds & {r.seed for r in self.rows}:
+            raise RuntimeError("this input is poisoned")
+        if e.step_cost is not None:
+            a, b = e.step_cost
+            time.sleep(a + b * len(self.rows))
+        for row in self.rows:
+            row.step += 1
+        done = [r for r in self.rows if r.step >= self.steps]
+        for row in done:
+            row.output = row.seed
+        self.leave(done)
+        return done
 
 
 class FakeEngine:
     """Deterministic and instant: enhancement halves the input, separation returns (x/2, x/2), TTS returns a quiet
-    220 Hz tone of ``FAKE_SECONDS_PER_CHAR`` per character / speed (unknown voices fail like the pipeline's). Records
-    every batch it is given; ``hold()`` keeps the worker inside ``run_batch`` until ``release()``, so tests can queue
-    requests behind a running batch; seeds in ``fail_seeds`` make a batch raise."""
+    220 Hz tone of ``FAKE_SECONDS_PER_CHAR`` per character / speed, one row (chunk) per sentence (unknown voices
+    fail like the pipeline's). Records every request it prepares and every step; ``hold()`` keeps the engine thread
+    inside a step until ``release()``, so tests can queue requests behind a running step; seeds in ``fail_seeds``
+    make every step of their live batch raise. ``step_cost=(a, b)`` makes a step take a + b x rows seconds (the
+    bench's simulation of a GPU)."""
 
     def __init__(self, tasks: Sequence[str] = ("enhance", "separate"), *, fail_seeds: Sequence[int] = (),
-                 sample_rate: int = 16_000, hop_length: int = 160,
-                 voices: dict[str, VoiceInfo] | None = None) -> None:
+                 sample_rate: int = 16_000, hop_length: int = 160, voices: dict[str, VoiceInfo] | None = None,
+                 step_cost: tuple[float, float] | None = None) -> None:
         self.tasks = list(tasks)
         self._voices = dict(FAKE_VOICES if voices is None else voices)
         self.sample_rate = sample_rate
         self.hop_length = hop_length
         self.fail_seeds = set(fail_seeds)
-        self.batches: list[SeenBatch] = []
+        self.step_cost = step_cost
+        self.prepared: list[tuple[str, Payload, TaskParams]] = []
+        self.steps: list[SeenStep] = []
         self.warm_gate = threading.Event()
         self.warm_gate.set()
         self._gate = threading.Event()
@@ -59,35 +120,34 @@ class FakeEngine:
     def frames(self, num_samples: int) -> int:
         return num_samples // self.hop_length + 1
 
-    def warmup(self) -> None:
+    def warmup(self) -> float | None:
         if not self.warm_gate.wait(timeout=30):
             raise RuntimeError("warm-up gate never opened")
+        return None
 
-    def run_batch(self, task: str, items: Sequence[Item], timings: dict[str, float]) -> list[np.ndarray | Exception]:
+    def new_batch(self, key: SamplingKey) -> FakeBatch:
+        return FakeBatch(self, key)
+
+    def prepare(self, task: str, payload: Payload, params: TaskParams) -> Plan:
+        self.prepared.append((task, payload, params))
+        sampling = SamplingKey.of(task, params).sampling
         if task == "tts":
-            requests = [r for r, _ in items if isinstance(r, TtsInput)]
-            lengths = [len(r.text) for r in requests]
-            frames = [self.frames(int(self.sample_rate * FAKE_SECONDS_PER_CHAR * n)) for n in lengths]
-            self.batches.append(SeenBatch(task, lengths, [p.seed for _, p in items], frames, requests))
-        else:
-            lengths = [len(wav) for wav, _ in items]
-            self.batches.append(SeenBatch(task, lengths, [p.seed for _, p in items], [self.frames(n) for n in lengths]))
-        if not self._gate.wait(timeout=30):  # bounded, so a failing test cannot hang the worker thread forever
-            raise RuntimeError("the fake engine was held for 30 s")
-        if self.fail_seeds & {p.seed for _, p in items}:
-            raise RuntimeError("this input is poisoned")
-        timings["sampler"] = 0.0
-        if task == "tts":
-            return [self._speak(r) for r, _ in items]
-        half = [0.5 * wav for wav, _ in items]
-        return [h if task == "enhance" else np.stack([h, h]) for h in half]
+            assert isinstance(payload, TtsInput)
+            if payload.voice is not None and payload.voice not in self.voices:
+                raise ConfigError(f"unknown voice {payload.voice!r}")
+            sentences = [p for p in re.split(r"(?<=[.!?])\s+", payload.text.strip()) if p]
+            tones = [self._speak(p, payload.speed) for p in sentences]
+            rows = [FakeRow(self.frames(len(t)), params.seed + i) for i, t in enumerate(tones)]
+            return Plan(task, sampling, rows, piece=lambda i, _: tones[i],
+                        assemble=lambda pieces: np.concatenate(pieces), chunk_fade=0)
+        assert isinstance(payload, np.ndarray)
+        half = 0.5 * payload
+        out = half if task == "enhance" else np.stack([half, half])
+        return Plan(task, sampling, [FakeRow(self.frames(len(payload)), params.seed)], piece=lambda i, _: out,
+                    assemble=lambda pieces: pieces[0])
 
-    def _speak(self, request: Any) -> np.ndarray | Exception:
-        if request.voice is not None and request.voice not in self.voices:
-            from model.errors import ConfigError
-
-            return ConfigError(f"unknown voice {request.voice!r}")
-        n = int(self.sample_rate * FAKE_SECONDS_PER_CHAR * len(request.text) / request.speed)
+    def _speak(self, text: str, speed: float) -> np.ndarray:
+        n = int(self.sample_rate * FAKE_SECONDS_PER_CHAR * len(text) / speed)
         return (0.1 * np.sin(2 * np.pi * 220 * np.arange(n) / self.sample_rate)).astype(np.float32)
 
     def describe(self) -> dict[str, Any]:

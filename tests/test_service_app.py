@@ -63,7 +63,7 @@ def test_enhance_returns_audio_at_the_inputs_rate_and_length(fmt):
         assert r.headers["content-type"] == f"audio/{fmt}"
         audio, sr = sf.read(io.BytesIO(r.content), always_2d=True)
         assert sr == 44100 and audio.shape == (int(1.3 * 44100), 1)
-        assert r.headers["x-seed"] == "7" and r.headers["x-steps"] == "4" and r.headers["x-batch-size"] == "1"
+        assert r.headers["x-seed"] == "7" and r.headers["x-steps"] == "4" and r.headers["x-batch-size"] == "1.0"
         assert "queue;dur=" in r.headers["server-timing"] and r.headers["x-request-id"]
 
     scenario(test)
@@ -94,20 +94,23 @@ def test_raw_pcm_uploads_and_request_ids():
     scenario(test)
 
 
-def test_concurrent_requests_coalesce_into_one_batch():
+def test_concurrent_requests_join_the_live_batch_at_the_next_step():
     async def test(client, app, engine):
         engine.hold()
-        first = asyncio.create_task(client.post("/v1/enhance", files=upload()))
-        await until(lambda: len(engine.batches) == 1)
-        batcher = app.state.runtime.batcher
-        rest = [asyncio.create_task(client.post("/v1/enhance", files=upload(wav(s)))) for s in (0.5, 1.5, 1.0)]
-        await until(lambda: batcher.depth() == 3)
+        first = asyncio.create_task(client.post("/v1/enhance", files=upload(), data={"seed": "1"}))
+        await until(lambda: len(engine.steps) == 1)  # the first request's first step is running
+        loop = app.state.runtime.loop
+        rest = [asyncio.create_task(client.post("/v1/enhance", files=upload(wav(s)), data={"seed": str(k)}))
+                for k, s in ((2, 0.5), (3, 1.5), (4, 1.0))]
+        await until(lambda: loop.depth() == 3)
         engine.release()
         responses = await asyncio.gather(first, *rest)
         assert [r.status_code for r in responses] == [200] * 4
-        assert [len(b.lengths) for b in engine.batches] == [1, 3]
-        assert engine.batches[1].lengths == [8000, 16000, 24000]  # length-sorted
-        assert [r.headers["x-batch-size"] for r in responses] == ["1", "3", "3", "3"]
+        assert engine.steps[0].seeds == [1] and sorted(engine.steps[1].seeds) == [1, 2, 3, 4]  # joined mid-way
+        assert sorted(engine.steps[1].joined) == [2, 3, 4]  # in arrival order
+        steps = 8  # NFE 16 with the midpoint solver
+        assert len(engine.steps) == steps + 1 and sorted(engine.steps[-1].seeds) == [2, 3, 4]  # the first left
+        assert [r.headers["x-batch-size"] for r in responses] == [f"{(1 + 4 * 7) / 8:.1f}"] + [f"{(4 * 7 + 3) / 8:.1f}"] * 3
 
     scenario(test)
 
@@ -141,7 +144,7 @@ def test_400_for_audio_that_does_not_decode():
         assert error["param"] == "file"
         assert_error(await client.post("/v1/enhance", files=upload(b"")), 400, "invalid_audio")
         assert_error(await client.post("/v1/enhance", files=upload(wav(0.005))), 400, "invalid_audio")  # < 1 frame
-        assert engine.batches == []
+        assert engine.prepared == [] and engine.steps == []
 
     scenario(test)
 
@@ -233,9 +236,9 @@ def test_429_when_the_queue_is_full():
     async def test(client, app, engine):
         engine.hold()
         running = asyncio.create_task(client.post("/v1/enhance", files=upload()))
-        await until(lambda: len(engine.batches) == 1)
+        await until(lambda: len(engine.steps) == 1)
         queued = asyncio.create_task(client.post("/v1/enhance", files=upload()))
-        await until(lambda: app.state.runtime.batcher.depth() == 1)
+        await until(lambda: app.state.runtime.loop.depth() == 1)
         r = await client.post("/v1/enhance", files=upload())
         assert_error(r, 429, "queue_full")
         assert int(r.headers["retry-after"]) >= 1
@@ -272,15 +275,19 @@ def test_504_when_the_deadline_passes():
 def test_500_for_one_failing_request_leaves_its_batch_mates_alone():
     async def test(client, app, engine):
         engine.hold()
-        first = asyncio.create_task(client.post("/v1/enhance", files=upload()))
-        await until(lambda: len(engine.batches) == 1)
+        first = asyncio.create_task(client.post("/v1/enhance", files=upload(), data={"seed": "11"}))
+        await until(lambda: len(engine.steps) == 1)
         mates = [asyncio.create_task(client.post("/v1/enhance", files=upload(), data={"seed": s}))
                  for s in ("12", "13", "14")]
-        await until(lambda: app.state.runtime.batcher.depth() == 3)
+        await until(lambda: app.state.runtime.loop.depth() == 3)
         engine.release()
-        codes = [r.status_code for r in await asyncio.gather(first, *mates)]
-        assert codes == [200, 200, 500, 200]
-        assert_error(await mates[1], 500, "internal_error")
+        responses = await asyncio.gather(first, *mates)
+        assert [r.status_code for r in responses] == [200, 200, 500, 200]
+        assert_error(responses[2], 500, "internal_error")
+        # the shared batch failed; each request then ran again from t = 0 in a batch of its own
+        assert sorted(engine.steps[1].seeds) == [11, 12, 13, 14]
+        assert {tuple(s.seeds) for s in engine.steps[2:]} == {(11,), (12,), (13,), (14,)}
+        assert (await client.post("/v1/enhance", files=upload(), data={"seed": "11"})).content == responses[0].content
 
     scenario(test)
 
@@ -288,16 +295,39 @@ def test_500_for_one_failing_request_leaves_its_batch_mates_alone():
 def test_a_client_that_goes_away_costs_no_compute():
     async def test(client, app, engine):
         engine.hold()
-        first = asyncio.create_task(client.post("/v1/enhance", files=upload()))
-        await until(lambda: len(engine.batches) == 1)
+        first = asyncio.create_task(client.post("/v1/enhance", files=upload(), data={"seed": "1"}))
+        await until(lambda: len(engine.steps) == 1)
         leaving = asyncio.create_task(client.post("/v1/enhance", files=upload(), data={"seed": "5"}))
-        batcher = app.state.runtime.batcher
-        await until(lambda: batcher.depth() == 1)
+        loop = app.state.runtime.loop
+        await until(lambda: loop.depth() == 1)
         leaving.cancel()  # the in-process equivalent of a dropped connection
-        await until(lambda: batcher.depth() == 0)
+        await until(lambda: loop.depth() == 0)
         engine.release()
         assert (await first).status_code == 200
-        assert [b.seeds for b in engine.batches if 5 in b.seeds] == []
+        assert [s.seeds for s in engine.steps if 5 in s.seeds] == []
+
+    scenario(test)
+
+
+def test_a_client_that_leaves_mid_generation_frees_its_rows_at_the_next_step():
+    async def test(client, app, engine):
+        engine.hold()
+        first = asyncio.create_task(client.post("/v1/enhance", files=upload(), data={"seed": "1"}))
+        await until(lambda: len(engine.steps) == 1)
+        leaving = asyncio.create_task(client.post("/v1/enhance", files=upload(), data={"seed": "5"}))
+        await until(lambda: app.state.runtime.loop.depth() == 1)
+        engine.release()
+        await until(lambda: any(5 in s.seeds for s in engine.steps))  # it joined and is generating
+        engine.hold()
+        await until(lambda: len(engine.steps) == next(i for i, s in enumerate(engine.steps) if 5 in s.seeds) + 2)
+        held_at = len(engine.steps)  # a step with both rows is running now
+        leaving.cancel()
+        await until(lambda: leaving.done())
+        engine.release()
+        assert (await first).status_code == 200
+        assert 5 in engine.steps[held_at - 1].seeds  # the step that was running when it left
+        assert all(5 not in s.seeds for s in engine.steps[held_at:])  # gone from the very next step
+        assert metric(app, "speechflow_rows_dropped_total", reason="abandoned") == 1
 
     scenario(test)
 
@@ -311,13 +341,16 @@ def test_metrics_move():
         await client.post("/v1/enhance", files=upload(), data={"steps": "0"})
         text = (await client.get("/metrics")).text
         for name in ("requests_total", "request_duration_seconds", "queue_wait_seconds", "queue_depth", "batch_size",
-                     "batch_frames", "padding_ratio", "inference_seconds", "audio_seconds_total", "rejected_total"):
+                     "batch_frames", "padding_ratio", "inference_seconds", "audio_seconds_total", "rejected_total",
+                     "live_rows", "steps_total", "step_seconds", "row_wait_seconds", "scheduler_up"):
             assert f"speechflow_{name}" in text
         assert metric(app, "speechflow_requests_total", task="enhance", status="200") == 2
         assert metric(app, "speechflow_requests_total", task="enhance", status="422") == 1
         assert metric(app, "speechflow_audio_seconds_total", task="enhance", direction="in") == pytest.approx(1.0)
         assert metric(app, "speechflow_audio_seconds_total", task="separate", direction="out") == pytest.approx(2.0)
-        assert metric(app, "speechflow_batch_size_count", task="enhance") == 2
+        assert metric(app, "speechflow_steps_total", task="enhance") == 2 * 8  # NFE 16, midpoint: 8 steps each
+        assert metric(app, "speechflow_batch_size_count", task="enhance") == 2 * 8
+        assert metric(app, "speechflow_row_wait_seconds_count", task="enhance") == 2
         assert metric(app, "speechflow_rejected_total", reason="invalid_parameter") == 1
         assert metric(app, "speechflow_request_duration_seconds_count", task="separate") == 1
 
@@ -333,9 +366,9 @@ def test_shutdown_drains_queued_requests_and_refuses_new_ones():
             await runtime.wait_ready()
             engine.hold()
             running = asyncio.create_task(client.post("/v1/enhance", files=upload()))
-            await until(lambda: len(engine.batches) == 1)
+            await until(lambda: len(engine.steps) == 1)
             queued = [asyncio.create_task(client.post("/v1/enhance", files=upload())) for _ in range(3)]
-            await until(lambda: runtime.batcher.depth() == 3)
+            await until(lambda: runtime.loop.depth() == 3)
             stopping = asyncio.create_task(runtime.stop())  # what the lifespan's shutdown runs
             await until(lambda: runtime.shutting_down)
             assert_error(await client.get("/readyz"), 503, "shutting_down")
@@ -343,7 +376,7 @@ def test_shutdown_drains_queued_requests_and_refuses_new_ones():
             engine.release()
             await stopping
             responses = await asyncio.gather(running, *queued)
-            assert [r.status_code for r in responses] == [200] * 4
-            assert [len(b.lengths) for b in engine.batches] == [1, 3]
+            assert [r.status_code for r in responses] == [200] * 4  # every admitted request was answered
+            assert len(engine.prepared) == 4 and max(len(s.seeds) for s in engine.steps) == 4
 
     asyncio.run(main())

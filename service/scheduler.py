@@ -1,0 +1,197 @@
+"""The step scheduler: each turn, which live batch advances one ODE step, and which waiting rows join it at t = 0.
+
+Pure bookkeeping (no model, no tensors, no asyncio), so every rule is unit-tested on its own:
+- Rows are grouped by sampling key (task, solver, NFE, guidance, reconstruction); rows of one key share one live
+  batch. Within a key, waiting rows join strictly in arrival order (oldest first, so none is starved) while the
+  live batch stays within the frame budget (padded frames = rows x longest) and the row cap; a row longer than the
+  budget runs alone.
+- ``policy="step"``: live batches take turns step by step. The next turn goes to the key that has had the least
+  step time so far (a key that becomes active starts level with the least-served active key, so idle time is not
+  banked), ties to the oldest row: a short request next to a long one gets an equal share of the engine.
+- ``policy="request"``: request-level batching, the old engine, kept for comparison: a batch forms only when no
+  batch runs, from the key with the oldest waiting row, and runs to the end without joiners or turns.
+- A key with no live batch waits up to ``max_wait_s`` for company before its first step, unless its waiting rows
+  already fill the budget or the scheduler is draining.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from model.packing import fits
+
+Policy = Literal["step", "request"]
+POLICIES: tuple[Policy, ...] = ("step", "request")
+
+
+@dataclass(frozen=True)
+class Budget:
+    frames: int  # padded frames of one live batch
+    rows: int  # rows in one live batch
+
+
+@dataclass(eq=False)  # identity semantics
+class Entry:
+    """A row as the scheduler sees it: its length, its owner (a request) and when it arrived."""
+
+    row: Any
+    owner: Any
+    frames: int
+    enqueued_at: float
+    order: int = 0  # arrival order, set by the scheduler
+    alone: bool = False  # runs in a live batch of its owner's rows only (a retry after its batch failed)
+
+
+@dataclass(frozen=True)
+class Turn:
+    key: Hashable
+    join: list[Entry]  # waiting rows that join at t = 0 before this step
+
+
+@dataclass
+class _Key:
+    waiting: list[Entry] = field(default_factory=list)
+    live: list[Entry] = field(default_factory=list)
+    served_s: float = 0.0  # step time this key has had
+
+
+class Scheduler:
+    def __init__(self, budget: Budget, policy: Policy = "step", max_wait_s: float = 0.0) -> None:
+        if policy not in POLICIES:
+            raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
+        self.budget = budget
+        self.policy = policy
+        self.max_wait_s = max_wait_s
+        self.draining = False
+        self._keys: dict[Hashable, _Key] = {}
+        self._count = 0
+
+    # --- what the loop tells the scheduler ----------------------------------------------------------------------
+    def add(self, key: Hashable, entries: list[Entry]) -> None:
+        """Rows that wait to join (in the order given: a request's rows in row order)."""
+        state = self._keys.setdefault(key, _Key())
+        for entry in entries:
+            self._count += 1
+            entry.order = self._count
+            state.waiting.append(entry)
+
+    def remove(self, owner: Any) -> dict[Hashable, list[Entry]]:
+        """Forget every row of ``owner`` (cancelled, expired or failed). Returns its live rows per key: the loop
+        takes them out of the live batch before that batch's next step."""
+        gone: dict[Hashable, list[Entry]] = {}
+        for key, state in self._keys.items():
+            state.waiting = [e for e in state.waiting if e.owner is not owner]
+            live = [e for e in state.live if e.owner is owner]
+            if live:
+                state.live = [e for e in state.live if e.owner is not owner]
+                gone[key] = live
+        self._forget_idle()
+        return gone
+
+    def finished(self, key: Hashable, rows: list[Entry], step_s: float) -> None:
+        """After a step of ``key``: the rows that reached t = 1 leave; the step's time is charged to the key."""
+        state = self._keys[key]
+        done = {id(e) for e in rows}
+        state.live = [e for e in state.live if id(e) not in done]
+        state.served_s += step_s
+        self._forget_idle()
+
+    def drop_key(self, key: Hashable) -> list[Entry]:
+        """Forget a key's live rows (its live batch failed); returns them."""
+        state = self._keys.get(key)
+        if state is None:
+            return []
+        live, state.live = state.live, []
+        self._forget_idle()
+        return live
+
+    # --- what the scheduler decides -----------------------------------------------------------------------------
+    def next(self, now: float | None = None) -> Turn | None:
+        """The next step to run (None: nothing is due; see ``due_in``). Joining rows become live at once."""
+        now = time.monotonic() if now is None else now
+        if self.policy == "request":
+            return self._next_request_level(now)
+        candidates = [k for k, s in self._keys.items() if s.live or self._due(s, now)]
+        if not candidates:
+            return None
+        active = [s.served_s for s in self._keys.values() if s.live]
+        floor = min(active) if active else 0.0
+        for k in candidates:  # a key that starts now does not bank the time it was idle
+            state = self._keys[k]
+            if not state.live:
+                state.served_s = max(state.served_s, floor)
+        key = min(candidates, key=lambda k: (self._keys[k].served_s, self._oldest(self._keys[k])))
+        return Turn(key, self._admit(self._keys[key]))
+
+    def _next_request_level(self, now: float) -> Turn | None:
+        running = [k for k, s in self._keys.items() if s.live]
+        if running:
+            return Turn(running[0], [])
+        due = [k for k, s in self._keys.items() if self._due(s, now)]
+        if not due:
+            return None
+        key = min(due, key=lambda k: self._keys[k].waiting[0].order)
+        return Turn(key, self._admit(self._keys[key]))
+
+    def due_in(self, now: float | None = None) -> float | None:
+        """Seconds until a waiting key becomes due (None: nothing waits)."""
+        now = time.monotonic() if now is None else now
+        times = [s.waiting[0].enqueued_at + self.max_wait_s - now for s in self._keys.values() if s.waiting]
+        return max(0.0, min(times)) if times else None
+
+    def _due(self, state: _Key, now: float) -> bool:
+        if not state.waiting:
+            return False
+        if self.draining or now >= state.waiting[0].enqueued_at + self.max_wait_s:
+            return True
+        return self._would_fill(state)
+
+    def _would_fill(self, state: _Key) -> bool:
+        """Whether the waiting rows already fill an empty batch (waiting longer cannot make it better)."""
+        rows, longest = 0, 0
+        for entry in state.waiting:
+            if not fits(rows, longest, entry.frames, self.budget.frames, self.budget.rows):
+                return True
+            rows, longest = rows + 1, max(longest, entry.frames)
+        return False
+
+    def _admit(self, state: _Key) -> list[Entry]:
+        rows, longest = len(state.live), max((e.frames for e in state.live), default=0)
+        joining: list[Entry] = []
+        while state.waiting and fits(rows, longest, state.waiting[0].frames, self.budget.frames, self.budget.rows):
+            entry = state.waiting[0]
+            owners = {id(e.owner) for e in [*state.live, *joining]}
+            isolated = entry.alone or any(e.alone for e in [*state.live, *joining])
+            if isolated and owners - {id(entry.owner)}:
+                break  # a retried request runs with none but its own rows
+            state.waiting.pop(0)
+            joining.append(entry)
+            rows, longest = rows + 1, max(longest, entry.frames)
+        state.live.extend(joining)
+        return joining
+
+    @staticmethod
+    def _oldest(state: _Key) -> int:
+        return min((e.order for e in [*state.live, *state.waiting[:1]]), default=0)
+
+    def _forget_idle(self) -> None:
+        """Keys with nothing waiting or live keep their served time only while others are active."""
+        if not any(s.live or s.waiting for s in self._keys.values()):
+            self._keys.clear()
+
+    # --- what the loop and the metrics read ---------------------------------------------------------------------
+    def live(self, key: Hashable) -> list[Entry]:
+        state = self._keys.get(key)
+        return list(state.live) if state else []
+
+    def waiting_rows(self) -> int:
+        return sum(len(s.waiting) for s in self._keys.values())
+
+    def live_rows(self) -> int:
+        return sum(len(s.live) for s in self._keys.values())
+
+    def idle(self) -> bool:
+        return not any(s.live or s.waiting for s in self._keys.values())

@@ -1,0 +1,428 @@
+"""The step loop: requests in, one ODE step at a time on the engine thread, results out.
+
+A request is submitted with its sampling key and queued for preparation. The loop coroutine, on the event loop,
+repeats: forget what nobody waits for (a cancelled future, a passed deadline: its rows leave the live batch before
+the next step), prepare one queued request on the engine thread (its plan's rows go to the scheduler), then ask
+the `Scheduler` for a turn and run it on the engine thread (rows join, one solver step, finished rows are
+post-processed with their plan's ``piece``, complete requests assembled). Each call to the engine thread is one
+short piece of work, so no request waits for another's whole generation. State lives here (requests) and in the
+scheduler (rows); the engine only executes.
+
+A chunked plan (TTS) hands its pieces to ``Request.chunks`` in order as they finish, the streaming hook. If a
+live batch's step raises, the requests with rows in it fail; everything else goes on. If the loop itself dies,
+every waiting request fails and ``on_fatal`` is called (the runtime turns /readyz to 503 and the server exits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from model.joining import CrossfadeJoiner
+
+from .engine import Engine, Payload, SamplingKey, StepBatch, TaskParams
+from .errors import DeadlineExceeded, QueueFull, RequestTooCostly, ServiceError, ShuttingDown
+from .metrics import Metrics
+from .scheduler import Budget, Entry, Policy, Scheduler, Turn
+
+log = logging.getLogger(__name__)
+
+
+# Padded feature frames per live batch when the settings leave it open. CPU: measured with scripts/bench-sweep.sh on
+# the demo bundle (README): at NFE 16 + guidance 2 a CPU forward is already at the machine's matmul peak, so larger
+# batches only add padding and latency (1,600 frames: 98 % of the pipeline's best throughput at concurrency 16;
+# 24,000: 81 %). GPU: a wide budget, where batching pays; bound it by activation memory.
+CPU_BATCH_FRAMES = 1_600
+GPU_BATCH_FRAMES = 24_000
+
+
+def default_batch_frames(device: str) -> int:
+    return CPU_BATCH_FRAMES if device in ("cpu", "fake") else GPU_BATCH_FRAMES
+
+
+@dataclass(frozen=True)
+class LoopLimits:
+    max_batch_frames: int = 24_000  # padded frames of one live batch
+    max_batch_size: int = 16  # rows of one live batch
+    max_wait_s: float = 0.01  # a new live batch waits this long for company
+    max_queue: int = 64  # requests not yet started, before 429
+    max_request_rows: int = 32  # rows (windows, chunks) one request may need
+    max_request_frames: int = 60_000  # frames one request may generate (all rows)
+    policy: Policy = "step"
+
+
+@dataclass(frozen=True)
+class RequestResult:
+    output: np.ndarray
+    queue_wait_s: float  # admission -> first step
+    inference_s: float  # first step -> result
+    first_chunk_s: float | None  # admission -> first chunk ready (chunked plans)
+    rows: int
+    mean_live_rows: float  # rows in the live batch, averaged over this request's steps
+
+
+@dataclass(eq=False)  # identity semantics
+class Request:
+    key: SamplingKey
+    payload: Payload
+    params: TaskParams
+    future: asyncio.Future[RequestResult]
+    enqueued_at: float
+    deadline: float
+    chunks: asyncio.Queue[np.ndarray | None] | None = None  # streaming: final audio as it is ready, None = end
+    plan: Any = None  # model.generation.Plan, once prepared
+    pieces: dict[int, Any] = field(default_factory=dict)
+    started_at: float | None = None
+    first_chunk_at: float | None = None
+    live_rows_seen: list[int] = field(default_factory=list)
+    drop_reason: str | None = None  # why the future was cancelled (client_disconnected, deadline_exceeded)
+    alone: bool = False  # retried after its live batch failed: runs with no other request's rows
+    _streamed: int = 0
+    _joiner: CrossfadeJoiner | None = None
+
+    @property
+    def task(self) -> str:
+        return self.key.task
+
+    def cancel(self, reason: str) -> None:
+        """Stop the request's compute: its rows leave at the next step boundary."""
+        if not self.future.done():
+            self.drop_reason = reason
+            self.future.cancel()
+
+
+@dataclass
+class _TurnResult:
+    finished: list[Entry]
+    step_s: float
+    rows: int
+    padded: int
+    real: int
+    failed: Exception | None = None
+    piece_errors: dict[int, Exception] = field(default_factory=dict)  # id(request) -> error
+    done: list[tuple[Request, np.ndarray | Exception]] = field(default_factory=list)
+
+
+class StepLoop:
+    def __init__(self, engine: Engine, limits: LoopLimits, metrics: Metrics | None = None,
+                 executor: ThreadPoolExecutor | None = None, on_fatal: Callable[[BaseException], None] | None = None,
+                 seconds_per_frame_eval: float | None = None) -> None:
+        self.engine = engine
+        self.limits = limits
+        self.metrics = metrics or Metrics()
+        self.scheduler = Scheduler(Budget(limits.max_batch_frames, limits.max_batch_size), limits.policy,
+                                   limits.max_wait_s)
+        self._owns_executor = executor is None
+        self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="speechflow-engine")
+        self._on_fatal = on_fatal
+        self._batches: dict[SamplingKey, StepBatch] = {}
+        self._leaving: dict[SamplingKey, list[Entry]] = {}
+        self._preparing: list[Request] = []  # submitted, not prepared yet (oldest first)
+        self._requests: set[Request] = set()  # every request not finished yet
+        self._task: asyncio.Task[None] | None = None
+        self._wakeup: asyncio.Event | None = None
+        self._closing = False
+        self.dead: BaseException | None = None
+        self.cost = seconds_per_frame_eval  # the cost model: seconds per frame per network evaluation
+        self._latency: float | None = None  # smoothed request latency, for Retry-After
+
+    # --- lifecycle ----------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._wakeup = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="speechflow-step-loop")
+        self._task.add_done_callback(self._died)
+        self.metrics.scheduler_up.set(1)
+
+    async def drain(self) -> None:
+        """Refuse new requests, finish every admitted one (without waiting for batches to fill), then stop."""
+        self._closing = True
+        self.scheduler.draining = True
+        if self._task is not None:
+            self._poke()
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._task)
+        if self._owns_executor:
+            self._executor.shutdown(wait=False)
+
+    @property
+    def accepting(self) -> bool:
+        return not self._closing and self.dead is None
+
+    # --- admission ----------------------------------------------------------------------------------------------
+    def check_cost(self, rows: int, frames: int, sampling_evals: int, timeout_s: float, param: str) -> None:
+        """Refuse (413) a request whose cost alone exceeds what this server allows: too many rows or frames, or
+        an estimated compute time beyond its deadline (from the measured cost of a frame-evaluation)."""
+        lim = self.limits
+        if rows > lim.max_request_rows:
+            raise RequestTooCostly(f"this request needs {rows} generation rows (windows or text chunks); the limit "
+                                   f"is {lim.max_request_rows}", param=param)
+        if frames > lim.max_request_frames:
+            raise RequestTooCostly(f"this request would generate {frames} frames ({frames / 100:.0f} s); the limit "
+                                   f"is {lim.max_request_frames}", param=param)
+        if self.cost is not None:
+            estimate = self.cost * frames * sampling_evals
+            if estimate > timeout_s:
+                raise RequestTooCostly(f"this request needs about {estimate:.0f} s of compute on this server, more "
+                                       f"than its timeout of {timeout_s:g} s; send less (or fewer steps)",
+                                       param=param)
+
+    def submit(self, key: SamplingKey, payload: Payload, params: TaskParams, timeout_s: float,
+               stream: bool = False) -> Request:
+        """Queue one request; raises ShuttingDown (503) or QueueFull (429) instead of queueing."""
+        if not self.accepting or self._task is None:
+            raise ShuttingDown()
+        if self.depth() >= self.limits.max_queue:
+            raise QueueFull(self.retry_after_s())
+        now = time.monotonic()
+        request = Request(key, payload, params, asyncio.get_running_loop().create_future(), now, now + timeout_s,
+                          chunks=asyncio.Queue() if stream else None)
+        request.future.add_done_callback(lambda _: self._poke())  # a cancelled request leaves at the next step
+        self._preparing.append(request)
+        self._requests.add(request)
+        self._publish_depth()
+        self._poke()
+        return request
+
+    def depth(self) -> int:
+        """Requests admitted and still wanted that have not started stepping."""
+        return sum(not r.future.done() and r.started_at is None for r in self._requests)
+
+    def retry_after_s(self) -> float:
+        waves = math.ceil((self.depth() + 1) / self.limits.max_batch_size)
+        return (self._latency or 1.0) * waves
+
+    # --- the loop -----------------------------------------------------------------------------------------------
+    def _poke(self) -> None:
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    async def _run(self) -> None:
+        assert self._wakeup is not None
+        while True:
+            self._wakeup.clear()
+            now = time.monotonic()
+            self._prune(now)
+            worked = False
+            if self._preparing:  # every waiting request (up to a batch's rows) in one engine call
+                batch = self._preparing[: self.limits.max_batch_size]
+                del self._preparing[: len(batch)]
+                await self._prepare(batch)
+                worked = True
+            turn = self.scheduler.next(now)
+            if turn is not None:
+                await self._step(turn)
+                continue
+            if worked:
+                continue
+            if self._closing and not self._preparing and self.scheduler.idle():
+                return
+            with contextlib.suppress(asyncio.TimeoutError):  # a timeout means: a waiting key is now due
+                await asyncio.wait_for(self._wakeup.wait(), self.scheduler.due_in(now))
+
+    def _prune(self, now: float) -> None:
+        for request in list(self._requests):
+            if not request.future.done() and now >= request.deadline:
+                request.drop_reason = "deadline_exceeded"
+                request.future.set_exception(DeadlineExceeded("the request's deadline passed before it finished"))
+            if request.future.done():
+                self._forget(request, request.drop_reason)
+        for key in [k for k in self._leaving if not self.scheduler.live(k)]:
+            del self._leaving[key]  # nothing of that batch is still wanted: drop it whole, no step needed
+            self._batches.pop(key, None)
+
+    def _forget(self, request: Request, reason: str | None) -> None:
+        """Take a finished, failed or abandoned request out of the loop; its live rows leave before the next step."""
+        self._requests.discard(request)
+        if request in self._preparing:
+            self._preparing.remove(request)
+        for key, entries in self.scheduler.remove(request).items():
+            self._leaving.setdefault(key, []).extend(entries)
+            if reason is not None:
+                self.metrics.rows_dropped.labels(reason).inc(len(entries))
+        if request.chunks is not None:
+            request.chunks.put_nowait(None)
+        self._publish_depth()
+
+    async def _prepare(self, requests: list[Request]) -> None:
+        wanted = [r for r in requests if not r.future.done()]
+        if not wanted:
+            return
+        start = time.perf_counter()
+        plans = await self._on_engine(self._plans, wanted)
+        self.metrics.inference.labels("prepare").observe(time.perf_counter() - start)
+        now = time.monotonic()
+        for request, plan in zip(wanted, plans, strict=True):
+            if isinstance(plan, Exception):
+                self._fail(request, plan)
+            elif request.future.done():  # cancelled while it was being prepared
+                self._forget(request, request.drop_reason)
+            else:
+                request.plan = plan
+                self.scheduler.add(request.key, [Entry(row, request, row.frames, now) for row in plan.rows])
+
+    def _plans(self, requests: list[Request]) -> list[Any]:
+        """On the engine thread: each request's plan, or the exception that fails only that request."""
+        plans: list[Any] = []
+        for request in requests:
+            try:
+                plan = self.engine.prepare(request.task, request.payload, request.params)
+                self.check_cost(len(plan.rows), plan.frames, 0, math.inf, "input")
+                plans.append(plan)
+            except Exception as e:
+                plans.append(e)
+        return plans
+
+    async def _step(self, turn: Turn) -> None:
+        key = turn.key
+        leaving = self._leaving.pop(key, [])
+        now = time.monotonic()
+        for entry in turn.join:
+            request = entry.owner
+            self.metrics.row_wait.labels(key.task).observe(now - entry.enqueued_at)
+            if request.started_at is None:
+                request.started_at = now
+                self.metrics.queue_wait.labels(key.task).observe(now - request.enqueued_at)
+        if turn.join:
+            self._publish_depth()
+        result = await self._on_engine(self._execute, key, turn, leaving)
+        if result.failed is not None:
+            self._batch_failed(key, result.failed)
+            return
+        self.scheduler.finished(key, result.finished, result.step_s)
+        self.metrics.observe_step(key.task, result.rows, result.padded, result.real, result.step_s)
+        live = self.scheduler.live(key)
+        for request in {id(e.owner): e.owner for e in [*live, *result.finished]}.values():
+            request.live_rows_seen.append(result.rows)
+        if not live and not self._leaving.get(key):
+            self._batches.pop(key, None)  # an empty live batch holds no memory
+        for request in {id(e.owner): e.owner for e in result.finished}.values():
+            self._stream(request)
+        for request, output in result.done:
+            self._complete(request, output)
+        for request_id, error in result.piece_errors.items():
+            request = next((e.owner for e in result.finished if id(e.owner) == request_id), None)
+            if request is not None:
+                self._fail(request, error)
+
+    def _batch_failed(self, key: SamplingKey, error: Exception) -> None:
+        """A step raised: a request that ran alone fails; requests that shared the batch start again from t = 0,
+        each in a live batch of its own (same seeds, so the same result), so only the culprit fails."""
+        self._batches.pop(key, None)
+        self._leaving.pop(key, None)
+        owners = {id(e.owner): e.owner for e in self.scheduler.drop_key(key)}
+        alone = len(owners) == 1 or any(r.alone for r in owners.values())
+        log.warning("a step of %s failed (%r); %s", key, error,
+                    "failing its request" if alone else f"retrying its {len(owners)} requests one by one")
+        for request in owners.values():
+            if alone or request.future.done():
+                self._fail(request, error)
+                continue
+            self.scheduler.remove(request)
+            request.pieces.clear()
+            request.alone = True
+            self.scheduler.add(key, [Entry(row, request, row.frames, time.monotonic(), alone=True)
+                                     for row in request.plan.rows])
+
+    def _execute(self, key: SamplingKey, turn: Turn, leaving: list[Entry]) -> _TurnResult:
+        """On the engine thread: rows leave and join, one step, finished rows post-processed."""
+        batch = self._batches.get(key)
+        if batch is None:
+            batch = self._batches[key] = self.engine.new_batch(key)
+        start = time.perf_counter()
+        try:
+            if leaving:
+                batch.leave([e.row for e in leaving])
+            batch.join([e.row for e in turn.join])
+            rows = self.scheduler.live(key)
+            frames = [e.frames for e in rows]
+            finished_rows = batch.step()
+        except Exception as e:
+            return _TurnResult([], 0.0, 0, 0, 0, failed=e)
+        step_s = time.perf_counter() - start
+        self.metrics.inference.labels("step").observe(step_s)
+        by_row = {id(e.row): e for e in rows}
+        finished = [by_row[id(r)] for r in finished_rows]
+        result = _TurnResult(finished, step_s, len(rows), len(rows) * max(frames, default=0), sum(frames))
+        start = time.perf_counter()
+        for entry in finished:
+            request = entry.owner
+            if request.future.done() or id(request) in result.piece_errors:
+                continue
+            index = next(i for i, r in enumerate(request.plan.rows) if r is entry.row)
+            try:
+                request.pieces[index] = request.plan.piece(index, entry.row.output)
+                if len(request.pieces) == len(request.plan.rows):
+                    pieces = [request.pieces[i] for i in range(len(request.plan.rows))]
+                    result.done.append((request, request.plan.assemble(pieces)))
+            except Exception as e:
+                result.piece_errors[id(request)] = e
+        if finished:
+            self.metrics.inference.labels("postprocess").observe(time.perf_counter() - start)
+        return result
+
+    def _stream(self, request: Request) -> None:
+        """Hand the finished chunks of a chunked plan over in order, as soon as every earlier one is there."""
+        plan = request.plan
+        if plan is None or plan.chunk_fade is None:
+            return
+        while request._streamed in request.pieces:
+            if request.first_chunk_at is None:
+                request.first_chunk_at = time.monotonic()
+            if request.chunks is not None:
+                if request._joiner is None:
+                    request._joiner = CrossfadeJoiner(plan.chunk_fade)
+                request.chunks.put_nowait(request._joiner.push(request.pieces[request._streamed]))
+            request._streamed += 1
+
+    def _complete(self, request: Request, output: np.ndarray) -> None:
+        now = time.monotonic()
+        if request.chunks is not None and request._joiner is not None:
+            request.chunks.put_nowait(request._joiner.close())
+        if not request.future.done():
+            started = request.started_at or now
+            first = None if request.first_chunk_at is None else request.first_chunk_at - request.enqueued_at
+            seen = request.live_rows_seen
+            request.future.set_result(RequestResult(output, started - request.enqueued_at, now - started, first,
+                                                    len(request.plan.rows), sum(seen) / max(1, len(seen))))
+            latency = now - request.enqueued_at
+            self._latency = latency if self._latency is None else 0.8 * self._latency + 0.2 * latency
+        self._forget(request, None)
+
+    def _fail(self, request: Request, error: BaseException) -> None:
+        if not request.future.done():
+            request.future.set_exception(error)
+        self._forget(request, None)
+
+    async def _on_engine(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _died(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            self.metrics.scheduler_up.set(0)
+            return
+        error = task.exception()
+        assert error is not None
+        self.dead = error
+        self.metrics.scheduler_up.set(0)
+        log.error("the step loop stopped", exc_info=error)
+        for request in list(self._requests):
+            if not request.future.done():
+                request.future.set_exception(ServiceError("the scheduler stopped; the server is restarting"))
+            if request.chunks is not None:
+                request.chunks.put_nowait(None)
+        self._requests.clear()
+        if self._on_fatal is not None:
+            self._on_fatal(error)
+
+    def _publish_depth(self) -> None:
+        self.metrics.queue_depth.set(self.depth())
+        self.metrics.live_rows.set(self.scheduler.live_rows())
