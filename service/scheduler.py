@@ -156,7 +156,7 @@ class Scheduler:
             if not fits(rows, longest, entry.frames, self.budget.frames, self.budget.rows):
                 return True
             rows, longest = rows + 1, max(longest, entry.frames)
-        return False
+        return rows >= self.budget.rows
 
     def _admit(self, state: _Key) -> list[Entry]:
         rows, longest = len(state.live), max((e.frames for e in state.live), default=0)

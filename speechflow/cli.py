@@ -287,7 +287,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from service.server import serve
     from service.settings import Settings
 
-    flags = {k: getattr(args, k) for k in ("bundle", "host", "port", "device") if getattr(args, k) is not None}
+    flags = {k: getattr(args, k) for k in ("bundle", "host", "port", "device", "scheduling", "max_batch_frames")
+             if getattr(args, k) is not None}
     serve(Settings(**flags))  # flags win over SPEECHFLOW_* variables, which win over defaults
 
 
@@ -477,6 +478,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="interface to listen on (default: SPEECHFLOW_HOST or 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default: SPEECHFLOW_PORT or 8000)")
     p.add_argument("--device", help="auto (CUDA when present), cpu, cuda, cuda:1 ... (default: SPEECHFLOW_DEVICE)")
+    p.add_argument("--scheduling", choices=["step", "request"],
+                   help="step: rows join and leave the live batch between ODE steps (default); request: the old "
+                        "request-level batching, for comparison")
+    p.add_argument("--max-batch-frames", type=int, help="padded frames of one live batch (default: by device)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("bench", help="load a running server (loopback only): throughput, latency, batching")

@@ -133,7 +133,7 @@ def test_enhance_through_the_page_in_a_headless_browser(live_server, browser, tm
 
     browser.find_element(By.ID, "submit").click()  # nothing chosen yet: a readable message, no request
     wait.until(ready.visibility_of_element_located((By.ID, "task-error")))
-    assert "Choose an audio file" in browser.find_element(By.ID, "task-error").text and engine.batches == []
+    assert "Choose an audio file" in browser.find_element(By.ID, "task-error").text and engine.prepared == []
 
     browser.find_element(By.CSS_SELECTOR, "input[name=task][value=enhance]").click()
     browser.find_element(By.ID, "file").send_keys(str(tmp_path / "noisy.wav"))
@@ -150,6 +150,6 @@ def test_enhance_through_the_page_in_a_headless_browser(live_server, browser, tm
     downloaded = browser.execute_async_script(FETCH_DOWNLOAD)
     result, rate = sf.read(io.BytesIO(base64.b64decode(downloaded)), dtype="float32")
     assert rate == 16000 and result.shape == noisy.shape and abs(result - noisy / 2).max() < 1e-3  # fake: x / 2
-    assert [(b.task, b.lengths, b.seeds) for b in engine.batches] == [("enhance", [len(noisy)], [7])]
+    assert [(task, len(wav), p.seed) for task, wav, p in engine.prepared] == [("enhance", len(noisy), 7)]
     if screenshot := os.environ.get("SPEECHFLOW_DEMO_SCREENSHOT"):
         browser.save_screenshot(screenshot)

@@ -14,7 +14,6 @@ import soundfile as sf
 from model.audio import encode_audio, resample
 from model.bundle import write_bundle
 from service.app import create_app
-from service.batching import Batcher, BatchLimits, SamplingKey
 from service.engine import PipelineEngine, VoiceInfo
 from service.settings import Settings
 from service.testing import FAKE_VOICES, FakeEngine, serving, until
@@ -77,7 +76,7 @@ def test_voices_and_tts_with_a_voice_as_the_offline_pipeline_makes_it(tts_bundle
     assert sr == 16000 and audio.shape[1] == 1 and 0.3 < len(audio) / sr < 8  # a few words: not nothing, not minutes
     assert np.isfinite(audio).all() and np.abs(audio).max() > 0
     assert (r.headers["x-seed"], r.headers["x-steps"], r.headers["x-solver"]) == ("3", "2", "euler")
-    assert r.headers["x-sample-rate"] == "16000" and r.headers["x-channels"] == "1" and r.headers["x-batch-size"] == "1"
+    assert r.headers["x-sample-rate"] == "16000" and r.headers["x-channels"] == "1" and r.headers["x-batch-size"] == "1.0"
     assert "inference;dur=" in r.headers["server-timing"]
     assert float(r.headers["x-audio-seconds"]) == pytest.approx(len(audio) / sr, abs=1e-3)
     with warnings.catch_warnings():
@@ -214,7 +213,9 @@ def test_metrics_count_tts_requests(engine):
     assert metric(app, "speechflow_requests_total", task="tts", status="422") == 1
     assert metric(app, "speechflow_batch_size_count", task="tts") == 2  # the refused one never reached a batch
     assert metric(app, "speechflow_audio_seconds_total", task="tts", direction="out") > 0.2
-    assert metric(app, "speechflow_inference_seconds_count", stage="synthesis") >= 2
+    assert metric(app, "speechflow_inference_seconds_count", stage="step") >= 2
+    assert metric(app, "speechflow_inference_seconds_count", stage="prepare") >= 1
+    assert metric(app, "speechflow_inference_seconds_count", stage="postprocess") >= 2
     assert metric(app, "speechflow_rejected_total", reason="invalid_parameter") == 1
 
 
@@ -234,7 +235,8 @@ def test_a_bundle_without_tts_answers_404_on_all_three(tmp_path, debug_model):
 
 # --- scheduling and the demo page, against the fake engine -------------------------------------------------------
 def fake_scenario(test, **settings):
-    engine = FakeEngine(tasks=("enhance", "tts"), voices={**FAKE_VOICES, "bob": VoiceInfo("bob", "Hi, I am Bob.", 2.5)})
+    engine = FakeEngine(tasks=("enhance", "tts"), voices={**FAKE_VOICES, "bob": VoiceInfo("bob", "Hi, I am Bob.", 2.5)},
+                        fail_seeds=[13])
     app = create_app(Settings(**{"max_wait_ms": 0, **settings}), engine)
 
     async def main():
@@ -252,65 +254,46 @@ def speak(client, text: str = "Hello there.", **extra):
     return asyncio.create_task(client.post("/v1/audio/speech", json={"input": text, "voice": "alice", **extra}))
 
 
-def test_tts_requests_queue_by_default_one_per_batch_with_429_when_full():
+def test_tts_requests_of_different_clients_share_the_live_batch_with_429_when_full():
     async def test(client, app, engine):
         engine.hold()
         first = speak(client)
-        await until(lambda: len(engine.batches) == 1)
-        queued = [speak(client, "Hi."), speak(client, "Good day.")]
-        await until(lambda: app.state.runtime.batcher.depth() == 2)
+        await until(lambda: len(engine.steps) == 1)
+        queued = [speak(client, "Hi. Bye."), speak(client, "Good day.")]
+        await until(lambda: app.state.runtime.loop.depth() == 2)
         r = await client.post("/v1/tts", data={"text": "Hi.", "voice": "alice"})
         assert_error(r, 429, "queue_full")
         assert int(r.headers["retry-after"]) >= 1
         engine.release()
         responses = await asyncio.gather(first, *queued)
         assert [r.status_code for r in responses] == [200] * 3
-        assert [(b.task, b.lengths) for b in engine.batches] == [("tts", [12]), ("tts", [3]), ("tts", [9])]
-        assert [len(decode(r)[0]) for r in responses] == [int(16000 * 0.05 * n) for n in (12, 3, 9)]
-        assert engine.batches[0].requests[0].voice == "alice"
+        # "Hi. Bye." is two chunks ("Hi.", "Bye.") joined (the fake's cross-fade is 0 samples)
+        assert [len(decode(r)[0]) for r in responses] == [int(16000 * 0.05 * n) for n in (12, 3 + 4, 9)]
+        # one live batch: the first request's chunk, then both chunks of "Hi. Bye." and "Good day." beside it
+        assert max(len(s.seeds) for s in engine.steps) == 4 and all(s.task == "tts" for s in engine.steps)
+        assert [r.headers["x-rows"] for r in responses] == ["1", "2", "1"]
+        assert all(float(r.headers["x-first-chunk-ms"]) >= 0 for r in responses)
+        assert engine.prepared[0][1].voice == "alice"
 
     fake_scenario(test, max_queue=2)
 
 
-def test_tts_requests_share_a_batch_when_allowed_and_one_failure_stays_its_own():
+def test_one_failing_tts_request_fails_alone():
     async def test(client, app, engine):
         engine.hold()
         first = speak(client)
-        await until(lambda: len(engine.batches) == 1)
-        mates = [speak(client, "One."), speak(client, "Three.", voice="bob"), speak(client, "Two.")]
-        await until(lambda: app.state.runtime.batcher.depth() == 3)
+        await until(lambda: len(engine.steps) == 1)
+        mates = [speak(client, "One."), speak(client, "Three.", voice="bob"), speak(client, "Two.", seed=13)]
+        await until(lambda: app.state.runtime.loop.depth() == 3)
         del engine.voices["bob"]  # gone after the service's checks: the engine fails that request, and only it
         engine.release()
         first, one, three, two = await asyncio.gather(first, *mates)
-        assert [r.status_code for r in (first, one, two)] == [200] * 3
-        assert one.headers["x-batch-size"] == two.headers["x-batch-size"] == "3"
+        assert [r.status_code for r in (first, one)] == [200] * 2
         error = assert_error(three, 422, "invalid_parameter")
         assert error["param"] == "voice" and "'bob'" in error["message"]
-        assert [b.lengths for b in engine.batches] == [[12], [4, 4, 6]]  # one call, sorted by length
+        assert_error(two, 500, "internal_error")  # a poisoned step: retried alone, then it fails by itself
 
-    fake_scenario(test, max_tts_batch_size=4)
-
-
-def test_an_exception_returned_for_one_item_fails_only_that_job():
-    calls = []
-
-    def runner(task, payloads, stages):
-        calls.append(payloads)
-        return [ValueError(p) if p == "bad" else p.upper() for p in payloads]
-
-    async def main():
-        batcher = Batcher(runner, BatchLimits(max_wait_s=60))
-        batcher.start()
-        key = SamplingKey("tts", "euler", 2, 2.0, "vocoder")
-        jobs = [batcher.submit(key, p, 10, 10.0) for p in ("a", "bad", "c")]
-        await batcher.drain()
-        return jobs
-
-    good, bad, other = asyncio.run(main())
-    assert calls == [["a", "bad", "c"]]  # one call, no one-by-one retry
-    assert good.future.result().output == "A" and other.future.result().output == "C"
-    with pytest.raises(ValueError, match="bad"):
-        bad.future.result()
+    fake_scenario(test)
 
 
 @pytest.fixture
@@ -339,7 +322,7 @@ def test_the_demo_pages_tts_panel_speaks_through_v1_audio_speech(tts_page):
     text.send_keys("   ")  # passes the page's "required", not the server: its 422 is shown
     browser.find_element(By.ID, "tts-submit").click()
     error = wait.until(ready.visibility_of_element_located((By.ID, "tts-error")))
-    assert "422" in error.text and "input is empty" in error.text and engine.batches == []
+    assert "422" in error.text and "input is empty" in error.text and engine.prepared == []
 
     text.clear()
     text.send_keys("Hello from the page.")
@@ -348,13 +331,12 @@ def test_the_demo_pages_tts_panel_speaks_through_v1_audio_speech(tts_page):
     link = wait.until(ready.presence_of_element_located((By.ID, "tts-download")))
     assert link.get_attribute("download") == "speech.flac" and not error.is_displayed()
     timings = browser.find_element(By.CSS_SELECTOR, "#tts-result .timings").text
-    assert all(label in timings for label in ("Queue wait", "Batch size\n1", "Steps\n32")), timings
+    assert all(label in timings for label in ("Queue wait", "Batch size\n1.0", "Steps\n32")), timings
     downloaded = browser.execute_async_script(FETCH_TTS_DOWNLOAD)
     audio, rate = sf.read(io.BytesIO(base64.b64decode(downloaded)), dtype="float32")
     assert rate == 16000 and len(audio) == int(16000 * 0.05 * len("Hello from the page."))
-    [batch] = engine.batches
-    [request] = batch.requests
-    assert batch.task == "tts" and (request.text, request.voice) == ("Hello from the page.", "alice")
+    [(task, request, _)] = engine.prepared
+    assert task == "tts" and (request.text, request.voice) == ("Hello from the page.", "alice")
 
 
 FETCH_TTS_DOWNLOAD = """
