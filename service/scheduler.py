@@ -6,7 +6,7 @@ Pure bookkeeping (no model, no tensors, no asyncio), so every rule is unit-teste
   live batch stays within the frame budget (padded frames = rows x longest) and the row cap; a row longer than the
   budget runs alone.
 - ``policy="step"``: live batches take turns step by step. The next turn goes to the key that has had the least
-  step time so far (a key that becomes active starts level with the least-served active key, so idle time is not
+  step time so far (a key that becomes busy starts level with the least-served busy key, so idle time is not
   banked), ties to the oldest row: a short request next to a long one gets an equal share of the engine.
 - ``policy="request"``: request-level batching, the old engine, kept for comparison: a batch forms only when no
   batch runs, from the key with the oldest waiting row, and runs to the end without joiners or turns.
@@ -73,6 +73,9 @@ class Scheduler:
     def add(self, key: Hashable, entries: list[Entry]) -> None:
         """Rows that wait to join (in the order given: a request's rows in row order)."""
         state = self._keys.setdefault(key, _Key())
+        if not state.live and not state.waiting:  # a key that becomes busy does not bank the time it was idle
+            busy = [s.served_s for s in self._keys.values() if s.live or s.waiting]
+            state.served_s = max(state.served_s, min(busy, default=0.0))
         for entry in entries:
             self._count += 1
             entry.order = self._count
@@ -117,12 +120,6 @@ class Scheduler:
         candidates = [k for k, s in self._keys.items() if s.live or self._due(s, now)]
         if not candidates:
             return None
-        active = [s.served_s for s in self._keys.values() if s.live]
-        floor = min(active) if active else 0.0
-        for k in candidates:  # a key that starts now does not bank the time it was idle
-            state = self._keys[k]
-            if not state.live:
-                state.served_s = max(state.served_s, floor)
         key = min(candidates, key=lambda k: (self._keys[k].served_s, self._oldest(self._keys[k])))
         return Turn(key, self._admit(self._keys[key]))
 

@@ -110,7 +110,8 @@ def test_concurrent_requests_join_the_live_batch_at_the_next_step():
         assert sorted(engine.steps[1].joined) == [2, 3, 4]  # in arrival order
         steps = 8  # NFE 16 with the midpoint solver
         assert len(engine.steps) == steps + 1 and sorted(engine.steps[-1].seeds) == [2, 3, 4]  # the first left
-        assert [r.headers["x-batch-size"] for r in responses] == [f"{(1 + 4 * 7) / 8:.1f}"] + [f"{(4 * 7 + 3) / 8:.1f}"] * 3
+        means = [(1 + 4 * 7) / 8] + [(4 * 7 + 3) / 8] * 3  # rows in the live batch, over each request's steps
+        assert [r.headers["x-batch-size"] for r in responses] == [f"{m:.1f}" for m in means]
 
     scenario(test)
 

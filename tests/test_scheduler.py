@@ -1,0 +1,109 @@
+"""The step scheduler on its own: pure decisions, no model, no clock (times are given)."""
+
+import pytest
+
+from service.scheduler import Budget, Entry, Scheduler
+
+A, B = "enhance-key", "tts-key"
+
+
+def entries(owner: str, frames: list[int], at: float = 0.0) -> list[Entry]:
+    return [Entry(row=f"{owner}{i}", owner=owner, frames=f, enqueued_at=at) for i, f in enumerate(frames)]
+
+
+def names(turn) -> list[str]:
+    return [e.row for e in turn.join]
+
+
+def run_key(s: Scheduler, key, step_s: float = 1.0):
+    """Next turn, with every live row of its key finishing after it (a one-step generation)."""
+    turn = s.next(0.0)
+    s.finished(turn.key, s.live(turn.key), step_s)
+    return turn
+
+
+def test_rows_join_in_arrival_order_under_the_frame_budget_and_the_row_cap():
+    s = Scheduler(Budget(frames=100, rows=3))
+    s.add(A, entries("r", [30, 20, 40, 10, 10, 10]))
+    assert names(s.next(0.0)) == ["r0", "r1"]  # r2 would make 3 x 40 = 120 > 100
+    assert names(s.next(0.0)) == []  # strict arrival order: nothing behind r2 jumps the queue
+    s.finished(A, [e for e in s.live(A) if e.row == "r1"], 1.0)  # r1 reached t = 1
+    assert names(s.next(0.0)) == ["r2"]  # 2 x 40 = 80 fits now; r3 would make 120
+    s.finished(A, s.live(A), 1.0)
+    assert names(s.next(0.0)) == ["r3", "r4", "r5"] and len(s.live(A)) == 3  # 30 frames, at the row cap
+
+
+def test_a_row_longer_than_the_budget_runs_alone():
+    s = Scheduler(Budget(frames=100, rows=8))
+    s.add(A, entries("big", [500]) + entries("small", [10]))
+    assert names(s.next(0.0)) == ["big0"]
+    assert names(s.next(0.0)) == []  # nothing joins a batch that is over budget already
+    s.finished(A, s.live(A), 1.0)
+    assert names(s.next(0.0)) == ["small0"]
+
+
+def test_live_batches_take_turns_by_step_time_so_a_short_request_is_not_starved():
+    s = Scheduler(Budget(frames=10_000, rows=16))
+    s.add(B, entries("long", [2000]))
+    assert s.next(0.0).key == B
+    s.finished(B, [], 3.0)  # a long TTS step
+    s.add(A, entries("short", [400]))  # arrives while the TTS runs: starts level with it, not 3 s behind
+    order = []
+    for _ in range(6):
+        turn = s.next(0.0)
+        order.append(turn.key)
+        s.finished(turn.key, [], 3.0 if turn.key == B else 1.0)
+    # equal shares of step time: three 1 s enhancement steps per 3 s TTS step (a tie goes to the older work)
+    assert order == [B, A, A, A, B, A]
+
+
+def test_the_oldest_work_breaks_ties():
+    s = Scheduler(Budget(frames=10_000, rows=16))
+    s.add(B, entries("first", [100]))
+    s.add(A, entries("second", [100]))
+    assert s.next(0.0).key == B
+
+
+def test_removing_a_request_frees_its_rows_and_reports_the_live_ones():
+    s = Scheduler(Budget(frames=10_000, rows=16))
+    s.add(A, entries("gone", [10, 10]) + entries("kept", [10]))
+    s.next(0.0)
+    s.add(A, entries("gone", [10]))  # a third row of the same request, still waiting
+    left = s.remove("gone")
+    assert [e.row for e in left[A]] == ["gone0", "gone1"]  # the loop takes these out before the next step
+    assert [e.row for e in s.live(A)] == ["kept0"] and s.waiting_rows() == 0
+
+
+def test_request_level_policy_runs_one_batch_to_the_end_without_joiners():
+    s = Scheduler(Budget(frames=10_000, rows=16), policy="request")
+    s.add(A, entries("a", [10]))
+    assert names(s.next(0.0)) == ["a0"]
+    s.add(A, entries("b", [10]))
+    s.add(B, entries("c", [10]))
+    for _ in range(3):
+        turn = s.next(0.0)
+        assert turn.key == A and turn.join == []  # b waits for the running batch to end; c gets no turn
+    s.finished(A, s.live(A), 1.0)
+    assert names(s.next(0.0)) == ["b0"]
+
+
+def test_a_new_batch_waits_for_company_unless_full_or_draining():
+    s = Scheduler(Budget(frames=100, rows=2), max_wait_s=1.0)
+    s.add(A, entries("a", [10], at=0.0))
+    assert s.next(0.5) is None and s.due_in(0.5) == pytest.approx(0.5)
+    assert names(s.next(1.0)) == ["a0"]
+    full = Scheduler(Budget(frames=100, rows=2), max_wait_s=60.0)
+    full.add(B, entries("b", [10, 10], at=5.0))  # two rows fill the cap: no point in waiting
+    assert names(full.next(5.0)) == ["b0", "b1"]
+    draining = Scheduler(Budget(frames=100, rows=4), max_wait_s=60.0)
+    draining.add(A, entries("x", [10], at=0.0))
+    draining.draining = True
+    assert names(draining.next(0.0)) == ["x0"]
+
+
+def test_a_retried_request_runs_with_its_own_rows_only():
+    s = Scheduler(Budget(frames=10_000, rows=16))
+    s.add(A, [Entry("p0", "p", 10, 0.0, alone=True), Entry("p1", "p", 10, 0.0, alone=True), *entries("q", [10])])
+    assert names(s.next(0.0)) == ["p0", "p1"]
+    s.finished(A, s.live(A), 1.0)
+    assert names(s.next(0.0)) == ["q0"]
