@@ -67,8 +67,10 @@ class FakeBatch:
         e.steps.append(SeenStep(self.key.task, [r.seed for r in self.rows], [r.frames for r in self.rows],
                                 [r.seed for r in self._joined]))
         self._joined = []
-        if not e._gate.wait(timeout=30):  # bounded, so a failing test cannot hang the worker thread forever
-            raise RuntimeError("the fake engine was held for 30 s")
+        if e._held:
+            e.blocked.set()  # this step (the last one recorded) waits for release() or step_once()
+            if not e._permits.acquire(timeout=30):  # bounded, so a failing test cannot hang the thread forever
+                raise RuntimeError("the fake engine was held for 30 s")
         if e.fail_seeds & {r.seed for r in self.rows}:
             raise RuntimeError("this input is poisoned")
         if e.step_cost is not None:
@@ -87,9 +89,9 @@ class FakeEngine:
     """Deterministic and instant: enhancement halves the input, separation returns (x/2, x/2), TTS returns a quiet
     220 Hz tone of ``FAKE_SECONDS_PER_CHAR`` per character / speed, one row (chunk) per sentence (unknown voices
     fail like the pipeline's). Records every request it prepares and every step; ``hold()`` keeps the engine thread
-    inside a step until ``release()``, so tests can queue requests behind a running step; seeds in ``fail_seeds``
-    make every step of their live batch raise. ``step_cost=(a, b)`` makes a step take a + b x rows seconds (the
-    bench's simulation of a GPU)."""
+    inside each step until ``step_once()`` or ``release()``, so tests can queue requests behind a running step;
+    seeds in ``fail_seeds`` make every step of their live batch raise. ``step_cost=(a, b)`` makes a step take
+    a + b x rows seconds (the bench's simulation of a GPU)."""
 
     def __init__(self, tasks: Sequence[str] = ("enhance", "separate"), *, fail_seeds: Sequence[int] = (),
                  sample_rate: int = 16_000, hop_length: int = 160, voices: dict[str, VoiceInfo] | None = None,
@@ -104,14 +106,24 @@ class FakeEngine:
         self.steps: list[SeenStep] = []
         self.warm_gate = threading.Event()
         self.warm_gate.set()
-        self._gate = threading.Event()
-        self._gate.set()
+        self._held = False
+        self._permits = threading.Semaphore(0)
+        self.blocked = threading.Event()  # set while a step waits for permission
 
     def hold(self) -> None:
-        self._gate.clear()
+        """From now on every step waits (``blocked`` is set while one does) until ``step_once`` or ``release``."""
+        self.blocked.clear()
+        self._permits = threading.Semaphore(0)
+        self._held = True
+
+    def step_once(self) -> None:
+        """Let the held step finish; the next one will wait again."""
+        self.blocked.clear()
+        self._permits.release()
 
     def release(self) -> None:
-        self._gate.set()
+        self._held = False
+        self._permits.release(1_000)
 
     @property
     def voices(self) -> dict[str, VoiceInfo]:

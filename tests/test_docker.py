@@ -18,6 +18,17 @@ def test_compose_parses_and_reserves_a_gpu():
     assert cpu["profiles"] == ["cpu"] and "deploy" not in cpu
 
 
+def test_compose_gives_the_drain_the_time_it_needs():
+    from service.server import drain_timeout_s
+    from service.settings import Settings
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    for name, service in compose["services"].items():
+        timeout = float(service["environment"].get("SPEECHFLOW_REQUEST_TIMEOUT_S", Settings().request_timeout_s))
+        grace = service["stop_grace_period"]
+        assert grace.endswith("s") and int(grace[:-1]) > drain_timeout_s(Settings(request_timeout_s=timeout)), name
+
+
 def test_dockerfile_runs_the_install_script_as_non_root_with_a_healthcheck():
     text = (ROOT / "docker" / "Dockerfile").read_text()
     assert "RUN bash docker/install.sh" in text

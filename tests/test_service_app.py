@@ -314,20 +314,18 @@ def test_a_client_that_leaves_mid_generation_frees_its_rows_at_the_next_step():
     async def test(client, app, engine):
         engine.hold()
         first = asyncio.create_task(client.post("/v1/enhance", files=upload(), data={"seed": "1"}))
-        await until(lambda: len(engine.steps) == 1)
+        await until(engine.blocked.is_set)  # step 1: [1]
         leaving = asyncio.create_task(client.post("/v1/enhance", files=upload(), data={"seed": "5"}))
         await until(lambda: app.state.runtime.loop.depth() == 1)
-        engine.release()
-        await until(lambda: any(5 in s.seeds for s in engine.steps))  # it joined and is generating
-        engine.hold()
-        await until(lambda: len(engine.steps) == next(i for i, s in enumerate(engine.steps) if 5 in s.seeds) + 2)
-        held_at = len(engine.steps)  # a step with both rows is running now
-        leaving.cancel()
-        await until(lambda: leaving.done())
+        engine.step_once()
+        await until(engine.blocked.is_set)  # step 2: [1, 5], held
+        leaving.cancel()  # its client goes away while its row is generating
+        await until(leaving.done)
         engine.release()
         assert (await first).status_code == 200
-        assert 5 in engine.steps[held_at - 1].seeds  # the step that was running when it left
-        assert all(5 not in s.seeds for s in engine.steps[held_at:])  # gone from the very next step
+        assert sorted(engine.steps[1].seeds) == [1, 5]
+        assert all(5 not in s.seeds for s in engine.steps[2:])  # gone from the very next step
+        assert len(engine.steps) == 8  # the first request's 8 steps; nothing else ran
         assert metric(app, "speechflow_rows_dropped_total", reason="abandoned") == 1
 
     scenario(test)
