@@ -4,7 +4,23 @@ Closed loop: ``concurrency`` clients, each sending its next request when the las
 a fixed load). Poisson (open loop): requests arrive at ``rate`` per second whatever the server does (latency under
 an offered load, as real traffic behaves). Both stop after ``requests`` requests or ``max_duration_s``, whichever
 comes first. Only loopback URLs are accepted: this is a tool for measuring one's own server, not anyone else's.
-Mean batch size and server-side rejections come from /metrics, read before and after.
+Mean batch size, padding and server-side rejections come from /metrics, read before and after.
+
+One task (``task``): every request sends the same input. A mix (``mix="enhance:0.5,tts:0.5"``): enhancement
+uploads of lengths drawn from ``enhance_seconds`` and OpenAI-style TTS requests (``POST /v1/audio/speech``, the
+first voice of /v1/voices) with short, one-sentence and few-sentence texts, planned from the seed
+(service/bench_traffic.py); the report is per task: latency percentiles, audio seconds out per second, the TTS
+time to first chunk (``X-First-Chunk-Ms``, server side), the mean live rows each request saw (``X-Batch-Size``),
+the server's mean rows and padding per step, status counts, and a check that every request got exactly one
+answer (by its ``X-Request-ID``).
+
+Simulation (``simulate=(a, b)``): no server and no model. The same traffic goes to the app built in process with
+the fake engine, whose ODE step takes a + b x rows seconds, once per scheduling policy (step, then request), and
+the two reports come back side by side with the p99 ratio request / step. GPU-like: a = 0.015 s, b = 0.0005 s. A
+step of a small model on a GPU is bound by kernel launches and weight reads, not by the rows (midpoint + guidance:
+two evaluations of a doubled batch, ~15 ms whatever the batch), and an extra 4 s row adds well under a millisecond
+of matmul, so a 16-row step costs ~1.5x a 1-row step: batching pays, and how rows join a running batch decides
+the latency. With b close to a (CPU-like, e.g. 0.02,0.02) batching buys little and both policies queue alike.
 
 With ``baseline`` (a bundle directory), the same input first goes through the pipeline alone in this process, no HTTP
 and no queue, at batch sizes 1, 2, 4, ... up to the concurrency: the server is then judged against the best
@@ -15,37 +31,58 @@ is: the baseline runs before the load) so the two do not compete for the cores.
 from __future__ import annotations
 
 import asyncio
-import io
 import ipaddress
-import itertools
-import random
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 from typing import Any, Literal
 
 import httpx
 import numpy as np
-import soundfile as sf
 
-from model.audio import encode_audio
 from model.errors import SpeechFlowError
+
+from .bench_traffic import (
+    REJECTED,
+    Outcome,
+    Snapshot,
+    build_plan,
+    closed_loop,
+    first_voice,
+    input_audio,
+    integrity,
+    make_sender,
+    mixed_report,
+    open_loop,
+    parse_mix,
+    percentiles_ms,
+    scrape,
+    server_delta,
+    synthetic_input,
+)
 
 MAX_REQUESTS = 10_000
 MAX_CONCURRENCY = 256
-REJECTED = {429, 503}
+OPEN_LOOP_CONNECTIONS = 1_024
+# The simulated server: a new live batch waits 5 ms for company, a GPU-sized frame budget, and a queue and timeout
+# large enough that an overloaded policy shows as latency rather than as refusals.
+SIM_SETTINGS: dict[str, Any] = {"max_wait_ms": 5.0, "max_batch_frames": 24_000, "max_queue": 1_024}
+SIM_TASKS = ("enhance", "separate", "tts")
+SIM_URL = "http://127.0.0.1"  # the in-process app's base URL (no socket)
+
+__all__ = ["BenchConfig", "Outcome", "check_loopback", "pipeline_baseline", "run_bench", "simulate",
+           "synthetic_input"]
 
 
 @dataclass(frozen=True)
 class BenchConfig:
-    url: str
-    task: Literal["enhance", "separate"] = "enhance"
+    url: str | None = None  # None only with ``simulate``
+    task: Literal["enhance", "separate"] = "enhance"  # one task, unless ``mix`` (TTS: ``mix="tts"``)
     concurrency: int = 4
     requests: int = 32
     mode: Literal["closed", "poisson"] = "closed"
     rate: float = 4.0  # requests per second, poisson mode
-    audio_seconds: float = 4.0  # length of the generated input (ignored with ``input``)
+    audio_seconds: float = 4.0  # length of the generated input, one task (ignored with ``input``)
     input: str | None = None  # an audio file to send instead
     steps: int | None = None
     solver: str | None = None
@@ -57,12 +94,11 @@ class BenchConfig:
     baseline: str | None = None  # bundle directory: measure the pipeline alone first
     baseline_device: str = "auto"
     baseline_repeats: int = 3  # timed runs per batch size (after one untimed warm-up)
-
-
-@dataclass(frozen=True)
-class Outcome:
-    status: int  # 0: no HTTP answer (connection error or client timeout)
-    latency_s: float
+    mix: str | None = None  # e.g. "enhance:0.5,tts:0.5": a mixed run, reported per task
+    enhance_seconds: tuple[float, ...] = (2.0, 4.0, 8.0)  # lengths of the generated uploads in a mix
+    voice: str | None = None  # TTS voice (default: the first of /v1/voices)
+    label: str | None = None  # names the run in the tables (e.g. the server's --scheduling)
+    simulate: tuple[float, float] | None = None  # (a, b): the in-process fake server, both policies
 
 
 def check_loopback(url: str) -> None:
@@ -76,7 +112,23 @@ def check_loopback(url: str) -> None:
 
 
 def _validate(cfg: BenchConfig) -> None:
-    check_loopback(cfg.url)
+    if cfg.simulate is None:
+        if cfg.url is None:
+            raise SpeechFlowError("give the server's --url, or --simulate A,B")
+        check_loopback(cfg.url)
+    else:
+        if cfg.url is not None:
+            raise SpeechFlowError("--simulate builds its own server: give no --url")
+        if len(cfg.simulate) != 2 or min(cfg.simulate) < 0:
+            raise SpeechFlowError("--simulate takes A,B: seconds per step and per row, both >= 0")
+        if cfg.baseline is not None:
+            raise SpeechFlowError("--baseline measures a real bundle; it has no place in a simulation")
+    if cfg.mix is not None:
+        parse_mix(cfg.mix)  # raises on a malformed mix
+        if cfg.baseline is not None:
+            raise SpeechFlowError("--baseline compares one task (--task), not a --mix")
+        if any(s <= 0 for s in cfg.enhance_seconds) or not cfg.enhance_seconds:
+            raise SpeechFlowError("--enhance-seconds must be positive lengths")
     if not 1 <= cfg.requests <= MAX_REQUESTS:
         raise SpeechFlowError(f"--requests must be 1..{MAX_REQUESTS}")
     if not 1 <= cfg.concurrency <= MAX_CONCURRENCY:
@@ -87,44 +139,30 @@ def _validate(cfg: BenchConfig) -> None:
         raise SpeechFlowError("durations must be positive")
 
 
-def synthetic_input(seconds: float, sr: int = 16_000, seed: int = 0) -> np.ndarray:
-    """A noisy harmonic tone with a syllable-rate envelope: speech-like enough for timing."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * sr)) / sr
-    phase = 2 * np.pi * np.cumsum(140 + 30 * np.sin(2 * np.pi * 1.3 * t)) / sr
-    voiced = sum(np.sin(k * phase) / k for k in range(1, 10)) * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t) ** 2)
-    return (0.2 * voiced + 0.02 * rng.standard_normal(len(t))).astype(np.float32)
-
-
-def _input_audio(cfg: BenchConfig) -> tuple[bytes, float]:
-    """The bytes every request sends, and their duration in seconds."""
-    if cfg.input is None:
-        return encode_audio(synthetic_input(cfg.audio_seconds, seed=cfg.seed), 16_000, "wav"), cfg.audio_seconds
-    data = Path(cfg.input).read_bytes()
-    try:
-        info = sf.info(io.BytesIO(data))
-    except (RuntimeError, OSError) as e:
-        raise SpeechFlowError(f"cannot read {cfg.input}: {e}") from e
-    return data, info.frames / info.samplerate
-
-
 def pipeline_baseline(cfg: BenchConfig, audio: bytes) -> dict[str, Any]:
-    """The engine's own work on the bench input (decode, features, sampler, reconstruction), timed per batch size."""
+    """The engine's own work on the bench input, timed per batch size: the offline path (plan: features and rows;
+    generate every row; reconstruct and assemble), so no step loop, HTTP or queue. Decoding is done once, before,
+    as the service does it before queueing."""
     from model.audio import SAMPLE_RATE, load_audio
     from service.engine import PipelineEngine, TaskParams
 
-    engine = PipelineEngine.load(cfg.baseline, device=cfg.baseline_device)
+    engine = PipelineEngine.load(cfg.baseline or "", device=cfg.baseline_device)
     wav = load_audio(audio, SAMPLE_RATE)  # (n,) mono 16 kHz, as the service decodes an upload
     audio_s = len(wav) / SAMPLE_RATE
+    assert cfg.steps is not None and cfg.solver is not None and cfg.guidance is not None, "resolved by run_bench"
     params = TaskParams(steps=cfg.steps, solver=cfg.solver, guidance=cfg.guidance, seed=cfg.seed)
+
+    def run(b: int) -> None:  # fresh plans each time: a plan's rows carry their generation state
+        engine.pipeline.run([engine.prepare(cfg.task, wav, params) for _ in range(b)])
+
     sizes = [b for b in (1, 2, 4, 8, 16, 32, 64) if b <= cfg.concurrency]
     rows = {}
     for b in sizes:
-        engine.run_batch(cfg.task, [(wav, params)] * b, {})  # warm-up at this shape
+        run(b)  # warm-up at this shape
         times = []
         for _ in range(cfg.baseline_repeats):
             t0 = time.perf_counter()
-            engine.run_batch(cfg.task, [(wav, params)] * b, {})
+            run(b)
             times.append(time.perf_counter() - t0)
         best = min(times)
         rows[str(b)] = {"latency_ms": round(1000 * best, 2), "audio_seconds_per_s": round(b * audio_s / best, 3)}
@@ -148,113 +186,88 @@ def _versus(report: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
 
 async def run_bench(cfg: BenchConfig, transport: httpx.AsyncBaseTransport | None = None) -> dict[str, Any]:
     _validate(cfg)
-    audio, audio_s = _input_audio(cfg)
+    if cfg.simulate is not None:
+        return await simulate(cfg)
+    assert cfg.url is not None
+    inputs = input_audio(cfg)
     baseline = None
     if cfg.baseline is not None:  # the same sampling settings on both sides: no server defaults left implicit
         from model.defaults import sampling
 
         chosen = sampling(cfg.task, cfg.steps, cfg.guidance, cfg.solver)
         cfg = replace(cfg, steps=chosen.steps, solver=chosen.solver, guidance=chosen.guidance)
-        baseline = await asyncio.to_thread(pipeline_baseline, cfg, audio)
+        baseline = await asyncio.to_thread(pipeline_baseline, cfg, inputs[0][0])
     headers = {"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else {}
-    limits = httpx.Limits(max_connections=max(cfg.concurrency, 64), max_keepalive_connections=cfg.concurrency)
+    # open loop: the client's connection pool must not become the queue (nor turn server queueing into pool
+    # timeouts), so it allows far more connections than a server admits
+    connections = max(cfg.concurrency, 64) if cfg.mode == "closed" else OPEN_LOOP_CONNECTIONS
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=min(connections, 256))
     async with httpx.AsyncClient(base_url=cfg.url, transport=transport, timeout=cfg.timeout_s, headers=headers,
                                  limits=limits) as client:
-        before = await _scrape(client, cfg.task)
+        voice = cfg.voice
+        if voice is None and cfg.mix is not None and "tts" in parse_mix(cfg.mix):
+            voice = await first_voice(client)
+        send = make_sender(client, cfg, voice)
+        specs = build_plan(cfg, inputs)
+        before = await scrape(client)
         start = time.perf_counter()
-        send = _sender(client, cfg, audio)
         if cfg.mode == "closed":
-            outcomes = await _closed_loop(send, cfg, start + cfg.max_duration_s)
+            outcomes = await closed_loop(send, specs, cfg.concurrency, start + cfg.max_duration_s)
         else:
-            outcomes = await _open_loop(send, cfg, start)
+            outcomes = await open_loop(send, specs, cfg.rate, cfg.seed, cfg.max_duration_s, start)
         elapsed = time.perf_counter() - start
-        after = await _scrape(client, cfg.task)
-    report = _report(cfg, outcomes, elapsed, audio_s, before, after)
+        after = await scrape(client)
+    if cfg.mix is not None:
+        return mixed_report(cfg, outcomes, elapsed, before, after)
+    report = _report(cfg, outcomes, elapsed, inputs[0][1], before, after)
     if baseline is not None:
         report["baseline"] = baseline
         report["versus_baseline"] = _versus(report, baseline)
     return report
 
 
-def _sender(client: httpx.AsyncClient, cfg: BenchConfig, audio: bytes):
-    form = {k: str(v) for k, v in {"steps": cfg.steps, "solver": cfg.solver, "guidance": cfg.guidance}.items()
-            if v is not None}
+async def simulate(cfg: BenchConfig) -> dict[str, Any]:
+    """The same traffic against the in-process app with a fake engine of step cost ``cfg.simulate``, once per
+    scheduling policy; the reports side by side and the p99 ratio request / step (> 1: step scheduling wins)."""
+    from .app import create_app
+    from .scheduler import POLICIES
+    from .settings import Settings
+    from .testing import FakeEngine, serving
 
-    async def send(i: int) -> Outcome:
-        t0 = time.perf_counter()
-        try:
-            response = await client.post(f"/v1/{cfg.task}", files={"file": ("bench.wav", audio, "audio/wav")},
-                                         data={**form, "seed": str(cfg.seed + i)})
-            status = response.status_code
-        except httpx.HTTPError:
-            status = 0
-        return Outcome(status, time.perf_counter() - t0)
-
-    return send
-
-
-async def _closed_loop(send, cfg: BenchConfig, stop_at: float) -> list[Outcome]:
-    outcomes: list[Outcome] = []
-    numbers = itertools.count()
-
-    async def client_loop() -> None:
-        while (i := next(numbers)) < cfg.requests and time.perf_counter() < stop_at:
-            outcomes.append(await send(i))
-
-    await asyncio.gather(*(client_loop() for _ in range(cfg.concurrency)))
-    return outcomes
-
-
-async def _open_loop(send, cfg: BenchConfig, start: float) -> list[Outcome]:
-    rng = random.Random(cfg.seed)
-    tasks: list[asyncio.Task[Outcome]] = []
-    arrival = 0.0
-    for i in range(cfg.requests):
-        arrival += rng.expovariate(cfg.rate)
-        if arrival > cfg.max_duration_s:
-            break
-        delay = start + arrival - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)  # the arrival schedule itself, not a wait for the server
-        tasks.append(asyncio.create_task(send(i)))
-    return list(await asyncio.gather(*tasks))
+    assert cfg.simulate is not None
+    a, b = cfg.simulate
+    inner = replace(cfg, url=SIM_URL, simulate=None, api_key=None)
+    reports: dict[str, dict[str, Any]] = {}
+    for policy in POLICIES:
+        settings = Settings(scheduling=policy, request_timeout_s=cfg.timeout_s, api_keys=[], **SIM_SETTINGS)
+        app = create_app(settings, FakeEngine(tasks=SIM_TASKS, step_cost=(a, b)))
+        async with serving(app):
+            await app.state.runtime.wait_ready()
+            reports[policy] = await run_bench(replace(inner, label=policy), transport=httpx.ASGITransport(app=app))
+    step, request = reports["step"], reports["request"]
+    ratios = {"all": _ratio(request["latency_ms"], step["latency_ms"])}
+    for task in step.get("tasks", {}):
+        ratios[task] = _ratio(request["tasks"][task]["latency_ms"], step["tasks"][task]["latency_ms"])
+    return {"simulate": {"step_cost_s": [a, b], "settings": {**SIM_SETTINGS, "request_timeout_s": cfg.timeout_s},
+                         "engine": "service.testing.FakeEngine"},
+            "config": {k: v for k, v in asdict(cfg).items() if k != "api_key"},
+            "policies": reports, "p99_ratio_request_over_step": ratios}
 
 
-async def _scrape(client: httpx.AsyncClient, task: str) -> dict[str, float] | None:
-    """Batch-size sum/count for the task and total rejections, from /metrics (None if unavailable)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    try:
-        response = await client.get("/metrics")
-    except httpx.HTTPError:
+def _ratio(request: dict[str, float], step: dict[str, float]) -> float | None:
+    if not request.get("p99") or not step.get("p99"):
         return None
-    if response.status_code != 200:
-        return None
-    values = {"batch_sum": 0.0, "batch_count": 0.0, "rejected": 0.0}
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            if sample.name == "speechflow_batch_size_sum" and sample.labels.get("task") == task:
-                values["batch_sum"] += sample.value
-            elif sample.name == "speechflow_batch_size_count" and sample.labels.get("task") == task:
-                values["batch_count"] += sample.value
-            elif sample.name == "speechflow_rejected_total":
-                values["rejected"] += sample.value
-    return values
+    return round(request["p99"] / step["p99"], 3)
 
 
 def _report(cfg: BenchConfig, outcomes: list[Outcome], elapsed: float, audio_s: float,
-            before: dict[str, float] | None, after: dict[str, float] | None) -> dict[str, Any]:
+            before: Snapshot | None, after: Snapshot | None) -> dict[str, Any]:
     ok = [o.latency_s for o in outcomes if o.status == 200]
     statuses = Counter(o.status for o in outcomes)
-    latency = {f"p{q}": round(1000 * float(np.percentile(ok, q)), 2) for q in (50, 95, 99)} if ok else {}
+    latency = percentiles_ms(ok)
     if ok:
         latency["mean"] = round(1000 * float(np.mean(ok)), 2)
-    mean_batch = None
-    server_rejections = None
-    if before and after:
-        batches = after["batch_count"] - before["batch_count"]
-        mean_batch = round((after["batch_sum"] - before["batch_sum"]) / batches, 3) if batches else None
-        server_rejections = int(after["rejected"] - before["rejected"])
+    server = server_delta(before, after, cfg.task)
     config = {k: v for k, v in asdict(cfg).items() if k != "api_key"}
     return {
         "config": config,
@@ -268,6 +281,8 @@ def _report(cfg: BenchConfig, outcomes: list[Outcome], elapsed: float, audio_s: 
         "throughput_rps": round(len(ok) / elapsed, 3) if elapsed else None,
         "audio_seconds_per_s": round(len(ok) * audio_s / elapsed, 3) if elapsed else None,
         "latency_ms": latency,
-        "mean_batch_size": mean_batch,
-        "server_rejections": server_rejections,
+        "mean_batch_size": server and server["mean_batch_size"],
+        "mean_padding": server and server["mean_padding"],
+        "server_rejections": None if before is None or after is None else int(after.rejected - before.rejected),
+        "integrity": integrity(outcomes),
     }

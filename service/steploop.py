@@ -246,8 +246,8 @@ class StepLoop:
             self._preparing.remove(request)
         for key, entries in self.scheduler.remove(request).items():
             self._leaving.setdefault(key, []).extend(entries)
-            if reason is not None:
-                self.metrics.rows_dropped.labels(reason).inc(len(entries))
+        if reason is not None and request.plan is not None:  # live or still waiting: compute it will not cost
+            self.metrics.rows_dropped.labels(reason).inc(len(request.plan.rows) - len(request.pieces))
         if request.chunks is not None:
             request.chunks.put_nowait(None)
         self._publish_depth()

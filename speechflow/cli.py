@@ -297,17 +297,37 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
     from service.bench import BenchConfig, run_bench
 
-    cfg = BenchConfig(url=args.url, task=args.task, concurrency=args.concurrency, requests=args.requests,
-                      mode=args.mode, rate=args.rate, audio_seconds=args.audio_seconds, input=args.input,
-                      steps=args.steps, solver=args.solver, guidance=args.guidance,
+    if (args.task is None) == (args.mix is None):
+        raise SpeechFlowError("give either --task (one task) or --mix (e.g. enhance:0.5,tts:0.5)")
+    cfg = BenchConfig(url=args.url, task=args.task or "enhance", concurrency=args.concurrency,
+                      requests=args.requests, mode=args.mode, rate=args.rate, audio_seconds=args.audio_seconds,
+                      input=args.input, steps=args.steps, solver=args.solver, guidance=args.guidance,
                       timeout_s=args.timeout, max_duration_s=args.max_duration,
                       seed=args.seed, api_key=args.api_key, baseline=args.baseline,
-                      baseline_device=args.baseline_device)
+                      baseline_device=args.baseline_device, mix=args.mix,
+                      enhance_seconds=_parse_floats(args.enhance_seconds, "--enhance-seconds"), voice=args.voice,
+                      label=args.label, simulate=_simulate_cost(args.simulate))
     report = asyncio.run(run_bench(cfg))
     text = json.dumps(report, indent=2)
     if args.json:
         Path(args.json).write_text(text + "\n")
     print(text)
+
+
+def _parse_floats(text: str, flag: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise SpeechFlowError(f"{flag} expects comma-separated numbers, got {text!r}") from None
+
+
+def _simulate_cost(text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    cost = _parse_floats(text, "--simulate")
+    if len(cost) != 2:
+        raise SpeechFlowError(f"--simulate expects A,B (seconds per step, per row), got {text!r}")
+    return cost[0], cost[1]
 
 
 def _parse_span(text: str) -> tuple[float, float]:
@@ -484,14 +504,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch-frames", type=int, help="padded frames of one live batch (default: by device)")
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("bench", help="load a running server (loopback only): throughput, latency, batching")
-    p.add_argument("--url", required=True, help="e.g. http://127.0.0.1:8000")
-    p.add_argument("--task", required=True, choices=["enhance", "separate"])
+    p = sub.add_parser("bench", help="load a running server (loopback only), or a simulated one: throughput, "
+                                     "latency, batching")
+    p.add_argument("--url", help="e.g. http://127.0.0.1:8000 (or --simulate)")
+    p.add_argument("--task", choices=["enhance", "separate"], help="one task, the same input every request")
+    p.add_argument("--mix", metavar="TASK:WEIGHT,...",
+                   help="a mix of tasks, reported per task, e.g. enhance:0.5,tts:0.5 (enhance, separate, tts; TTS "
+                        "via /v1/audio/speech with short, one-sentence and few-sentence texts from --seed)")
+    p.add_argument("--enhance-seconds", default="2,4,8",
+                   help="lengths of the generated uploads in a --mix, drawn per request (default 2,4,8)")
+    p.add_argument("--voice", help="TTS voice in a --mix (default: the first of /v1/voices)")
+    p.add_argument("--simulate", metavar="A,B",
+                   help="no server: the same traffic against the in-process app with a fake engine whose ODE "
+                        "step takes A + B x rows seconds (max wait 5 ms, 24000-frame budget), once per scheduling "
+                        "policy (step, request), side by side with the p99 ratio. GPU-like: 0.015,0.0005 (a small "
+                        "model's step is launch-bound and an extra row nearly free: 16 rows cost ~1.5x one, so "
+                        "batching pays and how rows join decides latency); CPU-like: B close to A. E.g. --mix "
+                        "enhance:0.5,tts:0.5 --mode poisson --rate 10 --requests 300")
+    p.add_argument("--label", help="names this run in `python -m service.bench_table --mixed` (e.g. the server's "
+                                   "--scheduling)")
     p.add_argument("--concurrency", type=int, default=4, help="clients (closed loop)")
-    p.add_argument("--requests", type=int, default=32, help="requests in all")
+    p.add_argument("--requests", type=int, default=32, help="requests in all (at most 10000)")
     p.add_argument("--mode", choices=["closed", "poisson"], default="closed")
     p.add_argument("--rate", type=float, default=4.0, help="arrivals per second (poisson)")
-    p.add_argument("--audio-seconds", type=float, default=4.0, help="length of the generated input")
+    p.add_argument("--audio-seconds", type=float, default=4.0, help="length of the generated input (--task)")
     p.add_argument("--input", help="send this audio file instead of a generated one")
     p.add_argument("--steps", type=int, help="NFE (default: the server's)")
     p.add_argument("--solver", choices=["euler", "midpoint", "heun", "rk4"])

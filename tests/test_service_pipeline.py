@@ -89,7 +89,7 @@ def test_bench_compares_the_server_with_the_pipeline_alone(bundle):
             return await run_bench(cfg, transport=httpx.ASGITransport(app=app))
 
     report = asyncio.run(main())
-    assert report["ok"] == 4
+    assert report["ok"] == 4 and report["integrity"]["ok"]
     base = report["baseline"]
     assert set(base["by_batch_size"]) == {"1", "2"} and base["device"] == "cpu"
     assert base["best_audio_seconds_per_s"] == max(r["audio_seconds_per_s"] for r in base["by_batch_size"].values())
