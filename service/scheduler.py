@@ -6,8 +6,10 @@ Pure bookkeeping (no model, no tensors, no asyncio), so every rule is unit-teste
   live batch stays within the frame budget (padded frames = rows x longest) and the row cap; a row longer than the
   budget runs alone.
 - ``policy="step"``: live batches take turns step by step. The next turn goes to the key that has had the least
-  step time so far (a key that becomes busy starts level with the least-served busy key, so idle time is not
-  banked), ties to the oldest row: a short request next to a long one gets an equal share of the engine.
+  step time per request so far (a step's time is charged to its key divided by the requests in the batch, so
+  every request gets an equal share of the engine, whichever batch it is in; a key that becomes busy starts level
+  with the least-served busy key, so idle time is not banked), ties to the oldest row: a short request next to a
+  long one waits about twice its idle time, never the long one's whole generation.
 - ``policy="request"``: request-level batching, the old engine, kept for comparison: a batch forms only when no
   batch runs, from the key with the oldest waiting row, and runs to the end without joiners or turns.
 - A key with no live batch waits up to ``max_wait_s`` for company before its first step, unless its waiting rows
@@ -98,8 +100,9 @@ class Scheduler:
         """After a step of ``key``: the rows that reached t = 1 leave; the step's time is charged to the key."""
         state = self._keys[key]
         done = {id(e) for e in rows}
+        requests = len({id(e.owner) for e in state.live}) or 1
         state.live = [e for e in state.live if id(e) not in done]
-        state.served_s += step_s
+        state.served_s += step_s / requests  # a share per request: a batch of n requests earns n times the steps
         self._forget_idle()
 
     def drop_key(self, key: Hashable) -> list[Entry]:

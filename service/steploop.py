@@ -164,15 +164,16 @@ class StepLoop:
         lim = self.limits
         if rows > lim.max_request_rows:
             raise RequestTooCostly(f"this request needs {rows} generation rows (windows or text chunks); the limit "
-                                   f"is {lim.max_request_rows}", param=param)
+                                   f"is {lim.max_request_rows} (max_request_rows)", param=param)
         if frames > lim.max_request_frames:
             raise RequestTooCostly(f"this request would generate {frames} frames ({frames / 100:.0f} s); the limit "
-                                   f"is {lim.max_request_frames}", param=param)
+                                   f"is {lim.max_request_frames} (max_request_frames)", param=param)
         if self.cost is not None:
             estimate = self.cost * frames * sampling_evals
             if estimate > timeout_s:
                 raise RequestTooCostly(f"this request needs about {estimate:.0f} s of compute on this server, more "
-                                       f"than its timeout of {timeout_s:g} s; send less (or fewer steps)",
+                                       f"than its timeout of {timeout_s:g} s (request_timeout_s); send less, or ask "
+                                       "for fewer steps",
                                        param=param)
 
     def submit(self, key: SamplingKey, payload: Payload, params: TaskParams, timeout_s: float,

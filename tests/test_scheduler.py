@@ -107,3 +107,15 @@ def test_a_retried_request_runs_with_its_own_rows_only():
     assert names(s.next(0.0)) == ["p0", "p1"]
     s.finished(A, s.live(A), 1.0)
     assert names(s.next(0.0)) == ["q0"]
+
+
+def test_turns_are_shared_per_request_not_per_batch():
+    s = Scheduler(Budget(frames=10_000, rows=16))
+    s.add(B, [e for owner in "wxyz" for e in entries(owner, [100])])  # four TTS requests share one batch
+    s.add(A, entries("solo", [100]))
+    order = []
+    for _ in range(10):
+        turn = s.next(0.0)
+        order.append(turn.key)
+        s.finished(turn.key, [], 1.0)  # every step costs the same
+    assert order.count(B) == 8 and order.count(A) == 2  # 4 requests : 1 request

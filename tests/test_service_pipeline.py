@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from model.audio import encode_audio
 from model.bundle import write_bundle
@@ -23,7 +24,9 @@ from tests.conftest import speechlike
 @pytest.fixture
 def bundle(debug_model, tmp_path):
     debug_model.save_pretrained(tmp_path / "pre")
-    SpeechFlowModel(ModelConfig(task="separate", network=preset("debug", x_dim=160))).save_pretrained(tmp_path / "sep")
+    separate = SpeechFlowModel(ModelConfig(task="separate", network=preset("debug", x_dim=160)))
+    torch.nn.init.normal_(separate.net.out_proj.weight, std=0.1)  # a zero output layer would make every velocity 0
+    separate.save_pretrained(tmp_path / "sep")
     return write_bundle(tmp_path / "b", {"pretrain": tmp_path / "pre", "enhance": tmp_path / "pre",
                                          "separate": tmp_path / "sep"})
 

@@ -143,3 +143,54 @@ def test_serve_flags_override_environment(monkeypatch):
     assert "key-one" not in repr(settings)
     monkeypatch.setenv("SPEECHFLOW_API_KEYS", '["c"]')
     assert [k.get_secret_value() for k in Settings().api_keys] == ["c"]
+
+
+SERVE_WITH_A_BROKEN_SCHEDULER = """
+import sys, threading, httpx
+from service import app as app_module, scheduler, server
+from service.settings import Settings
+from service.testing import FakeEngine
+
+original = scheduler.Scheduler.next
+def broken(self, now=None):
+    if self._keys:  # the first request's rows: the loop's own code fails, not the engine
+        raise RuntimeError("a bug in the scheduler")
+    return original(self, now)
+scheduler.Scheduler.next = broken
+server.create_app = lambda settings: app_module.create_app(settings, FakeEngine())
+port = int(sys.argv[1])
+
+def client():
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
+        for _ in range(2000):
+            try:
+                if c.get("/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            threading.Event().wait(0.005)
+        r = c.post("/v1/enhance", files={"file": ("a.wav", open(sys.argv[2], "rb").read(), "audio/wav")})
+        print("enhance", r.status_code, flush=True)
+
+threading.Thread(target=client, daemon=True).start()
+server.serve(Settings(port=port))
+"""
+
+
+def test_serve_exits_with_status_1_when_the_step_loop_dies(tmp_path):
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from model.audio import encode_audio
+
+    (tmp_path / "a.wav").write_bytes(encode_audio(np.zeros(16000, np.float32), 16000, "wav"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    done = subprocess.run([sys.executable, "-c", SERVE_WITH_A_BROKEN_SCHEDULER, str(port), str(tmp_path / "a.wav")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "enhance 500" in done.stdout  # the request in flight was answered, not left hanging
+    assert "the step loop died" in done.stderr
