@@ -14,16 +14,9 @@ REQUESTS=${REQUESTS:-64}
 BIN=${BIN:-.venv/bin}
 mkdir -p "$OUT"
 url="http://127.0.0.1:$PORT"
+. "$(dirname "$0")/serve-ready.sh"
 for frames in $BUDGETS; do
-  SPEECHFLOW_MAX_BATCH_FRAMES=$frames "$BIN/speechflow" serve --bundle "$BUNDLE" --port "$PORT" \
-    > "$OUT/server-$frames.log" 2>&1 &
-  server=$!
-  trap 'kill $server 2>/dev/null' EXIT
-  for _ in $(seq 600); do  # until warm (bounded: 5 minutes)
-    curl -sf "$url/readyz" >/dev/null && break
-    sleep 0.5
-  done
-  curl -sf "$url/readyz" >/dev/null || { echo "server did not become ready: $OUT/server-$frames.log"; exit 1; }
+  SPEECHFLOW_MAX_BATCH_FRAMES=$frames start_server "$OUT/server-$frames.log" --bundle "$BUNDLE" --port "$PORT"
   for c in 16 1; do
     n=$(( c == 1 ? 16 : REQUESTS ))
     baseline=()

@@ -8,8 +8,9 @@ Pure bookkeeping (no model, no tensors, no asyncio), so every rule is unit-teste
 - ``policy="step"``: live batches take turns step by step. The next turn goes to the key that has had the least
   step time per request so far (a step's time is charged to its key divided by the requests in the batch, so
   every request gets an equal share of the engine, whichever batch it is in; a key that becomes busy starts level
-  with the least-served busy key, so idle time is not banked), ties to the oldest row: a short request next to a
-  long one waits about twice its idle time, never the long one's whole generation.
+  with the least-served busy key, so idle time is not banked); ties go to the key with fewer turns since it became
+  busy (a newcomer does not wait for one more step of the batch it levelled with), then to the oldest row. A short
+  request next to a long one waits about twice its idle time, never the long one's whole generation.
 - ``policy="request"``: request-level batching, the old engine, kept for comparison: a batch forms only when no
   batch runs, from the key with the oldest waiting row, and runs to the end without joiners or turns.
 - A key with no live batch waits up to ``max_wait_s`` for company before its first step, unless its waiting rows
@@ -57,7 +58,8 @@ class Turn:
 class _Key:
     waiting: list[Entry] = field(default_factory=list)
     live: list[Entry] = field(default_factory=list)
-    served_s: float = 0.0  # step time this key has had
+    served_s: float = 0.0  # step time per request this key has had
+    turns: int = 0  # steps since it became busy
 
 
 class Scheduler:
@@ -78,6 +80,7 @@ class Scheduler:
         if not state.live and not state.waiting:  # a key that becomes busy does not bank the time it was idle
             busy = [s.served_s for s in self._keys.values() if s.live or s.waiting]
             state.served_s = max(state.served_s, min(busy, default=0.0))
+            state.turns = 0
         for entry in entries:
             self._count += 1
             entry.order = self._count
@@ -123,7 +126,8 @@ class Scheduler:
         candidates = [k for k, s in self._keys.items() if s.live or self._due(s, now)]
         if not candidates:
             return None
-        key = min(candidates, key=lambda k: (self._keys[k].served_s, self._oldest(self._keys[k])))
+        key = min(candidates, key=lambda k: (self._keys[k].served_s, self._keys[k].turns, self._oldest(self._keys[k])))
+        self._keys[key].turns += 1
         return Turn(key, self._admit(self._keys[key]))
 
     def _next_request_level(self, now: float) -> Turn | None:

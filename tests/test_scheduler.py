@@ -53,8 +53,8 @@ def test_live_batches_take_turns_by_step_time_so_a_short_request_is_not_starved(
         turn = s.next(0.0)
         order.append(turn.key)
         s.finished(turn.key, [], 3.0 if turn.key == B else 1.0)
-    # equal shares of step time: three 1 s enhancement steps per 3 s TTS step (a tie goes to the older work)
-    assert order == [B, A, A, A, B, A]
+    # equal shares of step time: three 1 s enhancement steps per 3 s TTS step; the newcomer wins the first tie
+    assert order == [A, B, A, A, B, A]
 
 
 def test_the_oldest_work_breaks_ties():
