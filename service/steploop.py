@@ -107,6 +107,7 @@ class _TurnResult:
     rows: int
     padded: int
     real: int
+    post_s: float = 0.0  # post-processing of the rows that finished (vocoder, assembly)
     failed: Exception | None = None
     piece_errors: dict[int, Exception] = field(default_factory=dict)  # id(request) -> error
     done: list[tuple[Request, np.ndarray | Exception]] = field(default_factory=list)
@@ -298,7 +299,8 @@ class StepLoop:
         if result.failed is not None:
             self._batch_failed(key, result.failed)
             return
-        self.scheduler.finished(key, result.finished, result.step_s)
+        # the key is charged for its post-processing too: it holds the engine thread like a step
+        self.scheduler.finished(key, result.finished, result.step_s + result.post_s)
         self.metrics.observe_step(key.task, result.rows, result.padded, result.real, result.step_s)
         live = self.scheduler.live(key)
         for request in {id(e.owner): e.owner for e in [*live, *result.finished]}.values():
@@ -367,7 +369,8 @@ class StepLoop:
             except Exception as e:
                 result.piece_errors[id(request)] = e
         if finished:
-            self.metrics.inference.labels("postprocess").observe(time.perf_counter() - start)
+            result.post_s = time.perf_counter() - start
+            self.metrics.inference.labels("postprocess").observe(result.post_s)
         return result
 
     def _stream(self, request: Request) -> None:

@@ -88,6 +88,41 @@ def test_voices_and_tts_with_a_voice_as_the_offline_pipeline_makes_it(tts_bundle
     np.testing.assert_array_equal(audio[:, 0], expected)  # the service adds nothing to the pipeline's result
 
 
+def test_tts_requests_joined_mid_way_sound_as_they_do_alone(engine):
+    """Two TTS requests in one live batch, the second (two chunks) joining after two steps: each equals the offline
+    pipeline's audio for it alone (1e-3 on waveforms: Griffin-Lim amplifies float rounding in the features)."""
+    import copy
+
+    import torch
+
+    from model.defaults import Sampling
+    from model.generation import LiveBatch
+    from model.pipeline import SpeechFlowPipeline
+
+    served = engine.pipeline
+    model = copy.deepcopy(served.model("tts"))
+    torch.nn.init.normal_(model.net.out_proj.weight, std=0.1)  # velocities that matter (2 training steps: tiny)
+    pipe = SpeechFlowPipeline({"tts": model}, durations=served.durations, voices=served.voices,
+                              aligner=served.aligner)
+    s = Sampling(steps=6, guidance=2.0, solver="euler")
+    texts = ["Good morning to you.", "Hello there. How are you all today?"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plans = [pipe.plan_tts(t, sampling=s, voice="anna", seed=5 + i) for i, t in enumerate(texts)]
+        assert [len(p.rows) for p in plans] == [1, 2]
+        live = LiveBatch(model, s)
+        live.join(plans[0].rows)
+        live.step()
+        live.step()
+        live.join(plans[1].rows)
+        while len(live):
+            live.step()
+        for i, (plan, text) in enumerate(zip(plans, texts, strict=True)):
+            together = plan.assemble([plan.piece(k, r.output) for k, r in enumerate(plan.rows)])
+            alone, _ = pipe.tts(text, voice="anna", steps=6, guidance=2.0, solver="euler", seed=5 + i)
+            np.testing.assert_allclose(together, alone, atol=1e-3)
+
+
 def test_tts_with_an_uploaded_prompt_and_its_transcript(engine, speech_dir):
     prompt, _ = sf.read(speech_dir / "u1.wav", dtype="float32")
     ogg = encode_audio(resample(prompt, 16000, 22050), 22050, "ogg")  # any format and rate, decoded like /v1/enhance
