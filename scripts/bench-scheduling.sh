@@ -3,7 +3,7 @@
 # BUNDLE, run the same open-loop Poisson mix of enhancement and TTS against it for DURATION seconds, then the
 # scheduler scenarios (service/bench_scenarios.py); finally the simulated-GPU comparison (no server). One JSON per
 # run in OUT. Nothing else should use the CPU (or GPU) meanwhile.
-#   scripts/bench-scheduling.sh [BUNDLE] [OUT]   (POLICIES, RATE, DURATION, PORT, TIMEOUT_S from the environment)
+#   scripts/bench-scheduling.sh [BUNDLE] [OUT]   (POLICIES, SCENARIOS=0|1, RATE, DURATION, PORT, TIMEOUT_S: environment)
 set -euo pipefail
 BUNDLE=${1:-checkpoints/demo}
 OUT=${2:-bench-results/scheduling}
@@ -22,8 +22,10 @@ for policy in ${POLICIES:-step request}; do
     --requests 10000 --max-duration "$DURATION" --timeout "$TIMEOUT_S" --seed 0 --label "$policy" \
     --json "$OUT/mixed-$policy.json" > /dev/null
   echo "mixed traffic, $policy: $OUT/mixed-$policy.json"
-  "$BIN/python" -m service.bench_scenarios --url "$url" --json "$OUT/scenarios-$policy.json" > /dev/null
-  echo "scenarios, $policy: $OUT/scenarios-$policy.json"
+  if [ "${SCENARIOS:-1}" = 1 ]; then
+    "$BIN/python" -m service.bench_scenarios --url "$url" --json "$OUT/scenarios-$policy.json" > /dev/null
+    echo "scenarios, $policy: $OUT/scenarios-$policy.json"
+  fi
   kill $server; wait $server 2>/dev/null || true
 done
 "$BIN/speechflow" bench --simulate 0.015,0.0005 --mix enhance:0.5,tts:0.5 --mode poisson --rate 10 \

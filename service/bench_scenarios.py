@@ -51,12 +51,21 @@ async def _speak(client: httpx.AsyncClient, text: str, voice: str, seed: int) ->
     return time.perf_counter() - t0, float(r.headers["x-audio-seconds"])
 
 
-async def _dropped_rows(client: httpx.AsyncClient) -> float:
+async def _metrics(client: httpx.AsyncClient) -> dict[str, float]:
+    """Dropped rows, and the TTS step time sum / count, from /metrics."""
     from prometheus_client.parser import text_string_to_metric_families
 
     text = (await client.get("/metrics")).text
-    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
-               if s.name == "speechflow_rows_dropped_total")
+    values = {"dropped": 0.0, "tts_step_s": 0.0, "tts_steps": 0.0}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "speechflow_rows_dropped_total":
+                values["dropped"] += sample.value
+            elif sample.name == "speechflow_step_seconds_sum" and sample.labels.get("task") == "tts":
+                values["tts_step_s"] += sample.value
+            elif sample.name == "speechflow_step_seconds_count" and sample.labels.get("task") == "tts":
+                values["tts_steps"] += sample.value
+    return values
 
 
 async def run_scenarios(url: str, enhance_seconds: float = 2.0, repeats: int = 5, head_start_s: float = 2.0,
@@ -83,14 +92,19 @@ async def run_scenarios(url: str, enhance_seconds: float = 2.0, repeats: int = 5
                         "tts_audio_s": tts_audio}
 
         # a long TTS whose client leaves, then the enhancement at once
-        before = await _dropped_rows(client)
+        before = await _metrics(client)
         leaving = asyncio.create_task(_speak(client, LONG_TEXT, voice, 2))
         await asyncio.sleep(head_start_s)
         leaving.cancel()
         after_leave = await _enhance(client, audio, 200)
-        dropped = await _dropped_rows(client) - before
+        after = await _metrics(client)
+        steps = after["tts_steps"] - before["tts_steps"]
+        step_s = (after["tts_step_s"] - before["tts_step_s"]) / steps if steps else float("nan")
+        # rows leave at the next step boundary: the enhancement may wait for the TTS step in flight, no more
         leave = {"idle_ms": round(1000 * idle_s), "after_leave_ms": round(1000 * after_leave),
-                 "ratio": round(after_leave / idle_s, 2), "rows_dropped": dropped}
+                 "ratio": round(after_leave / idle_s, 2), "excess_ms": round(1000 * (after_leave - idle_s)),
+                 "tts_step_ms": round(1000 * step_s), "tts_steps_run": steps,
+                 "rows_dropped": after["dropped"] - before["dropped"]}
 
         # TTS throughput: sequential vs concurrent
         t0 = time.perf_counter()

@@ -8,7 +8,7 @@ Pure bookkeeping (no model, no tensors, no asyncio), so every rule is unit-teste
 - ``policy="step"``: live batches take turns step by step. The next turn goes to the key that has had the least
   step time per request so far (a step's time is charged to its key divided by the requests in the batch, so
   every request gets an equal share of the engine, whichever batch it is in; a key that becomes busy starts level
-  with the least-served busy key, so idle time is not banked); ties go to the key with fewer turns since it became
+  with the least-served busy key, so it neither banks idle time nor carries its earlier requests' debt); ties go to the key with fewer turns since it became
   busy (a newcomer does not wait for one more step of the batch it levelled with), then to the oldest row. A short
   request next to a long one waits about twice its idle time, never the long one's whole generation.
 - ``policy="request"``: request-level batching, the old engine, kept for comparison: a batch forms only when no
@@ -77,9 +77,11 @@ class Scheduler:
     def add(self, key: Hashable, entries: list[Entry]) -> None:
         """Rows that wait to join (in the order given: a request's rows in row order)."""
         state = self._keys.setdefault(key, _Key())
-        if not state.live and not state.waiting:  # a key that becomes busy does not bank the time it was idle
+        if not state.live and not state.waiting:
+            # a key that becomes busy starts level with the least-served busy key: it neither banks the time it
+            # was idle nor carries the debt of its earlier requests (each request gets its share)
             busy = [s.served_s for s in self._keys.values() if s.live or s.waiting]
-            state.served_s = max(state.served_s, min(busy, default=0.0))
+            state.served_s = min(busy, default=0.0)
             state.turns = 0
         for entry in entries:
             self._count += 1
