@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 SERVED_TASKS = ("enhance", "separate", "tts")  # tasks with an endpoint (a bundle may hold others, e.g. pretrain)
 TTS_FRAMES_PER_CHAR = 8  # ~12.5 characters per second of speech at 100 frames/s: the cost estimate
-TTS_CHUNK_CHARS = 200  # the pipeline splits text into chunks of about this size, each generated after the prompt
+TTS_CHUNK_CHARS = 200  # the pipeline's longest chunk (model.text.split_sentences), each generated after the prompt
 WARMUP_TEXT = "Hello there."
 
 
@@ -72,8 +72,13 @@ def tts_frames(text: str, prompt_frames: int) -> int:
 
 
 def tts_chunks(text: str) -> int:
-    """Estimated rows (chunks) of a TTS request."""
-    return max(1, math.ceil(len(text) / TTS_CHUNK_CHARS))
+    """Rows (chunks) of a TTS request: one per sentence, as the pipeline splits it (a long sentence is cut)."""
+    from model.text import TextError, split_sentences
+
+    try:
+        return len(split_sentences(text, TTS_CHUNK_CHARS))
+    except TextError:  # nothing speakable: the pipeline's own error (422) will say so
+        return max(1, math.ceil(len(text) / TTS_CHUNK_CHARS))
 
 
 class StepBatch(Protocol):

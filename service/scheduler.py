@@ -8,9 +8,10 @@ Pure bookkeeping (no model, no tensors, no asyncio), so every rule is unit-teste
 - ``policy="step"``: live batches take turns step by step. The next turn goes to the key that has had the least
   step time per request so far (a step's time is charged to its key divided by the requests in the batch, so
   every request gets an equal share of the engine, whichever batch it is in; a key that becomes busy starts level
-  with the least-served busy key, so it neither banks idle time nor carries its earlier requests' debt); ties go to the key with fewer turns since it became
-  busy (a newcomer does not wait for one more step of the batch it levelled with), then to the oldest row. A short
-  request next to a long one waits about twice its idle time, never the long one's whole generation.
+  with the least-served busy key, so it neither banks idle time nor carries its earlier requests' debt); ties go
+  to the key with fewer turns since it became busy (a newcomer does not wait for one more step of the batch it
+  levelled with), then to the oldest row. A short request next to a long one waits about twice its idle time,
+  never the long one's whole generation.
 - ``policy="request"``: request-level batching, the old engine, kept for comparison: a batch forms only when no
   batch runs, from the key with the oldest waiting row, and runs to the end without joiners or turns.
 - A key with no live batch waits up to ``max_wait_s`` for company before its first step, unless its waiting rows

@@ -90,7 +90,7 @@ def test_voices_and_tts_with_a_voice_as_the_offline_pipeline_makes_it(tts_bundle
 
 def test_tts_requests_joined_mid_way_sound_as_they_do_alone(engine):
     """Two TTS requests in one live batch, the second (two chunks) joining after two steps: each equals the offline
-    pipeline's audio for it alone (1e-3 on waveforms: Griffin-Lim amplifies float rounding in the features)."""
+    pipeline's audio for it alone (1e-4 of the peak: Griffin-Lim amplifies float rounding in the features)."""
     import copy
 
     import torch
@@ -120,7 +120,8 @@ def test_tts_requests_joined_mid_way_sound_as_they_do_alone(engine):
         for i, (plan, text) in enumerate(zip(plans, texts, strict=True)):
             together = plan.assemble([plan.piece(k, r.output) for k, r in enumerate(plan.rows)])
             alone, _ = pipe.tts(text, voice="anna", steps=6, guidance=2.0, solver="euler", seed=5 + i)
-            np.testing.assert_allclose(together, alone, atol=1e-3)
+            # the random output layer makes loud audio: the tolerance is relative to its peak
+            np.testing.assert_allclose(together, alone, atol=1e-4 * max(1.0, float(np.abs(alone).max())))
 
 
 def test_tts_with_an_uploaded_prompt_and_its_transcript(engine, speech_dir):
