@@ -21,7 +21,7 @@ from torch import Tensor
 from .defaults import Sampling
 from .flow import FlowMatching
 from .modeling import SpeechFlowModel
-from .packing import fits
+from .packing import joinable
 from .solvers import num_steps, step_times
 
 
@@ -84,11 +84,8 @@ class LiveBatch:
         self._states: dict[int, Tensor] = {}  # id(row) -> (T, x_dim) state of rows not yet packed
         self._x: Tensor | None = None  # (B, T_max, x_dim) states of the packed rows, in ``rows`` order
         self._packed: list[Row] = []
-        self._batch: dict[str, Tensor] = {}
-
-    @property
-    def padded_frames(self) -> int:
-        return len(self.rows) * max((r.frames for r in self.rows), default=0)
+        self._batch: dict[str, Tensor] = {}  # cond, mask (and known, known_mask) of the packed rows
+        self._extras: dict[str, Tensor] = {}  # the packed rows' per-frame network inputs
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -119,7 +116,7 @@ class LiveBatch:
         index = torch.tensor([r.step for r in self.rows], dtype=torch.long, device=self._x.device)
         s = self.sampling
         self._x = self.model.flow.step(self.model.net, self._x, index, self.grid, b["cond"], b["mask"],
-                                       solver=s.solver, guidance=s.guidance, **self._extras())
+                                       solver=s.solver, guidance=s.guidance, **self._extras)
         for row in self.rows:
             row.step += 1
         done = [i for i, r in enumerate(self.rows) if r.step >= self.steps]
@@ -136,9 +133,6 @@ class LiveBatch:
             finished.append(row)
         self.leave(finished)
         return finished
-
-    def _extras(self) -> dict[str, Tensor]:
-        return {k.removeprefix("extra:"): v for k, v in self._batch.items() if k.startswith("extra:")}
 
     def _unpack(self) -> None:
         """Move the packed states back to per-row tensors (before membership changes)."""
@@ -164,8 +158,7 @@ class LiveBatch:
             batch["known_mask"] = pad([r.known_mask if r.known_mask is not None
                                        else torch.zeros(r.frames, dtype=torch.bool, device=dev) for r in rows],
                                       batch_first=True).to(dev)
-        for name in rows[0].extras:
-            batch[f"extra:{name}"] = pad([r.extras[name] for r in rows], batch_first=True).to(dev)
+        self._extras = {name: pad([r.extras[name] for r in rows], batch_first=True).to(dev) for name in rows[0].extras}
         self._batch, self._packed = batch, list(rows)
 
 
@@ -177,11 +170,9 @@ def generate_rows(model: SpeechFlowModel, sampling: Sampling, rows: Sequence[Row
     waiting = sorted(rows, key=lambda r: -r.frames)
     while waiting or len(live):
         longest = max((r.frames for r in live.rows), default=0)
-        joining: list[Row] = []
-        while waiting and fits(len(live) + len(joining), longest, waiting[0].frames, budget, cap):
-            longest = max(longest, waiting[0].frames)
-            joining.append(waiting.pop(0))
-        live.join(joining)
+        n = joinable(len(live), longest, [r.frames for r in waiting], budget, cap)
+        live.join(waiting[:n])
+        del waiting[:n]
         live.step()
     outputs = []
     for row in rows:

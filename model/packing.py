@@ -23,6 +23,17 @@ def fits(rows: int, longest: int, length: int, budget: int, cap: int | None = No
     return (rows + 1) * max(longest, length) <= budget
 
 
+def joinable(rows: int, longest: int, lengths: Iterable[int], budget: int, cap: int | None = None) -> int:
+    """How many of ``lengths``, taken in order, may join a batch of ``rows`` rows whose longest has ``longest``
+    frames (it stops at the first that does not fit: no row jumps the queue)."""
+    n = 0
+    for length in lengths:
+        if not fits(rows + n, longest, length, budget, cap):
+            break
+        n, longest = n + 1, max(longest, length)
+    return n
+
+
 def pack(items: Iterable[T], lengths: Sequence[int], budget: int, cap: int | None = None) -> Iterator[list[T]]:
     """Cut ``items`` (in the order given; sort them by length first for less padding) into consecutive batches
     that each respect the budget and the cap."""

@@ -7,9 +7,7 @@ vocoding cannot drift apart between training, offline use and serving.
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,11 +31,9 @@ from .text import PhoneVocab
 from .tts import VOICES_DIR, Voice, align_prompt, check_prompt_length, load_voices, plan_chunks
 from .vocoder import GriffinLimVocoder
 from .vocos import VocosVocoder
-from .windows import plan_windows, stitch
+from .windows import OVERLAP_S, WINDOW_S, stitch, window_spans
 
 CROSSFADE_S = 0.01  # splice regenerated spans into the original audio with 10 ms linear fades
-WINDOW_S = 6.0  # long inputs are generated in windows of this length ...
-OVERLAP_S = 1.0  # ... overlapping by this much, cross-faded
 MAX_BATCH_FRAMES = 24_000  # offline: padded frames of the live batch (memory)
 RECONSTRUCTIONS = ("mask", "vocoder")
 TTS_JOIN_FADE_S = 0.02  # chunks of long text are joined with 20 ms cross-fades
@@ -127,17 +123,15 @@ class SpeechFlowPipeline:
         lengths = mask.sum(1).tolist()
         return [self.vocoder(feats[i : i + 1, : int(n)])[0].float().cpu().numpy() for i, n in enumerate(lengths)]
 
-    def run(self, plans: Sequence[Plan], timings: dict[str, float] | None = None) -> list[np.ndarray]:
+    def run(self, plans: Sequence[Plan]) -> list[np.ndarray]:
         """Generate every plan's rows (plans that share a model and sampling settings share live batches, under
-        MAX_BATCH_FRAMES) and assemble each plan's result. ``timings`` accumulates seconds per stage."""
+        MAX_BATCH_FRAMES) and assemble each plan's result."""
         groups: dict[tuple[str, Sampling], list[Row]] = {}
         for plan in plans:
             groups.setdefault((plan.task, plan.sampling), []).extend(plan.rows)
-        with self._timed("sampler", timings):
-            for (task, s), rows in groups.items():
-                generate_rows(self.model(task), s, rows, MAX_BATCH_FRAMES)
-        with self._timed("reconstruction", timings):
-            return [plan.assemble([plan.piece(i, row.output) for i, row in enumerate(plan.rows)]) for plan in plans]
+        for (task, s), rows in groups.items():
+            generate_rows(self.model(task), s, rows, MAX_BATCH_FRAMES)
+        return [plan.assemble([plan.piece(i, row.output) for i, row in enumerate(plan.rows)]) for plan in plans]
 
     # --- enhancement and separation -----------------------------------------------------------------------------
     def enhance(self, wav: np.ndarray, sr: int, **kwargs) -> tuple[np.ndarray, int]:
@@ -165,19 +159,16 @@ class SpeechFlowPipeline:
         seed: int | Sequence[int] = 0,
         reconstruction: str = "mask",
         window_s: float = WINDOW_S,
-        timings: dict[str, float] | None = None,
     ) -> list[tuple[np.ndarray, int]]:
         """The shared task path; sampling settings left None take the task's defaults (`model.defaults`)."""
         seeds = [seed + i for i in range(len(items))] if isinstance(seed, int) else list(seed)
         s = sampling(task, steps, guidance, solver)
-        with self._timed("features", timings):
-            plans = [self.plan_task(task, wav, sr, seed=k, sampling=s, reconstruction=reconstruction,
-                                       window_s=window_s) for (wav, sr), k in zip(items, seeds, strict=True)]
-        return [(audio, sr) for audio, (_, sr) in zip(self.run(plans, timings), items, strict=True)]
+        plans = [self.plan_task(task, wav, sr, seed=k, sampling=s, reconstruction=reconstruction, window_s=window_s)
+                 for (wav, sr), k in zip(items, seeds, strict=True)]
+        return [(audio, sr) for audio, (_, sr) in zip(self.run(plans), items, strict=True)]
 
     def plan_task(self, task: str, wav: np.ndarray, sr: int, *, seed: int, sampling: Sampling,
-                     reconstruction: str = "mask", window_s: float = WINDOW_S,
-                     overlap_s: float = OVERLAP_S) -> Plan:
+                  reconstruction: str = "mask", window_s: float = WINDOW_S, overlap_s: float = OVERLAP_S) -> Plan:
         """Enhancement or separation of one recording as rows: long inputs in overlapping windows, window k seeded
         with (seed, k); the result is stitched, reconstructed and resampled to the input's rate and length."""
         if reconstruction not in RECONSTRUCTIONS:
@@ -186,8 +177,7 @@ class SpeechFlowPipeline:
         wav16 = prepare_waveform(wav, sr, self.sample_rate)
         feats, _ = self.features([wav16])
         cond = feats[0]  # (T, n_mels)
-        fps = self.sample_rate / self.mel_config.hop_length
-        spans = plan_windows(cond.shape[0], int(window_s * fps), int(overlap_s * fps))
+        spans = window_spans(cond.shape[0], self.sample_rate / self.mel_config.hop_length, window_s, overlap_s)
         rows = [Row(cond[a:b], (seed + 1_000_003 * k) % 2**31) for k, (a, b) in enumerate(spans)]
         n_streams = model.config.network.x_dim // self.mel_config.n_mels
 
@@ -199,19 +189,6 @@ class SpeechFlowPipeline:
             return audio.astype(np.float32)
 
         return Plan(task, sampling, rows, piece=lambda _, out: out, assemble=assemble)
-
-    @contextmanager
-    def _timed(self, stage: str, timings: dict[str, float] | None) -> Iterator[None]:
-        if timings is None:
-            yield
-            return
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)  # kernels are asynchronous: time what actually ran
-            timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
 
     def reconstruct(self, task: str, wav: np.ndarray, feats: Tensor, reconstruction: str) -> np.ndarray:
         """Generated features (T, x_dim) of one input (n,) at 16 kHz -> waveform(s) of the input's length."""

@@ -9,6 +9,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+WINDOW_S = 6.0  # long inputs are generated in windows of this length ...
+OVERLAP_S = 1.0  # ... overlapping by this much, cross-faded
+
+
+def window_spans(num_frames: int, frames_per_s: float, window_s: float = WINDOW_S,
+                 overlap_s: float = OVERLAP_S) -> list[tuple[int, int]]:
+    """`plan_windows` with the window and overlap given in seconds."""
+    return plan_windows(num_frames, int(window_s * frames_per_s), int(overlap_s * frames_per_s))
+
 
 def plan_windows(num_frames: int, window: int, overlap: int) -> list[tuple[int, int]]:
     """[start, end) frame ranges covering ``num_frames``; consecutive windows share at least ``overlap`` frames."""

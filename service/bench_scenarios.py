@@ -25,6 +25,7 @@ import httpx
 from model.audio import encode_audio
 
 from .bench import check_loopback, synthetic_input
+from .bench_traffic import scrape
 
 LONG_TEXT = ("The old lighthouse keeper climbed the stairs every evening. He lit the lamp and watched the ships. "
              "Some nights the fog rolled in from the sea, thick and grey. Then he rang the bell until morning. "
@@ -51,23 +52,6 @@ async def _speak(client: httpx.AsyncClient, text: str, voice: str, seed: int) ->
     return time.perf_counter() - t0, float(r.headers["x-audio-seconds"])
 
 
-async def _metrics(client: httpx.AsyncClient) -> dict[str, float]:
-    """Dropped rows, and the TTS step time sum / count, from /metrics."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    text = (await client.get("/metrics")).text
-    values = {"dropped": 0.0, "tts_step_s": 0.0, "tts_steps": 0.0}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "speechflow_rows_dropped_total":
-                values["dropped"] += sample.value
-            elif sample.name == "speechflow_step_seconds_sum" and sample.labels.get("task") == "tts":
-                values["tts_step_s"] += sample.value
-            elif sample.name == "speechflow_step_seconds_count" and sample.labels.get("task") == "tts":
-                values["tts_steps"] += sample.value
-    return values
-
-
 async def run_scenarios(url: str, enhance_seconds: float = 2.0, repeats: int = 5, head_start_s: float = 2.0,
                         transport: httpx.AsyncBaseTransport | None = None) -> dict[str, Any]:
     check_loopback(url)
@@ -87,24 +71,27 @@ async def run_scenarios(url: str, enhance_seconds: float = 2.0, repeats: int = 5
             during.append(await _enhance(client, audio, 100 + len(during)))
         tts_latency, tts_audio = await tts
         interference = {"idle_ms": round(1000 * idle_s), "during_tts_ms": [round(1000 * d) for d in during],
-                        "ratio_median": round(statistics.median(during) / idle_s, 2),
-                        "ratio_max": round(max(during) / idle_s, 2), "tts_ms": round(1000 * tts_latency),
-                        "tts_audio_s": tts_audio}
+                        # none if the TTS was over before the head start (a server much faster than this one)
+                        "ratio_median": round(statistics.median(during) / idle_s, 2) if during else None,
+                        "ratio_max": round(max(during) / idle_s, 2) if during else None,
+                        "tts_ms": round(1000 * tts_latency), "tts_audio_s": tts_audio}
 
         # a long TTS whose client leaves, then the enhancement at once
-        before = await _metrics(client)
+        before = await scrape(client)
         leaving = asyncio.create_task(_speak(client, LONG_TEXT, voice, 2))
         await asyncio.sleep(head_start_s)
         leaving.cancel()
         after_leave = await _enhance(client, audio, 200)
-        after = await _metrics(client)
-        steps = after["tts_steps"] - before["tts_steps"]
-        step_s = (after["tts_step_s"] - before["tts_step_s"]) / steps if steps else float("nan")
+        after = await scrape(client)
+        assert before is not None and after is not None, "the server's /metrics is needed"
+        tts_before, tts_after = before.tasks.get("tts", {}), after.tasks["tts"]
+        steps = tts_after["steps"] - tts_before.get("steps", 0.0)
+        step_s = (tts_after["step_s"] - tts_before.get("step_s", 0.0)) / steps if steps else float("nan")
         # rows leave at the next step boundary: the enhancement may wait for the TTS step in flight, no more
         leave = {"idle_ms": round(1000 * idle_s), "after_leave_ms": round(1000 * after_leave),
                  "ratio": round(after_leave / idle_s, 2), "excess_ms": round(1000 * (after_leave - idle_s)),
                  "tts_step_ms": round(1000 * step_s), "tts_steps_run": steps,
-                 "rows_dropped": after["dropped"] - before["dropped"]}
+                 "rows_dropped": after.dropped - before.dropped}
 
         # TTS throughput: sequential vs concurrent
         t0 = time.perf_counter()

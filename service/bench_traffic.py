@@ -250,17 +250,18 @@ async def open_loop(send: Send, specs: Sequence[RequestSpec], rate: float, seed:
 # --- /metrics -----------------------------------------------------------------------------------------------------
 _SERIES = {"speechflow_batch_size_sum": "batch_sum", "speechflow_batch_size_count": "batch_count",
            "speechflow_padding_ratio_sum": "padding_sum", "speechflow_padding_ratio_count": "padding_count",
-           "speechflow_steps_total": "steps"}
+           "speechflow_steps_total": "steps", "speechflow_step_seconds_sum": "step_s"}
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    tasks: dict[str, dict[str, float]]  # per task: batch_sum/count, padding_sum/count, steps
+    tasks: dict[str, dict[str, float]]  # per task: batch_sum/count, padding_sum/count, steps, step_s
     rejected: float
+    dropped: float = 0.0  # rows that left before finishing (all reasons)
 
 
 async def scrape(client: httpx.AsyncClient) -> Snapshot | None:
-    """The per-step batching series and total rejections, from /metrics (None if unavailable)."""
+    """The per-step batching series, total rejections and dropped rows, from /metrics (None if unavailable)."""
     from prometheus_client.parser import text_string_to_metric_families
 
     try:
@@ -270,7 +271,7 @@ async def scrape(client: httpx.AsyncClient) -> Snapshot | None:
     if response.status_code != 200:
         return None
     tasks: dict[str, dict[str, float]] = {}
-    rejected = 0.0
+    rejected = dropped = 0.0
     for family in text_string_to_metric_families(response.text):
         for sample in family.samples:
             if sample.name in _SERIES and "task" in sample.labels:
@@ -278,7 +279,9 @@ async def scrape(client: httpx.AsyncClient) -> Snapshot | None:
                 series[_SERIES[sample.name]] += sample.value
             elif sample.name == "speechflow_rejected_total":
                 rejected += sample.value
-    return Snapshot(tasks, rejected)
+            elif sample.name == "speechflow_rows_dropped_total":
+                dropped += sample.value
+    return Snapshot(tasks, rejected, dropped)
 
 
 def server_delta(before: Snapshot | None, after: Snapshot | None, task: str) -> dict[str, Any] | None:

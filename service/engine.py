@@ -65,20 +65,17 @@ class VoiceInfo:
 Payload = np.ndarray | TtsInput  # float32 mono waveform at the engine's rate, or a TTS request
 
 
-def tts_frames(text: str, prompt_frames: int) -> int:
-    """Estimated frames of a TTS request before its text is phonemised: the frames it will generate (from the
-    text's length) plus the prompt's frames once per chunk (every chunk is generated after the prompt)."""
-    return TTS_FRAMES_PER_CHAR * len(text) + tts_chunks(text) * prompt_frames
-
-
-def tts_chunks(text: str) -> int:
-    """Rows (chunks) of a TTS request: one per sentence, as the pipeline splits it (a long sentence is cut)."""
+def tts_cost(text: str, prompt_frames: int) -> tuple[int, int]:
+    """Estimated (rows, frames) of a TTS request before its text is phonemised: a row per sentence, as the pipeline
+    splits it (a long sentence is cut), and the frames it will generate (from the text's length) plus the prompt's
+    frames once per row (every chunk is generated after the prompt)."""
     from model.text import TextError, split_sentences
 
     try:
-        return len(split_sentences(text, TTS_CHUNK_CHARS))
+        rows = len(split_sentences(text, TTS_CHUNK_CHARS))
     except TextError:  # nothing speakable: the pipeline's own error (422) will say so
-        return max(1, math.ceil(len(text) / TTS_CHUNK_CHARS))
+        rows = max(1, math.ceil(len(text) / TTS_CHUNK_CHARS))
+    return rows, TTS_FRAMES_PER_CHAR * len(text) + rows * prompt_frames
 
 
 class StepBatch(Protocol):

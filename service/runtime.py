@@ -32,14 +32,13 @@ from starlette.types import Receive
 from model.defaults import sampling
 from model.duration import DurationError
 from model.errors import AudioError, ConfigError
-from model.pipeline import OVERLAP_S, WINDOW_S
 from model.solvers import SOLVERS, num_steps
 from model.text import TextError, normalize_text
 from model.tts import MAX_PROMPT_S, MIN_PROMPT_S
-from model.windows import plan_windows
+from model.windows import window_spans
 
 from . import paths
-from .engine import SERVED_TASKS, Engine, PipelineEngine, SamplingKey, TaskParams, TtsInput, tts_chunks, tts_frames
+from .engine import SERVED_TASKS, Engine, PipelineEngine, SamplingKey, TaskParams, TtsInput, tts_cost
 from .errors import (
     BadAudio,
     DeadlineExceeded,
@@ -272,7 +271,7 @@ class ServiceRuntime:
         else:
             prompt_frames = engine.frames(int(engine.voices[str(payload.voice)].seconds * engine.sample_rate))
         key = SamplingKey.of("tts", params)
-        self._check_cost(key, tts_chunks(payload.text), tts_frames(payload.text, prompt_frames), names.text)
+        self._check_cost(key, *tts_cost(payload.text, prompt_frames), names.text)
         job = self.loop.submit(key, payload, params, self.settings.request_timeout_s)
         result = await self._await(job, request.receive, lambda e: _tts_error(e, payload, names))
         wav = np.asarray(result.output, dtype=np.float32)
@@ -349,7 +348,7 @@ class ServiceRuntime:
 
 def window_count(frames: int, frames_per_s: int = 100) -> int:
     """Generation rows of an enhancement/separation input of ``frames`` frames (the pipeline's windows)."""
-    return len(plan_windows(frames, int(WINDOW_S * frames_per_s), int(OVERLAP_S * frames_per_s)))
+    return len(window_spans(frames, frames_per_s))
 
 
 def _unwrap(job: LoopRequest, translate: Translate | None = None) -> RequestResult:

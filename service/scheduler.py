@@ -25,7 +25,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from model.packing import fits
+from model.packing import joinable
 
 Policy = Literal["step", "request"]
 POLICIES: tuple[Policy, ...] = ("step", "request")
@@ -157,28 +157,27 @@ class Scheduler:
         return self._would_fill(state)
 
     def _would_fill(self, state: _Key) -> bool:
-        """Whether the waiting rows already fill an empty batch (waiting longer cannot make it better)."""
-        rows, longest = 0, 0
-        for entry in state.waiting:
-            if not fits(rows, longest, entry.frames, self.budget.frames, self.budget.rows):
-                return True
-            rows, longest = rows + 1, max(longest, entry.frames)
-        return rows >= self.budget.rows
+        """Whether the waiting rows already fill the (empty) batch: waiting longer cannot make it better."""
+        n = self._joinable(state)
+        return n < len(state.waiting) or n >= self.budget.rows
 
     def _admit(self, state: _Key) -> list[Entry]:
-        rows, longest = len(state.live), max((e.frames for e in state.live), default=0)
-        joining: list[Entry] = []
-        while state.waiting and fits(rows, longest, state.waiting[0].frames, self.budget.frames, self.budget.rows):
-            entry = state.waiting[0]
-            owners = {id(e.owner) for e in [*state.live, *joining]}
-            isolated = entry.alone or any(e.alone for e in [*state.live, *joining])
-            if isolated and owners - {id(entry.owner)}:
-                break  # a retried request runs with none but its own rows
-            state.waiting.pop(0)
-            joining.append(entry)
-            rows, longest = rows + 1, max(longest, entry.frames)
+        n = self._joinable(state)
+        joining, state.waiting = state.waiting[:n], state.waiting[n:]
         state.live.extend(joining)
         return joining
+
+    def _joinable(self, state: _Key) -> int:
+        """How many waiting rows, in arrival order, may join the key's live batch now."""
+        company = state.live[:1] or state.waiting[:1]  # whose batch it is (or will be)
+        owner, alone = (company[0].owner, company[0].alone) if company else (None, False)
+        queue = state.waiting
+        for i, entry in enumerate(queue):  # a retried request runs with none but its own rows
+            if entry.owner is not owner and (alone or entry.alone):
+                queue = queue[:i]
+                break
+        return joinable(len(state.live), max((e.frames for e in state.live), default=0),
+                        [e.frames for e in queue], self.budget.frames, self.budget.rows)
 
     @staticmethod
     def _oldest(state: _Key) -> int:

@@ -83,7 +83,8 @@ class Request:
     pieces: dict[int, Any] = field(default_factory=dict)
     started_at: float | None = None
     first_chunk_at: float | None = None
-    live_rows_seen: list[int] = field(default_factory=list)
+    steps_seen: int = 0  # steps its live batch took while it was in it ...
+    live_rows_sum: int = 0  # ... and the rows of those steps, for its mean live rows
     drop_reason: str | None = None  # why the future was cancelled (client_disconnected, deadline_exceeded)
     alone: bool = False  # retried after its live batch failed: runs with no other request's rows
     _streamed: int = 0
@@ -109,14 +110,14 @@ class _TurnResult:
     real: int
     post_s: float = 0.0  # post-processing of the rows that finished (vocoder, assembly)
     failed: Exception | None = None
-    piece_errors: dict[int, Exception] = field(default_factory=dict)  # id(request) -> error
-    done: list[tuple[Request, np.ndarray | Exception]] = field(default_factory=list)
+    piece_errors: dict[Request, Exception] = field(default_factory=dict)
+    done: list[tuple[Request, np.ndarray]] = field(default_factory=list)
 
 
 class StepLoop:
     def __init__(self, engine: Engine, limits: LoopLimits, metrics: Metrics | None = None,
-                 executor: ThreadPoolExecutor | None = None, on_fatal: Callable[[BaseException], None] | None = None,
-                 seconds_per_frame_eval: float | None = None) -> None:
+                 executor: ThreadPoolExecutor | None = None,
+                 on_fatal: Callable[[BaseException], None] | None = None) -> None:
         self.engine = engine
         self.limits = limits
         self.metrics = metrics or Metrics()
@@ -133,7 +134,7 @@ class StepLoop:
         self._wakeup: asyncio.Event | None = None
         self._closing = False
         self.dead: BaseException | None = None
-        self.cost = seconds_per_frame_eval  # the cost model: seconds per frame per network evaluation
+        self.cost: float | None = None  # the cost model: seconds per frame per network evaluation (warm-up)
         self._latency: float | None = None  # smoothed request latency, for Retry-After
 
     # --- lifecycle ----------------------------------------------------------------------------------------------
@@ -162,6 +163,16 @@ class StepLoop:
     def check_cost(self, rows: int, frames: int, sampling_evals: int, timeout_s: float, param: str) -> None:
         """Refuse (413) a request whose cost alone exceeds what this server allows: too many rows or frames, or
         an estimated compute time beyond its deadline (from the measured cost of a frame-evaluation)."""
+        self.check_size(rows, frames, param)
+        if self.cost is not None:
+            estimate = self.cost * frames * sampling_evals
+            if estimate > timeout_s:
+                raise RequestTooCostly(f"this request needs about {estimate:.0f} s of compute on this server, more "
+                                       f"than its timeout of {timeout_s:g} s (request_timeout_s); send less, or ask "
+                                       "for fewer steps", param=param)
+
+    def check_size(self, rows: int, frames: int, param: str) -> None:
+        """413 for more rows or frames than one request may have."""
         lim = self.limits
         if rows > lim.max_request_rows:
             raise RequestTooCostly(f"this request needs {rows} generation rows (windows or text chunks); the limit "
@@ -169,13 +180,6 @@ class StepLoop:
         if frames > lim.max_request_frames:
             raise RequestTooCostly(f"this request would generate {frames} frames ({frames / 100:.0f} s); the limit "
                                    f"is {lim.max_request_frames} (max_request_frames)", param=param)
-        if self.cost is not None:
-            estimate = self.cost * frames * sampling_evals
-            if estimate > timeout_s:
-                raise RequestTooCostly(f"this request needs about {estimate:.0f} s of compute on this server, more "
-                                       f"than its timeout of {timeout_s:g} s (request_timeout_s); send less, or ask "
-                                       "for fewer steps",
-                                       param=param)
 
     def submit(self, key: SamplingKey, payload: Payload, params: TaskParams, timeout_s: float,
                stream: bool = False) -> Request:
@@ -277,7 +281,7 @@ class StepLoop:
         for request in requests:
             try:
                 plan = self.engine.prepare(request.task, request.payload, request.params)
-                self.check_cost(len(plan.rows), plan.frames, 0, math.inf, "input")
+                self.check_size(len(plan.rows), plan.frames, "input")
                 plans.append(plan)
             except Exception as e:
                 plans.append(e)
@@ -304,17 +308,16 @@ class StepLoop:
         self.metrics.observe_step(key.task, result.rows, result.padded, result.real, result.step_s)
         live = self.scheduler.live(key)
         for request in {id(e.owner): e.owner for e in [*live, *result.finished]}.values():
-            request.live_rows_seen.append(result.rows)
+            request.steps_seen += 1
+            request.live_rows_sum += result.rows
         if not live and not self._leaving.get(key):
             self._batches.pop(key, None)  # an empty live batch holds no memory
         for request in {id(e.owner): e.owner for e in result.finished}.values():
             self._stream(request)
         for request, output in result.done:
             self._complete(request, output)
-        for request_id, error in result.piece_errors.items():
-            request = next((e.owner for e in result.finished if id(e.owner) == request_id), None)
-            if request is not None:
-                self._fail(request, error)
+        for request, error in result.piece_errors.items():
+            self._fail(request, error)
 
     def _batch_failed(self, key: SamplingKey, error: Exception) -> None:
         """A step raised: a request that ran alone fails; requests that shared the batch start again from t = 0,
@@ -358,7 +361,7 @@ class StepLoop:
         start = time.perf_counter()
         for entry in finished:
             request = entry.owner
-            if request.future.done() or id(request) in result.piece_errors:
+            if request.future.done() or request in result.piece_errors:
                 continue
             index = next(i for i, r in enumerate(request.plan.rows) if r is entry.row)
             try:
@@ -367,7 +370,7 @@ class StepLoop:
                     pieces = [request.pieces[i] for i in range(len(request.plan.rows))]
                     result.done.append((request, request.plan.assemble(pieces)))
             except Exception as e:
-                result.piece_errors[id(request)] = e
+                result.piece_errors[request] = e
         if finished:
             result.post_s = time.perf_counter() - start
             self.metrics.inference.labels("postprocess").observe(result.post_s)
@@ -394,9 +397,9 @@ class StepLoop:
         if not request.future.done():
             started = request.started_at or now
             first = None if request.first_chunk_at is None else request.first_chunk_at - request.enqueued_at
-            seen = request.live_rows_seen
             request.future.set_result(RequestResult(output, started - request.enqueued_at, now - started, first,
-                                                    len(request.plan.rows), sum(seen) / max(1, len(seen))))
+                                                    len(request.plan.rows),
+                                                    request.live_rows_sum / max(1, request.steps_seen)))
             latency = now - request.enqueued_at
             self._latency = latency if self._latency is None else 0.8 * self._latency + 0.2 * latency
         self._forget(request, None)
