@@ -177,6 +177,20 @@ async def serving(app: Any, base_url: str = "http://testserver") -> AsyncIterato
             yield client
 
 
+def wait_until_ready(client: Any, attempts: int = 2000) -> None:
+    """Poll ``/readyz`` with an httpx.Client until a server in another thread or process is warm (bounded)."""
+    import httpx
+
+    for _ in range(attempts):
+        try:
+            if client.get("/readyz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        threading.Event().wait(0.005)
+    raise AssertionError("the server did not become ready")
+
+
 async def until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
     """Yield to the event loop until ``predicate()`` holds (a state change, not a timing assumption); fail after
     ``timeout_s`` so a broken test cannot hang."""

@@ -14,7 +14,7 @@ from service.app import create_app
 from service.bench import BenchConfig, check_loopback, run_bench
 from service.server import GracefulServer
 from service.settings import Settings
-from service.testing import FakeEngine
+from service.testing import FakeEngine, wait_until_ready
 from speechflow.cli import main
 
 
@@ -30,15 +30,7 @@ def server():
     thread.start()
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     with httpx.Client(base_url=url, timeout=10) as client:
-        for _ in range(2000):  # until the server answers and is warm (bounded)
-            try:
-                if client.get("/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            threading.Event().wait(0.005)
-        else:
-            raise AssertionError("the server did not become ready")
+        wait_until_ready(client)
     yield url, app
     srv.should_exit = True
     thread.join(timeout=10)
@@ -149,7 +141,7 @@ SERVE_WITH_A_BROKEN_SCHEDULER = """
 import sys, threading, httpx
 from service import app as app_module, scheduler, server
 from service.settings import Settings
-from service.testing import FakeEngine
+from service.testing import FakeEngine, wait_until_ready
 
 original = scheduler.Scheduler.next
 def broken(self, now=None):
@@ -162,13 +154,7 @@ port = int(sys.argv[1])
 
 def client():
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
-        for _ in range(2000):
-            try:
-                if c.get("/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            threading.Event().wait(0.005)
+        wait_until_ready(c)
         r = c.post("/v1/enhance", files={"file": ("a.wav", open(sys.argv[2], "rb").read(), "audio/wav")})
         print("enhance", r.status_code, flush=True)
 
