@@ -5,13 +5,14 @@ Pure bookkeeping (no model, no tensors, no asyncio), so every rule is unit-teste
   batch. Within a key, waiting rows join strictly in arrival order (oldest first, so none is starved) while the
   live batch stays within the frame budget (padded frames = rows x longest) and the row cap; a row longer than the
   budget runs alone.
-- ``policy="step"``: live batches take turns step by step. The next turn goes to the key that has had the least
-  step time per request so far (a step's time is charged to its key divided by the requests in the batch, so
-  every request gets an equal share of the engine, whichever batch it is in; a key that becomes busy starts level
-  with the least-served busy key, so it neither banks idle time nor carries its earlier requests' debt); ties go
-  to the key with fewer turns since it became busy (a newcomer does not wait for one more step of the batch it
-  levelled with), then to the oldest row. A short request next to a long one waits about twice its idle time,
-  never the long one's whole generation.
+- ``policy="step"``: live batches take turns step by step, by least attained service per request. Each step's
+  time is shared out among the requests in its batch (a batch of n requests charges each 1/n of it); the next
+  turn goes to the key whose next step would serve the request that has had the least engine time so far. A
+  request that arrives next to a long one starts at zero, so it runs (almost) as if alone until it has had as
+  much engine time as the long one: short work finishes near its idle latency and never waits for a long
+  generation, while requests of similar size share the engine equally. A request yields only to requests that
+  have had less engine time than it, so under admission control (queue cap, cost bounds) none is starved. Ties
+  go to the key with fewer turns since it became busy, then to the oldest row.
 - ``policy="request"``: request-level batching, the old engine, kept for comparison: a batch forms only when no
   batch runs, from the key with the oldest waiting row, and runs to the end without joiners or turns.
 - A key with no live batch waits up to ``max_wait_s`` for company before its first step, unless its waiting rows
@@ -59,7 +60,6 @@ class Turn:
 class _Key:
     waiting: list[Entry] = field(default_factory=list)
     live: list[Entry] = field(default_factory=list)
-    served_s: float = 0.0  # step time per request this key has had
     turns: int = 0  # steps since it became busy
 
 
@@ -72,6 +72,7 @@ class Scheduler:
         self.max_wait_s = max_wait_s
         self.draining = False
         self._keys: dict[Hashable, _Key] = {}
+        self._attained: dict[int, float] = {}  # id(owner) -> engine seconds it has had, while it has rows here
         self._count = 0
 
     # --- what the loop tells the scheduler ----------------------------------------------------------------------
@@ -79,12 +80,9 @@ class Scheduler:
         """Rows that wait to join (in the order given: a request's rows in row order)."""
         state = self._keys.setdefault(key, _Key())
         if not state.live and not state.waiting:
-            # a key that becomes busy starts level with the least-served busy key: it neither banks the time it
-            # was idle nor carries the debt of its earlier requests (each request gets its share)
-            busy = [s.served_s for s in self._keys.values() if s.live or s.waiting]
-            state.served_s = min(busy, default=0.0)
             state.turns = 0
         for entry in entries:
+            self._attained.setdefault(id(entry.owner), 0.0)
             self._count += 1
             entry.order = self._count
             state.waiting.append(entry)
@@ -106,9 +104,10 @@ class Scheduler:
         """After a step of ``key``: the rows that reached t = 1 leave; the step's time is charged to the key."""
         state = self._keys[key]
         done = {id(e) for e in rows}
-        requests = len({id(e.owner) for e in state.live}) or 1
+        served = {id(e.owner) for e in state.live}
+        for owner in served:  # a share per request: a batch of n requests earns n times the steps
+            self._attained[owner] += step_s / len(served)
         state.live = [e for e in state.live if id(e) not in done]
-        state.served_s += step_s / requests  # a share per request: a batch of n requests earns n times the steps
         self._forget_idle()
 
     def drop_key(self, key: Hashable) -> list[Entry]:
@@ -129,7 +128,8 @@ class Scheduler:
         candidates = [k for k, s in self._keys.items() if s.live or self._due(s, now)]
         if not candidates:
             return None
-        key = min(candidates, key=lambda k: (self._keys[k].served_s, self._keys[k].turns, self._oldest(self._keys[k])))
+        key = min(candidates, key=lambda k: (self._least_attained(self._keys[k]), self._keys[k].turns,
+                                             self._oldest(self._keys[k])))
         self._keys[key].turns += 1
         return Turn(key, self._admit(self._keys[key]))
 
@@ -179,13 +179,20 @@ class Scheduler:
         return joinable(len(state.live), max((e.frames for e in state.live), default=0),
                         [e.frames for e in queue], self.budget.frames, self.budget.rows)
 
+    def _least_attained(self, state: _Key) -> float:
+        """The least engine time among the requests the key's next step would serve (its live rows and joiners)."""
+        served = [*state.live, *state.waiting[:self._joinable(state)]]
+        return min(self._attained[id(e.owner)] for e in served)
+
     @staticmethod
     def _oldest(state: _Key) -> int:
         return min((e.order for e in [*state.live, *state.waiting[:1]]), default=0)
 
     def _forget_idle(self) -> None:
-        """Keys with nothing waiting or live keep their served time only while others are active."""
-        if not any(s.live or s.waiting for s in self._keys.values()):
+        """Requests with no rows left drop out of the accounting; idle keys go once nothing is active."""
+        present = {id(e.owner) for s in self._keys.values() for e in (*s.live, *s.waiting)}
+        self._attained = {owner: t for owner, t in self._attained.items() if owner in present}
+        if not present:
             self._keys.clear()
 
     # --- what the loop and the metrics read ---------------------------------------------------------------------
