@@ -5,14 +5,14 @@ Pure bookkeeping (no model, no tensors, no asyncio), so every rule is unit-teste
   batch. Within a key, waiting rows join strictly in arrival order (oldest first, so none is starved) while the
   live batch stays within the frame budget (padded frames = rows x longest) and the row cap; a row longer than the
   budget runs alone.
-- ``policy="step"``: live batches take turns step by step, by least attained service per request. Each step's
-  time is shared out among the requests in its batch (a batch of n requests charges each 1/n of it); the next
-  turn goes to the key whose next step would serve the request that has had the least engine time so far. A
-  request that arrives next to a long one starts at zero, so it runs (almost) as if alone until it has had as
-  much engine time as the long one: short work finishes near its idle latency and never waits for a long
-  generation, while requests of similar size share the engine equally. A request yields only to requests that
-  have had less engine time than it, so under admission control (queue cap, cost bounds) none is starved. Ties
-  go to the key with fewer turns since it became busy, then to the oldest row.
+- ``policy="step"``: live batches take turns step by step. The next turn goes to the key that has had the least
+  step time per request so far (a step's time is charged to its key divided by the requests in the batch, so
+  every request gets an equal share of the engine, whichever batch it is in). A key that becomes busy starts level
+  with the least-served busy key, less the longest step those keys took last: it neither banks idle time nor
+  carries its earlier requests' debt, and it is paid back the step in flight it had to wait for on arrival. Ties
+  go to the key with fewer turns since it became busy, then to the oldest row. A short request next to a long one
+  thus gets its share of the engine at once, never the long one's whole generation; where steps are cheap (a GPU)
+  the credit is small and turns stay close to equal shares.
 - ``policy="request"``: request-level batching, the old engine, kept for comparison: a batch forms only when no
   batch runs, from the key with the oldest waiting row, and runs to the end without joiners or turns.
 - A key with no live batch waits up to ``max_wait_s`` for company before its first step, unless its waiting rows
@@ -60,7 +60,9 @@ class Turn:
 class _Key:
     waiting: list[Entry] = field(default_factory=list)
     live: list[Entry] = field(default_factory=list)
+    served_s: float = 0.0  # step time per request this key has had
     turns: int = 0  # steps since it became busy
+    last_step_s: float = 0.0  # how long its latest step took
 
 
 class Scheduler:
@@ -72,7 +74,6 @@ class Scheduler:
         self.max_wait_s = max_wait_s
         self.draining = False
         self._keys: dict[Hashable, _Key] = {}
-        self._attained: dict[int, float] = {}  # id(owner) -> engine seconds it has had, while it has rows here
         self._count = 0
 
     # --- what the loop tells the scheduler ----------------------------------------------------------------------
@@ -80,9 +81,13 @@ class Scheduler:
         """Rows that wait to join (in the order given: a request's rows in row order)."""
         state = self._keys.setdefault(key, _Key())
         if not state.live and not state.waiting:
+            # a key that becomes busy starts level with the least-served busy key (it neither banks the time it was
+            # idle nor carries the debt of its earlier requests), credited with the step it waited for on arrival
+            busy = [s for s in self._keys.values() if s.live or s.waiting]
+            in_flight = max((s.last_step_s for s in busy), default=0.0)
+            state.served_s = min((s.served_s for s in busy), default=0.0) - in_flight
             state.turns = 0
         for entry in entries:
-            self._attained.setdefault(id(entry.owner), 0.0)
             self._count += 1
             entry.order = self._count
             state.waiting.append(entry)
@@ -104,10 +109,10 @@ class Scheduler:
         """After a step of ``key``: the rows that reached t = 1 leave; the step's time is charged to the key."""
         state = self._keys[key]
         done = {id(e) for e in rows}
-        served = {id(e.owner) for e in state.live}
-        for owner in served:  # a share per request: a batch of n requests earns n times the steps
-            self._attained[owner] += step_s / len(served)
+        requests = len({id(e.owner) for e in state.live}) or 1
         state.live = [e for e in state.live if id(e) not in done]
+        state.served_s += step_s / requests  # a share per request: a batch of n requests earns n times the steps
+        state.last_step_s = step_s
         self._forget_idle()
 
     def drop_key(self, key: Hashable) -> list[Entry]:
@@ -128,8 +133,7 @@ class Scheduler:
         candidates = [k for k, s in self._keys.items() if s.live or self._due(s, now)]
         if not candidates:
             return None
-        key = min(candidates, key=lambda k: (self._least_attained(self._keys[k]), self._keys[k].turns,
-                                             self._oldest(self._keys[k])))
+        key = min(candidates, key=lambda k: (self._keys[k].served_s, self._keys[k].turns, self._oldest(self._keys[k])))
         self._keys[key].turns += 1
         return Turn(key, self._admit(self._keys[key]))
 
@@ -179,20 +183,13 @@ class Scheduler:
         return joinable(len(state.live), max((e.frames for e in state.live), default=0),
                         [e.frames for e in queue], self.budget.frames, self.budget.rows)
 
-    def _least_attained(self, state: _Key) -> float:
-        """The least engine time among the requests the key's next step would serve (its live rows and joiners)."""
-        served = [*state.live, *state.waiting[:self._joinable(state)]]
-        return min(self._attained[id(e.owner)] for e in served)
-
     @staticmethod
     def _oldest(state: _Key) -> int:
         return min((e.order for e in [*state.live, *state.waiting[:1]]), default=0)
 
     def _forget_idle(self) -> None:
-        """Requests with no rows left drop out of the accounting; idle keys go once nothing is active."""
-        present = {id(e.owner) for s in self._keys.values() for e in (*s.live, *s.waiting)}
-        self._attained = {owner: t for owner, t in self._attained.items() if owner in present}
-        if not present:
+        """Keys with nothing waiting or live keep their served time only while others are active."""
+        if not any(s.live or s.waiting for s in self._keys.values()):
             self._keys.clear()
 
     # --- what the loop and the metrics read ---------------------------------------------------------------------

@@ -42,33 +42,35 @@ def test_a_row_longer_than_the_budget_runs_alone():
     assert names(s.next(0.0)) == ["small0"]
 
 
-def test_a_request_next_to_a_long_one_runs_as_if_alone_until_it_has_had_as_much_engine_time():
+def test_live_batches_take_turns_by_step_time_so_a_short_request_is_not_starved():
     s = Scheduler(Budget(frames=10_000, rows=16))
     s.add(B, entries("long", [2000]))
     assert s.next(0.0).key == B
-    s.finished(B, [], 3.0)  # a long TTS step: the TTS request has had 3 s
-    s.add(A, entries("short", [400]))  # arrives while the TTS runs: it has had nothing yet
+    s.finished(B, [], 3.0)  # a long TTS step
+    s.add(A, entries("short", [400]))  # arrives during it: starts level with the TTS, paid back the 3 s it waited
     order = []
-    for _ in range(8):
+    for _ in range(9):
         turn = s.next(0.0)
         order.append(turn.key)
         s.finished(turn.key, [], 3.0 if turn.key == B else 1.0)
-    # three 1 s enhancement steps catch up with the TTS; from then on equal shares (one 3 s step per three 1 s);
-    # at a tie the key with fewer turns since it became busy goes first
-    assert order == [A, A, A, B, A, A, A, B]
+    # three 1 s enhancement steps repay the wait, then equal shares: three 1 s steps per 3 s TTS step (the key with
+    # fewer turns wins a tie)
+    assert order == [A, A, A, B, A, A, A, B, A]
 
 
-def test_a_short_request_finishes_before_a_long_one_takes_another_turn():
+def test_where_steps_are_cheap_the_credit_is_small_and_turns_alternate():
     s = Scheduler(Budget(frames=10_000, rows=16))
     s.add(B, entries("long", [2000]))
-    for _ in range(5):
-        assert s.next(0.0).key == B
-        s.finished(B, [], 1.0)  # the TTS has had 5 s
+    for _ in range(50):
+        s.next(0.0)
+        s.finished(B, [], 0.02)  # a GPU-like step
     s.add(A, entries("short", [400]))
-    for step in range(4):  # a four-step enhancement: 4 s < 5 s, so it runs to the end before the TTS steps again
-        assert s.next(0.0).key == A
-        s.finished(A, s.live(A) if step == 3 else [], 1.0)
-    assert s.next(0.0).key == B and s.live(A) == []
+    order = []
+    for _ in range(6):
+        turn = s.next(0.0)
+        order.append(turn.key)
+        s.finished(turn.key, [], 0.02)
+    assert order == [A, A, B, A, B, A]  # one step of credit, then equal turns: the long request keeps moving
 
 
 def test_the_oldest_work_breaks_ties():
