@@ -17,6 +17,7 @@ class Sampling:
     steps: int  # network evaluations (NFE) of the ODE solver
     guidance: float  # classifier-free guidance weight; 1 = none
     solver: str = "midpoint"
+    sway: float = 0.0  # time-grid bend (model.solvers.step_times): < 0 takes small steps early; 0 = uniform
 
 
 TASK_SAMPLING: dict[str, Sampling] = {
@@ -28,9 +29,10 @@ TASK_SAMPLING: dict[str, Sampling] = {
 
 
 def sampling(task: str, steps: int | None = None, guidance: float | None = None,
-             solver: str | None = None) -> Sampling:
+             solver: str | None = None, sway: float | None = None) -> Sampling:
     """The task's defaults with whatever the caller gave on top (None = the default)."""
     base = TASK_SAMPLING[task]
     return Sampling(steps=base.steps if steps is None else steps,
                     guidance=base.guidance if guidance is None else guidance,
-                    solver=base.solver if solver is None else solver)
+                    solver=base.solver if solver is None else solver,
+                    sway=base.sway if sway is None else sway)

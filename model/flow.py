@@ -100,6 +100,7 @@ class FlowMatching:
         nfe: int = 32,
         solver: str = "midpoint",
         guidance: float = 1.0,
+        sway: float = 0.0,
         known: Tensor | None = None,
         known_mask: Tensor | None = None,
         uncond_kwargs: dict[str, Any] | None = None,
@@ -109,9 +110,9 @@ class FlowMatching:
         reaches t = 1, then ``finish``. The service's live batches run the same three calls, a step at a time.
         """
         lengths = [int(n) for n in mask.sum(dim=1).tolist()]
-        x = self.start(lengths, x_dim, seeds, cond.device, cond.dtype)
+        x = self.start(lengths, x_dim, seeds, cond.device)
         steps = num_steps(solver, nfe)
-        grid = step_times(steps)
+        grid = step_times(steps, sway=sway)
         for k in range(steps):
             index = torch.full((x.shape[0],), k, dtype=torch.long, device=x.device)
             x = self.step(net, x, index, grid, cond, mask, solver=solver, guidance=guidance,
@@ -119,10 +120,10 @@ class FlowMatching:
         return self.finish(x, mask, known, known_mask)
 
     @staticmethod
-    def start(lengths: Sequence[int], x_dim: int, seeds: Sequence[int], device: torch.device | str = "cpu",
-              dtype: torch.dtype = torch.float32) -> Tensor:
-        """The seeded noise x0 (B, max(lengths), x_dim) the ODE starts from (each row from its own seed)."""
-        return seeded_noise(lengths, x_dim, seeds, device).to(dtype)
+    def start(lengths: Sequence[int], x_dim: int, seeds: Sequence[int], device: torch.device | str = "cpu") -> Tensor:
+        """The seeded noise x0 (B, max(lengths), x_dim) the ODE starts from (each row from its own seed). The ODE
+        state stays float32 whatever the network's dtype: only the velocity is computed in bf16/fp16."""
+        return seeded_noise(lengths, x_dim, seeds, device)
 
     @torch.no_grad()
     def step(
@@ -141,6 +142,7 @@ class FlowMatching:
     ) -> Tensor:
         """One solver step: x (B, T, x_dim) of rows at step ``index`` (B,) of ``grid`` (steps + 1,) -> x one step on.
 
+        The network sees x in the condition's dtype (the network's compute dtype); x itself stays in its own.
         guidance w mixes velocities v_u + w (v_c - v_u) in one doubled batch (w = 1: plain conditional, no cost);
         the unconditional branch sees a zero condition and ``uncond_kwargs`` (e.g. no phones). Padded frames stay 0.
         """
@@ -148,7 +150,7 @@ class FlowMatching:
         if guidance == 1.0:
 
             def velocity(x: Tensor, t: Tensor) -> Tensor:
-                return net(x, t, cond, mask, **net_kwargs).to(x.dtype) * keep
+                return net(x.to(cond.dtype), t, cond, mask, **net_kwargs).to(x.dtype) * keep
 
         else:
             uncond_kwargs = uncond_kwargs if uncond_kwargs is not None else {}
@@ -157,7 +159,8 @@ class FlowMatching:
             mask2 = torch.cat([mask, mask])
 
             def velocity(x: Tensor, t: Tensor) -> Tensor:
-                v_c, v_u = net(torch.cat([x, x]), torch.cat([t, t]), cond2, mask2, **both_kwargs).chunk(2)
+                x2 = torch.cat([x, x]).to(cond.dtype)
+                v_c, v_u = net(x2, torch.cat([t, t]), cond2, mask2, **both_kwargs).float().chunk(2)
                 return (v_u + guidance * (v_c - v_u)).to(x.dtype) * keep
 
         return advance(solver, velocity, x, index, grid)

@@ -79,7 +79,7 @@ class LiveBatch:
         self.model = model
         self.sampling = sampling
         self.steps = num_steps(sampling.solver, sampling.steps)
-        self.grid = step_times(self.steps).to(model.device)
+        self.grid = step_times(self.steps, sway=sampling.sway).to(model.device)
         self.rows: list[Row] = []
         self._states: dict[int, Tensor] = {}  # id(row) -> (T, x_dim) state of rows not yet packed
         self._x: Tensor | None = None  # (B, T_max, x_dim) states of the packed rows, in ``rows`` order
@@ -94,7 +94,7 @@ class LiveBatch:
         x_dim = self.model.config.network.x_dim
         for row in rows:
             row.step, row.output = 0, None
-            noise = FlowMatching.start([row.frames], x_dim, [row.seed], self.model.device, self.model.dtype)
+            noise = FlowMatching.start([row.frames], x_dim, [row.seed], self.model.device)
             self._states[id(row)] = noise[0]
             self.rows.append(row)
 

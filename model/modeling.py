@@ -16,13 +16,6 @@ from .flow import FlowMatching
 from .network import SpeechFlowTransformer
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    """"auto" -> CUDA when present, else CPU; anything else as torch understands it."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 class SpeechFlowModel(nn.Module):
     """The velocity network plus what is needed to use it: its config (with the mel settings) and its flow."""
 
@@ -52,6 +45,7 @@ class SpeechFlowModel(nn.Module):
         nfe: int = 32,
         solver: str = "midpoint",
         guidance: float = 1.0,
+        sway: float = 0.0,
         known: Tensor | None = None,
         known_mask: Tensor | None = None,
         **net_kwargs: Any,
@@ -59,7 +53,7 @@ class SpeechFlowModel(nn.Module):
         """cond (B, T, cond_dim), mask (B, T) -> normalised features (B, T, x_dim); see ``FlowMatching.sample``."""
         return self.flow.sample(
             self.net, cond.to(self.dtype), mask, x_dim=self.config.network.x_dim, seeds=seeds, nfe=nfe,
-            solver=solver, guidance=guidance, known=known, known_mask=known_mask, **net_kwargs,
+            solver=solver, guidance=guidance, sway=sway, known=known, known_mask=known_mask, **net_kwargs,
         )
 
     def save_pretrained(

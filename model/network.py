@@ -15,6 +15,8 @@ from torch import Tensor, nn
 
 from .config import NetworkConfig
 
+ALIBI_CACHE_SIZE = 8  # lengths kept: the live batches of a server, the crop lengths of training
+
 
 def alibi_slopes(heads: int) -> Tensor:
     """Geometric head slopes from the ALiBi paper (2^-8/h ... for a power-of-two head count, interleaved otherwise)."""
@@ -70,10 +72,10 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.dropout = dropout
 
-    def forward(self, x: Tensor, bias: Tensor) -> Tensor:  # x (B, S, D), bias (B, H, S, S) additive
+    def forward(self, x: Tensor, bias: Tensor) -> Tensor:  # x (B, S, D), bias (1 or B, H, S, S) additive
         b, s, d = x.shape
         q, k, v = self.qkv(x).view(b, s, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(
+        out = F.scaled_dot_product_attention(  # the bias is built in q's dtype once per forward: no copy per layer
             q, k, v, attn_mask=bias.to(q.dtype), dropout_p=self.dropout if self.training else 0.0
         )
         return self.proj(out.transpose(1, 2).reshape(b, s, d))
@@ -116,6 +118,7 @@ class SpeechFlowTransformer(nn.Module):
         self.norm_out = nn.LayerNorm(cfg.dim)
         self.out_proj = nn.Linear(cfg.dim, cfg.x_dim)
         self.register_buffer("slopes", alibi_slopes(cfg.heads), persistent=False)
+        self._alibi_cache: dict[tuple[int, torch.dtype, torch.device], Tensor] = {}
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -126,16 +129,28 @@ class SpeechFlowTransformer(nn.Module):
         # Start as a zero velocity field so the first steps are stable whatever the depth.
         nn.init.zeros_(self.out_proj.weight)
 
-    def attention_bias(self, mask: Tensor) -> Tensor:
-        """(B, T) frame mask -> (B, H, T+1, T+1) additive bias: -slope*|i-j| between frames, 0 to and from the time
-        token (position 0), -inf on padded keys."""
-        b, t = mask.shape
-        pos = torch.arange(t, device=mask.device, dtype=torch.float32)
-        dist = (pos[None, :] - pos[:, None]).abs()
-        bias = torch.zeros(self.cfg.heads, t + 1, t + 1, device=mask.device)
-        bias[:, 1:, 1:] = -self.slopes.to(mask.device)[:, None, None] * dist
-        keys = torch.cat([mask.new_ones(b, 1), mask], dim=1)
-        return bias[None].masked_fill(~keys[:, None, None, :], float("-inf"))
+    def attention_bias(self, mask: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+        """(B, T) frame mask -> additive bias, (1, H, T+1, T+1) when no row is padded (shared across the batch),
+        else (B, H, T+1, T+1) with -inf on each row's padded keys. -slope*|i-j| between frames, 0 to and from the
+        time token (position 0). The ALiBi part is cached per (length, dtype, device): every step and layer reuse it."""
+        alibi = self._alibi(mask.shape[1], dtype, mask.device)[None]
+        if bool(mask.all()):
+            return alibi
+        keys = torch.cat([mask.new_ones(mask.shape[0], 1), mask], dim=1)
+        return alibi.masked_fill(~keys[:, None, None, :], float("-inf"))
+
+    def _alibi(self, t: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+        key = (t, dtype, device)
+        cached = self._alibi_cache.pop(key, None)
+        if cached is None:
+            pos = torch.arange(t, device=device, dtype=torch.float32)
+            bias = torch.zeros(self.cfg.heads, t + 1, t + 1, device=device)
+            bias[:, 1:, 1:] = -self.slopes.to(device)[:, None, None] * (pos[None, :] - pos[:, None]).abs()
+            cached = bias.to(dtype)
+        self._alibi_cache[key] = cached  # most recently used last
+        while len(self._alibi_cache) > ALIBI_CACHE_SIZE:
+            self._alibi_cache.pop(next(iter(self._alibi_cache)))
+        return cached
 
     def forward(
         self, x_t: Tensor, t: Tensor, cond: Tensor, mask: Tensor, phones: Tensor | None = None
@@ -147,7 +162,9 @@ class SpeechFlowTransformer(nn.Module):
             h = h + self.phone_embed(phones)
         h = self.conv_pos(h, mask)
         h = torch.cat([self.time_embed(t)[:, None, :].to(h.dtype), h], dim=1)  # (B, 1+T, D)
-        bias = self.attention_bias(mask)
+        device_type = h.device.type
+        compute = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else h.dtype
+        bias = self.attention_bias(mask, compute)
 
         half = self.cfg.depth // 2
         saved: list[Tensor] = []

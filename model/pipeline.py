@@ -20,13 +20,15 @@ from .audio import prepare_waveform, resample
 from .bundle import ALIGNER_DIR, BUNDLE_FILE, DURATION_DIR, VOCODER_DIR, read_bundle_info, task_dirs
 from .checkpoint import CONFIG_FILE
 from .defaults import Sampling, sampling
+from .devices import dtype_name, resolve_device, resolve_dtype, use_tf32
 from .duration import DurationModel
 from .errors import CheckpointError, ConfigError
 from .features import MelSpectrogram
 from .generation import Plan, Row, generate_rows
 from .joining import join_with_crossfade
-from .modeling import SpeechFlowModel, resolve_device
+from .modeling import SpeechFlowModel
 from .reconstruct import mask_reconstruction, separation_masks
+from .stages import stage
 from .text import PhoneVocab
 from .tts import VOICES_DIR, Voice, align_prompt, check_prompt_length, load_voices, plan_chunks
 from .vocoder import GriffinLimVocoder
@@ -77,6 +79,11 @@ class SpeechFlowPipeline:
         return self.mel_config.sample_rate
 
     @property
+    def dtype_name(self) -> str:
+        """The flow networks' compute dtype ("bf16", "fp16", "fp32")."""
+        return dtype_name(next(iter(self.models.values())).dtype)
+
+    @property
     def vocoder_name(self) -> str:
         return self.vocoder.name
 
@@ -85,15 +92,22 @@ class SpeechFlowPipeline:
         return list(self.models)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "auto") -> SpeechFlowPipeline:
+    def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "auto",
+                        dtype: str | torch.dtype = "auto") -> SpeechFlowPipeline:
+        """Load a bundle or a model directory. ``dtype`` is the flow networks' compute dtype (``auto``: bf16 where
+        the device runs it fast, see ``model.devices``); the ODE state, features, reconstruction and the small
+        models (vocoder, durations, aligner) stay float32."""
         path = Path(path)
         dev = resolve_device(device)
+        compute = resolve_dtype(dtype, dev)
+        use_tf32(dev)
         if (path / CONFIG_FILE).is_file():  # a single model directory, e.g. a pre-training run
-            model = SpeechFlowModel.from_pretrained(path, device=dev)
+            model = SpeechFlowModel.from_pretrained(path, device=dev, dtype=compute)
             return cls({model.config.task: model}, {"source": str(path)})
         if not (path / BUNDLE_FILE).is_file():
             raise CheckpointError(f"{path} is neither a bundle ({BUNDLE_FILE}) nor a model directory ({CONFIG_FILE})")
-        models = {task: SpeechFlowModel.from_pretrained(d, device=dev) for task, d in task_dirs(path).items()}
+        models = {task: SpeechFlowModel.from_pretrained(d, device=dev, dtype=compute)
+                  for task, d in task_dirs(path).items()}
         vocoder = (VocosVocoder.from_pretrained(path / VOCODER_DIR, device=dev)
                    if (path / VOCODER_DIR / CONFIG_FILE).is_file() else None)
         durations = (DurationModel.from_pretrained(path / DURATION_DIR, device=dev)
@@ -121,7 +135,9 @@ class SpeechFlowPipeline:
         """(B, T, n_mels), (B, T) -> one waveform per item. Items are vocoded one by one on their own frames, so a
         result never depends on what else was in the batch (padding would leak into the edge frames)."""
         lengths = mask.sum(1).tolist()
-        return [self.vocoder(feats[i : i + 1, : int(n)])[0].float().cpu().numpy() for i, n in enumerate(lengths)]
+        with stage("vocoder"):
+            return [self.vocoder(feats[i : i + 1, : int(n)].float())[0].float().cpu().numpy()
+                    for i, n in enumerate(lengths)]
 
     def run(self, plans: Sequence[Plan]) -> list[np.ndarray]:
         """Generate every plan's rows (plans that share a model and sampling settings share live batches, under
@@ -130,7 +146,8 @@ class SpeechFlowPipeline:
         for plan in plans:
             groups.setdefault((plan.task, plan.sampling), []).extend(plan.rows)
         for (task, s), rows in groups.items():
-            generate_rows(self.model(task), s, rows, MAX_BATCH_FRAMES)
+            with stage("sampling"):
+                generate_rows(self.model(task), s, rows, MAX_BATCH_FRAMES)
         return [plan.assemble([plan.piece(i, row.output) for i, row in enumerate(plan.rows)]) for plan in plans]
 
     # --- enhancement and separation -----------------------------------------------------------------------------
@@ -156,13 +173,14 @@ class SpeechFlowPipeline:
         steps: int | None = None,
         solver: str | None = None,
         guidance: float | None = None,
+        sway: float | None = None,
         seed: int | Sequence[int] = 0,
         reconstruction: str = "mask",
         window_s: float = WINDOW_S,
     ) -> list[tuple[np.ndarray, int]]:
         """The shared task path; sampling settings left None take the task's defaults (`model.defaults`)."""
         seeds = [seed + i for i in range(len(items))] if isinstance(seed, int) else list(seed)
-        s = sampling(task, steps, guidance, solver)
+        s = sampling(task, steps, guidance, solver, sway)
         plans = [self.plan_task(task, wav, sr, seed=k, sampling=s, reconstruction=reconstruction, window_s=window_s)
                  for (wav, sr), k in zip(items, seeds, strict=True)]
         return [(audio, sr) for audio, (_, sr) in zip(self.run(plans), items, strict=True)]
@@ -206,8 +224,9 @@ class SpeechFlowPipeline:
     # --- text-to-speech ------------------------------------------------------------------------------------------
     def tts(self, text: str, **kwargs) -> tuple[np.ndarray, int]:
         """Text in the voice of a prompt (audio + its transcript) or of a built-in ``voice`` -> (waveform, 16 kHz).
-        Keyword arguments as for `plan_tts`, plus ``steps``, ``solver`` and ``guidance`` (None: the defaults)."""
-        s = sampling("tts", kwargs.pop("steps", None), kwargs.pop("guidance", None), kwargs.pop("solver", None))
+        Keyword arguments as for `plan_tts`, plus ``steps``, ``solver``, ``guidance`` and ``sway`` (None: the
+        defaults)."""
+        s = sampling("tts", *(kwargs.pop(k, None) for k in ("steps", "guidance", "solver", "sway")))
         [audio] = self.run([self.plan_tts(text, sampling=s, **kwargs)])
         return audio, self.sample_rate
 
@@ -231,7 +250,8 @@ class SpeechFlowPipeline:
             raise CheckpointError("this bundle's TTS model has no duration model (tts/duration/)")
         wav, prompt_text = self._prompt(prompt_wav, prompt_sr, prompt_text, voice)
         vocab = PhoneVocab(model.config.phones)
-        feats, _ = self.features([wav])
+        with stage("features"):
+            feats, _ = self.features([wav])
         prompt_feats = feats[0]  # (T_p, n_mels)
         t_p = prompt_feats.shape[0]
         prompt = align_prompt(prompt_text, prompt_feats, vocab, self.durations, self.aligner)
@@ -280,9 +300,10 @@ class SpeechFlowPipeline:
         steps: int | None = None,
         solver: str | None = None,
         guidance: float | None = None,
+        sway: float | None = None,
         seed: int | Sequence[int] = 0,
     ) -> list[tuple[np.ndarray, int]]:
-        s = sampling("pretrain", steps, guidance, solver)
+        s = sampling("pretrain", steps, guidance, solver, sway)
         seeds = [seed + i for i in range(len(requests))] if isinstance(seed, int) else list(seed)
         plans = [self.plan_infill(r, sampling=s, seed=k) for r, k in zip(requests, seeds, strict=True)]
         return [(audio, r.sr) for audio, r in zip(self.run(plans), requests, strict=True)]

@@ -1,13 +1,65 @@
-"""Offline timing of the generate path (network evaluations of the ODE sampler), for README tables."""
+"""Offline timing for README tables: the ODE sampler (ms per network evaluation, achieved FLOP/s and MFU against
+this machine's measured matmul peak) and one TTS request split into its stages (``model.stages``)."""
 
 from __future__ import annotations
 
+import functools
+import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
+from .devices import dtype_name
 from .modeling import SpeechFlowModel
+from .stages import recording
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _median_seconds(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
+    """Median wall time of ``fn`` over ``repeats`` runs after one dropped warm-up run (kernels, caches)."""
+    times = []
+    for r in range(repeats + 1):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        if r:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+@functools.cache
+def peak_flops(device_name: str = "cpu", n: int = 1024) -> tuple[float, str]:
+    """The device's measured matmul peak: FLOP/s of an n^3 linear layer in the faster of bf16 and fp32 (bf16 with
+    AMX or on a GPU; fp32 on a CPU without bf16 units, where bf16 is emulated), and which dtype that was. The
+    denominator of MFU."""
+    from .devices import linear_seconds
+
+    best = max((2 * n**3 / linear_seconds(dtype, n, repeats=10, device=device_name), dtype_name(dtype))
+               for dtype in (torch.bfloat16, torch.float32))
+    return best
+
+
+def evaluation_flops(model: SpeechFlowModel, frames: int, batch: int) -> int:
+    """FLOPs of one network evaluation on (batch, frames), counted by torch's FlopCounterMode (matmuls and
+    attention; elementwise work is not counted, as usual for MFU)."""
+    net, cfg = model.net, model.config.network
+    x = torch.zeros(batch, frames, cfg.x_dim, device=model.device, dtype=model.dtype)
+    cond = torch.zeros(batch, frames, cfg.cond_dim, device=model.device, dtype=model.dtype)
+    mask = torch.ones(batch, frames, dtype=torch.bool, device=model.device)
+    t = torch.zeros(batch, device=model.device)
+    kwargs = {"phones": torch.ones(batch, frames, dtype=torch.long, device=model.device)} if cfg.n_phones else {}
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        net(x, t, cond, mask, **kwargs)
+    return int(counter.get_total_flops())
 
 
 def time_sampler(
@@ -17,28 +69,49 @@ def time_sampler(
     solver: str = "midpoint",
     batch: int = 1,
     repeats: int = 3,
-    autocast: bool = False,
 ) -> list[dict[str, Any]]:
-    """Median wall time of ``model.generate`` on ``batch`` x ``seconds`` of audio for each NFE."""
+    """Median wall time of ``model.generate`` on ``batch`` x ``seconds`` of audio for each NFE, with the achieved
+    FLOP/s and the MFU against the device's measured matmul peak (``peak_flops``)."""
     frames = int(seconds * model.config.mel.sample_rate / model.config.mel.hop_length) + 1
-    cond = torch.randn(batch, frames, model.config.network.cond_dim, device=model.device)
+    cfg = model.config.network
+    cond = torch.randn(batch, frames, cfg.cond_dim, device=model.device)
     mask = torch.ones(batch, frames, dtype=torch.bool, device=model.device)
-    device_type = model.device.type
+    kwargs = {"phones": torch.ones(batch, frames, dtype=torch.long, device=model.device)} if cfg.n_phones else {}
+    per_evaluation = evaluation_flops(model, frames, batch)
+    peak, peak_dtype = peak_flops(str(model.device))
     rows = []
     for nfe in nfes:
-        times = []
-        for r in range(repeats + 1):  # the first run warms up kernels and is dropped
-            if device_type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            with torch.autocast(device_type, dtype=torch.bfloat16, enabled=autocast):
-                model.generate(cond, mask, seeds=list(range(batch)), nfe=nfe, solver=solver)
-            if device_type == "cuda":
-                torch.cuda.synchronize()
-            if r:
-                times.append(time.perf_counter() - start)
-        median = sorted(times)[len(times) // 2]
-        rows.append({"nfe": nfe, "solver": solver, "batch": batch, "audio_s": seconds, "seconds": median,
-                     "ms_per_nfe": 1000 * median / nfe, "rtf": median / (seconds * batch),
-                     "device": str(model.device), "bf16": autocast})
+        median = _median_seconds(
+            lambda nfe=nfe: model.generate(cond, mask, seeds=list(range(batch)), nfe=nfe, solver=solver, **kwargs),
+            model.device, repeats)
+        achieved = per_evaluation * nfe / median
+        rows.append({"preset": model.config.preset, "dtype": str(model.dtype).removeprefix("torch."), "nfe": nfe,
+                     "solver": solver, "batch": batch, "audio_s": seconds, "seconds": round(median, 4),
+                     "ms_per_nfe": round(1000 * median / nfe, 2), "rtf": round(median / (seconds * batch), 4),
+                     "gflop_per_nfe": round(per_evaluation / 1e9, 2), "achieved_gflops": round(achieved / 1e9, 1),
+                     "peak_gflops": round(peak / 1e9, 1), "peak_dtype": peak_dtype, "mfu": round(achieved / peak, 3),
+                     "device": str(model.device)})
     return rows
+
+
+def profile_tts(pipe: Any, text: str, voice: str | None = None, repeats: int = 3, **tts_kwargs: Any) -> dict[str, Any]:
+    """One TTS request (a ``SpeechFlowPipeline``) timed end to end and per stage (median over ``repeats`` after a
+    warm-up run): text frontend, durations, prompt alignment, features, sampling, vocoder."""
+    voice = voice or next(iter(pipe.voices), None)
+    runs: list[tuple[float, dict[str, float]]] = []
+    audio = np.zeros(0, np.float32)
+    for r in range(repeats + 1):
+        with recording() as stages:
+            start = time.perf_counter()
+            audio, _ = pipe.tts(text, voice=voice, **tts_kwargs)
+            total = time.perf_counter() - start
+        if r:
+            runs.append((total, stages))
+    total = statistics.median(t for t, _ in runs)
+    names = sorted({name for _, s in runs for name in s})
+    stages = {name: round(statistics.median(s.get(name, 0.0) for _, s in runs), 4) for name in names}
+    seconds = len(audio) / pipe.sample_rate
+    return {"text": text, "voice": voice, "audio_s": round(seconds, 3), "seconds": round(total, 4),
+            "rtf": round(total / seconds, 4), "stages_s": stages,
+            "other_s": round(total - sum(stages.values()), 4),  # the stages do not nest: the rest is glue
+            "dtype": pipe.dtype_name, "device": str(pipe.device), **{k: v for k, v in tts_kwargs.items()}}

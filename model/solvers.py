@@ -7,6 +7,7 @@ turns it into steps of its own order.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -63,10 +64,16 @@ def num_steps(solver: str, nfe: int) -> int:
     return max(1, nfe // SOLVERS[solver][1])
 
 
-def step_times(steps: int, t0: float = 0.0) -> Tensor:
+def step_times(steps: int, t0: float = 0.0, sway: float = 0.0) -> Tensor:
     """The time grid (steps + 1,) of a fixed-step solve from t0 to 1; a row at step k moves from grid[k] to
-    grid[k + 1]. Uniform today; a non-uniform schedule only changes this grid."""
-    return torch.linspace(t0, 1.0, steps + 1, dtype=torch.float32)
+    grid[k + 1]. ``sway`` in [-1, 1] bends a uniform grid u into u + sway * (cos(pi u / 2) - 1 + u) (F5-TTS's sway
+    sampling): negative values take small steps early, where the flow decides the coarse structure, and large ones
+    late; 0 is uniform."""
+    if not -1.0 <= sway <= 1.0:
+        raise ConfigError(f"sway must be in [-1, 1], got {sway}")
+    u = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
+    bent = u + sway * (torch.cos(math.pi / 2 * u) - 1 + u)
+    return (t0 + (1.0 - t0) * bent).to(torch.float32)
 
 
 def advance(solver: str, v: VelocityFn, x: Tensor, k: Tensor, grid: Tensor) -> Tensor:
@@ -80,10 +87,11 @@ def advance(solver: str, v: VelocityFn, x: Tensor, k: Tensor, grid: Tensor) -> T
     return SOLVERS[solver][0](v, x, t, dt.to(x.dtype))
 
 
-def integrate(v: VelocityFn, x0: Tensor, *, solver: str = "midpoint", nfe: int = 32, t0: float = 0.0) -> Tensor:
+def integrate(v: VelocityFn, x0: Tensor, *, solver: str = "midpoint", nfe: int = 32, t0: float = 0.0,
+              sway: float = 0.0) -> Tensor:
     """Integrate from t0 to 1 with fixed steps; x0 (B, T, D) -> x1 (B, T, D). Every row takes the same steps."""
     steps = num_steps(solver, nfe)  # validates the solver name first
-    grid = step_times(steps, t0)
+    grid = step_times(steps, t0, sway)
     x = x0
     for k in range(steps):
         x = advance(solver, v, x, torch.full((x0.shape[0],), k, dtype=torch.long, device=x0.device), grid)

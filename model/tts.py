@@ -20,6 +20,7 @@ from .aligner import PromptAligner
 from .audio import load_audio
 from .duration import DurationModel, expand_durations, rescaled_prompt_durations
 from .errors import AudioError
+from .stages import stage
 from .text import PhoneVocab, split_sentences, text_to_phones
 
 MIN_PROMPT_S = 0.5
@@ -64,12 +65,14 @@ def align_prompt(text: str, feats: Tensor, vocab: PhoneVocab, durations: Duratio
                  aligner: PromptAligner | None = None) -> Prompt:
     """The prompt transcript's phones and their frames in the prompt's features (T, n_mels): forced-aligned to the
     audio when there is an aligner, else the duration model's durations rescaled to T (about half as accurate)."""
-    symbols = text_to_phones(text)
+    with stage("text frontend"):
+        symbols = text_to_phones(text)
     ids = vocab.encode(symbols)
-    if aligner is not None:
-        frames = aligner.align(feats, aligner.vocab.encode(symbols))
-    else:
-        frames = rescaled_prompt_durations(durations.vocab.encode(symbols), feats.shape[0], durations)
+    with stage("prompt alignment"):
+        if aligner is not None:
+            frames = aligner.align(feats, aligner.vocab.encode(symbols))
+        else:
+            frames = rescaled_prompt_durations(durations.vocab.encode(symbols), feats.shape[0], durations)
     return Prompt(symbols, ids, frames, expand_durations(ids, frames))
 
 
@@ -78,12 +81,14 @@ def plan_chunks(text: str, vocab: PhoneVocab, durations: DurationModel, prompt: 
     """Split the text at sentence boundaries and predict each chunk's phone durations given the prompt's."""
     chunks = []
     for piece in split_sentences(text, max_chars):
-        symbols = text_to_phones(piece)
+        with stage("text frontend"):
+            symbols = text_to_phones(piece)
         ids = vocab.encode(symbols)
         all_ids = np.array(durations.vocab.encode(prompt.symbols + symbols))
         given = np.concatenate([prompt.durations, np.zeros(len(ids))])
         known = np.concatenate([np.ones(len(prompt.ids), bool), np.zeros(len(ids), bool)])
-        frames = durations.predict(all_ids, given, known, speed=speed).cpu().numpy()[len(prompt.ids):]
+        with stage("durations"):
+            frames = durations.predict(all_ids, given, known, speed=speed).cpu().numpy()[len(prompt.ids):]
         if frames.sum() == 0:
             frames[:] = 1
         chunks.append(Chunk(piece, ids, frames, expand_durations(ids, frames)))

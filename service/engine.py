@@ -39,6 +39,7 @@ class TaskParams:
     guidance: float
     seed: int
     reconstruction: str = "mask"
+    sway: float = 0.0  # the task's default time grid (not a request parameter)
 
 
 @dataclass(frozen=True)
@@ -131,14 +132,15 @@ class SamplingKey:
     steps: int
     guidance: float
     reconstruction: str
+    sway: float = 0.0
 
     @classmethod
     def of(cls, task: str, params: TaskParams) -> SamplingKey:
-        return cls(task, params.solver, params.steps, params.guidance, params.reconstruction)
+        return cls(task, params.solver, params.steps, params.guidance, params.reconstruction, params.sway)
 
     @property
     def sampling(self) -> Sampling:
-        return Sampling(steps=self.steps, guidance=self.guidance, solver=self.solver)
+        return Sampling(steps=self.steps, guidance=self.guidance, solver=self.solver, sway=self.sway)
 
 
 class PipelineEngine:
@@ -146,10 +148,10 @@ class PipelineEngine:
         self.pipeline = pipeline
 
     @classmethod
-    def load(cls, bundle: str | os.PathLike, device: str = "auto") -> PipelineEngine:
+    def load(cls, bundle: str | os.PathLike, device: str = "auto", dtype: str = "auto") -> PipelineEngine:
         from model.pipeline import SpeechFlowPipeline
 
-        return cls(SpeechFlowPipeline.from_pretrained(bundle, device=device))
+        return cls(SpeechFlowPipeline.from_pretrained(bundle, device=device, dtype=dtype))
 
     @property
     def tasks(self) -> list[str]:
@@ -221,6 +223,7 @@ class PipelineEngine:
         models = info.get("models", {})
         return {
             "device": str(self.pipeline.device),
+            "dtype": self.pipeline.dtype_name,
             "vocoder": self.pipeline.vocoder_name,
             "sample_rate": self.sample_rate,
             "updated": info.get("updated"),

@@ -112,7 +112,7 @@ class ServiceRuntime:
         /livez answers at once while /readyz says 503 until every task has run once."""
         s = self.settings
         if self._engine is None:
-            self._engine = await self._on_engine_thread(PipelineEngine.load, s.bundle, s.device)
+            self._engine = await self._on_engine_thread(PipelineEngine.load, s.bundle, s.device, s.dtype)
         frames = s.max_batch_frames or default_batch_frames(str(self._engine.describe().get("device", "cpu")))
         limits = LoopLimits(frames, s.max_batch_size, s.max_wait_s, s.max_queue, s.max_request_rows,
                             s.max_request_frames, s.scheduling)
@@ -310,7 +310,7 @@ class ServiceRuntime:
             raise InvalidParameter(f"steps must be at most {self.settings.max_steps} on this server", param="steps")
         seed = secrets.randbelow(2**31) if seed is None else seed
         return TaskParams(steps=steps, solver=solver, guidance=guidance, seed=seed,
-                          reconstruction=reconstruction)
+                          reconstruction=reconstruction, sway=chosen.sway)
 
     def _check_cost(self, key: SamplingKey, rows: int, frames: int, param: str) -> None:
         """413 before queueing when the request alone exceeds the server's per-request bounds."""

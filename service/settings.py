@@ -16,7 +16,10 @@ class Settings(BaseSettings):
 
     # model
     bundle: str = "checkpoints/demo"
-    device: str = "auto"  # auto = CUDA when present, else CPU
+    device: str = "auto"  # auto = CUDA when present, else CPU; cpu, cuda, cuda:N
+    # the flow networks' compute dtype; auto = bf16 where the device runs it fast (CUDA with bf16, a CPU with bf16
+    # matrix units), fp16 on older GPUs, else fp32 (model/devices.py). The ODE state and audio stay float32.
+    dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     # None: each task's own default (model/defaults.py: NFE 16 + guidance 2 for enhance/separate, 32 + 2 for tts)
     default_steps: int | None = Field(None, ge=1, le=256)
     default_solver: Solver | None = None

@@ -172,3 +172,12 @@ def test_corpus_rows_carry_phones_and_resume_identically(tmp_path: Path) -> None
     build_corpus(out, hours=0.01, seed=0, workers=2, engines=("espeak",))
     assert _manifests(out) == before and lost.is_file() and (out / rows[0]["audio"]).read_bytes() == audio
     assert sum(p.stat().st_mtime_ns != stamps[p] for p in wavs) == 1  # only that one was redone
+
+
+def test_the_test_split_alone_is_the_full_corpus_test_split(tmp_path: Path) -> None:
+    full = _manifests(build_corpus(tmp_path / "full", hours=0.01, seed=0, workers=2, engines=("espeak",)))
+    alone = build_corpus(tmp_path / "alone", hours=0.01, seed=0, workers=2, engines=("espeak",), splits=("test",))
+    assert (alone / "test.jsonl").read_text() == full["test.jsonl"] and full["test.jsonl"].strip()
+    assert not (alone / "train.jsonl").exists()
+    assert {p.parent.name for p in (alone / "wavs").rglob("*.wav")} == {
+        json.loads(line)["speaker"] for line in full["test.jsonl"].splitlines()}

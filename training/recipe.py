@@ -104,7 +104,7 @@ def labelled_manifest(cfg: RecipeConfig, manifest: Path, aligner_run: Path, name
         if name is not None or {k: made.get(k) for k in info} == info:
             return out
     from model.aligner import PromptAligner
-    from model.modeling import resolve_device
+    from model.devices import resolve_device
 
     from .labelling import label_manifest
 

@@ -27,8 +27,8 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from model.checkpoint import write_tensors
+from model.devices import resolve_device, resolve_dtype, use_tf32
 from model.errors import CheckpointError
-from model.modeling import resolve_device
 
 from .data import derive_seed
 
@@ -52,7 +52,7 @@ class TrainConfig:
     save_every: int = 500
     log_every: int = 10
     seed: int = 0
-    precision: str = "auto"  # auto = bf16 autocast (1.7x faster than fp32 on our CPUs too), fp32, bf16
+    precision: str = "auto"  # auto = bf16 autocast where the device runs bf16 fast (model.devices), else fp32; bf16
     num_workers: int = 1
     device: str = "auto"
     threads: int = 0  # torch intra-op threads; 0 = torch's default (all cores). 1 each for runs that share a CPU
@@ -158,6 +158,7 @@ class Trainer:
         if cfg.threads > 0:  # two runs at 2 threads on 2 cores spin-wait on each other: 20x slower than 1 each
             torch.set_num_threads(cfg.threads)
         self.device = resolve_device(cfg.device)
+        use_tf32(self.device)
         self.dist = init_distributed(self.device)
         if self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
@@ -197,8 +198,8 @@ class Trainer:
 
     # --- loop ------------------------------------------------------------------------------------------------
     def autocast(self) -> torch.autocast:
-        use_bf16 = self.cfg.precision in ("auto", "bf16")
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16)
+        auto = self.cfg.precision == "auto" and resolve_dtype("auto", self.device) == torch.bfloat16
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=auto or self.cfg.precision == "bf16")
 
     def fit(self, resume: bool = False) -> Path:
         cfg = self.cfg

@@ -1,0 +1,44 @@
+"""What the command modules share: the default bundle and the inference / device / task options."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+DEFAULT_BUNDLE = "checkpoints/demo"
+
+
+def sampling_kwargs(task: str, args: argparse.Namespace) -> dict:
+    """steps / guidance / solver / sway: the flags given, else the task's defaults (spelled out, so reports show
+    them)."""
+    from model.defaults import sampling
+
+    nfe = args.nfe[0] if isinstance(args.nfe, list) else args.nfe  # `profile --nfe` takes a list
+    return dataclasses.asdict(sampling(task, nfe, getattr(args, "guidance", None), args.solver,
+                                       getattr(args, "sway", None)))
+
+
+def add_inference_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bundle", default=DEFAULT_BUNDLE, help="bundle or model directory")
+    p.add_argument("--nfe", "--steps", dest="nfe", type=int, default=None,
+                   help="network evaluations of the ODE solver (default: the task's, see model/defaults.py)")
+    p.add_argument("--solver", default=None, choices=["euler", "midpoint", "heun", "rk4"],
+                   help="ODE solver (default: midpoint)")
+    p.add_argument("--sway", type=float, default=None,
+                   help="time-grid bend in [-1, 1], < 0 = small steps early (default: the task's)")
+    p.add_argument("--seed", type=int, default=0)
+    add_device_args(p)
+
+
+def add_device_args(p: argparse.ArgumentParser, default: str | None = "auto") -> None:
+    from_env = " (default: SPEECHFLOW_DEVICE / SPEECHFLOW_DTYPE)" if default is None else ""
+    p.add_argument("--device", default=default, help="auto (CUDA when present), cpu, cuda, cuda:N" + from_env)
+    p.add_argument("--dtype", default=default, choices=["auto", "bf16", "fp16", "fp32"],
+                   help="the flow networks' compute dtype; auto = bf16 where the device runs it fast" + from_env)
+
+
+def add_task_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance weight (1 = none; default: the task's, see model/defaults.py)")
+    p.add_argument("--reconstruction", default="mask", choices=["mask", "vocoder"],
+                   help="mask: per-band mask on the input's STFT (keeps its phase); vocoder: the bundle's vocoder")

@@ -1,0 +1,233 @@
+"""Training commands: the synthetic corpus, pre-training, fine-tuning, the small models, labelling, the recipe
+and bundles."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from model.errors import SpeechFlowError
+
+from .common import DEFAULT_BUNDLE
+
+if TYPE_CHECKING:
+    from training.trainer import TrainConfig
+
+BUNDLE_ENTRIES = ("pretrain", "enhance", "separate", "tts", "vocoder", "duration", "aligner")  # model.bundle's dirs
+
+
+def _train_config(args: argparse.Namespace, **defaults):
+    """TrainConfig from the command line; ``defaults`` are the command's own defaults, flags win."""
+    from training.trainer import TrainConfig
+
+    names = ("steps", "lr", "warmup", "batch_seconds", "max_seconds", "save_every", "log_every", "seed", "precision",
+             "num_workers", "device", "threads")
+    flags = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
+    return TrainConfig(**(defaults | flags))
+
+
+def cmd_corpus(args: argparse.Namespace) -> None:
+    from training.corpus import build_corpus
+
+    splits = tuple(args.splits.split(","))
+    out = build_corpus(args.out, hours=args.hours, seed=args.seed, workers=args.workers, splits=splits)
+    print(f"corpus written to {out} ({', '.join(f'{s}.jsonl' for s in splits)})")
+
+
+def cmd_pretrain(args: argparse.Namespace) -> None:
+    from training.pretrain import pretrain
+
+    out = pretrain(args.data, args.out, args.preset, _train_config(args), resume=args.resume, init=args.init)
+    print(f"model saved to {out}")
+
+
+def cmd_finetune(args: argparse.Namespace) -> None:
+    from training.finetune import finetune
+
+    out = finetune(args.task, args.init, args.data, args.out, _train_config(args), resume=args.resume)
+    print(f"model saved to {out}")
+
+
+def cmd_vocoder(args: argparse.Namespace) -> None:
+    from training.vocoder import train_vocoder
+
+    out = train_vocoder(args.data, args.out, None, _train_config(args, max_seconds=1.0, batch_seconds=16.0),
+                        resume=args.resume)
+    print(f"vocoder saved to {out}")
+
+
+def _small_model_train_config(args: argparse.Namespace, defaults: TrainConfig) -> TrainConfig:
+    """A small model's own training defaults, with the flags that were given on top."""
+    given = {k: v for k, v in _train_config(args).__dict__.items() if getattr(args, k, None) is not None}
+    return dataclasses.replace(defaults, **given)
+
+
+def cmd_duration(args: argparse.Namespace) -> None:
+    from training.duration import default_train_config, train_duration
+
+    out = train_duration(args.data, args.out, None, _small_model_train_config(args, default_train_config()),
+                         resume=args.resume)
+    print(f"duration model saved to {out}")
+
+
+def cmd_aligner(args: argparse.Namespace) -> None:
+    from training.aligner import default_train_config, train_aligner
+
+    out = train_aligner(args.data, args.out, None, _small_model_train_config(args, default_train_config()),
+                        resume=args.resume)
+    print(f"prompt aligner saved to {out}")
+
+
+def cmd_label(args: argparse.Namespace) -> None:
+    from model.aligner import PromptAligner
+    from model.bundle import ALIGNER_DIR
+    from model.devices import resolve_device
+    from training.labelling import label_manifest
+
+    path = Path(args.aligner)
+    if (path / ALIGNER_DIR).is_dir():  # a bundle: its TTS prompt aligner
+        path = path / ALIGNER_DIR
+    counts = label_manifest(args.data, PromptAligner.from_pretrained(path, device=resolve_device(args.device)),
+                            args.out)
+    print(f"wrote {args.out}: {counts['kept']} rows kept their phones, {counts['aligned']} force-aligned, "
+          f"{counts['failed']} could not be aligned (left without phones)")
+
+
+def cmd_recipe(args: argparse.Namespace) -> None:
+    from training.recipe import RecipeConfig, run_recipe
+
+    cfg = RecipeConfig(work=Path(args.work), out=Path(args.out), preset=args.preset, hours=args.hours, seed=args.seed,
+                       device=args.device, pretrain_steps=args.pretrain_steps, vocoder_steps=args.vocoder_steps,
+                       enhance_steps=args.enhance_steps, separate_steps=args.separate_steps,
+                       tts_steps=args.tts_steps, duration_steps=args.duration_steps,
+                       aligner_steps=args.aligner_steps, aligner_rounds=args.aligner_rounds,
+                       aligner_round_steps=args.aligner_round_steps, label_unaligned=not args.exact_alignments_only,
+                       eval_utterances=args.eval_n, eval_nfe=args.eval_nfe, threads=args.threads)
+    run_recipe(cfg, only=args.only.split(",") if args.only else None)
+
+
+def cmd_bundle(args: argparse.Namespace) -> None:
+    import torch
+
+    from model.bundle import write_bundle
+
+    models = {task: path for task in BUNDLE_ENTRIES if (path := getattr(args, task)) is not None}
+    if not models:
+        raise SpeechFlowError("name at least one model: --pretrain, --enhance, --separate, --tts or --vocoder")
+    info = {"recipe": args.recipe} if args.recipe else None
+    out = write_bundle(args.out, models, dtype=None if args.fp32 else torch.float16, info=info)
+    if args.voices:
+        from model.bundle import write_voices
+        from training.voices import pick_voices
+
+        write_voices(out, pick_voices(args.voices))
+    print(f"bundle written to {out} ({', '.join(models)})")
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--steps", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--warmup", type=int)
+    p.add_argument("--batch-seconds", type=float, help="padded audio seconds per batch and process")
+    p.add_argument("--max-seconds", type=float, help="crop length in seconds")
+    p.add_argument("--save-every", type=int)
+    p.add_argument("--log-every", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"])
+    p.add_argument("--num-workers", type=int)
+    p.add_argument("--device", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
+    p.add_argument("--threads", type=int, help="torch threads (default: all cores; 1 when runs share a CPU)")
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("corpus", help="build the synthetic training corpus + manifests")
+    p.add_argument("--out", required=True)
+    p.add_argument("--hours", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--splits", default="train,valid,test",
+                   help="comma-separated splits to synthesise; 'test' alone rebuilds the unseen-speaker test split "
+                        "of a corpus with the same --hours and --seed")
+    p.set_defaults(func=cmd_corpus)
+
+    p = sub.add_parser("manifest", help="manifests for real corpora: tree (LibriSpeech/Libri-Light), voicebank, "
+                       "librimix", add_help=False)
+    p.add_argument("args", nargs=argparse.REMAINDER)  # dispatched in main() before this parser runs
+
+    p = sub.add_parser("pretrain", help="pre-train with masked flow matching on untranscribed audio")
+    p.add_argument("--data", required=True, help="JSONL manifest with audio and duration")
+    p.add_argument("--preset", default="tiny", choices=["debug", "tiny", "small", "base"])
+    p.add_argument("--out", required=True, help="run directory (a loadable model directory)")
+    p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    p.add_argument("--init", metavar="DIR", help="warm-start a new run from these weights (a model directory)")
+    _add_train_args(p)
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("finetune", help="fine-tune a pre-trained model for enhancement, separation or TTS")
+    p.add_argument("--task", required=True, choices=["enhance", "separate", "tts"])
+    p.add_argument("--init", required=True, help="pre-trained model directory")
+    p.add_argument("--data", required=True, help="manifest of clean speech (noise and mixtures are made on the fly), "
+                   "of real pairs ('noisy') / mixtures ('sources'), or, for tts, rows with 'phones' alignments")
+    p.add_argument("--out", required=True)
+    p.add_argument("--resume", action="store_true")
+    _add_train_args(p)
+    p.set_defaults(func=cmd_finetune)
+
+    aligned = "manifest with 'phones' alignments"
+    for name, help_text, data_help, func in (
+            ("vocoder", "train the Vocos-style mel -> waveform vocoder", "manifest of clean speech", cmd_vocoder),
+            ("duration", "train the TTS duration model on phone alignments", aligned, cmd_duration),
+            ("aligner", "train the TTS prompt aligner (frame phone classifier + Viterbi)", aligned, cmd_aligner)):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--data", required=True, help=data_help)
+        p.add_argument("--out", required=True)
+        p.add_argument("--resume", action="store_true")
+        _add_train_args(p)
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("label", help="add phone alignments to the manifest rows that have none (flite/festival rows, "
+                       "a real corpus without MFA TextGrids), by the TTS prompt aligner")
+    p.add_argument("--data", required=True, help="manifest with 'text' per row")
+    p.add_argument("--out", required=True, help="labelled manifest to write (audio paths resolve from its folder)")
+    p.add_argument("--aligner", default=DEFAULT_BUNDLE, help="a bundle with tts/aligner/, or an aligner directory")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_label)
+
+    p = sub.add_parser("recipe", help="the whole resumable chain that builds a bundle (corpus ... evaluation)")
+    p.add_argument("--work", required=True, help="working state: corpus, runs, reports (outside the repo)")
+    p.add_argument("--out", default=DEFAULT_BUNDLE, help="where the bundle goes")
+    p.add_argument("--preset", default="tiny", choices=["debug", "tiny", "small", "base"])
+    p.add_argument("--hours", type=float, default=8.0, help="hours of synthetic corpus")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--pretrain-steps", type=int, default=24_000)
+    p.add_argument("--vocoder-steps", type=int, default=8_000)
+    p.add_argument("--enhance-steps", type=int, default=6_000)
+    p.add_argument("--separate-steps", type=int, default=6_000)
+    p.add_argument("--tts-steps", type=int, default=8_000)
+    p.add_argument("--duration-steps", type=int, default=2_000)
+    p.add_argument("--aligner-steps", type=int, default=1_500, help="prompt aligner on the exact alignments")
+    p.add_argument("--aligner-rounds", type=int, default=2,
+                   help="then rounds of self-training on the corpus it labels (flite/festival rows have no phones)")
+    p.add_argument("--aligner-round-steps", type=int, default=500)
+    p.add_argument("--exact-alignments-only", action="store_true",
+                   help="train duration + TTS on the rows with exact phones only (espeak-ng), no aligner labels")
+    p.add_argument("--eval-n", type=int, default=100, help="test utterances per task")
+    p.add_argument("--eval-nfe", type=int, default=None,
+                   help="sampler evaluations per utterance when evaluating (default: each task's, as served)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (1 when stages run side by side)")
+    p.add_argument("--only", help="comma-separated stages to train, then stop (no bundle): "
+                                  "pretrain,vocoder,duration,aligner,enhance,separate,tts")
+    p.set_defaults(func=cmd_recipe)
+
+    p = sub.add_parser("bundle", help="collect trained model directories into a (fp16) bundle")
+    p.add_argument("--out", required=True)
+    for task in BUNDLE_ENTRIES:
+        p.add_argument(f"--{task}", metavar="DIR", help=f"{task} model directory (e.g. a run directory)")
+    p.add_argument("--voices", metavar="MANIFEST", help="built-in TTS voices: one clip per speaker of this manifest "
+                   "(e.g. the unseen-speaker test split)")
+    p.add_argument("--recipe", help="the command(s) that produced the models, recorded in bundle.json")
+    p.add_argument("--fp32", action="store_true", help="keep fp32 weights (default: fp16, half the size)")
+    p.set_defaults(func=cmd_bundle)

@@ -1,0 +1,94 @@
+"""Devices and compute dtypes: clear errors for what is not there, bf16 networks over a float32 ODE state, the
+cached ALiBi bias, and the sway time grid."""
+
+import pytest
+import torch
+
+from model.defaults import Sampling
+from model.devices import resolve_device, resolve_dtype
+from model.errors import ConfigError
+from model.generation import LiveBatch, Row
+from model.solvers import step_times
+from speechflow.cli import main
+
+
+def test_a_missing_device_is_a_clear_error_not_a_traceback(capsys, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the missing-device path cannot be shown here")
+    with pytest.raises(ConfigError, match=r"no usable CUDA device.*--device cpu"):
+        resolve_device("cuda")
+    with pytest.raises(ConfigError, match="auto, cpu, cuda or cuda:N"):
+        resolve_device("tpu")
+    assert resolve_device("auto") == torch.device("cpu")
+    assert main(["enhance", "in.wav", str(tmp_path / "out.wav"), "--device", "cuda:1"]) == 2
+    assert "no usable CUDA device" in capsys.readouterr().err
+
+
+def test_dtypes_resolve_for_the_device():
+    cpu = torch.device("cpu")
+    assert resolve_dtype("fp32", cpu) == torch.float32
+    assert resolve_dtype("bf16", cpu) == torch.bfloat16
+    assert resolve_dtype("auto", cpu) in (torch.bfloat16, torch.float32)
+    with pytest.raises(ConfigError, match="fp16 is for CUDA"):
+        resolve_dtype("fp16", cpu)
+    with pytest.raises(ConfigError, match="dtype must be one of"):
+        resolve_dtype("int8", cpu)
+
+
+def test_a_bf16_network_keeps_the_ode_state_in_float32_and_stays_close_to_fp32(debug_model):
+    torch.manual_seed(3)
+    cond = torch.randn(2, 40, 80)
+    mask = torch.ones(2, 40, dtype=torch.bool)
+    mask[1, 31:] = False
+    full = debug_model.generate(cond, mask, seeds=[1, 2], nfe=8, guidance=2.0)
+    debug_model.to(dtype=torch.bfloat16)
+    half = debug_model.generate(cond, mask, seeds=[1, 2], nfe=8, guidance=2.0)
+    assert half.dtype == torch.float32
+    error = (half - full).norm() / full.norm()
+    assert 0 < error < 0.05, error  # bf16 changes the numbers (so it ran in bf16) but not the sample
+
+    batch = LiveBatch(debug_model, Sampling(steps=4, guidance=2.0))
+    batch.join([Row(cond[0], seed=1)])
+    batch.step()
+    assert batch._x is not None and batch._x.dtype == torch.float32
+
+
+def test_the_alibi_bias_is_built_once_and_shared_across_an_unpadded_batch(debug_model):
+    net = debug_model.net
+    full = torch.ones(3, 25, dtype=torch.bool)
+    bias = net.attention_bias(full, torch.bfloat16)
+    assert bias.shape == (1, net.cfg.heads, 26, 26) and bias.dtype == torch.bfloat16
+    assert net.attention_bias(full, torch.bfloat16).data_ptr() == bias.data_ptr()  # the cached tensor, no copy
+    # the time token (position 0) sees and is seen by every frame; between frames -slope * distance
+    assert torch.all(bias[0, :, 0, :] == 0) and torch.all(bias[0, :, :, 0] == 0)
+    slopes = net.slopes.to(torch.bfloat16)
+    assert torch.equal(bias[0, :, 1, 4], -slopes * 3)
+    padded = full.clone()
+    padded[1, 20:] = False
+    masked = net.attention_bias(padded)
+    assert masked.shape == (3, net.cfg.heads, 26, 26)
+    assert torch.isinf(masked[1, :, :, 21:]).all() and not torch.isinf(masked[1, :, :, :21]).any()
+    assert torch.equal(masked[0], net.attention_bias(full)[0])
+
+
+def test_sway_bends_the_time_grid_towards_small_early_steps():
+    uniform, swayed = step_times(8), step_times(8, sway=-1.0)
+    assert torch.equal(uniform, torch.linspace(0, 1, 9))
+    assert swayed[0] == 0 and swayed[-1] == 1 and torch.all(swayed.diff() > 0)
+    assert swayed[1] < uniform[1] / 4  # the first step is much smaller ...
+    assert swayed.diff()[-1] > uniform.diff()[-1]  # ... and the last larger
+    with pytest.raises(ConfigError, match="sway"):
+        step_times(8, sway=-1.5)
+
+
+def test_sway_changes_the_sample_and_travels_in_the_sampling_key(debug_model):
+    cond, mask = torch.randn(1, 30, 80), torch.ones(1, 30, dtype=torch.bool)
+    plain = debug_model.generate(cond, mask, seeds=[0], nfe=6, solver="euler")
+    swayed = debug_model.generate(cond, mask, seeds=[0], nfe=6, solver="euler", sway=-1.0)
+    assert not torch.allclose(plain, swayed, atol=1e-3)
+    batch = LiveBatch(debug_model, Sampling(steps=6, guidance=1.0, solver="euler", sway=-1.0))
+    row = Row(cond[0], seed=0)
+    batch.join([row])
+    while not batch.step():
+        pass
+    torch.testing.assert_close(row.output, swayed[0], atol=1e-5, rtol=0)
