@@ -34,6 +34,7 @@ system-deps:
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+	$(BIN)/python scripts/gpu_check.py --dry-run --out bench-results/gpu-check-dry-run.json  # the GPU check on CPU
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

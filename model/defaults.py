@@ -9,7 +9,7 @@ schemas can import it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -18,6 +18,7 @@ class Sampling:
     guidance: float  # classifier-free guidance weight; 1 = none
     solver: str = "midpoint"
     sway: float = 0.0  # time-grid bend (model.solvers.step_times): < 0 takes small steps early; 0 = uniform
+    guidance_until: float = 1.0  # guidance only while t < this (1 = the whole path)
 
 
 TASK_SAMPLING: dict[str, Sampling] = {
@@ -29,10 +30,9 @@ TASK_SAMPLING: dict[str, Sampling] = {
 
 
 def sampling(task: str, steps: int | None = None, guidance: float | None = None,
-             solver: str | None = None, sway: float | None = None) -> Sampling:
+             solver: str | None = None, sway: float | None = None,
+             guidance_until: float | None = None) -> Sampling:
     """The task's defaults with whatever the caller gave on top (None = the default)."""
     base = TASK_SAMPLING[task]
-    return Sampling(steps=base.steps if steps is None else steps,
-                    guidance=base.guidance if guidance is None else guidance,
-                    solver=base.solver if solver is None else solver,
-                    sway=base.sway if sway is None else sway)
+    given = {"steps": steps, "guidance": guidance, "solver": solver, "sway": sway, "guidance_until": guidance_until}
+    return replace(base, **{k: v for k, v in given.items() if v is not None})

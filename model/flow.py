@@ -100,6 +100,7 @@ class FlowMatching:
         nfe: int = 32,
         solver: str = "midpoint",
         guidance: float = 1.0,
+        guidance_until: float = 1.0,
         sway: float = 0.0,
         known: Tensor | None = None,
         known_mask: Tensor | None = None,
@@ -116,7 +117,7 @@ class FlowMatching:
         for k in range(steps):
             index = torch.full((x.shape[0],), k, dtype=torch.long, device=x.device)
             x = self.step(net, x, index, grid, cond, mask, solver=solver, guidance=guidance,
-                          uncond_kwargs=uncond_kwargs, **net_kwargs)
+                          guidance_until=guidance_until, uncond_kwargs=uncond_kwargs, **net_kwargs)
         return self.finish(x, mask, known, known_mask)
 
     @staticmethod
@@ -137,31 +138,49 @@ class FlowMatching:
         *,
         solver: str,
         guidance: float = 1.0,
+        guidance_until: float = 1.0,
         uncond_kwargs: dict[str, Any] | None = None,
         **net_kwargs: Any,
     ) -> Tensor:
         """One solver step: x (B, T, x_dim) of rows at step ``index`` (B,) of ``grid`` (steps + 1,) -> x one step on.
 
         The network sees x in the condition's dtype (the network's compute dtype); x itself stays in its own.
-        guidance w mixes velocities v_u + w (v_c - v_u) in one doubled batch (w = 1: plain conditional, no cost);
-        the unconditional branch sees a zero condition and ``uncond_kwargs`` (e.g. no phones). Padded frames stay 0.
+        guidance w mixes velocities v_u + w (v_c - v_u) (w = 1: plain conditional, no cost) for the rows whose time
+        t is below ``guidance_until`` (1: the whole path; guidance matters most early, so stopping it at t = 0.5
+        saves a quarter of the evaluations); all guided rows go in one doubled batch, a mix of guided and unguided
+        rows as a conditional batch plus an unconditional one of the guided rows. The unconditional branch sees a
+        zero condition and ``uncond_kwargs`` (e.g. no phones). Padded frames stay 0.
         """
         keep = mask[..., None].to(x.dtype)
+
+        def conditional(x: Tensor, t: Tensor) -> Tensor:
+            return net(x.to(cond.dtype), t, cond, mask, **net_kwargs).float()
+
         if guidance == 1.0:
 
             def velocity(x: Tensor, t: Tensor) -> Tensor:
-                return net(x.to(cond.dtype), t, cond, mask, **net_kwargs).to(x.dtype) * keep
+                return conditional(x, t).to(x.dtype) * keep
 
-        else:
-            uncond_kwargs = uncond_kwargs if uncond_kwargs is not None else {}
-            both_kwargs = {k: torch.cat([v, uncond_kwargs.get(k, torch.zeros_like(v))]) for k, v in net_kwargs.items()}
-            cond2 = torch.cat([cond, torch.zeros_like(cond)])
-            mask2 = torch.cat([mask, mask])
+            return advance(solver, velocity, x, index, grid)
 
-            def velocity(x: Tensor, t: Tensor) -> Tensor:
-                x2 = torch.cat([x, x]).to(cond.dtype)
-                v_c, v_u = net(x2, torch.cat([t, t]), cond2, mask2, **both_kwargs).float().chunk(2)
+        uncond = {k: (uncond_kwargs or {}).get(k, torch.zeros_like(v)) for k, v in net_kwargs.items()}
+        both_kwargs = {k: torch.cat([v, uncond[k]]) for k, v in net_kwargs.items()}
+        cond2 = torch.cat([cond, torch.zeros_like(cond)])
+        mask2 = torch.cat([mask, mask])
+
+        def velocity(x: Tensor, t: Tensor) -> Tensor:
+            guided = t < guidance_until
+            if bool(guided.all()):
+                v_c, v_u = net(torch.cat([x, x]).to(cond.dtype), torch.cat([t, t]), cond2, mask2,
+                               **both_kwargs).float().chunk(2)
                 return (v_u + guidance * (v_c - v_u)).to(x.dtype) * keep
+            v = conditional(x, t)
+            if bool(guided.any()):
+                g = guided.nonzero(as_tuple=True)[0]
+                v_u = net(x[g].to(cond.dtype), t[g], torch.zeros_like(cond[g]), mask[g],
+                          **{k: u[g] for k, u in uncond.items()}).float()
+                v[g] = v_u + guidance * (v[g] - v_u)
+            return v.to(x.dtype) * keep
 
         return advance(solver, velocity, x, index, grid)
 

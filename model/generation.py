@@ -116,7 +116,8 @@ class LiveBatch:
         index = torch.tensor([r.step for r in self.rows], dtype=torch.long, device=self._x.device)
         s = self.sampling
         self._x = self.model.flow.step(self.model.net, self._x, index, self.grid, b["cond"], b["mask"],
-                                       solver=s.solver, guidance=s.guidance, **self._extras)
+                                       solver=s.solver, guidance=s.guidance, guidance_until=s.guidance_until,
+                                       **self._extras)
         for row in self.rows:
             row.step += 1
         done = [i for i, r in enumerate(self.rows) if r.step >= self.steps]

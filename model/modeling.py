@@ -45,6 +45,7 @@ class SpeechFlowModel(nn.Module):
         nfe: int = 32,
         solver: str = "midpoint",
         guidance: float = 1.0,
+        guidance_until: float = 1.0,
         sway: float = 0.0,
         known: Tensor | None = None,
         known_mask: Tensor | None = None,
@@ -53,7 +54,8 @@ class SpeechFlowModel(nn.Module):
         """cond (B, T, cond_dim), mask (B, T) -> normalised features (B, T, x_dim); see ``FlowMatching.sample``."""
         return self.flow.sample(
             self.net, cond.to(self.dtype), mask, x_dim=self.config.network.x_dim, seeds=seeds, nfe=nfe,
-            solver=solver, guidance=guidance, sway=sway, known=known, known_mask=known_mask, **net_kwargs,
+            solver=solver, guidance=guidance, guidance_until=guidance_until, sway=sway, known=known,
+            known_mask=known_mask, **net_kwargs,
         )
 
     def save_pretrained(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -174,13 +174,14 @@ class SpeechFlowPipeline:
         solver: str | None = None,
         guidance: float | None = None,
         sway: float | None = None,
+        guidance_until: float | None = None,
         seed: int | Sequence[int] = 0,
         reconstruction: str = "mask",
         window_s: float = WINDOW_S,
     ) -> list[tuple[np.ndarray, int]]:
         """The shared task path; sampling settings left None take the task's defaults (`model.defaults`)."""
         seeds = [seed + i for i in range(len(items))] if isinstance(seed, int) else list(seed)
-        s = sampling(task, steps, guidance, solver, sway)
+        s = sampling(task, steps, guidance, solver, sway, guidance_until)
         plans = [self.plan_task(task, wav, sr, seed=k, sampling=s, reconstruction=reconstruction, window_s=window_s)
                  for (wav, sr), k in zip(items, seeds, strict=True)]
         return [(audio, sr) for audio, (_, sr) in zip(self.run(plans), items, strict=True)]
@@ -224,9 +225,9 @@ class SpeechFlowPipeline:
     # --- text-to-speech ------------------------------------------------------------------------------------------
     def tts(self, text: str, **kwargs) -> tuple[np.ndarray, int]:
         """Text in the voice of a prompt (audio + its transcript) or of a built-in ``voice`` -> (waveform, 16 kHz).
-        Keyword arguments as for `plan_tts`, plus ``steps``, ``solver``, ``guidance`` and ``sway`` (None: the
-        defaults)."""
-        s = sampling("tts", *(kwargs.pop(k, None) for k in ("steps", "guidance", "solver", "sway")))
+        Keyword arguments as for `plan_tts`, plus the fields of `model.defaults.Sampling` (``steps``, ``solver``,
+        ``guidance``, ``sway``, ``guidance_until``; None: the defaults)."""
+        s = sampling("tts", **{f.name: kwargs.pop(f.name, None) for f in fields(Sampling)})
         [audio] = self.run([self.plan_tts(text, sampling=s, **kwargs)])
         return audio, self.sample_rate
 
@@ -301,9 +302,10 @@ class SpeechFlowPipeline:
         solver: str | None = None,
         guidance: float | None = None,
         sway: float | None = None,
+        guidance_until: float | None = None,
         seed: int | Sequence[int] = 0,
     ) -> list[tuple[np.ndarray, int]]:
-        s = sampling("pretrain", steps, guidance, solver, sway)
+        s = sampling("pretrain", steps, guidance, solver, sway, guidance_until)
         seeds = [seed + i for i in range(len(requests))] if isinstance(seed, int) else list(seed)
         plans = [self.plan_infill(r, sampling=s, seed=k) for r, k in zip(requests, seeds, strict=True)]
         return [(audio, r.sr) for audio, r in zip(self.run(plans), requests, strict=True)]

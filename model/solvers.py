@@ -7,12 +7,14 @@ turns it into steps of its own order.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
+from .defaults import Sampling
 from .errors import ConfigError
 
 VelocityFn = Callable[[Tensor, Tensor], Tensor]  # (x (B, T, D), t (B,)) -> v (B, T, D)
@@ -53,6 +55,22 @@ SOLVERS: dict[str, tuple[Callable[[VelocityFn, Tensor, Tensor, Tensor], Tensor],
     "heun": (heun_step, 2),
     "rk4": (rk4_step, 4),
 }
+
+
+# where in a step each evaluation happens, as a fraction of dt (for counting guided evaluations)
+STAGE_OFFSETS: dict[str, tuple[float, ...]] = {"euler": (0.0,), "midpoint": (0.0, 0.5), "heun": (0.0, 1.0),
+                                               "rk4": (0.0, 0.5, 0.5, 1.0)}
+
+
+def network_passes(sampling: Sampling) -> int:
+    """Sequences one row puts through the network over its whole path: one per evaluation, two where guidance
+    applies (t < guidance_until). What the cost bounds charge a row per frame."""
+    steps = num_steps(sampling.solver, sampling.steps)
+    if sampling.guidance == 1.0:
+        return steps * len(STAGE_OFFSETS[sampling.solver])
+    grid = step_times(steps, sway=sampling.sway).tolist()
+    return sum(2 if t0 + f * (t1 - t0) < sampling.guidance_until else 1
+               for t0, t1 in itertools.pairwise(grid) for f in STAGE_OFFSETS[sampling.solver])
 
 
 def num_steps(solver: str, nfe: int) -> int:

@@ -40,6 +40,7 @@ class TaskParams:
     seed: int
     reconstruction: str = "mask"
     sway: float = 0.0  # the task's default time grid (not a request parameter)
+    guidance_until: float = 1.0  # the task's default (not a request parameter)
 
 
 @dataclass(frozen=True)
@@ -133,14 +134,17 @@ class SamplingKey:
     guidance: float
     reconstruction: str
     sway: float = 0.0
+    guidance_until: float = 1.0
 
     @classmethod
     def of(cls, task: str, params: TaskParams) -> SamplingKey:
-        return cls(task, params.solver, params.steps, params.guidance, params.reconstruction, params.sway)
+        return cls(task, params.solver, params.steps, params.guidance, params.reconstruction, params.sway,
+                   params.guidance_until)
 
     @property
     def sampling(self) -> Sampling:
-        return Sampling(steps=self.steps, guidance=self.guidance, solver=self.solver, sway=self.sway)
+        return Sampling(steps=self.steps, guidance=self.guidance, solver=self.solver, sway=self.sway,
+                        guidance_until=self.guidance_until)
 
 
 class PipelineEngine:

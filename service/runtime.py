@@ -32,7 +32,7 @@ from starlette.types import Receive
 from model.defaults import sampling
 from model.duration import DurationError
 from model.errors import AudioError, ConfigError
-from model.solvers import SOLVERS, num_steps
+from model.solvers import network_passes
 from model.text import TextError, normalize_text
 from model.tts import MAX_PROMPT_S, MIN_PROMPT_S
 from model.windows import window_spans
@@ -310,11 +310,12 @@ class ServiceRuntime:
             raise InvalidParameter(f"steps must be at most {self.settings.max_steps} on this server", param="steps")
         seed = secrets.randbelow(2**31) if seed is None else seed
         return TaskParams(steps=steps, solver=solver, guidance=guidance, seed=seed,
-                          reconstruction=reconstruction, sway=chosen.sway)
+                          reconstruction=reconstruction, sway=chosen.sway,
+                          guidance_until=chosen.guidance_until)
 
     def _check_cost(self, key: SamplingKey, rows: int, frames: int, param: str) -> None:
         """413 before queueing when the request alone exceeds the server's per-request bounds."""
-        passes = num_steps(key.solver, key.steps) * SOLVERS[key.solver][1] * (1 if key.guidance == 1.0 else 2)
+        passes = network_passes(key.sampling)
         self.loop.check_cost(rows, frames, passes, self.settings.request_timeout_s, param)
 
     async def _await(self, job: LoopRequest, receive: Receive, translate: Translate | None = None) -> RequestResult:

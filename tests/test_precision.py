@@ -8,7 +8,7 @@ from model.defaults import Sampling
 from model.devices import resolve_device, resolve_dtype
 from model.errors import ConfigError
 from model.generation import LiveBatch, Row
-from model.solvers import step_times
+from model.solvers import network_passes, step_times
 from speechflow.cli import main
 
 
@@ -92,3 +92,40 @@ def test_sway_changes_the_sample_and_travels_in_the_sampling_key(debug_model):
     while not batch.step():
         pass
     torch.testing.assert_close(row.output, swayed[0], atol=1e-5, rtol=0)
+
+
+def test_guidance_until_guides_only_the_early_part_of_the_path(debug_model):
+    torch.manual_seed(5)
+    cond, mask = torch.randn(1, 24, 80), torch.ones(1, 24, dtype=torch.bool)
+    full = debug_model.generate(cond, mask, seeds=[3], nfe=8, guidance=2.0)
+    torch.testing.assert_close(debug_model.generate(cond, mask, seeds=[3], nfe=8, guidance=2.0, guidance_until=1.0),
+                               full, atol=0, rtol=0)
+    never = debug_model.generate(cond, mask, seeds=[3], nfe=8, guidance=2.0, guidance_until=0.0)
+    torch.testing.assert_close(never, debug_model.generate(cond, mask, seeds=[3], nfe=8), atol=1e-6, rtol=0)
+    half = debug_model.generate(cond, mask, seeds=[3], nfe=8, guidance=2.0, guidance_until=0.5)
+    assert not torch.allclose(half, full, atol=1e-4) and not torch.allclose(half, never, atol=1e-4)
+
+
+def test_a_live_batch_mixing_guided_and_unguided_rows_gives_each_row_its_own_result(debug_model):
+    """A row that joins late is still guided while its neighbour, further along, is past guidance_until."""
+    s = Sampling(steps=8, guidance=2.0, guidance_until=0.5)
+    torch.manual_seed(6)
+    first, late = Row(torch.randn(30, 80), seed=1), Row(torch.randn(22, 80), seed=2)
+    batch = LiveBatch(debug_model, s)
+    batch.join([first])
+    for _ in range(2):
+        batch.step()  # first is at t = 0.5 now: unguided from here on; late joins at t = 0, guided
+    batch.join([late])
+    while len(batch):
+        batch.step()
+    for row in (first, late):
+        alone = debug_model.generate(row.cond[None], torch.ones(1, row.frames, dtype=torch.bool), seeds=[row.seed],
+                                     nfe=8, guidance=2.0, guidance_until=0.5)
+        torch.testing.assert_close(row.output, alone[0], atol=1e-4, rtol=0)
+
+
+def test_network_passes_count_guided_evaluations_twice():
+    assert network_passes(Sampling(steps=16, guidance=1.0)) == 16
+    assert network_passes(Sampling(steps=16, guidance=2.0)) == 32
+    # midpoint, 8 steps of 1/8: evaluations at 0, 1/16, 2/16, ... 15/16; the 8 below 0.5 are guided
+    assert network_passes(Sampling(steps=16, guidance=2.0, guidance_until=0.5)) == 24

@@ -9,13 +9,13 @@ DEFAULT_BUNDLE = "checkpoints/demo"
 
 
 def sampling_kwargs(task: str, args: argparse.Namespace) -> dict:
-    """steps / guidance / solver / sway: the flags given, else the task's defaults (spelled out, so reports show
-    them)."""
+    """steps / guidance / solver / sway / guidance_until: the flags given, else the task's defaults (spelled out,
+    so reports show them)."""
     from model.defaults import sampling
 
     nfe = args.nfe[0] if isinstance(args.nfe, list) else args.nfe  # `profile --nfe` takes a list
     return dataclasses.asdict(sampling(task, nfe, getattr(args, "guidance", None), args.solver,
-                                       getattr(args, "sway", None)))
+                                       getattr(args, "sway", None), getattr(args, "guidance_until", None)))
 
 
 def add_inference_args(p: argparse.ArgumentParser) -> None:
@@ -26,6 +26,8 @@ def add_inference_args(p: argparse.ArgumentParser) -> None:
                    help="ODE solver (default: midpoint)")
     p.add_argument("--sway", type=float, default=None,
                    help="time-grid bend in [-1, 1], < 0 = small steps early (default: the task's)")
+    p.add_argument("--guidance-until", type=float, default=None,
+                   help="apply guidance only while the flow time t is below this (default: the task's)")
     p.add_argument("--seed", type=int, default=0)
     add_device_args(p)
 
