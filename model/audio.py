@@ -19,16 +19,21 @@ import soxr
 from model.errors import AudioError
 
 SAMPLE_RATE = 16000
-AUDIO_FORMATS = ("wav", "flac", "ogg", "pcm")  # pcm = raw little-endian int16, no header
+AUDIO_FORMATS = ("wav", "flac", "ogg", "pcm", "mp3", "opus")  # pcm = raw little-endian int16; opus in Ogg
+OPUS_RATES = (8000, 12000, 16000, 24000, 48000)  # the only rates Opus codes
+MP3_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)  # MPEG-1, 2 and 2.5 layer III
 
 HOP_LENGTH = 160  # one feature frame; anything shorter cannot produce a meaningful frame
 MIN_SAMPLE_RATE = 1000
 MAX_SAMPLE_RATE = 384000
 MAX_CHANNELS = 8  # bound for the (channels, n) layout heuristic and for encoding
 
-_CONTENT_TYPES = {"wav": "audio/wav", "flac": "audio/flac", "ogg": "audio/ogg", "pcm": "audio/L16"}
-_SF_FORMATS = {"wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16"), "ogg": ("OGG", "VORBIS")}
-_SUFFIX_FORMATS = {".wav": "wav", ".flac": "flac", ".ogg": "ogg"}
+_CONTENT_TYPES = {"wav": "audio/wav", "flac": "audio/flac", "ogg": "audio/ogg", "pcm": "audio/L16",
+                  "mp3": "audio/mpeg", "opus": "audio/ogg; codecs=opus"}
+_SF_FORMATS = {"wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16"), "ogg": ("OGG", "VORBIS"),
+               "mp3": ("MP3", "MPEG_LAYER_III"), "opus": ("OGG", "OPUS")}
+_FLOAT_CODECS = ("ogg", "mp3", "opus")  # lossy encoders take floats directly
+_SUFFIX_FORMATS = {".wav": "wav", ".flac": "flac", ".ogg": "ogg", ".mp3": "mp3", ".opus": "opus"}
 # soundfile raises LibsndfileError (a RuntimeError) for bad data, TypeError/ValueError for odd inputs
 _DECODE_ERRORS = (RuntimeError, sf.SoundFileError, OSError, EOFError, TypeError, ValueError)
 
@@ -160,8 +165,18 @@ def resample(wav: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------------- encoding
 
 
+def encoding_rate(fmt: str, sr: int) -> int:
+    """The rate audio at ``sr`` is encoded at in ``fmt``: its own, except that Opus and mp3 code only their own
+    rates (OPUS_RATES, MP3_RATES): then the next one up, or the highest."""
+    rates = {"opus": OPUS_RATES, "mp3": MP3_RATES}.get(fmt)
+    if rates is None or sr in rates:
+        return sr
+    return next((r for r in rates if r >= sr), rates[-1])
+
+
 def encode_audio(wav: np.ndarray, sr: int, fmt: str = "wav") -> bytes:
-    """(n,) or (channels, n) float waveform -> file bytes in `fmt` (wav/flac PCM_16, ogg vorbis, pcm raw int16 LE).
+    """(n,) or (channels, n) float waveform -> file bytes in `fmt` (wav/flac PCM_16, ogg vorbis, mp3 (MPEG layer
+    III), opus (in Ogg), pcm raw int16 LE). Opus and mp3 need a rate they can carry (see ``encoding_rate``).
 
     Samples are clipped to [-1, 1] first, so an over-range model output saturates instead of wrapping around.
     Multi-channel pcm is interleaved.
@@ -169,9 +184,11 @@ def encode_audio(wav: np.ndarray, sr: int, fmt: str = "wav") -> bytes:
     if fmt not in AUDIO_FORMATS:
         raise AudioError(f"unsupported audio format {fmt!r}; expected one of {', '.join(AUDIO_FORMATS)}")
     _check_rate(sr, "sample rate")
+    if encoding_rate(fmt, sr) != sr:
+        raise AudioError(f"{fmt} cannot carry {sr} Hz audio; resample to {encoding_rate(fmt, sr)} Hz first")
     frames = _frames_for_encoding(wav)  # (n, channels) float32 in [-1, 1]
-    if fmt == "ogg":
-        return _sf_write(frames, sr, fmt)  # vorbis encodes floats directly
+    if fmt in _FLOAT_CODECS:
+        return _sf_write(frames, sr, fmt)
     pcm16 = np.clip(np.round(frames * 32768.0), -32768, 32767).astype("<i2")
     if fmt == "pcm":
         return pcm16.tobytes()

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 from fastapi import Request, UploadFile
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive
 
 from model.defaults import sampling
@@ -52,16 +52,19 @@ from .errors import (
 from .metrics import Metrics
 from .schemas import ModelCard, ModelList, SpeechRequest, TaskForm, TtsForm, VoiceCard, VoiceList
 from .settings import Settings
+from .speech import next_chunk, openai_aliases, stream_audio
 from .steploop import LoopLimits, RequestResult, StepLoop, default_batch_frames
 from .steploop import Request as LoopRequest
-from .uploads import DecodedAudio, check_upload_type, decode_upload, render_audio, render_speech
+from .streaming import STREAMED_FORMATS
+from .uploads import DecodedAudio, check_upload_type, decode_upload, render_audio, render_media_type, render_speech
 
 log = logging.getLogger(__name__)
 
 ENDPOINTS = {"enhance": paths.ENHANCE, "separate": paths.SEPARATE, "tts": paths.TTS}
 OUTPUT_NAMES = {"enhance": "enhanced", "separate": "separated", "tts": "speech"}
 TTS_MODEL_ID = "tts"  # the id /v1/models lists for the TTS model
-OPENAI_SPEECH_MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")  # accepted as aliases, so OpenAI clients just work
+# accepted as aliases of the TTS model, so OpenAI clients just work
+OPENAI_SPEECH_MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts", "gpt-4o-mini-tts-2025-12-15")
 Translate = Callable[[Exception], ServiceError | None]
 
 
@@ -208,8 +211,8 @@ class ServiceRuntime:
             if form.prompt_text is not None:
                 raise InvalidParameter("prompt_text is the transcript of an uploaded prompt; a built-in voice has "
                                        "its own", param="prompt_text")
-            self._check_voice(engine, form.voice, names.voice)
-            payload, prompt_seconds = TtsInput(text, voice=form.voice, speed=form.speed), 0.0
+            voice = self._resolve_voice(engine, form.voice, names.voice)
+            payload, prompt_seconds = TtsInput(text, voice=voice, speed=form.speed), 0.0
         else:
             if not (form.prompt_text and form.prompt_text.strip()):
                 raise InvalidParameter("an uploaded prompt needs prompt_text, the transcript of what it says",
@@ -221,7 +224,8 @@ class ServiceRuntime:
             payload = TtsInput(text, prompt=decoded.wav, prompt_text=form.prompt_text, speed=form.speed)
             prompt_seconds = decoded.seconds
         params = self._params("tts", form.steps, form.solver, form.cfg, form.seed, "vocoder")
-        return await self._synthesize(engine, payload, params, form.response_format, request, names, prompt_seconds)
+        return await self._synthesize(engine, payload, params, form.response_format, form.stream_format, request,
+                                      names, prompt_seconds)
 
     async def speech(self, body: SpeechRequest, request: Request) -> Response:
         """``POST /v1/audio/speech`` (OpenAI-compatible): ``input`` in a built-in ``voice``."""
@@ -231,14 +235,21 @@ class ServiceRuntime:
                                 f"{', '.join(OPENAI_SPEECH_MODELS)} are accepted as its aliases)", param="model")
         names = _TtsNames("input")
         text = self._check_text(body.input, names.text)
-        self._check_voice(engine, body.voice, names.voice)
+        voice = self._resolve_voice(engine, body.voice_id, names.voice)
         params = self._params("tts", body.steps, body.solver, body.cfg, body.seed, "vocoder")
-        payload = TtsInput(text, voice=body.voice, speed=body.speed)
-        return await self._synthesize(engine, payload, params, body.response_format, request, names, 0.0)
+        payload = TtsInput(text, voice=voice, speed=body.speed)
+        response = await self._synthesize(engine, payload, params, body.response_format, body.stream_format,
+                                          request, names, 0.0)
+        if body.instructions is not None:
+            response.headers["X-Instructions"] = "ignored"
+        return response
 
     def voice_list(self) -> VoiceList:
         engine = self._serving("tts")
-        return VoiceList(voices=[VoiceCard(id=v.id, transcript=v.transcript) for v in engine.voices.values()])
+        aliases = openai_aliases(list(engine.voices))
+        return VoiceList(voices=[VoiceCard(id=v.id, transcript=v.transcript,
+                                           aliases=[a for a, target in aliases.items() if target == v.id])
+                                 for v in engine.voices.values()])
 
     def _check_text(self, text: str, param: str) -> str:
         limit = self.settings.max_text_chars
@@ -248,10 +259,16 @@ class ServiceRuntime:
             raise InvalidParameter(f"{param} is empty: give the text to speak", param=param)
         return text
 
-    def _check_voice(self, engine: Engine, voice: str, param: str) -> None:
-        if voice not in engine.voices:
-            known = ", ".join(engine.voices) or "none (upload a prompt to /v1/tts instead)"
-            raise InvalidParameter(f"unknown voice {voice!r}; this server's voices: {known}", param=param)
+    def _resolve_voice(self, engine: Engine, voice: str, param: str) -> str:
+        """A built-in voice id, or an OpenAI voice name -> the built-in voice it is an alias of."""
+        if voice in engine.voices:
+            return voice
+        aliases = openai_aliases(list(engine.voices))
+        if voice in aliases:
+            return aliases[voice]
+        known = ", ".join(engine.voices) or "none (upload a prompt to /v1/tts instead)"
+        openai = f"; OpenAI's names ({', '.join(aliases)}) are aliases of them" if aliases else ""
+        raise InvalidParameter(f"unknown voice {voice!r}; this server's voices: {known}{openai}", param=param)
 
     async def _decode_prompt(self, engine: Engine, prompt: UploadFile) -> DecodedAudio:
         check_upload_type(prompt.content_type, param="prompt")
@@ -264,23 +281,52 @@ class ServiceRuntime:
                                    f"{MAX_PROMPT_S:g} s", param="prompt")
         return decoded
 
-    async def _synthesize(self, engine: Engine, payload: TtsInput, params: TaskParams, fmt: str, request: Request,
-                          names: _TtsNames, prompt_seconds: float) -> Response:
+    async def _synthesize(self, engine: Engine, payload: TtsInput, params: TaskParams, fmt: str,
+                          stream_format: str | None, request: Request, names: _TtsNames,
+                          prompt_seconds: float) -> Response:
         if payload.prompt is not None:
             prompt_frames = engine.frames(len(payload.prompt))
         else:
             prompt_frames = engine.frames(int(engine.voices[str(payload.voice)].seconds * engine.sample_rate))
+        if stream_format is not None and fmt not in STREAMED_FORMATS:
+            raise InvalidParameter(f"{fmt} cannot be streamed (its header needs the total length); stream one of "
+                                   f"{', '.join(STREAMED_FORMATS)}, or leave stream_format out", param="stream_format")
         key = SamplingKey.of("tts", params)
         self._check_cost(key, *tts_cost(payload.text, prompt_frames), names.text)
-        job = self.loop.submit(key, payload, params, self.settings.request_timeout_s)
-        result = await self._await(job, request.receive, lambda e: _tts_error(e, payload, names))
+        self.metrics.audio_seconds.labels("tts", "in").inc(prompt_seconds)
+        translate = lambda e: _tts_error(e, payload, names)  # noqa: E731
+        job = self.loop.submit(key, payload, params, self.settings.request_timeout_s, stream=stream_format is not None)
+        if stream_format is not None:
+            return await self._stream(job, request, translate, fmt, stream_format == "sse", params,
+                                      engine.sample_rate, len(payload.text))
+        result = await self._await(job, request.receive, translate)
         wav = np.asarray(result.output, dtype=np.float32)
         audio, media_type = await asyncio.to_thread(render_speech, wav, engine.sample_rate, fmt)
-        self.metrics.audio_seconds.labels("tts", "in").inc(prompt_seconds)
         self.metrics.audio_seconds.labels("tts", "out").inc(len(wav) / engine.sample_rate)
         headers = _result_headers(f"{OUTPUT_NAMES['tts']}.{fmt}", params, result, engine.sample_rate, 1)
         headers["X-Audio-Seconds"] = f"{len(wav) / engine.sample_rate:.3f}"
         return Response(audio, media_type=media_type, headers=headers)
+
+    async def _stream(self, job: LoopRequest, request: Request, translate: Translate, fmt: str, sse: bool,
+                      params: TaskParams, sample_rate: int, input_chars: int) -> Response:
+        """A streamed TTS response. It starts with the first chunk: until then a failure is still an error
+        response (4xx/5xx JSON); later the stream ends short (raw) or with an error event (SSE)."""
+        waiter = asyncio.ensure_future(next_chunk(job))
+        try:
+            await self._await_event(job, waiter, request.receive)
+        except BaseException:
+            waiter.cancel()
+            raise
+        first = waiter.result()
+        if first is None:  # ended without audio: its failure, or the deadline
+            return _unwrap_or_deadline(job, translate, self.settings.request_timeout_s)
+        headers = {"X-Seed": str(params.seed), "X-Steps": str(params.steps), "X-Solver": params.solver,
+                   "X-Sample-Rate": str(sample_rate), "X-Channels": "1", "Cache-Control": "no-store"}
+        if job.first_chunk_at is not None:
+            headers["X-First-Chunk-Ms"] = f"{1000 * (job.first_chunk_at - job.enqueued_at):.1f}"
+        media = "text/event-stream" if sse else render_media_type(fmt, sample_rate)
+        return StreamingResponse(stream_audio(job, first, fmt, sample_rate, sse, input_chars), media_type=media,
+                                 headers=headers)
 
     # --- shared -------------------------------------------------------------------------------------------------
     def _serving(self, task: str) -> Engine:
@@ -321,12 +367,24 @@ class ServiceRuntime:
     async def _await(self, job: LoopRequest, receive: Receive, translate: Translate | None = None) -> RequestResult:
         """The request's result; 504 at its deadline; if the client goes away the request is cancelled, so its rows
         leave the live batch at the next step (a queued one is dropped before it costs compute)."""
+        try:
+            await self._await_event(job, job.future, receive)
+        finally:
+            if not job.future.done():
+                job.cancel("abandoned")
+            elif not job.future.cancelled():
+                job.future.exception()  # mark a late failure as seen (asyncio would log it as never retrieved)
+        return _unwrap(job, translate)
+
+    async def _await_event(self, job: LoopRequest, event: asyncio.Future, receive: Receive) -> None:
+        """Wait for ``event`` (the result, or a streamed request's first chunk) within the request's deadline;
+        a disconnect or the deadline cancels the request (499 / 504)."""
         gone = asyncio.ensure_future(_wait_for_disconnect(receive))
         try:
-            done, _ = await asyncio.wait({job.future, gone}, timeout=max(0.0, job.deadline - time.monotonic()),
+            done, _ = await asyncio.wait({event, gone}, timeout=max(0.0, job.deadline - time.monotonic()),
                                          return_when=asyncio.FIRST_COMPLETED)
-            if job.future in done:
-                return _unwrap(job, translate)
+            if event in done:
+                return
             if gone in done:
                 job.cancel("client_disconnected")
                 raise ClientClosedRequest("the client closed the connection")
@@ -334,10 +392,6 @@ class ServiceRuntime:
             raise DeadlineExceeded(f"no result within the request timeout of {self.settings.request_timeout_s:g} s")
         finally:
             gone.cancel()
-            if not job.future.done():
-                job.cancel("abandoned")
-            elif not job.future.cancelled():
-                job.future.exception()  # mark a late failure as seen (asyncio would log it as never retrieved)
 
     # --- catalogue ----------------------------------------------------------------------------------------------
     def model_list(self) -> ModelList:
@@ -350,6 +404,13 @@ class ServiceRuntime:
 def window_count(frames: int, frames_per_s: int = 100) -> int:
     """Generation rows of an enhancement/separation input of ``frames`` frames (the pipeline's windows)."""
     return len(window_spans(frames, frames_per_s))
+
+
+def _unwrap_or_deadline(job: LoopRequest, translate: Translate, timeout_s: float) -> Response:
+    """Raise why a streamed request ended before its first chunk: its own failure, or its deadline."""
+    if job.future.done() and not job.future.cancelled():
+        _unwrap(job, translate)  # raises the request's error
+    raise DeadlineExceeded(f"no audio within the request timeout of {timeout_s:g} s")
 
 
 def _unwrap(job: LoopRequest, translate: Translate | None = None) -> RequestResult:

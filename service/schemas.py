@@ -8,9 +8,11 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from .settings import Solver
 
-ResponseFormat = Literal["wav", "flac", "ogg", "pcm"]
+ResponseFormat = Literal["wav", "flac", "ogg", "pcm", "mp3", "opus"]
 RESPONSE_FORMATS: tuple[str, ...] = get_args(ResponseFormat)
-OPENAI_ONLY_FORMATS = ("mp3", "opus", "aac")  # OpenAI's other speech formats: named in the 422, not served
+OPENAI_ONLY_FORMATS = ("aac",)  # OpenAI's other speech format: named in the 422, not served
+StreamFormat = Literal["audio", "sse"]
+MAX_INSTRUCTIONS_CHARS = 4096  # OpenAI's limit
 Reconstruction = Literal["mask", "vocoder"]
 MAX_SEED = 2**31 - 1
 UPLOAD_FIELDS = {"file"}  # multipart file fields of the task endpoints
@@ -83,6 +85,17 @@ class TtsForm(StrictForm):
     response_format: ResponseFormat = Field("wav", validation_alias=AliasChoices("response_format", "format"),
                                              description="16 kHz mono; pcm = raw 16-bit little-endian; 'format' is "
                                              "accepted too")
+    stream_format: StreamFormat | None = Field(None, description="audio: stream the audio as each sentence is "
+                                               "ready (chunked; not flac); sse: server-sent speech.audio.delta "
+                                               "events; absent: one complete file with timing headers")
+
+
+class VoiceRef(BaseModel):
+    """OpenAI's voice object form: ``{"id": "..."}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
 
 
 class SpeechRequest(BaseModel):
@@ -94,9 +107,19 @@ class SpeechRequest(BaseModel):
     model: str = Field("tts", description="the TTS model id that /v1/models lists ('tts'); OpenAI's names tts-1, "
                        "tts-1-hd and gpt-4o-mini-tts are accepted as aliases for it")
     input: str = Field(description="what to say (at most the server's max_text_chars characters)")
-    voice: str = Field(description="a built-in voice (see /v1/voices)")
-    response_format: str = Field("wav", description="wav, flac, ogg or pcm (raw 16-bit little-endian), all 16 kHz "
-                                 "mono; OpenAI's mp3, opus and aac are not available")
+    voice: str | VoiceRef = Field(description="a voice of /v1/voices: a built-in voice or one of OpenAI's names "
+                                  "(alloy, echo, ...; each is an alias of a built-in voice), as a string or as "
+                                  '{"id": ...}')
+    instructions: str | None = Field(None, max_length=MAX_INSTRUCTIONS_CHARS,
+                                     description="accepted for compatibility and ignored: this model has no "
+                                     "instruction-following (use speed for the rate); the response says so in "
+                                     "X-Instructions: ignored")
+    response_format: str = Field("mp3", description="mp3 (OpenAI's default), opus, wav, flac, ogg or pcm (raw "
+                                 "16-bit little-endian), all 16 kHz mono; OpenAI's aac is not available")
+    stream_format: StreamFormat | None = Field(None, description="audio: stream the audio as each sentence is "
+                                               "ready (chunked; not flac); sse: speech.audio.delta events with "
+                                               "base64 audio, then speech.audio.done; absent: one complete file "
+                                               "with timing headers")
     speed: float = Field(1.0, ge=MIN_SPEED, le=MAX_SPEED, description="speaking rate, 0.25-4")
     steps: int | None = Field(None, ge=1, description="NFE of the ODE solver (default: the server's)")
     solver: Solver | None = Field(None, description="ODE solver (default: the server's)")
@@ -108,15 +131,20 @@ class SpeechRequest(BaseModel):
     @classmethod
     def _served_format(cls, value: str) -> str:
         if value not in RESPONSE_FORMATS:
-            note = " (this server does not encode mp3, opus or aac)" if value in OPENAI_ONLY_FORMATS else ""
+            note = " (this server does not encode aac)" if value in OPENAI_ONLY_FORMATS else ""
             raise ValueError(f"{value!r} is not supported{note}; use one of: "
                              f"{', '.join(RESPONSE_FORMATS)}")
         return value
+
+    @property
+    def voice_id(self) -> str:
+        return self.voice.id if isinstance(self.voice, VoiceRef) else self.voice
 
 
 class VoiceCard(BaseModel):
     id: str
     transcript: str = Field(description="what the voice's prompt says")
+    aliases: list[str] = Field(default_factory=list, description="OpenAI voice names that speak in this voice")
 
 
 class VoiceList(BaseModel):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import soundfile as sf
 
-from model.audio import content_type, encode_audio, load_audio, resample
+from model.audio import content_type, encode_audio, encoding_rate, load_audio, resample
 from model.errors import AudioError
 
 from .errors import AudioTooLong, BadAudio, UnsupportedMediaType
@@ -93,17 +93,24 @@ def _pcm_rate(params: dict[str, str], param: str) -> int:
 
 
 def render_audio(audio: np.ndarray, engine_sr: int, like: DecodedAudio, fmt: str) -> tuple[bytes, str]:
-    """Engine output (n,) or (channels, n) -> file bytes at the upload's rate and exact length, and a media type."""
+    """Engine output (n,) or (channels, n) -> file bytes at the upload's rate and exact length (opus: the next
+    rate Opus codes, same duration), and a media type."""
     channels = audio[None] if audio.ndim == 1 else audio
-    n = like.num_samples
-    out = np.stack([_fit(resample(c, engine_sr, like.sample_rate), n) for c in channels])
-    data = encode_audio(out[0] if audio.ndim == 1 else out, like.sample_rate, fmt)
-    return data, _media_type(fmt, like.sample_rate, len(channels))
+    rate = encoding_rate(fmt, like.sample_rate)  # the upload's, unless the codec cannot carry it (opus)
+    n = round(like.num_samples * rate / like.sample_rate)
+    out = np.stack([_fit(resample(c, engine_sr, rate), n) for c in channels])
+    data = encode_audio(out[0] if audio.ndim == 1 else out, rate, fmt)
+    return data, _media_type(fmt, rate, len(channels))
 
 
 def render_speech(audio: np.ndarray, sample_rate: int, fmt: str) -> tuple[bytes, str]:
     """Generated speech (n,) -> file bytes at its own rate, and a media type."""
     return encode_audio(audio, sample_rate, fmt), _media_type(fmt, sample_rate, 1)
+
+
+def render_media_type(fmt: str, sample_rate: int) -> str:
+    """The media type of mono speech in ``fmt`` (pcm names its rate and channels)."""
+    return _media_type(fmt, sample_rate, 1)
 
 
 def _media_type(fmt: str, sample_rate: int, channels: int) -> str:

@@ -212,7 +212,7 @@ def test_415_for_non_audio_uploads_and_non_multipart_requests():
 
 
 @pytest.mark.parametrize(("form", "param"), [({"steps": "0"}, "steps"), ({"steps": "129"}, "steps"),
-                                             ({"solver": "magic"}, "solver"), ({"response_format": "mp3"},
+                                             ({"solver": "magic"}, "solver"), ({"response_format": "aac"},
                                                                                "response_format"),
                                              ({"seed": "-1"}, "seed"), ({"guidance": "x"}, "guidance"),
                                              ({"stepz": "4"}, None)])

@@ -49,11 +49,12 @@ def test_the_page_fetches_nothing_from_elsewhere():
 
 
 @contextlib.contextmanager
-def running_server(engine):
+def running_server(engine, **settings):
     """Base URL of a uvicorn server for ``engine`` on a free loopback port, in a thread, once it is ready."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(Settings(max_wait_ms=0), engine), log_level="warning"))
+    app = create_app(Settings(**{"max_wait_ms": 0, **settings}), engine)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"

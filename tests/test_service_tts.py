@@ -16,6 +16,7 @@ from model.bundle import write_bundle
 from service.app import create_app
 from service.engine import PipelineEngine, VoiceInfo
 from service.settings import Settings
+from service.speech import OPENAI_VOICES
 from service.testing import FAKE_VOICES, FakeEngine, serving, until
 from tests.conftest import TTS_SENTENCES, speechlike, write_aligned_corpus, write_tts_bundle
 from tests.test_service_app import assert_error, metric
@@ -67,7 +68,8 @@ def test_voices_and_tts_with_a_voice_as_the_offline_pipeline_makes_it(tts_bundle
     async def test(client, app):
         models = (await client.get("/v1/models")).json()
         assert [(m["id"], m["endpoint"]) for m in models["data"]] == [("tts", "/v1/tts")]
-        assert (await client.get("/v1/voices")).json() == {"voices": [{"id": "anna", "transcript": SENTENCES[0]}]}
+        assert (await client.get("/v1/voices")).json() == {"voices": [
+            {"id": "anna", "transcript": SENTENCES[0], "aliases": list(OPENAI_VOICES)}]}  # one voice: every alias
         return await client.post("/v1/tts", data={"text": "Good morning to you.", "voice": "anna", "seed": "3",
                                                   **QUICK})
 
@@ -146,8 +148,14 @@ def test_openai_speech_json_in_each_format(engine):
     async def test(client, app):
         body = {"model": "tts", "input": "Good morning.", "voice": "anna", "steps": 2, "solver": "euler", "seed": 1}
         out = {fmt: await client.post("/v1/audio/speech", json={**body, "response_format": fmt})
-               for fmt in ("wav", "flac", "ogg", "pcm")}
-        out["tts-1"] = await client.post("/v1/audio/speech", json={**body, "model": "tts-1", "speed": 2.0})
+               for fmt in ("wav", "flac", "ogg", "pcm", "mp3", "opus")}
+        out["tts-1"] = await client.post("/v1/audio/speech", json={**body, "model": "tts-1", "speed": 2.0,
+                                                                   "response_format": "wav"})
+        unnamed = {k: v for k, v in body.items() if k != "voice"}
+        out["default"] = await client.post("/v1/audio/speech", json=body)
+        out["alloy"] = await client.post("/v1/audio/speech", json={**unnamed, "voice": "alloy", "instructions": "x"})
+        out["object"] = await client.post("/v1/audio/speech", json={**unnamed, "voice": {"id": "anna"}})
+        out["voices"] = await client.get("/v1/voices")
         return out
 
     out = run(create_app(Settings(max_wait_ms=0), engine), test)
@@ -157,6 +165,15 @@ def test_openai_speech_json_in_each_format(engine):
     assert lengths["wav"] == lengths["flac"] == len(pcm.content) // 2 and abs(lengths["ogg"] - lengths["wav"]) < 2000
     fast, _ = decode(out["tts-1"])  # OpenAI's model name is an alias; speed 2 speaks faster
     assert len(fast) < lengths["wav"]
+    for fmt, media in (("mp3", "audio/mpeg"), ("opus", "audio/ogg; codecs=opus")):
+        assert out[fmt].headers["content-type"] == media
+        audio, sr = sf.read(io.BytesIO(out[fmt].content))
+        assert sr == 16000 and abs(len(audio) - lengths["wav"]) < 2400
+    assert out["default"].headers["content-type"] == "audio/mpeg"  # OpenAI's default when none is named
+    voices = out["voices"].json()["voices"]
+    assert [v for v in voices if "alloy" in v["aliases"]], voices  # OpenAI's names, listed as aliases
+    assert out["alloy"].status_code == 200 and out["alloy"].headers["x-instructions"] == "ignored"
+    assert out["object"].content == out["default"].content  # {"id": ...} is the same voice, same seed
 
 
 def test_bad_input_is_a_clear_4xx_never_a_500(engine, speech_dir):
@@ -217,16 +234,16 @@ def test_bad_input_is_a_clear_4xx_never_a_500(engine, speech_dir):
                                 "invalid_parameter")["param"] == "speed"
             assert assert_error(await client.post(speech, json={**ok, "speed": float(speed)}), 422,
                                 "invalid_parameter")["param"] == "speed"
-        for fmt in ("mp3", "opus", "aac", "webm"):
+        for fmt in ("aac", "webm"):
             error = assert_error(await client.post(speech, json={**ok, "response_format": fmt}), 422,
                                  "invalid_parameter")
-            assert error["param"] == "response_format" and "wav, flac, ogg, pcm" in error["message"]
-        assert assert_error(await client.post(tts, data={"text": "Hi.", "response_format": "mp3", **anna}), 422,
+            assert error["param"] == "response_format" and "wav, flac, ogg, pcm, mp3, opus" in error["message"]
+        assert assert_error(await client.post(tts, data={"text": "Hi.", "response_format": "aac", **anna}), 422,
                             "invalid_parameter")["param"] == "response_format"
         error = assert_error(await client.post(speech, json={**ok, "model": "whisper-1"}), 404, "model_not_found")
         assert error["param"] == "model"
         assert_error(await client.post(tts, data={"text": "Hi.", "sped": "2", **anna}), 422, "invalid_parameter")
-        assert_error(await client.post(speech, json={**ok, "instructions": "cheerful"}), 422, "invalid_parameter")
+        assert_error(await client.post(speech, json={**ok, "instruction": "cheerful"}), 422, "invalid_parameter")
         assert_error(await client.post(speech, content=b"input=Hi.", headers={"Content-Type": "text/plain"}), 415,
                      "unsupported_media_type")
         # the same request, well formed, works (urlencoded is fine for a voice: nothing to upload)
@@ -288,7 +305,8 @@ def fake_scenario(test, **settings):
 
 
 def speak(client, text: str = "Hello there.", **extra):
-    return asyncio.create_task(client.post("/v1/audio/speech", json={"input": text, "voice": "alice", **extra}))
+    return asyncio.create_task(client.post("/v1/audio/speech", json={"input": text, "voice": "alice",
+                                                                     "response_format": "wav", **extra}))
 
 
 def test_tts_requests_of_different_clients_share_the_live_batch_with_429_when_full():
