@@ -30,7 +30,7 @@ from .modeling import SpeechFlowModel
 from .reconstruct import mask_reconstruction, separation_masks
 from .stages import stage
 from .text import PhoneVocab
-from .tts import VOICES_DIR, Voice, align_prompt, check_prompt_length, load_voices, plan_chunks
+from .tts import VOICES_DIR, Voice, align_prompt, check_prompt_length, known_prompt, load_voices, plan_chunks
 from .vocoder import GriffinLimVocoder
 from .vocos import VocosVocoder
 from .windows import OVERLAP_S, WINDOW_S, stitch, window_spans
@@ -242,10 +242,12 @@ class SpeechFlowPipeline:
         voice: str | None = None,
         speed: float = 1.0,
         seed: int = 0,
+        prompt_alignment: Sequence[tuple[str, int]] | None = None,
     ) -> Plan:
         """TTS as rows: the text split at sentence boundaries, one row per chunk, each after the same prompt (its
         frames known) and seeded seed + chunk; each chunk is vocoded as it finishes, then joined with short
-        cross-fades, so the chunks can be streamed in order."""
+        cross-fades, so the chunks can be streamed in order. ``prompt_alignment`` ((phone, frames) pairs, e.g.
+        stored with an uploaded voice by `align_prompt`) skips aligning the prompt again."""
         model = self.model("tts")
         if self.durations is None:
             raise CheckpointError("this bundle's TTS model has no duration model (tts/duration/)")
@@ -255,7 +257,8 @@ class SpeechFlowPipeline:
             feats, _ = self.features([wav])
         prompt_feats = feats[0]  # (T_p, n_mels)
         t_p = prompt_feats.shape[0]
-        prompt = align_prompt(prompt_text, prompt_feats, vocab, self.durations, self.aligner)
+        prompt = (known_prompt(prompt_alignment, vocab, t_p) if prompt_alignment else None) or \
+            align_prompt(prompt_text, prompt_feats, vocab, self.durations, self.aligner)
         prompt_labels = torch.from_numpy(prompt.labels).to(self.device)
         rows = []
         for i, chunk in enumerate(plan_chunks(text, vocab, self.durations, prompt, speed)):
@@ -273,6 +276,18 @@ class SpeechFlowPipeline:
         fade = int(TTS_JOIN_FADE_S * self.sample_rate)
         return Plan("tts", sampling, rows, piece=piece, assemble=lambda p: join_with_crossfade(p, fade),
                     chunk_fade=fade)
+
+    def align_prompt(self, wav: np.ndarray, sr: int, transcript: str) -> list[tuple[str, int]]:
+        """A prompt's phones and their frame counts, as `plan_tts` aligns them (to store with a voice)."""
+        self.model("tts")
+        if self.durations is None:
+            raise CheckpointError("this bundle's TTS model has no duration model (tts/duration/)")
+        wav = prepare_waveform(wav, sr, self.sample_rate)
+        check_prompt_length(len(wav), self.sample_rate)
+        feats, _ = self.features([wav])
+        prompt = align_prompt(transcript, feats[0], PhoneVocab(self.model("tts").config.phones), self.durations,
+                              self.aligner)
+        return [(str(p), int(n)) for p, n in zip(prompt.symbols, prompt.durations, strict=True)]
 
     def _prompt(self, wav: np.ndarray | None, sr: int | None, text: str | None,
                 voice: str | None) -> tuple[np.ndarray, str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,6 +75,16 @@ def align_prompt(text: str, feats: Tensor, vocab: PhoneVocab, durations: Duratio
         else:
             frames = rescaled_prompt_durations(durations.vocab.encode(symbols), feats.shape[0], durations)
     return Prompt(symbols, ids, frames, expand_durations(ids, frames))
+
+
+def known_prompt(alignment: Sequence[tuple[str, int]], vocab: PhoneVocab, frames: int) -> Prompt | None:
+    """A Prompt from stored (phone, frames) pairs; None when they do not cover ``frames`` (then align again)."""
+    symbols = [p for p, _ in alignment]
+    durations = np.array([n for _, n in alignment], dtype=np.int64)
+    if int(durations.sum()) != frames:
+        return None
+    ids = vocab.encode(symbols)
+    return Prompt(symbols, ids, durations, expand_durations(ids, durations))
 
 
 def plan_chunks(text: str, vocab: PhoneVocab, durations: DurationModel, prompt: Prompt, speed: float = 1.0,

@@ -21,18 +21,32 @@ from .engine import Engine
 from .errors import ServiceError, error_body, error_response
 from .middleware import AdmissionMiddleware, RequestContextMiddleware
 from .runtime import ServiceRuntime
-from .schemas import ErrorEnvelope, Health, ModelList, SpeechRequest, TaskForm, TtsForm, VoiceList
+from .schemas import (
+    ErrorEnvelope,
+    Health,
+    ModelList,
+    SpeechRequest,
+    StoredVoiceCard,
+    StoredVoiceList,
+    TaskForm,
+    TtsForm,
+    VoiceDeleted,
+    VoiceForm,
+    VoiceList,
+)
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 
 AUDIO_RESPONSE: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"audio/wav": {}, "audio/flac": {}, "audio/ogg": {}, "audio/L16": {}},
+    200: {"content": {"audio/wav": {}, "audio/flac": {}, "audio/ogg": {}, "audio/L16": {}, "audio/mpeg": {},
+                      "text/event-stream": {}},
           "description": "the result as an audio file"},
 }
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorEnvelope, "description": text} for status, text in {
-        400: "bad audio", 401: "missing or wrong API key", 404: "no such model or route", 413: "too large or too long",
+        400: "bad audio", 401: "missing or wrong API key", 403: "not yours to delete", 404: "no such model or route",
+        413: "too large or too long",
         415: "not multipart or not audio", 422: "invalid parameters", 429: "queue full (see Retry-After)",
         503: "not ready or shutting down", 504: "deadline passed"}.items()
 }
@@ -102,8 +116,27 @@ def _api(runtime: ServiceRuntime) -> APIRouter:
 
     @router.get(paths.VOICES, response_model=VoiceList, tags=["tts"])
     async def voices() -> VoiceList:
-        """Built-in voices of the TTS model: their ids (the ``voice`` parameter) and what their prompts say."""
+        """Every voice the ``voice`` parameter takes: the built-in ones (with the OpenAI names that are aliases of
+        them) and the uploaded ones, with what their prompts say."""
         return runtime.voice_list()
+
+    @router.post(paths.AUDIO_VOICES, response_model=StoredVoiceCard, tags=["tts"])
+    async def create_voice(request: Request, form: Annotated[VoiceForm, Form()],
+                           audio_sample: Annotated[UploadFile, File(description="0.5-15 s of the voice, any format "
+                                                                    "libsndfile reads")]) -> StoredVoiceCard:
+        """Store a voice (kept across restarts) to use by its id wherever a voice is taken. ``consent`` must be
+        true. Without ``transcript`` the server transcribes the sample and says so (``transcribed``)."""
+        return await runtime.voice_api.create(form, audio_sample, request)
+
+    @router.get(paths.AUDIO_VOICES, response_model=StoredVoiceList, tags=["tts"])
+    async def list_voices() -> StoredVoiceList:
+        """The uploaded voices."""
+        return await runtime.voice_api.list()
+
+    @router.delete(paths.AUDIO_VOICES + "/{voice_id}", response_model=VoiceDeleted, tags=["tts"])
+    async def delete_voice(voice_id: str, request: Request) -> VoiceDeleted:
+        """Delete an uploaded voice (with API keys: only the key that created it may)."""
+        return await runtime.voice_api.delete(voice_id, request)
 
     @router.get(paths.MODELS, response_model=ModelList, tags=["service"])
     async def models() -> ModelList:

@@ -53,6 +53,7 @@ class TtsInput:
     prompt: np.ndarray | None = None
     prompt_text: str | None = None
     speed: float = 1.0
+    alignment: tuple[tuple[str, int], ...] | None = None  # the prompt's (phone, frames), known for uploaded voices
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,10 @@ class Engine(Protocol):
     def warmup(self) -> float | None:
         """Run every served task once, so the first request does not pay for lazy initialisation; returns the
         measured seconds per frame per network evaluation (the cost model's start), or None."""
+
+    def align_prompt(self, wav: np.ndarray, transcript: str) -> list[tuple[str, int]]:
+        """The prompt's phones and frames (16 kHz mono audio and what it says); raises when they cannot fit."""
+        ...
 
     def prepare(self, task: str, payload: Payload, params: TaskParams) -> Plan:
         """One request -> its plan. Raises for input only the model can judge (TTS: text with nothing to speak, a
@@ -212,10 +217,14 @@ class PipelineEngine:
             assert isinstance(payload, TtsInput), "TTS requests carry a TtsInput"
             return self.pipeline.plan_tts(payload.text, sampling=s, voice=payload.voice, prompt_wav=payload.prompt,
                                           prompt_sr=None if payload.prompt is None else self.sample_rate,
-                                          prompt_text=payload.prompt_text, speed=payload.speed, seed=params.seed)
+                                          prompt_text=payload.prompt_text, speed=payload.speed, seed=params.seed,
+                                          prompt_alignment=payload.alignment)
         assert isinstance(payload, np.ndarray), "enhance/separate requests carry a waveform"
         return self.pipeline.plan_task(task, payload, self.sample_rate, seed=params.seed, sampling=s,
                                        reconstruction=params.reconstruction)
+
+    def align_prompt(self, wav: np.ndarray, transcript: str) -> list[tuple[str, int]]:
+        return self.pipeline.align_prompt(wav, self.sample_rate, transcript)
 
     def new_batch(self, key: SamplingKey) -> StepBatch:
         from model.generation import LiveBatch

@@ -38,6 +38,10 @@ class Unauthorized(ServiceError):
         super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
 
 
+class Forbidden(ServiceError):
+    status, type, code = 403, "permission_error", "forbidden"
+
+
 class NotFound(ServiceError):
     status, type, code = 404, "not_found_error", "not_found"
 

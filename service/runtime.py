@@ -50,13 +50,14 @@ from .errors import (
     TextTooLong,
 )
 from .metrics import Metrics
-from .schemas import ModelCard, ModelList, SpeechRequest, TaskForm, TtsForm, VoiceCard, VoiceList
+from .schemas import ModelCard, ModelList, SpeechRequest, TaskForm, TtsForm, VoiceList
 from .settings import Settings
-from .speech import next_chunk, openai_aliases, stream_audio
+from .speech import next_chunk, stream_audio
 from .steploop import LoopLimits, RequestResult, StepLoop, default_batch_frames
 from .steploop import Request as LoopRequest
 from .streaming import STREAMED_FORMATS
 from .uploads import DecodedAudio, check_upload_type, decode_upload, render_audio, render_media_type, render_speech
+from .voice_api import VoiceAPI
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ class ServiceRuntime:
     def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
         self.settings = settings
         self.metrics = Metrics()
+        self.voice_api = VoiceAPI(self)
         self._engine = engine
         self._loop: StepLoop | None = None
         self.on_fatal: Callable[[BaseException], None] | None = None  # the server exits when the step loop dies
@@ -160,6 +162,7 @@ class ServiceRuntime:
                 await self._loop.drain()
         finally:
             self._engine_thread.shutdown(wait=False)
+            self.voice_api.close()
 
     def _fatal(self, error: BaseException) -> None:
         if self.on_fatal is not None:
@@ -211,8 +214,8 @@ class ServiceRuntime:
             if form.prompt_text is not None:
                 raise InvalidParameter("prompt_text is the transcript of an uploaded prompt; a built-in voice has "
                                        "its own", param="prompt_text")
-            voice = self._resolve_voice(engine, form.voice, names.voice)
-            payload, prompt_seconds = TtsInput(text, voice=voice, speed=form.speed), 0.0
+            payload = await self.voice_api.tts_input(engine, form.voice, text, form.speed, names.voice)
+            prompt_seconds = 0.0
         else:
             if not (form.prompt_text and form.prompt_text.strip()):
                 raise InvalidParameter("an uploaded prompt needs prompt_text, the transcript of what it says",
@@ -235,9 +238,8 @@ class ServiceRuntime:
                                 f"{', '.join(OPENAI_SPEECH_MODELS)} are accepted as its aliases)", param="model")
         names = _TtsNames("input")
         text = self._check_text(body.input, names.text)
-        voice = self._resolve_voice(engine, body.voice_id, names.voice)
+        payload = await self.voice_api.tts_input(engine, body.voice_id, text, body.speed, names.voice)
         params = self._params("tts", body.steps, body.solver, body.cfg, body.seed, "vocoder")
-        payload = TtsInput(text, voice=voice, speed=body.speed)
         response = await self._synthesize(engine, payload, params, body.response_format, body.stream_format,
                                           request, names, 0.0)
         if body.instructions is not None:
@@ -245,11 +247,7 @@ class ServiceRuntime:
         return response
 
     def voice_list(self) -> VoiceList:
-        engine = self._serving("tts")
-        aliases = openai_aliases(list(engine.voices))
-        return VoiceList(voices=[VoiceCard(id=v.id, transcript=v.transcript,
-                                           aliases=[a for a, target in aliases.items() if target == v.id])
-                                 for v in engine.voices.values()])
+        return self.voice_api.catalogue(self._serving("tts"))
 
     def _check_text(self, text: str, param: str) -> str:
         limit = self.settings.max_text_chars
@@ -259,26 +257,15 @@ class ServiceRuntime:
             raise InvalidParameter(f"{param} is empty: give the text to speak", param=param)
         return text
 
-    def _resolve_voice(self, engine: Engine, voice: str, param: str) -> str:
-        """A built-in voice id, or an OpenAI voice name -> the built-in voice it is an alias of."""
-        if voice in engine.voices:
-            return voice
-        aliases = openai_aliases(list(engine.voices))
-        if voice in aliases:
-            return aliases[voice]
-        known = ", ".join(engine.voices) or "none (upload a prompt to /v1/tts instead)"
-        openai = f"; OpenAI's names ({', '.join(aliases)}) are aliases of them" if aliases else ""
-        raise InvalidParameter(f"unknown voice {voice!r}; this server's voices: {known}{openai}", param=param)
-
-    async def _decode_prompt(self, engine: Engine, prompt: UploadFile) -> DecodedAudio:
-        check_upload_type(prompt.content_type, param="prompt")
+    async def _decode_prompt(self, engine: Engine, prompt: UploadFile, param: str = "prompt") -> DecodedAudio:
+        check_upload_type(prompt.content_type, param=param)
         data = await prompt.read()
         decoded = await asyncio.to_thread(decode_upload, data, prompt.content_type, prompt.filename,
-                                          target_sr=engine.sample_rate, param="prompt",
+                                          target_sr=engine.sample_rate, param=param,
                                           max_seconds=min(self.settings.max_audio_seconds, MAX_PROMPT_S))
         if decoded.seconds < MIN_PROMPT_S:
-            raise InvalidParameter(f"the prompt is {decoded.seconds:.2f} s; it must be {MIN_PROMPT_S:g}-"
-                                   f"{MAX_PROMPT_S:g} s", param="prompt")
+            raise InvalidParameter(f"the {param} is {decoded.seconds:.2f} s; it must be {MIN_PROMPT_S:g}-"
+                                   f"{MAX_PROMPT_S:g} s", param=param)
         return decoded
 
     async def _synthesize(self, engine: Engine, payload: TtsInput, params: TaskParams, fmt: str,

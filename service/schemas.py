@@ -145,6 +145,39 @@ class VoiceCard(BaseModel):
     id: str
     transcript: str = Field(description="what the voice's prompt says")
     aliases: list[str] = Field(default_factory=list, description="OpenAI voice names that speak in this voice")
+    source: Literal["builtin", "uploaded"] = "builtin"
+
+
+class VoiceForm(StrictForm):
+    """Form fields of ``POST /v1/audio/voices`` (besides the ``audio_sample`` upload: 0.5-15 s of the voice)."""
+
+    uploads: ClassVar[frozenset[str]] = frozenset({"audio_sample"})
+
+    name: str = Field(description="a name for the voice (1-64 characters; not unique: the id is)")
+    consent: bool = Field(description="must be true: the speaker agreed to their voice being cloned")
+    transcript: str | None = Field(None, description="what audio_sample says; absent: transcribed by the "
+                                   "server's recogniser (pocketsphinx), and the response says so")
+
+
+class StoredVoiceCard(BaseModel):
+    id: str = Field(description="voice_...: use it as the voice of /v1/tts and /v1/audio/speech")
+    object: Literal["audio.voice"] = "audio.voice"
+    name: str
+    transcript: str
+    transcribed: bool = Field(description="true when the transcript came from the server's recogniser")
+    seconds: float
+    created_at: int
+
+
+class StoredVoiceList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[StoredVoiceCard]
+
+
+class VoiceDeleted(BaseModel):
+    id: str
+    object: Literal["audio.voice.deleted"] = "audio.voice.deleted"
+    deleted: bool = True
 
 
 class VoiceList(BaseModel):

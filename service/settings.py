@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     max_request_rows: int = Field(32, ge=1)
     max_request_frames: int = Field(60_000, ge=1)
 
+    # uploaded voices (POST /v1/audio/voices): a SQLite table and their audio, kept across restarts
+    data_dir: str = "speechflow-data"
+    max_voices: int = Field(1000, ge=0)
+
     # security: Bearer keys; empty = open. Probes are always open, /metrics only when protect_metrics is false.
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     protect_metrics: bool = False

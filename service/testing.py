@@ -140,6 +140,15 @@ class FakeEngine:
     def new_batch(self, key: SamplingKey) -> FakeBatch:
         return FakeBatch(self, key)
 
+    def align_prompt(self, wav: np.ndarray, transcript: str) -> list[tuple[str, int]]:
+        """One "phone" per word, the prompt's frames shared out evenly (the pipeline's contract, not its model)."""
+        words = transcript.split()
+        if not words:
+            raise ConfigError("the transcript has nothing to align")
+        frames = self.frames(len(wav))
+        share = [frames // len(words) + (i < frames % len(words)) for i in range(len(words))]
+        return list(zip(words, share, strict=True))
+
     def prepare(self, task: str, payload: Payload, params: TaskParams) -> Plan:
         self.prepared.append((task, payload, params))
         sampling = SamplingKey.of(task, params).sampling

@@ -34,9 +34,7 @@ import functools
 import logging
 import math
 import os
-import re
 import time
-import unicodedata
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +45,8 @@ import numpy as np
 from tqdm import tqdm
 
 from model.audio import SAMPLE_RATE, load_audio, resample
+from model.recognizer import normalize_transcript as normalize_text
+from model.recognizer import transcribe
 from training import metrics
 from training.evaluate import (
     _cell,
@@ -193,42 +193,6 @@ def tts_cases(
 
 
 # ------------------------------------------------------------------------------------------------------- metrics
-
-
-def normalize_text(text: str) -> str:
-    """Text as compared by WER: ASCII-folded, lower case, punctuation dropped (inner apostrophes kept)."""
-    text = unicodedata.normalize("NFKD", text.replace("’", "'")).encode("ascii", "ignore").decode().lower()
-    words = re.sub(r"[^a-z0-9']+", " ", text).split()
-    return " ".join(w.strip("'") for w in words if w.strip("'"))
-
-
-@functools.lru_cache(maxsize=1)
-def _decoder():  # -> pocketsphinx.Decoder with the bundled en-us model, built once per process
-    pocketsphinx = metrics._require("pocketsphinx")
-    return pocketsphinx.Decoder(loglevel="FATAL")
-
-
-def transcribe(wav: np.ndarray, sr: int = SAMPLE_RATE) -> str:
-    """Pocketsphinx's best hypothesis for a waveform (any rate; 16 kHz mono int16 is what it decodes), normalised.
-
-    Deterministic: each clip is decoded whole from a fresh stream, so the same audio always gives the same
-    transcript, whatever was decoded before. Empty audio gives "".
-    """
-    x = np.asarray(wav, dtype=np.float32)
-    if x.ndim != 1:
-        raise ValueError(f"expected a 1-D waveform, got shape {x.shape}")
-    if sr != SAMPLE_RATE:
-        x = resample(x, sr, SAMPLE_RATE)
-    if x.size == 0:
-        return ""
-    pcm = (np.clip(x, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
-    decoder = _decoder()
-    decoder.reinit_feat()  # forget the previous clips (noise / CMN state): same audio, same transcript, any order
-    decoder.start_utt()
-    decoder.process_raw(pcm, full_utt=True)
-    decoder.end_utt()
-    hyp = decoder.hyp()
-    return normalize_text(hyp.hypstr) if hyp is not None else ""
 
 
 def word_errors(reference_text: str, hypothesis: str) -> tuple[int, int]:
