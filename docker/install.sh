@@ -14,4 +14,4 @@ if [ "${SKIP_APT:-0}" != 1 ]; then
     rm -rf /var/lib/apt/lists/*
 fi
 # torch is not a dependency of the package, so the base image's CUDA build is kept as it is.
-$PIP install --no-cache-dir "${SRC}[serve]"
+$PIP install --no-cache-dir "${SRC}[serve,asr]"  # asr: transcripts of uploaded voices

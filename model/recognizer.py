@@ -1,5 +1,5 @@
 """The speech recogniser the project uses (pocketsphinx with its bundled en-us model): WER in the TTS evaluation,
-and transcripts of uploaded voices that come without one. Optional: ``speechflow[eval]`` installs it."""
+and transcripts of uploaded voices that come without one. Optional: ``speechflow[asr]`` (or ``[eval]``) installs it."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def _decoder() -> Any:  # pocketsphinx.Decoder with the bundled en-us model, bui
     try:
         pocketsphinx = importlib.import_module("pocketsphinx")
     except ImportError as e:
-        raise ImportError(f"pocketsphinx is needed to transcribe: pip install 'speechflow[eval]' ({e})") from e
+        raise ImportError(f"pocketsphinx is needed to transcribe: pip install 'speechflow[asr]' ({e})") from e
     return pocketsphinx.Decoder(loglevel="FATAL")
 
 

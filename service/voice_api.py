@@ -91,7 +91,7 @@ class VoiceAPI:
         if not transcript:
             if not recognizer.available():
                 raise InvalidParameter("give the transcript: this server has no speech recogniser installed "
-                                       "(pip install 'speechflow[eval]')", param="transcript")
+                                       "(pip install 'speechflow[asr]')", param="transcript")
             transcript, transcribed = await asyncio.to_thread(recognizer.transcribe, decoded.wav), True
             if not transcript:
                 raise InvalidParameter("the recogniser heard no words in audio_sample; give the transcript",
