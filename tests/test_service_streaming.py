@@ -2,6 +2,7 @@
 start with the first sentence while later ones are still being generated, concatenate to the whole response, and
 a client that leaves stops the remaining compute; plus the official `openai` client against the same server."""
 
+import asyncio
 import base64
 import io
 import json
@@ -148,3 +149,16 @@ def threading_wait(seconds: float) -> None:
     import threading
 
     threading.Event().wait(seconds)
+
+
+def test_the_streaming_bench_measures_first_audio_before_the_end():
+    from service.bench_streaming import run, table
+
+    with running_server(_held_engine()) as url:
+        report = asyncio.run(run(url, repeats=1, sentences=(1, 3)))
+    assert [r["sentences"] for r in report["rows"]] == [1, 3]
+    for row in report["rows"]:
+        assert row["audio_s"] > 0 and row["whole"]["first_audio_ms"] == row["whole"]["total_ms"]
+        for mode in ("audio", "sse"):
+            assert 0 <= row[mode]["first_audio_ms"] <= row[mode]["total_ms"]
+    assert table(report).count("\n") == 3
