@@ -194,7 +194,8 @@ class SpeechFlowPipeline:
             raise ConfigError(f"reconstruction must be one of {RECONSTRUCTIONS}, got {reconstruction!r}")
         model = self.model(task)  # fail before any work if the bundle lacks the task
         wav16 = prepare_waveform(wav, sr, self.sample_rate)
-        feats, _ = self.features([wav16])
+        with stage("features"):
+            feats, _ = self.features([wav16])
         cond = feats[0]  # (T, n_mels)
         spans = window_spans(cond.shape[0], self.sample_rate / self.mel_config.hop_length, window_s, overlap_s)
         rows = [Row(cond[a:b], (seed + 1_000_003 * k) % 2**31) for k, (a, b) in enumerate(spans)]

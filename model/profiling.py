@@ -88,7 +88,7 @@ def time_sampler(
         rows.append({"preset": model.config.preset, "dtype": str(model.dtype).removeprefix("torch."), "nfe": nfe,
                      "solver": solver, "batch": batch, "audio_s": seconds, "seconds": round(median, 4),
                      "ms_per_nfe": round(1000 * median / nfe, 2), "rtf": round(median / (seconds * batch), 4),
-                     "gflop_per_nfe": round(per_evaluation / 1e9, 2), "achieved_gflops": round(achieved / 1e9, 1),
+                     "gflop_per_nfe": round(per_evaluation / 1e9, 4), "achieved_gflops": round(achieved / 1e9, 1),
                      "peak_gflops": round(peak / 1e9, 1), "peak_dtype": peak_dtype, "mfu": round(achieved / peak, 3),
                      "device": str(model.device)})
     return rows
@@ -98,12 +98,28 @@ def profile_tts(pipe: Any, text: str, voice: str | None = None, repeats: int = 3
     """One TTS request (a ``SpeechFlowPipeline``) timed end to end and per stage (median over ``repeats`` after a
     warm-up run): text frontend, durations, prompt alignment, features, sampling, vocoder."""
     voice = voice or next(iter(pipe.voices), None)
+    row = _profile(lambda: pipe.tts(text, voice=voice, **tts_kwargs)[0], pipe, repeats)
+    return {"task": "tts", "text": text, "voice": voice, **row, **tts_kwargs}
+
+
+def profile_enhance(pipe: Any, seconds: float = 4.0, repeats: int = 3, **kwargs: Any) -> dict[str, Any]:
+    """One enhancement of ``seconds`` of noisy speech (the example sentence in pink noise at 5 dB, repeated to
+    length), end to end and per stage (features, sampling; the rest is reconstruction and resampling)."""
+    from .examples import noisy_example
+
+    noisy, _ = noisy_example()
+    noisy = np.resize(noisy, int(seconds * pipe.sample_rate))
+    row = _profile(lambda: pipe.enhance(noisy, pipe.sample_rate, **kwargs)[0], pipe, repeats)
+    return {"task": "enhance", **row, **kwargs}
+
+
+def _profile(run: Callable[[], np.ndarray], pipe: Any, repeats: int) -> dict[str, Any]:
     runs: list[tuple[float, dict[str, float]]] = []
     audio = np.zeros(0, np.float32)
-    for r in range(repeats + 1):
+    for r in range(repeats + 1):  # the first run warms up kernels and caches and is dropped
         with recording() as stages:
             start = time.perf_counter()
-            audio, _ = pipe.tts(text, voice=voice, **tts_kwargs)
+            audio = run()
             total = time.perf_counter() - start
         if r:
             runs.append((total, stages))
@@ -111,7 +127,6 @@ def profile_tts(pipe: Any, text: str, voice: str | None = None, repeats: int = 3
     names = sorted({name for _, s in runs for name in s})
     stages = {name: round(statistics.median(s.get(name, 0.0) for _, s in runs), 4) for name in names}
     seconds = len(audio) / pipe.sample_rate
-    return {"text": text, "voice": voice, "audio_s": round(seconds, 3), "seconds": round(total, 4),
-            "rtf": round(total / seconds, 4), "stages_s": stages,
-            "other_s": round(total - sum(stages.values()), 4),  # the stages do not nest: the rest is glue
-            "dtype": pipe.dtype_name, "device": str(pipe.device), **{k: v for k, v in tts_kwargs.items()}}
+    return {"audio_s": round(seconds, 3), "seconds": round(total, 4), "rtf": round(total / seconds, 4),
+            "stages_s": stages, "other_s": round(total - sum(stages.values()), 4),  # the stages do not nest
+            "dtype": pipe.dtype_name, "device": str(pipe.device)}

@@ -27,3 +27,12 @@ def test_tts_profile_times_every_stage_of_one_request(tmp_path):
     assert all(v > 0 for v in stages.values())
     assert sum(stages.values()) <= row["seconds"] and row["other_s"] >= 0
     assert row["steps"] == 2 and row["audio_s"] > 1 and row["rtf"] == round(row["seconds"] / row["audio_s"], 4)
+
+
+def test_enhance_profile_times_the_request_and_its_stages(tmp_path):
+    out = tmp_path / "enhance.json"
+    assert main(["profile", "--enhance", "1.5", "--bundle", str(BUNDLE), "--nfe", "2", "--dtype", "fp32",
+                 "--repeats", "1", "--json", str(out)]) == 0
+    [row] = json.loads(out.read_text())
+    assert row["task"] == "enhance" and row["audio_s"] == 1.5 and {"features", "sampling"} <= set(row["stages_s"])
+    assert row["stages_s"]["sampling"] < row["seconds"]

@@ -8,6 +8,8 @@ import pytest
 import soundfile as sf
 
 from model.audio import encode_audio
+from model.defaults import TASK_SAMPLING
+from model.solvers import num_steps
 from service.app import create_app
 from service.settings import Settings
 from service.testing import FakeEngine, serving, until
@@ -39,6 +41,9 @@ def scenario(test, engine: FakeEngine | None = None, wait_ready: bool = True, **
 
     asyncio.run(main())
     return app
+
+
+ENHANCE_STEPS = num_steps(TASK_SAMPLING["enhance"].solver, TASK_SAMPLING["enhance"].steps)  # solver steps, defaults
 
 
 def assert_error(response, status: int, code: str) -> dict:
@@ -108,9 +113,10 @@ def test_concurrent_requests_join_the_live_batch_at_the_next_step():
         assert [r.status_code for r in responses] == [200] * 4
         assert engine.steps[0].seeds == [1] and sorted(engine.steps[1].seeds) == [1, 2, 3, 4]  # joined mid-way
         assert sorted(engine.steps[1].joined) == [2, 3, 4]  # in arrival order
-        steps = 8  # NFE 16 with the midpoint solver
+        steps = ENHANCE_STEPS
         assert len(engine.steps) == steps + 1 and sorted(engine.steps[-1].seeds) == [2, 3, 4]  # the first left
-        means = [(1 + 4 * 7) / 8] + [(4 * 7 + 3) / 8] * 3  # rows in the live batch, over each request's steps
+        # rows in the live batch, over each request's steps
+        means = [(1 + 4 * (steps - 1)) / steps] + [(4 * (steps - 1) + 3) / steps] * 3
         assert [r.headers["x-batch-size"] for r in responses] == [f"{m:.1f}" for m in means]
 
     scenario(test)
@@ -347,8 +353,8 @@ def test_metrics_move():
         assert metric(app, "speechflow_requests_total", task="enhance", status="422") == 1
         assert metric(app, "speechflow_audio_seconds_total", task="enhance", direction="in") == pytest.approx(1.0)
         assert metric(app, "speechflow_audio_seconds_total", task="separate", direction="out") == pytest.approx(2.0)
-        assert metric(app, "speechflow_steps_total", task="enhance") == 2 * 8  # NFE 16, midpoint: 8 steps each
-        assert metric(app, "speechflow_batch_size_count", task="enhance") == 2 * 8
+        assert metric(app, "speechflow_steps_total", task="enhance") == 2 * ENHANCE_STEPS
+        assert metric(app, "speechflow_batch_size_count", task="enhance") == 2 * ENHANCE_STEPS
         assert metric(app, "speechflow_row_wait_seconds_count", task="enhance") == 2
         assert metric(app, "speechflow_rejected_total", reason="invalid_parameter") == 1
         assert metric(app, "speechflow_request_duration_seconds_count", task="separate") == 1
