@@ -8,6 +8,7 @@ extra token -> pre-norm Transformer layers with bidirectional ALiBi and U-Net sk
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -64,6 +65,15 @@ class ConvPositionalEmbedding(nn.Module):
         return x + h.transpose(1, 2)
 
 
+@dataclass(frozen=True)
+class AttentionBias:
+    """What attention needs besides q, k, v: the ALiBi bias (1, H, S, S), shared by every row, and for a padded
+    batch each row's length (positions past it are padding: the row attends over its own positions only)."""
+
+    alibi: Tensor
+    lengths: tuple[int, ...] | None = None
+
+
 class SelfAttention(nn.Module):
     def __init__(self, dim: int, heads: int, dropout: float) -> None:
         super().__init__()
@@ -72,12 +82,18 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.dropout = dropout
 
-    def forward(self, x: Tensor, bias: Tensor) -> Tensor:  # x (B, S, D), bias (1 or B, H, S, S) additive
+    def forward(self, x: Tensor, bias: AttentionBias) -> Tensor:  # x (B, S, D)
         b, s, d = x.shape
         q, k, v = self.qkv(x).view(b, s, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(  # the bias is built in q's dtype once per forward: no copy per layer
-            q, k, v, attn_mask=bias.to(q.dtype), dropout_p=self.dropout if self.training else 0.0
-        )
+        dropout = self.dropout if self.training else 0.0
+        alibi = bias.alibi.to(q.dtype)  # built in the compute dtype once per forward: no copy here
+        if bias.lengths is None:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=alibi, dropout_p=dropout)
+        else:  # each row over its own positions: padding needs no mask, and no (B, H, S, S) tensor is built
+            out = torch.cat([F.pad(F.scaled_dot_product_attention(q[i : i + 1, :, :n], k[i : i + 1, :, :n],
+                                                                  v[i : i + 1, :, :n], attn_mask=alibi[..., :n, :n],
+                                                                  dropout_p=dropout), (0, 0, 0, s - n))
+                             for i, n in enumerate(bias.lengths)])
         return self.proj(out.transpose(1, 2).reshape(b, s, d))
 
 
@@ -93,7 +109,7 @@ class TransformerLayer(nn.Module):
             nn.Linear(cfg.dim, cfg.ffn_dim), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.ffn_dim, cfg.dim)
         )
 
-    def forward(self, x: Tensor, bias: Tensor) -> Tensor:
+    def forward(self, x: Tensor, bias: AttentionBias) -> Tensor:
         x = x + self.attn(self.norm1(x), bias)
         return x + self.ffn(self.norm2(x))
 
@@ -129,15 +145,14 @@ class SpeechFlowTransformer(nn.Module):
         # Start as a zero velocity field so the first steps are stable whatever the depth.
         nn.init.zeros_(self.out_proj.weight)
 
-    def attention_bias(self, mask: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
-        """(B, T) frame mask -> additive bias, (1, H, T+1, T+1) when no row is padded (shared across the batch),
-        else (B, H, T+1, T+1) with -inf on each row's padded keys. -slope*|i-j| between frames, 0 to and from the
-        time token (position 0). The ALiBi part is cached per (length, dtype, device): every step and layer reuse it."""
+    def attention_bias(self, mask: Tensor, dtype: torch.dtype = torch.float32) -> AttentionBias:
+        """(B, T) frame mask -> the ALiBi bias (1, H, T+1, T+1) shared by the batch (-slope*|i-j| between frames, 0
+        to and from the time token at position 0), cached per (length, dtype, device) so every step and layer
+        reuse it, and, when rows are padded, each row's length (its frames + the time token)."""
         alibi = self._alibi(mask.shape[1], dtype, mask.device)[None]
         if bool(mask.all()):
-            return alibi
-        keys = torch.cat([mask.new_ones(mask.shape[0], 1), mask], dim=1)
-        return alibi.masked_fill(~keys[:, None, None, :], float("-inf"))
+            return AttentionBias(alibi)
+        return AttentionBias(alibi, tuple(int(n) + 1 for n in mask.sum(dim=1).tolist()))
 
     def _alibi(self, t: int, dtype: torch.dtype, device: torch.device) -> Tensor:
         key = (t, dtype, device)

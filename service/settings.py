@@ -20,7 +20,8 @@ class Settings(BaseSettings):
     # the flow networks' compute dtype; auto = bf16 where the device runs it fast (CUDA with bf16, a CPU with bf16
     # matrix units), fp16 on older GPUs, else fp32 (model/devices.py). The ODE state and audio stay float32.
     dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
-    # None: each task's own default (model/defaults.py: NFE 16 + guidance 2 for enhance/separate, 32 + 2 for tts)
+    # None: each task's own default (model/defaults.py: Euler NFE 4 + guidance 2 for enhance/separate, Euler
+    # NFE 4 + guidance 2 for tts, all on a swayed time grid)
     default_steps: int | None = Field(None, ge=1, le=256)
     default_solver: Solver | None = None
     max_steps: int = Field(128, ge=1, le=1024)  # a request cannot buy more network evaluations than this

@@ -53,22 +53,21 @@ def test_a_bf16_network_keeps_the_ode_state_in_float32_and_stays_close_to_fp32(d
     assert batch._x is not None and batch._x.dtype == torch.float32
 
 
-def test_the_alibi_bias_is_built_once_and_shared_across_an_unpadded_batch(debug_model):
+def test_the_alibi_bias_is_built_once_and_shared_by_every_row(debug_model):
     net = debug_model.net
     full = torch.ones(3, 25, dtype=torch.bool)
     bias = net.attention_bias(full, torch.bfloat16)
-    assert bias.shape == (1, net.cfg.heads, 26, 26) and bias.dtype == torch.bfloat16
-    assert net.attention_bias(full, torch.bfloat16).data_ptr() == bias.data_ptr()  # the cached tensor, no copy
+    assert bias.alibi.shape == (1, net.cfg.heads, 26, 26) and bias.alibi.dtype == torch.bfloat16
+    assert bias.lengths is None
+    assert net.attention_bias(full, torch.bfloat16).alibi.data_ptr() == bias.alibi.data_ptr()  # cached, no copy
     # the time token (position 0) sees and is seen by every frame; between frames -slope * distance
-    assert torch.all(bias[0, :, 0, :] == 0) and torch.all(bias[0, :, :, 0] == 0)
-    slopes = net.slopes.to(torch.bfloat16)
-    assert torch.equal(bias[0, :, 1, 4], -slopes * 3)
+    alibi = bias.alibi[0]
+    assert torch.all(alibi[:, 0, :] == 0) and torch.all(alibi[:, :, 0] == 0)
+    assert torch.equal(alibi[:, 1, 4], -net.slopes.to(torch.bfloat16) * 3)
     padded = full.clone()
     padded[1, 20:] = False
     masked = net.attention_bias(padded)
-    assert masked.shape == (3, net.cfg.heads, 26, 26)
-    assert torch.isinf(masked[1, :, :, 21:]).all() and not torch.isinf(masked[1, :, :, :21]).any()
-    assert torch.equal(masked[0], net.attention_bias(full)[0])
+    assert masked.alibi.shape == (1, net.cfg.heads, 26, 26) and masked.lengths == (26, 21, 26)  # + the time token
 
 
 def test_sway_bends_the_time_grid_towards_small_early_steps():
