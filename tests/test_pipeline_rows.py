@@ -3,6 +3,7 @@ offline pipeline's for the request alone (float32; tolerance on waveforms in [-1
 reconstruction, 1e-3 through Griffin-Lim, whose iterations amplify float rounding in the features)."""
 
 import warnings
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -29,9 +30,8 @@ def offline(pipe: SpeechFlowPipeline, task: str, wav: np.ndarray, seed: int) -> 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if task == "infill":
-            return pipe.infill(wav, 16000, [(0.3, 0.7)], steps=S.steps, guidance=S.guidance, solver=S.solver,
-                               seed=seed)[0]
-        return getattr(pipe, task)(wav, 16000, steps=S.steps, guidance=S.guidance, solver=S.solver, seed=seed)[0]
+            return pipe.infill(wav, 16000, [(0.3, 0.7)], **asdict(S), seed=seed)[0]
+        return getattr(pipe, task)(wav, 16000, **asdict(S), seed=seed)[0]  # every field: not the task's defaults
 
 
 def plan(pipe: SpeechFlowPipeline, task: str, wav: np.ndarray, seed: int):

@@ -331,7 +331,7 @@ def test_a_client_that_leaves_mid_generation_frees_its_rows_at_the_next_step():
         assert (await first).status_code == 200
         assert sorted(engine.steps[1].seeds) == [1, 5]
         assert all(5 not in s.seeds for s in engine.steps[2:])  # gone from the very next step
-        assert len(engine.steps) == 8  # the first request's 8 steps; nothing else ran
+        assert len(engine.steps) == ENHANCE_STEPS  # the first request's steps; nothing else ran
         assert metric(app, "speechflow_rows_dropped_total", reason="abandoned") == 1
 
     scenario(test)
@@ -385,3 +385,26 @@ def test_shutdown_drains_queued_requests_and_refuses_new_ones():
             assert len(engine.prepared) == 4 and max(len(s.seeds) for s in engine.steps) == 4
 
     asyncio.run(main())
+
+
+def test_enhance_and_separate_answer_in_mp3_and_opus_at_rates_those_codecs_carry():
+    async def test(client, app, engine):
+        out = {}
+        for task in ("enhance", "separate"):
+            for fmt in ("mp3", "opus"):
+                r = await client.post(f"/v1/{task}", files=upload(wav(1.0, sr=44100)), data={"response_format": fmt})
+                assert r.status_code == 200, r.text
+                out[task, fmt] = (r.headers["content-type"], *sf.read(io.BytesIO(r.content), always_2d=True))
+        return out
+
+    results = {}
+
+    async def collect(client, app, engine):
+        results.update(await test(client, app, engine))
+
+    scenario(collect)
+    for (task, fmt), (media, audio, sr) in results.items():
+        assert media == ("audio/mpeg" if fmt == "mp3" else "audio/ogg; codecs=opus")
+        assert sr == (44100 if fmt == "mp3" else 48000)  # opus has no 44.1 kHz: the next rate it codes
+        assert audio.shape[1] == (1 if task == "enhance" else 2)
+        assert abs(len(audio) / sr - 1.0) < 0.1

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import io
 import warnings
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ import soundfile as sf
 
 from model.audio import encode_audio, resample
 from model.bundle import write_bundle
+from model.defaults import TASK_SAMPLING
 from service.app import create_app
 from service.engine import PipelineEngine, VoiceInfo
 from service.settings import Settings
@@ -69,7 +71,7 @@ def test_voices_and_tts_with_a_voice_as_the_offline_pipeline_makes_it(tts_bundle
         models = (await client.get("/v1/models")).json()
         assert [(m["id"], m["endpoint"]) for m in models["data"]] == [("tts", "/v1/tts")]
         assert (await client.get("/v1/voices")).json() == {"voices": [
-            {"id": "anna", "transcript": SENTENCES[0], "aliases": list(OPENAI_VOICES)}]}  # one voice: every alias
+            {"id": "anna", "transcript": SENTENCES[0], "aliases": list(OPENAI_VOICES), "source": "builtin"}]}
         return await client.post("/v1/tts", data={"text": "Good morning to you.", "voice": "anna", "seed": "3",
                                                   **QUICK})
 
@@ -121,7 +123,7 @@ def test_tts_requests_joined_mid_way_sound_as_they_do_alone(engine):
             live.step()
         for i, (plan, text) in enumerate(zip(plans, texts, strict=True)):
             together = plan.assemble([plan.piece(k, r.output) for k, r in enumerate(plan.rows)])
-            alone, _ = pipe.tts(text, voice="anna", steps=6, guidance=2.0, solver="euler", seed=5 + i)
+            alone, _ = pipe.tts(text, voice="anna", **asdict(s), seed=5 + i)  # every field, not the defaults
             # the random output layer makes loud audio: the tolerance is relative to its peak
             np.testing.assert_allclose(together, alone, atol=1e-4 * max(1.0, float(np.abs(alone).max())))
 
@@ -256,7 +258,8 @@ def test_bad_input_is_a_clear_4xx_never_a_500(engine, speech_dir):
 def test_metrics_count_tts_requests(engine):
     async def test(client, app):
         for _ in range(2):
-            r = await client.post("/v1/audio/speech", json={"input": "Hi there.", "voice": "anna", "steps": 2})
+            r = await client.post("/v1/audio/speech", json={"input": "Hi there.", "voice": "anna", "steps": 2,
+                                                            "solver": "midpoint"})  # one step
             assert r.status_code == 200
         await client.post("/v1/tts", data={"text": "Hi.", "voice": "nobody"})
         return (await client.get("/metrics")).text
@@ -386,7 +389,8 @@ def test_the_demo_pages_tts_panel_speaks_through_v1_audio_speech(tts_page):
     link = wait.until(ready.presence_of_element_located((By.ID, "tts-download")))
     assert link.get_attribute("download") == "speech.flac" and not error.is_displayed()
     timings = browser.find_element(By.CSS_SELECTOR, "#tts-result .timings").text
-    assert all(label in timings for label in ("Queue wait", "Batch size\n1.0", "Steps\n32")), timings
+    default_steps = f"Steps\n{TASK_SAMPLING['tts'].steps}"
+    assert all(label in timings for label in ("Queue wait", "Batch size\n1.0", default_steps)), timings
     downloaded = browser.execute_async_script(FETCH_TTS_DOWNLOAD)
     audio, rate = sf.read(io.BytesIO(base64.b64decode(downloaded)), dtype="float32")
     assert rate == 16000 and len(audio) == int(16000 * 0.05 * len("Hello from the page."))
