@@ -201,8 +201,9 @@ def _add_error_handlers(app: FastAPI, runtime: ServiceRuntime) -> None:
                   for e in errors]
         texts = [_validation_text(e) for e in errors]
         message = "; ".join(f"{f}: {t}" if f else t for f, t in zip(fields, texts, strict=True))
-        return JSONResponse(error_body(message, "invalid_request_error", "invalid_parameter",
-                                       fields[0] if fields and fields[0] else None), 422)
+        # the parameter is the field itself, not the union member or list index pydantic adds (voice.str -> voice)
+        param = fields[0].split(".")[0] if fields and fields[0] else None
+        return JSONResponse(error_body(message, "invalid_request_error", "invalid_parameter", param), 422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

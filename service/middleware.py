@@ -118,7 +118,9 @@ class AdmissionMiddleware:
             return None
         task = paths.TASK_ROUTES.get(path)
         if task is not None:
-            error = self.runtime.admission_error() or self.runtime.missing_model(task)
+            queued = path in paths.QUEUED_ROUTES
+            error = (self.runtime.admission_error() or self.runtime.missing_model(task)
+                     or (self.runtime.queue_error() if queued else None))
             if error is not None:
                 return error
         declared = headers.get("content-length")

@@ -16,6 +16,7 @@ STATIC = "/static/"  # the demo page's script and style, open like the page itse
 
 TASK_ROUTES = {ENHANCE: "enhance", SEPARATE: "separate", TTS: "tts", SPEECH: "tts",
                AUDIO_VOICES: "tts"}  # path -> the model it needs (and the metrics task label)
+QUEUED_ROUTES = {ENHANCE, SEPARATE, TTS, SPEECH}  # requests that wait in the step loop's queue (429 when full)
 UPLOAD_ROUTES = {ENHANCE, SEPARATE, TTS, AUDIO_VOICES}  # multipart/form-data bodies (TTS with a voice: urlencoded too)
 JSON_ROUTES = {SPEECH}  # application/json bodies
 # never behind an API key: probes must work for orchestrators, and the docs describe how to authenticate

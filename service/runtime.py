@@ -45,6 +45,7 @@ from .errors import (
     InvalidParameter,
     ModelNotFound,
     NotReady,
+    QueueFull,
     ServiceError,
     ShuttingDown,
     TextTooLong,
@@ -177,10 +178,19 @@ class ServiceRuntime:
             return NotReady(self.warmup_error or "the model is still loading or warming up")
         return None
 
+    def queue_error(self) -> ServiceError | None:
+        """429 while the queue is full: the middleware answers it before a byte of the body is read."""
+        loop = self._loop
+        if loop is not None and loop.depth() >= loop.limits.max_queue:
+            return QueueFull(loop.retry_after_s())
+        return None
+
     # --- requests -----------------------------------------------------------------------------------------------
     async def process(self, task: str, upload: UploadFile, form: TaskForm, request: Request) -> Response:
         engine = self._serving(task)
         params = self._params(task, form.steps, form.solver, form.guidance, form.seed, form.reconstruction)
+        if len((await request.form()).getlist("file")) > 1:  # already parsed: the form is cached on the request
+            raise InvalidParameter("send one file per request (the form has several 'file' fields)", param="file")
         check_upload_type(upload.content_type)
         data = await upload.read()
         decoded = await asyncio.to_thread(decode_upload, data, upload.content_type, upload.filename,

@@ -13,7 +13,16 @@ from dataclasses import dataclass
 import numpy as np
 import soundfile as sf
 
-from model.audio import content_type, encode_audio, encoding_rate, load_audio, resample
+from model.audio import (
+    MAX_CHANNELS,
+    MAX_SAMPLE_RATE,
+    MIN_SAMPLE_RATE,
+    content_type,
+    encode_audio,
+    encoding_rate,
+    load_audio,
+    resample,
+)
 from model.errors import AudioError
 
 from .errors import AudioTooLong, BadAudio, UnsupportedMediaType
@@ -69,13 +78,22 @@ def decode_upload(data: bytes, media_type: str | None, filename: str | None, *, 
         rate = _pcm_rate(params, param)
         if params.get("channels", "1") != "1":
             raise BadAudio("raw PCM uploads must be mono (channels=1)", param=param)
-        num_samples = len(data) // 2
+        if len(data) % 2:
+            raise BadAudio(f"raw PCM is 16-bit: {len(data)} bytes is not a whole number of samples", param=param)
+        num_samples, channels = len(data) // 2, 1
     else:
         try:
             with sf.SoundFile(io.BytesIO(data)) as f:
-                rate, num_samples = int(f.samplerate), int(f.frames)
+                rate, num_samples, channels = int(f.samplerate), int(f.frames), int(f.channels)
         except DECODE_ERRORS as e:
             raise BadAudio(f"could not decode audio: {e}", param=param) from e
+    # everything below is read from the header, before a sample is decoded
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise BadAudio(f"the audio declares {rate} Hz; accepted: {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz", param=param)
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise BadAudio(f"the audio declares {channels} channels; at most {MAX_CHANNELS} are accepted", param=param)
+    if num_samples <= 0:
+        raise BadAudio("the audio has no samples", param=param)
     if num_samples > max_seconds * rate:
         raise AudioTooLong(f"audio is {num_samples / rate:.1f} s long; the limit is {max_seconds:g} s", param=param)
     try:
@@ -86,10 +104,11 @@ def decode_upload(data: bytes, media_type: str | None, filename: str | None, *, 
 
 
 def _pcm_rate(params: dict[str, str], param: str) -> int:
-    try:
-        return int(params.get("rate", PCM_DEFAULT_RATE))
-    except ValueError:
-        raise BadAudio(f"invalid PCM rate {params.get('rate')!r}", param=param) from None
+    text = params.get("rate", str(PCM_DEFAULT_RATE))
+    if not text.isdigit():
+        raise BadAudio(f"invalid PCM rate {text!r}: give a whole number of Hz, e.g. audio/L16;rate=16000",
+                       param=param)
+    return int(text)
 
 
 def render_audio(audio: np.ndarray, engine_sr: int, like: DecodedAudio, fmt: str) -> tuple[bytes, str]:

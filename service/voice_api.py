@@ -5,6 +5,8 @@ a TTS input (a built-in voice, an OpenAI alias of one, or an uploaded voice)."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import sqlite3
 from typing import TYPE_CHECKING
 
 from fastapi import Request, UploadFile
@@ -15,7 +17,7 @@ from model.errors import ConfigError
 from model.text import TextError
 
 from .engine import Engine, TtsInput
-from .errors import Forbidden, InvalidParameter, NotFound, TextTooLong
+from .errors import Forbidden, InvalidParameter, NotFound, ServiceError, TextTooLong
 from .schemas import StoredVoiceCard, StoredVoiceList, VoiceCard, VoiceDeleted, VoiceForm, VoiceList
 from .speech import openai_aliases
 from .voices import StoredVoice, VoiceStore, key_owner
@@ -24,6 +26,13 @@ if TYPE_CHECKING:
     from .runtime import ServiceRuntime
 
 MAX_NAME_CHARS = 64
+log = logging.getLogger(__name__)
+
+
+class VoicesUnavailable(ServiceError):
+    """The data directory cannot hold the voices (not writable, a broken database): a server fault, said so."""
+
+    status, type, code = 503, "service_unavailable", "voices_unavailable"
 
 
 class VoiceAPI:
@@ -33,8 +42,14 @@ class VoiceAPI:
 
     @property
     def store(self) -> VoiceStore:
+        """The store, opened on first use (a server that never sees an uploaded voice never writes one)."""
         if self._store is None:
-            self._store = VoiceStore(self.runtime.settings.data_dir)
+            directory = self.runtime.settings.data_dir
+            try:
+                self._store = VoiceStore(directory)
+            except (OSError, sqlite3.Error) as e:
+                raise VoicesUnavailable(f"the voices store in {directory!r} (SPEECHFLOW_DATA_DIR) cannot be opened: "
+                                        f"{e}") from e
         return self._store
 
     def close(self) -> None:
@@ -66,7 +81,12 @@ class VoiceAPI:
         aliases = openai_aliases(list(engine.voices))
         builtin = [VoiceCard(id=v.id, transcript=v.transcript, aliases=[a for a, t in aliases.items() if t == v.id])
                    for v in engine.voices.values()]
-        uploaded = [VoiceCard(id=v.id, transcript=v.transcript, source="uploaded") for v in self.store.list()]
+        try:
+            stored = self.store.list()
+        except VoicesUnavailable:
+            log.warning("listing the built-in voices only", exc_info=True)
+            stored = []
+        uploaded = [VoiceCard(id=v.id, transcript=v.transcript, source="uploaded") for v in stored]
         return VoiceList(voices=builtin + uploaded)
 
     # --- the voices endpoints ---------------------------------------------------------------------------------

@@ -134,3 +134,18 @@ def test_the_shipped_bundle_transcribes_stores_and_speaks_in_an_uploaded_voice_a
     assert speech.content == again.content  # the stored audio, transcript and alignment: the same speech
     audio, sr = sf.read(io.BytesIO(speech.content))
     assert sr == 16000 and len(audio) > 16000 and np.abs(audio).max() > 0.01
+
+
+def test_an_unusable_data_directory_is_a_clear_503_and_the_built_in_voices_still_list(tmp_path):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the data directory should be")
+
+    async def test(client, app, engine):
+        voices = (await client.get("/v1/voices")).json()["voices"]
+        assert [v["id"] for v in voices] == ["alice"]
+        error = assert_error(await upload(client), 503, "voices_unavailable")
+        assert "SPEECHFLOW_DATA_DIR" in error["message"]
+        tts = await client.post("/v1/tts", data={"text": "Hi.", "voice": "alice"})
+        assert tts.status_code == 200  # built-in voices do not need the store
+
+    scenario(test, FakeEngine(tasks=("tts",)), data_dir=str(blocker))

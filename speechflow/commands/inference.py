@@ -149,20 +149,16 @@ def _parse_span(text: str) -> tuple[float, float]:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("enhance", help="enhance a noisy recording (offline, no server)")
-    p.add_argument("input")
-    p.add_argument("output")
-    add_inference_args(p)
-    add_task_args(p)
-    p.set_defaults(func=cmd_enhance)
-
-    p = sub.add_parser("separate", help="separate a two-talker mixture into two files (offline, no server)")
-    p.add_argument("input")
-    p.add_argument("output1")
-    p.add_argument("output2")
-    add_inference_args(p)
-    add_task_args(p)
-    p.set_defaults(func=cmd_separate)
+    for name, help_text, outputs, func in (
+            ("enhance", "enhance a noisy recording (offline, no server)", ["output"], cmd_enhance),
+            ("separate", "separate a two-talker mixture into two files (offline, no server)", ["output1", "output2"],
+             cmd_separate)):
+        p = sub.add_parser(name, help=help_text)
+        for arg in ["input", *outputs]:
+            p.add_argument(arg)
+        add_inference_args(p)
+        add_task_args(p)
+        p.set_defaults(func=func)
 
     p = sub.add_parser("tts", help="zero-shot text-to-speech in the voice of a prompt (offline, no server)")
     p.add_argument("--text", required=True)
