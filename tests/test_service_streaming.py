@@ -122,10 +122,17 @@ def test_lossy_streams_decode_to_the_whole_length(fmt):
     assert abs(len(whole) - len(audio)) <= 2400
 
 
-def test_the_official_openai_client_speaks_streams_and_gets_typed_errors():
+def test_the_official_openai_client_speaks_streams_and_gets_typed_errors(tmp_path):
     engine = _held_engine()
-    with running_server(engine) as url:
+    with running_server(engine, data_dir=str(tmp_path)) as url:
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused")
+        sample = encode_audio((0.2 * np.sin(np.arange(32000) / 9)).astype(np.float32), 16000, "wav")
+        uploaded = httpx.post(f"{url}/v1/audio/voices", data={"name": "Me", "consent": "true", "transcript": "hi"},
+                              files={"audio_sample": ("me.wav", sample, "audio/wav")}).json()["id"]
+        for fmt in ("wav", "flac"):
+            spoken = client.audio.speech.create(model="tts-1", voice={"id": uploaded}, input="Hi.",
+                                                response_format=fmt)
+            assert sf.read(io.BytesIO(spoken.content))[1] == 16000  # an uploaded voice through the client
         mp3 = client.audio.speech.create(model="tts-1", voice="alloy", input="Hello from the client.")
         audio, sr = sf.read(io.BytesIO(mp3.content))  # OpenAI's default format: mp3
         assert sr == 16000 and len(audio) > 16000 * 0.5
