@@ -30,7 +30,16 @@ from .modeling import SpeechFlowModel
 from .reconstruct import mask_reconstruction, separation_masks
 from .stages import stage
 from .text import PhoneVocab
-from .tts import VOICES_DIR, Voice, align_prompt, check_prompt_length, known_prompt, load_voices, plan_chunks
+from .tts import (
+    VOICES_DIR,
+    Prompt,
+    Voice,
+    align_prompt,
+    check_prompt_length,
+    known_prompt,
+    load_voices,
+    plan_chunks,
+)
 from .vocoder import GriffinLimVocoder
 from .vocos import VocosVocoder
 from .windows import OVERLAP_S, WINDOW_S, stitch, window_spans
@@ -136,8 +145,7 @@ class SpeechFlowPipeline:
         result never depends on what else was in the batch (padding would leak into the edge frames)."""
         lengths = mask.sum(1).tolist()
         with stage("vocoder"):
-            return [self.vocoder(feats[i : i + 1, : int(n)].float())[0].float().cpu().numpy()
-                    for i, n in enumerate(lengths)]
+            return [self.vocoder(feats[i : i + 1, : int(n)])[0].float().cpu().numpy() for i, n in enumerate(lengths)]
 
     def run(self, plans: Sequence[Plan]) -> list[np.ndarray]:
         """Generate every plan's rows (plans that share a model and sampling settings share live batches, under
@@ -249,17 +257,10 @@ class SpeechFlowPipeline:
         frames known) and seeded seed + chunk; each chunk is vocoded as it finishes, then joined with short
         cross-fades, so the chunks can be streamed in order. ``prompt_alignment`` ((phone, frames) pairs, e.g.
         stored with an uploaded voice by `align_prompt`) skips aligning the prompt again."""
-        model = self.model("tts")
-        if self.durations is None:
-            raise CheckpointError("this bundle's TTS model has no duration model (tts/duration/)")
+        vocab = self._tts_vocab()
         wav, prompt_text = self._prompt(prompt_wav, prompt_sr, prompt_text, voice)
-        vocab = PhoneVocab(model.config.phones)
-        with stage("features"):
-            feats, _ = self.features([wav])
-        prompt_feats = feats[0]  # (T_p, n_mels)
+        prompt_feats, prompt = self._aligned_prompt(wav, prompt_text, vocab, prompt_alignment)
         t_p = prompt_feats.shape[0]
-        prompt = (known_prompt(prompt_alignment, vocab, t_p) if prompt_alignment else None) or \
-            align_prompt(prompt_text, prompt_feats, vocab, self.durations, self.aligner)
         prompt_labels = torch.from_numpy(prompt.labels).to(self.device)
         rows = []
         for i, chunk in enumerate(plan_chunks(text, vocab, self.durations, prompt, speed)):
@@ -280,15 +281,28 @@ class SpeechFlowPipeline:
 
     def align_prompt(self, wav: np.ndarray, sr: int, transcript: str) -> list[tuple[str, int]]:
         """A prompt's phones and their frame counts, as `plan_tts` aligns them (to store with a voice)."""
-        self.model("tts")
-        if self.durations is None:
-            raise CheckpointError("this bundle's TTS model has no duration model (tts/duration/)")
+        vocab = self._tts_vocab()
         wav = prepare_waveform(wav, sr, self.sample_rate)
         check_prompt_length(len(wav), self.sample_rate)
-        feats, _ = self.features([wav])
-        prompt = align_prompt(transcript, feats[0], PhoneVocab(self.model("tts").config.phones), self.durations,
-                              self.aligner)
+        _, prompt = self._aligned_prompt(wav, transcript, vocab)
         return [(str(p), int(n)) for p, n in zip(prompt.symbols, prompt.durations, strict=True)]
+
+    def _tts_vocab(self) -> PhoneVocab:
+        """The TTS model's phone vocabulary, once the bundle is known to have what TTS needs."""
+        model = self.model("tts")
+        if self.durations is None:
+            raise CheckpointError("this bundle's TTS model has no duration model (tts/duration/)")
+        return PhoneVocab(model.config.phones)
+
+    def _aligned_prompt(self, wav: np.ndarray, transcript: str, vocab: PhoneVocab,
+                        alignment: Sequence[tuple[str, int]] | None = None) -> tuple[Tensor, Prompt]:
+        """A 16 kHz prompt -> its features (T_p, n_mels) and its phone alignment: the stored ``alignment`` when it
+        covers the prompt's frames, else aligned now (forced aligner, or durations rescaled)."""
+        with stage("features"):
+            feats, _ = self.features([wav])
+        known = known_prompt(alignment, vocab, feats.shape[1]) if alignment else None
+        assert self.durations is not None  # _tts_vocab checked
+        return feats[0], known or align_prompt(transcript, feats[0], vocab, self.durations, self.aligner)
 
     def _prompt(self, wav: np.ndarray | None, sr: int | None, text: str | None,
                 voice: str | None) -> tuple[np.ndarray, str]:

@@ -7,15 +7,17 @@ import functools
 import statistics
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .devices import dtype_name
+from .devices import dtype_name, linear_seconds
 from .modeling import SpeechFlowModel
 from .stages import recording
+
+T = TypeVar("T")
 
 
 def _sync(device: torch.device) -> None:
@@ -23,17 +25,25 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _median_seconds(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
-    """Median wall time of ``fn`` over ``repeats`` runs after one dropped warm-up run (kernels, caches)."""
-    times = []
+def timed_runs(fn: Callable[[], T], device: torch.device, repeats: int) -> list[tuple[float, dict[str, float], T]]:
+    """(wall seconds, stage seconds, result) of ``repeats`` runs of ``fn`` after one dropped warm-up run (kernels,
+    caches); CUDA work is waited for, so the time is what ran."""
+    runs = []
     for r in range(repeats + 1):
-        _sync(device)
-        start = time.perf_counter()
-        fn()
-        _sync(device)
+        with recording() as stages:
+            _sync(device)
+            start = time.perf_counter()
+            result = fn()
+            _sync(device)
+            seconds = time.perf_counter() - start
         if r:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+            runs.append((seconds, stages, result))
+    return runs
+
+
+def median_seconds(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
+    """Median wall time of ``fn`` over ``repeats`` runs after a warm-up run."""
+    return statistics.median(seconds for seconds, _, _ in timed_runs(fn, device, repeats))
 
 
 @functools.cache
@@ -41,11 +51,8 @@ def peak_flops(device_name: str = "cpu", n: int = 1024) -> tuple[float, str]:
     """The device's measured matmul peak: FLOP/s of an n^3 linear layer in the faster of bf16 and fp32 (bf16 with
     AMX or on a GPU; fp32 on a CPU without bf16 units, where bf16 is emulated), and which dtype that was. The
     denominator of MFU."""
-    from .devices import linear_seconds
-
-    best = max((2 * n**3 / linear_seconds(dtype, n, repeats=10, device=device_name), dtype_name(dtype))
+    return max((2 * n**3 / linear_seconds(dtype, n, repeats=10, device=device_name), dtype_name(dtype))
                for dtype in (torch.bfloat16, torch.float32))
-    return best
 
 
 def evaluation_flops(model: SpeechFlowModel, frames: int, batch: int) -> int:
@@ -81,7 +88,7 @@ def time_sampler(
     peak, peak_dtype = peak_flops(str(model.device))
     rows = []
     for nfe in nfes:
-        median = _median_seconds(
+        median = median_seconds(
             lambda nfe=nfe: model.generate(cond, mask, seeds=list(range(batch)), nfe=nfe, solver=solver, **kwargs),
             model.device, repeats)
         achieved = per_evaluation * nfe / median
@@ -114,19 +121,11 @@ def profile_enhance(pipe: Any, seconds: float = 4.0, repeats: int = 3, **kwargs:
 
 
 def _profile(run: Callable[[], np.ndarray], pipe: Any, repeats: int) -> dict[str, Any]:
-    runs: list[tuple[float, dict[str, float]]] = []
-    audio = np.zeros(0, np.float32)
-    for r in range(repeats + 1):  # the first run warms up kernels and caches and is dropped
-        with recording() as stages:
-            start = time.perf_counter()
-            audio = run()
-            total = time.perf_counter() - start
-        if r:
-            runs.append((total, stages))
-    total = statistics.median(t for t, _ in runs)
-    names = sorted({name for _, s in runs for name in s})
-    stages = {name: round(statistics.median(s.get(name, 0.0) for _, s in runs), 4) for name in names}
-    seconds = len(audio) / pipe.sample_rate
+    runs = timed_runs(run, pipe.device, repeats)
+    total = statistics.median(seconds for seconds, _, _ in runs)
+    names = sorted({name for _, stages, _ in runs for name in stages})
+    stages = {name: round(statistics.median(s.get(name, 0.0) for _, s, _ in runs), 4) for name in names}
+    seconds = len(runs[-1][2]) / pipe.sample_rate
     return {"audio_s": round(seconds, 3), "seconds": round(total, 4), "rtf": round(total / seconds, 4),
             "stages_s": stages, "other_s": round(total - sum(stages.values()), 4),  # the stages do not nest
             "dtype": pipe.dtype_name, "device": str(pipe.device)}

@@ -48,29 +48,26 @@ def _b(s: Tensor) -> Tensor:
     return s[:, None, None]
 
 
-# name -> (step function, evaluations per step)
-SOLVERS: dict[str, tuple[Callable[[VelocityFn, Tensor, Tensor, Tensor], Tensor], int]] = {
-    "euler": (euler_step, 1),
-    "midpoint": (midpoint_step, 2),
-    "heun": (heun_step, 2),
-    "rk4": (rk4_step, 4),
+# name -> (step function, where in a step each of its evaluations happens as a fraction of dt); the evaluations
+# per step are len(offsets)
+SOLVERS: dict[str, tuple[Callable[[VelocityFn, Tensor, Tensor, Tensor], Tensor], tuple[float, ...]]] = {
+    "euler": (euler_step, (0.0,)),
+    "midpoint": (midpoint_step, (0.0, 0.5)),
+    "heun": (heun_step, (0.0, 1.0)),
+    "rk4": (rk4_step, (0.0, 0.5, 0.5, 1.0)),
 }
-
-
-# where in a step each evaluation happens, as a fraction of dt (for counting guided evaluations)
-STAGE_OFFSETS: dict[str, tuple[float, ...]] = {"euler": (0.0,), "midpoint": (0.0, 0.5), "heun": (0.0, 1.0),
-                                               "rk4": (0.0, 0.5, 0.5, 1.0)}
 
 
 def network_passes(sampling: Sampling) -> int:
     """Sequences one row puts through the network over its whole path: one per evaluation, two where guidance
     applies (t < guidance_until). What the cost bounds charge a row per frame."""
     steps = num_steps(sampling.solver, sampling.steps)
+    offsets = SOLVERS[sampling.solver][1]
     if sampling.guidance == 1.0:
-        return steps * len(STAGE_OFFSETS[sampling.solver])
+        return steps * len(offsets)
     grid = step_times(steps, sway=sampling.sway).tolist()
     return sum(2 if t0 + f * (t1 - t0) < sampling.guidance_until else 1
-               for t0, t1 in itertools.pairwise(grid) for f in STAGE_OFFSETS[sampling.solver])
+               for t0, t1 in itertools.pairwise(grid) for f in offsets)
 
 
 def num_steps(solver: str, nfe: int) -> int:
@@ -79,7 +76,7 @@ def num_steps(solver: str, nfe: int) -> int:
         raise ConfigError(f"unknown solver {solver!r}; choose one of {sorted(SOLVERS)}")
     if nfe < 1:
         raise ConfigError(f"nfe must be >= 1, got {nfe}")
-    return max(1, nfe // SOLVERS[solver][1])
+    return max(1, nfe // len(SOLVERS[solver][1]))
 
 
 def step_times(steps: int, t0: float = 0.0, sway: float = 0.0) -> Tensor:

@@ -33,7 +33,7 @@ from model.config import ModelConfig, preset  # noqa: E402
 from model.devices import dtype_name, resolve_device, resolve_dtype  # noqa: E402
 from model.flow import FlowMatching  # noqa: E402
 from model.modeling import SpeechFlowModel  # noqa: E402
-from model.profiling import evaluation_flops, peak_flops, time_sampler  # noqa: E402
+from model.profiling import evaluation_flops, median_seconds, peak_flops, time_sampler  # noqa: E402
 
 BIN = Path(sys.executable).parent
 
@@ -65,17 +65,7 @@ def training_step(name: str, device: torch.device, batch: int, seconds: float, r
         optim.step()
         optim.zero_grad(set_to_none=True)
 
-    times = []
-    for r in range(repeats + 1):  # the first step builds kernels and optimizer state
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        if r:
-            times.append(time.perf_counter() - start)
-    seconds_per_step = sorted(times)[len(times) // 2]
+    seconds_per_step = median_seconds(step, device, repeats)  # the dropped first step builds optimizer state
     flops = 3 * evaluation_flops(model.to(dtype=torch.bfloat16), frames, batch)  # backward ~ 2x forward
     peak, peak_dtype = peak_flops(str(device))
     return {"preset": name, "batch": batch, "frames": frames, "seconds_per_step": round(seconds_per_step, 4),

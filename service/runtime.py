@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 from fastapi import Request, UploadFile
@@ -316,9 +316,8 @@ class ServiceRuntime:
             raise
         first = waiter.result()
         if first is None:  # ended without audio: its failure, or the deadline
-            return _unwrap_or_deadline(job, translate, self.settings.request_timeout_s)
-        headers = {"X-Seed": str(params.seed), "X-Steps": str(params.steps), "X-Solver": params.solver,
-                   "X-Sample-Rate": str(sample_rate), "X-Channels": "1", "Cache-Control": "no-store"}
+            _unwrap_or_deadline(job, translate, self.settings.request_timeout_s)
+        headers = {**_sampling_headers(params, sample_rate, 1), "Cache-Control": "no-store"}
         if job.first_chunk_at is not None:
             headers["X-First-Chunk-Ms"] = f"{1000 * (job.first_chunk_at - job.enqueued_at):.1f}"
         media = "text/event-stream" if sse else render_media_type(fmt, sample_rate)
@@ -403,7 +402,7 @@ def window_count(frames: int, frames_per_s: int = 100) -> int:
     return len(window_spans(frames, frames_per_s))
 
 
-def _unwrap_or_deadline(job: LoopRequest, translate: Translate, timeout_s: float) -> Response:
+def _unwrap_or_deadline(job: LoopRequest, translate: Translate, timeout_s: float) -> NoReturn:
     """Raise why a streamed request ended before its first chunk: its own failure, or its deadline."""
     if job.future.done() and not job.future.cancelled():
         _unwrap(job, translate)  # raises the request's error
@@ -459,16 +458,18 @@ async def _wait_for_disconnect(receive: Receive) -> None:
         pass
 
 
+def _sampling_headers(params: TaskParams, sample_rate: int, channels: int) -> dict[str, str]:
+    """What every audio answer says about how it was made (a streamed one knows no more before its first byte)."""
+    return {"X-Seed": str(params.seed), "X-Steps": str(params.steps), "X-Solver": params.solver,
+            "X-Sample-Rate": str(sample_rate), "X-Channels": str(channels)}
+
+
 def _result_headers(filename: str, params: TaskParams, result: RequestResult, sample_rate: int,
                     channels: int) -> dict[str, str]:
     queue_ms, inference_ms = 1000 * result.queue_wait_s, 1000 * result.inference_s
     headers = {
         "Content-Disposition": f'attachment; filename="{filename}"',
-        "X-Seed": str(params.seed),
-        "X-Steps": str(params.steps),
-        "X-Solver": params.solver,
-        "X-Sample-Rate": str(sample_rate),
-        "X-Channels": str(channels),
+        **_sampling_headers(params, sample_rate, channels),
         "X-Batch-Size": f"{result.mean_live_rows:.1f}",  # rows in its live batch, mean over its steps
         "X-Rows": str(result.rows),
         "X-Queue-Time-Ms": f"{queue_ms:.1f}",

@@ -12,6 +12,9 @@ ResponseFormat = Literal["wav", "flac", "ogg", "pcm", "mp3", "opus"]
 RESPONSE_FORMATS: tuple[str, ...] = get_args(ResponseFormat)
 OPENAI_ONLY_FORMATS = ("aac",)  # OpenAI's other speech format: named in the 422, not served
 StreamFormat = Literal["audio", "sse"]
+STREAM_FORMAT_HELP = ("audio: stream the audio as each sentence is ready (chunked; not flac); sse: speech.audio.delta "
+                      "events with base64 audio, then speech.audio.done; absent: one complete file with timing "
+                      "headers")
 MAX_INSTRUCTIONS_CHARS = 4096  # OpenAI's limit
 Reconstruction = Literal["mask", "vocoder"]
 MAX_SEED = 2**31 - 1
@@ -85,9 +88,7 @@ class TtsForm(StrictForm):
     response_format: ResponseFormat = Field("wav", validation_alias=AliasChoices("response_format", "format"),
                                              description="16 kHz mono; pcm = raw 16-bit little-endian; 'format' is "
                                              "accepted too")
-    stream_format: StreamFormat | None = Field(None, description="audio: stream the audio as each sentence is "
-                                               "ready (chunked; not flac); sse: server-sent speech.audio.delta "
-                                               "events; absent: one complete file with timing headers")
+    stream_format: StreamFormat | None = Field(None, description=STREAM_FORMAT_HELP)
 
 
 class VoiceRef(BaseModel):
@@ -116,10 +117,7 @@ class SpeechRequest(BaseModel):
                                      "X-Instructions: ignored")
     response_format: str = Field("mp3", description="mp3 (OpenAI's default), opus, wav, flac, ogg or pcm (raw "
                                  "16-bit little-endian), all 16 kHz mono; OpenAI's aac is not available")
-    stream_format: StreamFormat | None = Field(None, description="audio: stream the audio as each sentence is "
-                                               "ready (chunked; not flac); sse: speech.audio.delta events with "
-                                               "base64 audio, then speech.audio.done; absent: one complete file "
-                                               "with timing headers")
+    stream_format: StreamFormat | None = Field(None, description=STREAM_FORMAT_HELP)
     speed: float = Field(1.0, ge=MIN_SPEED, le=MAX_SPEED, description="speaking rate, 0.25-4")
     steps: int | None = Field(None, ge=1, description="NFE of the ODE solver (default: the server's)")
     solver: Solver | None = Field(None, description="ODE solver (default: the server's)")

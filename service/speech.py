@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import numpy as np
 
 from .steploop import Request as LoopRequest
-from .streaming import StreamEncoder, sse_deltas, sse_done, sse_error
+from .streaming import StreamEncoder, sse_delta, sse_done, sse_error
 
 # OpenAI's voice names; each is an alias of one built-in voice (in order, round robin), so OpenAI clients just work
 OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse",
@@ -66,4 +66,4 @@ async def stream_audio(job: LoopRequest, first: np.ndarray, fmt: str, sample_rat
 
 def _frame(piece: bytes, sse: bool) -> bytes:
     """Encoded audio as it goes on the wire: raw, or as one speech.audio.delta event."""
-    return b"".join(sse_deltas(iter([piece]))) if sse else piece
+    return sse_delta(piece) if sse else piece

@@ -18,7 +18,7 @@ import uvicorn
 from model.audio import encode_audio
 from service.app import STATIC_DIR, create_app
 from service.settings import Settings
-from service.testing import FakeEngine, serving
+from service.testing import FakeEngine, serving, wait_until_ready
 from tests.conftest import speechlike
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
@@ -59,14 +59,8 @@ def running_server(engine, **settings):
     thread.start()
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     try:
-        for _ in range(2000):  # until it answers and is warm (bounded)
-            try:
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                threading.Event().wait(0.005)
-        else:
-            raise AssertionError("the server did not become ready")
+        with httpx.Client(base_url=url) as client:
+            wait_until_ready(client)
         yield url
     finally:
         server.should_exit = True
