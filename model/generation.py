@@ -49,8 +49,10 @@ class Plan:
     """A request as generation rows plus what turns them back into audio.
 
     ``task`` names the model that generates the rows and ``sampling`` its settings (rows of plans with the same two
-    may share a live batch). ``piece(i, output)`` post-processes row i as soon as it finishes (TTS: vocodes the
-    chunk); ``assemble(pieces)`` makes the result from every row's piece, in row order. With ``chunk_fade`` set the
+    may share a live batch). A row's piece is made as soon as it finishes: with ``vocode_from`` set, the
+    waveform of its output from that frame on (TTS: the chunk after the prompt; the pipeline vocodes the rows that
+    finish together in one batch), else ``piece(i, output)`` (by default the output itself). ``assemble(pieces)``
+    makes the result from every row's piece, in row order. With ``chunk_fade`` set the
     pieces are consecutive audio chunks joined with that many samples of cross-fade, so they can be streamed in
     order as they finish (`model.joining.CrossfadeJoiner`).
     """
@@ -58,8 +60,9 @@ class Plan:
     task: str
     sampling: Sampling
     rows: list[Row]
-    piece: Callable[[int, Tensor], Any]
     assemble: Callable[[list[Any]], np.ndarray]
+    piece: Callable[[int, Tensor], Any] = lambda _, output: output
+    vocode_from: int | None = None  # set: a row's piece is its output from this frame on, vocoded (batched)
     chunk_fade: int | None = None
 
     @property

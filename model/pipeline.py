@@ -10,6 +10,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,6 +28,7 @@ from .features import MelSpectrogram
 from .generation import Plan, Row, generate_rows
 from .joining import join_with_crossfade
 from .modeling import SpeechFlowModel
+from .packing import pack
 from .reconstruct import mask_reconstruction, separation_masks
 from .stages import stage
 from .text import PhoneVocab
@@ -46,6 +48,7 @@ from .windows import OVERLAP_S, WINDOW_S, stitch, window_spans
 
 CROSSFADE_S = 0.01  # splice regenerated spans into the original audio with 10 ms linear fades
 MAX_BATCH_FRAMES = 24_000  # offline: padded frames of the live batch (memory)
+VOCODER_BATCH_FRAMES = 8_000  # padded frames of one vocoder call (its 768-wide activations: ~25 MB in fp32)
 RECONSTRUCTIONS = ("mask", "vocoder")
 TTS_JOIN_FADE_S = 0.02  # chunks of long text are joined with 20 ms cross-fades
 
@@ -140,12 +143,29 @@ class SpeechFlowPipeline:
         padded = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True)
         return padded, torch.arange(padded.shape[1], device=self.device)[None] < lengths[:, None]
 
-    def vocode(self, feats: Tensor, mask: Tensor) -> list[np.ndarray]:
-        """(B, T, n_mels), (B, T) -> one waveform per item. Items are vocoded one by one on their own frames, so a
-        result never depends on what else was in the batch (padding would leak into the edge frames)."""
-        lengths = mask.sum(1).tolist()
+    def vocode(self, feats: Sequence[Tensor]) -> list[np.ndarray]:
+        """(T_i, n_mels) feature sequences -> one waveform (T_i * hop,) each, in padded vocoder batches under the
+        frame budget. Each result equals vocoding that sequence alone (the vocoder masks its padding)."""
+        order = sorted(range(len(feats)), key=lambda i: -feats[i].shape[0])  # longest first: least padding
+        out: list[np.ndarray] = [np.zeros(0, np.float32)] * len(feats)
         with stage("vocoder"):
-            return [self.vocoder(feats[i : i + 1, : int(n)])[0].float().cpu().numpy() for i, n in enumerate(lengths)]
+            for group in pack(order, [feats[i].shape[0] for i in order], VOCODER_BATCH_FRAMES):
+                for i, wav in zip(group, self.vocoder.batch([feats[i] for i in group]), strict=True):
+                    out[i] = wav.float().cpu().numpy()
+        return out
+
+    def pieces(self, finished: Sequence[tuple[Plan, int]]) -> list[Any]:
+        """The pieces of finished rows ((plan, row index), each row's ``output`` set), in order: rows whose plan
+        vocodes them (TTS chunks) go through the vocoder together, whichever requests they belong to."""
+        out: list[Any] = [None] * len(finished)
+        to_vocode = [k for k, (plan, _) in enumerate(finished) if plan.vocode_from is not None]
+        waves = self.vocode([_output(*finished[k])[finished[k][0].vocode_from :] for k in to_vocode])
+        for k, wav in zip(to_vocode, waves, strict=True):
+            out[k] = wav
+        for k, (plan, i) in enumerate(finished):
+            if plan.vocode_from is None:
+                out[k] = plan.piece(i, _output(plan, i))
+        return out
 
     def run(self, plans: Sequence[Plan]) -> list[np.ndarray]:
         """Generate every plan's rows (plans that share a model and sampling settings share live batches, under
@@ -156,7 +176,9 @@ class SpeechFlowPipeline:
         for (task, s), rows in groups.items():
             with stage("sampling"):
                 generate_rows(self.model(task), s, rows, MAX_BATCH_FRAMES)
-        return [plan.assemble([plan.piece(i, row.output) for i, row in enumerate(plan.rows)]) for plan in plans]
+        finished = [(plan, i) for plan in plans for i in range(len(plan.rows))]
+        pieces = iter(self.pieces(finished))
+        return [plan.assemble([next(pieces) for _ in plan.rows]) for plan in plans]
 
     # --- enhancement and separation -----------------------------------------------------------------------------
     def enhance(self, wav: np.ndarray, sr: int, **kwargs) -> tuple[np.ndarray, int]:
@@ -216,7 +238,7 @@ class SpeechFlowPipeline:
                 resample(audio, self.sample_rate, sr)
             return audio.astype(np.float32)
 
-        return Plan(task, sampling, rows, piece=lambda _, out: out, assemble=assemble)
+        return Plan(task, sampling, rows, assemble=assemble)
 
     def reconstruct(self, task: str, wav: np.ndarray, feats: Tensor, reconstruction: str) -> np.ndarray:
         """Generated features (T, x_dim) of one input (n,) at 16 kHz -> waveform(s) of the input's length."""
@@ -227,8 +249,7 @@ class SpeechFlowPipeline:
                 return mask_reconstruction(x, feats[None], self.mel)[0].cpu().numpy()
             return separation_masks(x, feats[None], self.mel)[0].cpu().numpy()
         streams = feats.chunk(feats.shape[-1] // self.mel_config.n_mels, dim=-1)  # one (T, n_mels) per speaker
-        full = torch.ones(1, feats.shape[0], dtype=torch.bool, device=feats.device)
-        audio = [np.pad(w, (0, max(0, n - len(w))))[:n] for s in streams for w in self.vocode(s[None], full)]
+        audio = [np.pad(w, (0, max(0, n - len(w))))[:n] for w in self.vocode(streams)]
         return audio[0] if len(audio) == 1 else np.stack(audio)
 
     # --- text-to-speech ------------------------------------------------------------------------------------------
@@ -270,13 +291,8 @@ class SpeechFlowPipeline:
             phones = torch.cat([prompt_labels, torch.from_numpy(chunk.labels).to(self.device)])
             known_mask = torch.arange(t, device=self.device) < t_p
             rows.append(Row(cond, seed + i, known=cond, known_mask=known_mask, extras={"phones": phones}))
-        full = torch.ones(1, 1, dtype=torch.bool, device=self.device)
-
-        def piece(_: int, out: Tensor) -> np.ndarray:  # (T_p + T_c, n_mels) -> the chunk's waveform
-            return self.vocode(out[None, t_p:], full.expand(1, out.shape[0] - t_p))[0]
-
-        fade = int(TTS_JOIN_FADE_S * self.sample_rate)
-        return Plan("tts", sampling, rows, piece=piece, assemble=lambda p: join_with_crossfade(p, fade),
+        fade = int(TTS_JOIN_FADE_S * self.sample_rate)  # a chunk's piece: its frames after the prompt, vocoded
+        return Plan("tts", sampling, rows, assemble=lambda p: join_with_crossfade(p, fade), vocode_from=t_p,
                     chunk_fade=fade)
 
     def align_prompt(self, wav: np.ndarray, sr: int, transcript: str) -> list[tuple[str, int]]:
@@ -348,14 +364,12 @@ class SpeechFlowPipeline:
         feats, mask = self.features([wav])
         gen = torch.from_numpy(self._span_frames(request.spans, len(wav), mask.shape[1])).to(self.device)
         row = Row(feats[0] * (~gen)[:, None], seed, known=feats[0], known_mask=~gen)
-        full = torch.ones(1, feats.shape[1], dtype=torch.bool, device=self.device)
-
         def assemble(pieces: list[Tensor]) -> np.ndarray:
-            generated = self.vocode(pieces[0][None], full)[0]
+            [generated] = self.vocode(pieces)
             spliced = splice(wav, generated, request.spans, self.sample_rate)
             return resample(spliced, self.sample_rate, request.sr)
 
-        return Plan("pretrain", sampling, [row], piece=lambda _, out: out, assemble=assemble)
+        return Plan("pretrain", sampling, [row], assemble=assemble)
 
     def _span_frames(self, spans: Sequence[Span], num_samples: int, num_frames: int) -> np.ndarray:
         duration = num_samples / self.sample_rate
@@ -386,3 +400,10 @@ def splice(original: np.ndarray, generated: np.ndarray, spans: Sequence[Span], s
         hi = min(n, b + fade)
         weight[b:hi] = np.maximum(weight[b:hi], ramp_in[::-1][: hi - b])
     return (weight * generated + (1 - weight) * original).astype(np.float32)
+
+
+def _output(plan: Plan, index: int) -> Tensor:
+    """A finished row's generated features (T, x_dim)."""
+    output = plan.rows[index].output
+    assert output is not None, "the row has not finished"
+    return output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 
 from torch import Tensor
 
@@ -24,3 +25,8 @@ class GriffinLimVocoder:
             warnings.warn(f"using {self.name}", stacklevel=2)
             self._warned = True
         return mel_to_waveform_griffin_lim(feats, self.mel, n_iter=self.n_iter)
+
+    def batch(self, feats: Sequence[Tensor]) -> list[Tensor]:
+        """(T_i, n_mels) sequences -> one waveform (T_i * hop,) each: one by one (Griffin-Lim gains nothing from a
+        padded batch)."""
+        return [self(f[None])[0] for f in feats]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,19 +103,26 @@ class ISTFTHead(nn.Module):
         # Derived from the config, so not saved: it follows .to(device) but never enters a checkpoint.
         self.register_buffer("window", torch.hann_window(n_fft, periodic=True), persistent=False)
 
-    def forward(self, x: Tensor) -> Tensor:
-        frames = x.shape[1]
+    def spectrum(self, x: Tensor) -> Tensor:
+        """Frames (B, T, dim) -> complex STFT (B, F, T), float32."""
         log_mag, phase = self.proj(x).transpose(1, 2).chunk(2, dim=1)  # each (B, F, T)
         # iSTFT under bf16/fp16 loses the fine phase detail; the spectrum is tiny next to the network anyway.
         with torch.autocast(device_type=x.device.type, enabled=False):
             mag = torch.exp(torch.clamp(log_mag.float(), max=MAX_LOG_MAGNITUDE))
             phase = phase.float()
             # cos/sin of an unbounded angle rather than a predicted (real, imag): the phase wraps freely.
-            spec = torch.complex(mag * torch.cos(phase), mag * torch.sin(phase))
+            return torch.complex(mag * torch.cos(phase), mag * torch.sin(phase))
+
+    def waveform(self, spec: Tensor) -> Tensor:
+        """Complex STFT (B, F, T) -> waveform (B, T * hop)."""
+        with torch.autocast(device_type=spec.device.type, enabled=False):
             # center=True puts frame t at sample t * hop, as in the mel analysis; `length` cuts (or zero-extends)
             # the overlap-add to exactly T * hop samples, the vocoder contract shared with Griffin-Lim.
             return torch.istft(spec, n_fft=self.n_fft, hop_length=self.hop, win_length=self.n_fft,
-                               window=self.window.float(), center=True, length=frames * self.hop)
+                               window=self.window.float(), center=True, length=spec.shape[-1] * self.hop)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.waveform(self.spectrum(x))
 
 
 class VocosNet(nn.Module):
@@ -139,14 +147,23 @@ class VocosNet(nn.Module):
             nn.init.trunc_normal_(module.weight, std=0.02)
             nn.init.zeros_(module.bias)
 
-    def forward(self, feats: Tensor) -> Tensor:
+    def frames(self, feats: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Normalised log-mel (B, T, n_mels) -> head inputs (B, T, dim). With ``mask`` (B, T) the rows of a padded
+        batch come out as if each ran alone: padding is zeroed before every convolution, which is exactly the
+        zero padding a row alone sees past its end (everything else acts per frame)."""
         if feats.dim() != 3 or feats.shape[-1] != self.config.mel.n_mels:
             raise ValueError(f"expected features (B, T, {self.config.mel.n_mels}), got {tuple(feats.shape)}")
-        x = self.embed(feats.transpose(1, 2))  # (B, dim, T): convolutions want channels first
+        keep = None if mask is None else mask[:, None, :].to(feats.dtype)  # (B, 1, T)
+        x = feats.transpose(1, 2)  # (B, n_mels, T): convolutions want channels first
+        x = self.embed(x if keep is None else x * keep)
         x = self.norm(x.transpose(1, 2)).transpose(1, 2)
         for block in self.blocks:
-            x = block(x)
-        return self.head(self.final_norm(x.transpose(1, 2)))  # (B, T * hop)
+            x = block(x if keep is None else x * keep)
+        return self.final_norm(x.transpose(1, 2))
+
+    def forward(self, feats: Tensor) -> Tensor:
+        """Normalised log-mel (B, T, n_mels) -> waveform (B, T * hop)."""
+        return self.head(self.frames(feats))
 
 
 class VocosVocoder(NetModel):
@@ -165,3 +182,16 @@ class VocosVocoder(NetModel):
         with self.eval_mode():
             param = next(self.net.parameters())
             return self.net(feats.to(device=param.device, dtype=param.dtype))
+
+    @torch.no_grad()
+    def batch(self, feats: Sequence[Tensor]) -> list[Tensor]:
+        """Several (T_i, n_mels) feature sequences in one padded network call -> one float32 waveform (T_i * hop,)
+        each, equal to vocoding each alone (up to float rounding): the network masks the padding, and each row's
+        inverse STFT runs on its own frames (overlap-add at a row's end must not see the padded frames)."""
+        with self.eval_mode():
+            param = next(self.net.parameters())
+            lengths = torch.tensor([f.shape[0] for f in feats], device=param.device)
+            padded = nn.utils.rnn.pad_sequence([f.to(param.device, param.dtype) for f in feats], batch_first=True)
+            mask = torch.arange(padded.shape[1], device=param.device)[None] < lengths[:, None]
+            spec = self.net.head.spectrum(self.net.frames(padded, mask))  # (B, F, T_max)
+            return [self.net.head.waveform(spec[i : i + 1, :, :n])[0] for i, n in enumerate(lengths.tolist())]

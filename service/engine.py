@@ -2,10 +2,12 @@
 
 `Engine` is the protocol the service needs (tests and the bench's simulation inject fakes); `PipelineEngine` runs
 a `SpeechFlowPipeline`. ``prepare`` turns one request into a `model.generation.Plan` (decode is done already:
-features, TTS text frontend, durations and prompt alignment happen here, off the step loop); ``new_batch`` makes
-the live batch of one sampling key (`model.generation.LiveBatch`), which the loop joins rows into and steps; the
-plan's ``piece`` and ``assemble`` are the post-processing (vocoder, stitching, reconstruction). Every call runs on
-the one engine thread, so the model is never called concurrently.
+features, TTS text frontend, durations and prompt alignment happen here); ``new_batch`` makes the live batch of one
+sampling key (`model.generation.LiveBatch`), which the loop joins rows into and steps; ``pieces`` (the vocoder,
+batched over the rows that finish together) and the plan's ``assemble`` (stitching, reconstruction) are the
+post-processing. Steps run on the engine thread; preparation and post-processing on one processing thread (the
+engine thread itself, between steps, unless the service runs them beside it): the flow networks are only ever
+called from the engine thread, the other models only from the processing thread.
 """
 
 from __future__ import annotations
@@ -125,6 +127,10 @@ class Engine(Protocol):
     def new_batch(self, key: SamplingKey) -> StepBatch:
         """An empty live batch for rows of ``key``."""
 
+    def pieces(self, finished: Sequence[tuple[Plan, int]]) -> list[Any]:
+        """The pieces of rows that finished ((plan, row index), ``output`` set), made together where that pays
+        (one vocoder batch for TTS chunks of several requests)."""
+
     def describe(self) -> dict[str, Any]:
         """What /v1/models shows about the engine (never file paths)."""
 
@@ -230,6 +236,9 @@ class PipelineEngine:
         from model.generation import LiveBatch
 
         return LiveBatch(self.pipeline.model(key.task), key.sampling)
+
+    def pieces(self, finished: Sequence[tuple[Plan, int]]) -> list[Any]:
+        return self.pipeline.pieces(finished)
 
     def describe(self) -> dict[str, Any]:
         info = self.pipeline.info or {}

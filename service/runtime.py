@@ -54,7 +54,7 @@ from .metrics import Metrics
 from .schemas import ModelCard, ModelList, SpeechRequest, TaskForm, TtsForm, VoiceList
 from .settings import Settings
 from .speech import next_chunk, stream_audio
-from .steploop import LoopLimits, RequestResult, StepLoop, default_batch_frames
+from .steploop import LoopLimits, RequestResult, StepLoop, default_batch_frames, processing_worker
 from .steploop import Request as LoopRequest
 from .streaming import STREAMED_FORMATS
 from .uploads import DecodedAudio, check_upload_type, decode_upload, render_audio, render_media_type, render_speech
@@ -94,6 +94,7 @@ class ServiceRuntime:
         # into torch its own team of workers; a second team left over from loading made every matmul after it
         # 30-40 % slower on a 2-core CPU (measured: 0.82 s -> 1.08 s per 4 s enhancement at NFE 32).
         self._engine_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="speechflow-engine")
+        self._worker: ThreadPoolExecutor | None = None  # pre- and post-processing beside the steps, if any
         self._warmup: asyncio.Task[None] | None = None
         self._ready: asyncio.Event | None = None
         self.warm = False
@@ -122,7 +123,9 @@ class ServiceRuntime:
         frames = s.max_batch_frames or default_batch_frames(str(self._engine.describe().get("device", "cpu")))
         limits = LoopLimits(frames, s.max_batch_size, s.max_wait_s, s.max_queue, s.max_request_rows,
                             s.max_request_frames, s.scheduling)
-        self._loop = StepLoop(self._engine, limits, self.metrics, executor=self._engine_thread,
+        device = str(self._engine.describe().get("device", "cpu"))
+        self._worker = processing_worker(s.processing, device)
+        self._loop = StepLoop(self._engine, limits, self.metrics, executor=self._engine_thread, worker=self._worker,
                               on_fatal=self._fatal)
         self._loop.start()
         self._ready = asyncio.Event()
@@ -163,6 +166,8 @@ class ServiceRuntime:
                 await self._loop.drain()
         finally:
             self._engine_thread.shutdown(wait=False)
+            if self._worker is not None:
+                self._worker.shutdown(wait=False)
             self.voice_api.close()
 
     def _fatal(self, error: BaseException) -> None:

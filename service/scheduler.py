@@ -115,6 +115,12 @@ class Scheduler:
         state.last_step_s = step_s
         self._forget_idle()
 
+    def charge(self, key: Hashable, seconds: float) -> None:
+        """Engine time a key used outside a step (post-processing on the engine thread), shared like a step's."""
+        state = self._keys.get(key)
+        if state is not None:  # a key that went idle has nothing left to be fair about
+            state.served_s += seconds / (len({id(e.owner) for e in state.live}) or 1)
+
     def drop_key(self, key: Hashable) -> list[Entry]:
         """Forget a key's live rows (its live batch failed); returns them."""
         state = self._keys.get(key)

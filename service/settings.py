@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     # step: rows join and leave between steps, live batches take turns; request: the old request-level batching
     # (a batch forms when none runs and runs to the end), kept for comparison
     scheduling: Literal["step", "request"] = "step"
+    # where pre- and post-processing (features, text frontend, durations, prompt alignment, vocoder, stitching)
+    # run: engine = on the engine thread between steps; worker = on a thread of their own beside the steps;
+    # auto = worker on an accelerator, engine on a CPU (where both would share the same cores)
+    processing: Literal["auto", "engine", "worker"] = "auto"
     request_timeout_s: float = Field(60.0, gt=0)  # from queueing to result, else 504
 
     # limits on what a request may send
@@ -59,6 +63,9 @@ class Settings(BaseSettings):
     # security: Bearer keys; empty = open. Probes are always open, /metrics only when protect_metrics is false.
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     protect_metrics: bool = False
+    # an upload's decoded size (samples x channels x 4 bytes, read from its header before decoding) above this:
+    # 413 audio_too_large. Bounds what a small compressed upload can cost in memory (service/uploads.py)
+    max_decoded_bytes: int = Field(128 * 1024 * 1024, ge=1)
 
     @field_validator("api_keys", mode="before")
     @classmethod

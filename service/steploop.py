@@ -49,6 +49,26 @@ def default_batch_frames(device: str) -> int:
     return CPU_BATCH_FRAMES if device in ("cpu", "fake") else GPU_BATCH_FRAMES
 
 
+def processing_worker(mode: str, device: str) -> ThreadPoolExecutor | None:
+    """The thread for pre- and post-processing, or None to run them on the engine thread between steps.
+    ``auto``: a worker on an accelerator (its CPU work then overlaps the device's steps); on a CPU the engine
+    thread, because there the two compete for the same cores (README, "Serving benchmark"). A CPU worker runs
+    torch single-threaded: a second multi-threaded OpenMP team would fight the engine's."""
+    if mode == "engine" or (mode == "auto" and device in ("cpu", "fake")):
+        return None
+    on_cpu = device in ("cpu", "fake")
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="speechflow-processing",
+                              initializer=_single_threaded_torch if on_cpu else None)
+
+
+def _single_threaded_torch() -> None:
+    # torch's thread count is per calling thread (the engine thread's team was made when the bundle loaded);
+    # threads that first touch torch after this one start single-threaded too, which suits the decode threads.
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @dataclass(frozen=True)
 class LoopLimits:
     max_batch_frames: int = 24_000  # padded frames of one live batch
@@ -87,6 +107,7 @@ class Request:
     live_rows_sum: int = 0  # ... and the rows of those steps, for its mean live rows
     drop_reason: str | None = None  # why the future was cancelled (client_disconnected, deadline_exceeded)
     alone: bool = False  # retried after its live batch failed: runs with no other request's rows
+    attempt: int = 0  # bumped by a retry: pieces of an earlier attempt still being post-processed are dropped
     _streamed: int = 0
     _joiner: CrossfadeJoiner | None = None
 
@@ -108,15 +129,22 @@ class _TurnResult:
     rows: int
     padded: int
     real: int
-    post_s: float = 0.0  # post-processing of the rows that finished (vocoder, assembly)
     failed: Exception | None = None
-    piece_errors: dict[Request, Exception] = field(default_factory=dict)
+
+
+@dataclass
+class _Posted:
+    """What post-processing the rows of one step made: requests now complete (with their result) or failed."""
+
+    seconds: float
     done: list[tuple[Request, np.ndarray]] = field(default_factory=list)
+    errors: dict[Request, Exception] = field(default_factory=dict)
+    touched: list[Request] = field(default_factory=list)  # requests that got pieces (for streaming)
 
 
 class StepLoop:
     def __init__(self, engine: Engine, limits: LoopLimits, metrics: Metrics | None = None,
-                 executor: ThreadPoolExecutor | None = None,
+                 executor: ThreadPoolExecutor | None = None, worker: ThreadPoolExecutor | None = None,
                  on_fatal: Callable[[BaseException], None] | None = None) -> None:
         self.engine = engine
         self.limits = limits
@@ -125,6 +153,10 @@ class StepLoop:
                                    limits.max_wait_s)
         self._owns_executor = executor is None
         self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="speechflow-engine")
+        # Pre- and post-processing: on ``worker`` (one thread) beside the steps, or between steps on the engine
+        # thread when there is none. One thread either way, so they never run concurrently with each other.
+        self._worker = worker
+        self._background: set[asyncio.Task[None]] = set()
         self._on_fatal = on_fatal
         self._batches: dict[SamplingKey, StepBatch] = {}
         self._leaving: dict[SamplingKey, list[Entry]] = {}
@@ -217,22 +249,30 @@ class StepLoop:
             self._wakeup.clear()
             now = time.monotonic()
             self._prune(now)
-            worked = False
-            if self._preparing:  # every waiting request (up to a batch's rows) in one engine call
+            if self._preparing:  # every waiting request (up to a batch's rows) in one call
                 batch = self._preparing[: self.limits.max_batch_size]
                 del self._preparing[: len(batch)]
-                await self._prepare(batch)
-                worked = True
+                await self._aside(self._prepare(batch))
             turn = self.scheduler.next(now)
             if turn is not None:
                 await self._step(turn)
                 continue
-            if worked:
+            if self._preparing:
                 continue
-            if self._closing and not self._preparing and self.scheduler.idle():
+            if self._closing and self.scheduler.idle() and not self._background:
                 return
             with contextlib.suppress(asyncio.TimeoutError):  # a timeout means: a waiting key is now due
                 await asyncio.wait_for(self._wakeup.wait(), self.scheduler.due_in(now))
+
+    async def _aside(self, work: Any) -> None:
+        """Run pre- or post-processing: beside the step loop with a worker (the loop goes on stepping; the work
+        pokes it when done), else awaited here, so it holds the engine thread between two steps."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(lambda _: self._poke())
+        if self._worker is None:
+            await task
 
     def _prune(self, now: float) -> None:
         for request in list(self._requests):
@@ -263,7 +303,7 @@ class StepLoop:
         if not wanted:
             return
         start = time.perf_counter()
-        plans = await self._on_engine(self._plans, wanted)
+        plans = await self._on_processing(self._plans, wanted)
         self.metrics.inference.labels("prepare").observe(time.perf_counter() - start)
         now = time.monotonic()
         for request, plan in zip(wanted, plans, strict=True):
@@ -276,7 +316,7 @@ class StepLoop:
                 self.scheduler.add(request.key, [Entry(row, request, row.frames, now) for row in plan.rows])
 
     def _plans(self, requests: list[Request]) -> list[Any]:
-        """On the engine thread: each request's plan, or the exception that fails only that request."""
+        """On the processing thread: each request's plan, or the exception that fails only that request."""
         plans: list[Any] = []
         for request in requests:
             try:
@@ -303,8 +343,7 @@ class StepLoop:
         if result.failed is not None:
             self._batch_failed(key, result.failed)
             return
-        # the key is charged for its post-processing too: it holds the engine thread like a step
-        self.scheduler.finished(key, result.finished, result.step_s + result.post_s)
+        self.scheduler.finished(key, result.finished, result.step_s)
         self.metrics.observe_step(key.task, result.rows, result.padded, result.real, result.step_s)
         live = self.scheduler.live(key)
         for request in {id(e.owner): e.owner for e in [*live, *result.finished]}.values():
@@ -312,11 +351,20 @@ class StepLoop:
             request.live_rows_sum += result.rows
         if not live and not self._leaving.get(key):
             self._batches.pop(key, None)  # an empty live batch holds no memory
-        for request in {id(e.owner): e.owner for e in result.finished}.values():
+        wanted = [(e, e.owner.attempt) for e in result.finished if not e.owner.future.done()]
+        if wanted:
+            await self._aside(self._postprocess(key, wanted))
+
+    async def _postprocess(self, key: SamplingKey, finished: list[tuple[Entry, int]]) -> None:
+        posted: _Posted = await self._on_processing(self._post, finished)
+        self.metrics.inference.labels("postprocess").observe(posted.seconds)
+        if self._worker is None:  # it held the engine thread like a step: charged to the key as one
+            self.scheduler.charge(key, posted.seconds)
+        for request in posted.touched:
             self._stream(request)
-        for request, output in result.done:
+        for request, output in posted.done:
             self._complete(request, output)
-        for request, error in result.piece_errors.items():
+        for request, error in posted.errors.items():
             self._fail(request, error)
 
     def _batch_failed(self, key: SamplingKey, error: Exception) -> None:
@@ -333,13 +381,14 @@ class StepLoop:
                 self._fail(request, error)
                 continue
             self.scheduler.remove(request)
-            request.pieces.clear()
+            request.pieces = {}
+            request.attempt += 1
             request.alone = True
             self.scheduler.add(key, [Entry(row, request, row.frames, time.monotonic(), alone=True)
                                      for row in request.plan.rows])
 
     def _execute(self, key: SamplingKey, turn: Turn, leaving: list[Entry]) -> _TurnResult:
-        """On the engine thread: rows leave and join, one step, finished rows post-processed."""
+        """On the engine thread: rows leave and join, one step."""
         batch = self._batches.get(key)
         if batch is None:
             batch = self._batches[key] = self.engine.new_batch(key)
@@ -357,24 +406,36 @@ class StepLoop:
         self.metrics.inference.labels("step").observe(step_s)
         by_row = {id(e.row): e for e in rows}
         finished = [by_row[id(r)] for r in finished_rows]
-        result = _TurnResult(finished, step_s, len(rows), len(rows) * max(frames, default=0), sum(frames))
+        return _TurnResult(finished, step_s, len(rows), len(rows) * max(frames, default=0), sum(frames))
+
+    def _post(self, finished: list[tuple[Entry, int]]) -> _Posted:
+        """On the processing thread: the pieces of rows that finished in one step (the engine batches them: one
+        vocoder call for every TTS chunk among them), then the result of each request that now has all its pieces.
+        The only writer of ``Request.pieces`` (the loop reads them, to stream). A failure fails only its request."""
         start = time.perf_counter()
-        for entry in finished:
-            request = entry.owner
-            if request.future.done() or request in result.piece_errors:
-                continue
-            index = next(i for i, r in enumerate(request.plan.rows) if r is entry.row)
-            try:
-                request.pieces[index] = request.plan.piece(index, entry.row.output)
-                if len(request.pieces) == len(request.plan.rows):
-                    pieces = [request.pieces[i] for i in range(len(request.plan.rows))]
-                    result.done.append((request, request.plan.assemble(pieces)))
-            except Exception as e:
-                result.piece_errors[request] = e
-        if finished:
-            result.post_s = time.perf_counter() - start
-            self.metrics.inference.labels("postprocess").observe(result.post_s)
-        return result
+        posted = _Posted(0.0)
+        items = [(e, e.owner, index_of(e)) for e, attempt in finished
+                 if not e.owner.future.done() and e.owner.attempt == attempt]
+        try:
+            pieces: list[Any] = self.engine.pieces([(r.plan, i) for _, r, i in items])
+        except Exception:  # find the culprit: one by one, so only its request fails
+            pieces = [_one_piece(self.engine, r.plan, i) for _, r, i in items]
+        for (_, request, index), piece in zip(items, pieces, strict=True):
+            if isinstance(piece, Exception):
+                posted.errors[request] = piece
+            elif request not in posted.errors:
+                request.pieces[index] = piece
+                if request not in posted.touched:
+                    posted.touched.append(request)
+        for request in posted.touched:
+            plan = request.plan
+            if request not in posted.errors and len(request.pieces) == len(plan.rows):
+                try:
+                    posted.done.append((request, plan.assemble([request.pieces[i] for i in range(len(plan.rows))])))
+                except Exception as e:
+                    posted.errors[request] = e
+        posted.seconds = time.perf_counter() - start
+        return posted
 
     def _stream(self, request: Request) -> None:
         """Hand the finished chunks of a chunked plan over in order, as soon as every earlier one is there."""
@@ -412,6 +473,9 @@ class StepLoop:
     async def _on_engine(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
+    async def _on_processing(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._worker or self._executor, fn, *args)
+
     def _died(self, task: asyncio.Task[None]) -> None:
         if task.cancelled() or task.exception() is None:
             self.metrics.scheduler_up.set(0)
@@ -433,3 +497,15 @@ class StepLoop:
     def _publish_depth(self) -> None:
         self.metrics.queue_depth.set(self.depth())
         self.metrics.live_rows.set(self.scheduler.live_rows())
+
+
+def index_of(entry: Entry) -> int:
+    """The row's index in its request's plan."""
+    return next(i for i, r in enumerate(entry.owner.plan.rows) if r is entry.row)
+
+
+def _one_piece(engine: Engine, plan: Any, index: int) -> Any:
+    try:
+        return engine.pieces([(plan, index)])[0]
+    except Exception as e:
+        return e

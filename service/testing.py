@@ -90,7 +90,8 @@ class FakeEngine:
     220 Hz tone of ``FAKE_SECONDS_PER_CHAR`` per character / speed, one row (chunk) per sentence (unknown voices
     fail like the pipeline's). Records every request it prepares and every step; ``hold()`` keeps the engine thread
     inside each step until ``step_once()`` or ``release()``, so tests can queue requests behind a running step;
-    seeds in ``fail_seeds`` make every step of their live batch raise. ``step_cost=(a, b)`` makes a step take
+    seeds in ``fail_seeds`` make every step of their live batch raise; ``post_calls`` counts the rows of each
+    post-processing call. ``step_cost=(a, b)`` makes a step take
     a + b x rows seconds (the bench's simulation of a GPU)."""
 
     def __init__(self, tasks: Sequence[str] = ("enhance", "separate"), *, fail_seeds: Sequence[int] = (),
@@ -104,6 +105,7 @@ class FakeEngine:
         self.step_cost = step_cost
         self.prepared: list[tuple[str, Payload, TaskParams]] = []
         self.steps: list[SeenStep] = []
+        self.post_calls: list[int] = []  # rows post-processed per call
         self.warm_gate = threading.Event()
         self.warm_gate.set()
         self._held = False
@@ -166,6 +168,10 @@ class FakeEngine:
         out = half if task == "enhance" else np.stack([half, half])
         return Plan(task, sampling, [FakeRow(self.frames(len(payload)), params.seed)], piece=lambda i, _: out,
                     assemble=lambda pieces: pieces[0])
+
+    def pieces(self, finished: Sequence[tuple[Plan, int]]) -> list[Any]:
+        self.post_calls.append(len(finished))
+        return [plan.piece(i, plan.rows[i].output) for plan, i in finished]
 
     def _speak(self, text: str, speed: float) -> np.ndarray:
         n = int(self.sample_rate * FAKE_SECONDS_PER_CHAR * len(text) / speed)

@@ -41,10 +41,11 @@ def offline(bundle, task: str, data: bytes, seed: int) -> np.ndarray:
     return sf.read(io.BytesIO(encode_audio(out, sr, "wav")), dtype="float32", always_2d=True)[0]
 
 
-def test_a_debug_bundle_served_end_to_end(bundle):
+@pytest.mark.parametrize("processing", ["engine", "worker"])
+def test_a_debug_bundle_served_end_to_end(bundle, processing):
     uploads = [encode_audio(speechlike(s, seed=i, sr=sr), sr, "wav")
                for i, (s, sr) in enumerate([(1.2, 8000), (0.7, 16000), (1.0, 22050)])]
-    settings = Settings(bundle=str(bundle), device="cpu", max_batch_size=3, max_wait_ms=60_000)
+    settings = Settings(bundle=str(bundle), device="cpu", max_batch_size=3, max_wait_ms=60_000, processing=processing)
     app = create_app(settings)  # loads the bundle itself
 
     async def main():

@@ -1,6 +1,8 @@
 """The step loop with a fake engine: streaming order, cost refusal, deadlines, drain and a dead loop."""
 
 import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -16,16 +18,19 @@ TTS = TaskParams(steps=4, solver="euler", guidance=2.0, seed=0, reconstruction="
 ENH = TaskParams(steps=4, solver="euler", guidance=2.0, seed=0)
 
 
-def looped(scenario, engine: FakeEngine | None = None, **limits):
+def looped(scenario, engine: FakeEngine | None = None, worker: bool = False, **limits):
     async def main():
         fake = engine or FakeEngine(tasks=("enhance", "tts"))
-        loop = StepLoop(fake, LoopLimits(**{"max_wait_s": 0.0, **limits}))
+        processing = ThreadPoolExecutor(1) if worker else None
+        loop = StepLoop(fake, LoopLimits(**{"max_wait_s": 0.0, **limits}), worker=processing)
         loop.start()
         try:
             await scenario(loop, fake)
         finally:
             fake.release()
             await loop.drain()
+            if processing is not None:
+                processing.shutdown()
 
     asyncio.run(main())
 
@@ -43,6 +48,61 @@ def test_tts_chunks_stream_in_order_as_they_finish_and_join_to_the_whole():
         assert result.rows == 3 and result.first_chunk_s is not None and result.first_chunk_s >= 0
 
     looped(scenario, max_batch_size=1)  # one row at a time: the chunks finish one after another
+
+
+class GatedPost(FakeEngine):
+    """Post-processing waits at ``gate`` (set = open), so a test can hold it while it watches the steps."""
+
+    def __init__(self, **kwargs):
+        super().__init__(tasks=("enhance", "tts"), **kwargs)
+        self.gate = threading.Event()
+        self.gate.set()
+        self.posting = threading.Event()
+
+    def pieces(self, finished):
+        self.posting.set()
+        assert self.gate.wait(30)
+        return super().pieces(finished)
+
+
+def test_with_a_worker_post_processing_runs_beside_the_steps_and_drain_waits_for_it():
+    async def scenario(loop, engine):
+        slow = TTS.__class__(**{**TTS.__dict__, "steps": 12})
+        long = loop.submit(SamplingKey.of("tts", slow), TtsInput("Hello there.", voice="alice"), slow, 30.0)
+        await until(lambda: len(engine.steps) >= 1)
+        engine.gate.clear()
+        one = ENH.__class__(**{**ENH.__dict__, "steps": 1})
+        short = loop.submit(SamplingKey.of("enhance", one), np.ones(1600, np.float32), one, 30.0)
+        await until(engine.posting.is_set)  # its one step is done; its post-processing is held
+        tts_steps = sum(s.task == "tts" for s in engine.steps)
+        await until(lambda: sum(s.task == "tts" for s in engine.steps) == 12)  # the TTS steps on meanwhile
+        assert tts_steps < 12 and not short.future.done() and not long.future.done()
+        draining = asyncio.create_task(loop.drain())
+        await asyncio.sleep(0.05)
+        assert not draining.done()  # the drain waits for post-processing still running
+        engine.gate.set()
+        await draining
+        np.testing.assert_array_equal((await short.future).output, 0.5 * np.ones(1600, np.float32))
+        assert (await long.future).rows == 1
+
+    looped(scenario, GatedPost(step_cost=(0.01, 0.0)), worker=True)
+
+
+@pytest.mark.parametrize("worker", [False, True], ids=["engine-thread", "worker"])
+def test_rows_that_finish_together_are_post_processed_in_one_call(worker):
+    async def scenario(loop, engine):
+        engine.hold()  # the three requests queue behind a held step, so they are prepared and join together
+        first = loop.submit(SamplingKey.of("enhance", ENH), np.zeros(1600, np.float32), ENH, 30.0)
+        await until(lambda: len(engine.steps) == 1)
+        texts = ["One.", "Two two.", "Three three three."]
+        reqs = [loop.submit(SamplingKey.of("tts", TTS), TtsInput(t, voice="alice"), TTS, 30.0) for t in texts]
+        engine.release()
+        results = [await r.future for r in reqs]
+        await first.future
+        assert 3 in engine.post_calls  # the three chunks finished in one step and were vocoded in one call
+        assert [len(r.output) for r in results] == [int(16000 * 0.05 * len(t)) for t in texts]
+
+    looped(scenario, worker=worker)
 
 
 def test_a_request_over_the_per_request_bounds_is_refused_before_it_is_queued():

@@ -16,7 +16,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from service.settings import Settings
 
     flags = {k: getattr(args, k) for k in ("bundle", "host", "port", "device", "dtype", "scheduling",
-                                           "max_batch_frames")
+                                           "processing", "max_batch_frames")
              if getattr(args, k) is not None}
     serve(Settings(**flags))  # flags win over SPEECHFLOW_* variables, which win over defaults
 
@@ -68,6 +68,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scheduling", choices=["step", "request"],
                    help="step: rows join and leave the live batch between ODE steps (default); request: the old "
                         "request-level batching, for comparison")
+    p.add_argument("--processing", choices=["auto", "engine", "worker"],
+                   help="where pre- and post-processing run: engine = between steps on the engine thread, worker = "
+                        "on a thread beside the steps; auto (default) = worker on a GPU, engine on a CPU")
     p.add_argument("--max-batch-frames", type=int, help="padded frames of one live batch (default: by device)")
     p.set_defaults(func=cmd_serve)
 
