@@ -36,19 +36,23 @@ def speechlike(seconds: float, seed: int, sr: int = 16000) -> np.ndarray:
     return (0.2 * wav * envelope + 0.005 * rng.standard_normal(len(t))).astype(np.float32)
 
 
-@pytest.fixture
-def tiny_corpus(tmp_path: Path) -> Path:
-    """Eight short files and a manifest with relative paths."""
+def write_tiny_corpus(root: Path) -> Path:
+    """Eight short files (1 to 2.75 s) and a manifest with relative paths."""
     rows = []
     for i in range(8):
-        path = tmp_path / "wavs" / f"utt{i}.wav"
+        path = root / "wavs" / f"utt{i}.wav"
         path.parent.mkdir(parents=True, exist_ok=True)
         wav = speechlike(1.0 + 0.25 * i, seed=i)
         sf.write(path, wav, 16000)
         rows.append({"audio": f"wavs/utt{i}.wav", "duration": len(wav) / 16000})
-    manifest = tmp_path / "train.jsonl"
+    manifest = root / "train.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return manifest
+
+
+@pytest.fixture
+def tiny_corpus(tmp_path: Path) -> Path:
+    return write_tiny_corpus(tmp_path)
 
 
 TTS_SENTENCES = ["The cat sat on the mat.", "Rain fell on the quiet town.", "She sells sea shells by the shore.",

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
 
 from model.config import ModelConfig, preset
 from model.modeling import SpeechFlowModel
@@ -144,13 +145,23 @@ def test_distributed_pretraining_with_two_processes(tiny_corpus, tmp_path):
            f"--master_port={port}", "-m", "speechflow.cli", "pretrain", "--data", str(tiny_corpus), "--preset",
            "debug", "--out",
            str(tmp_path / "ddp"), "--steps", "6", "--log-every", "3", "--precision", "fp32", "--num-workers", "0",
-           "--device", "cpu", "--batch-seconds", "2", "--max-seconds", "1"]
+           "--device", "cpu", "--batch-seconds", "2", "--max-seconds", "1", "--lr", "3e-3", "--warmup", "2"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (tmp_path / "ddp" / STATE_FILE).is_file()
     log = [json.loads(line) for line in (tmp_path / "ddp" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [3, 6] and log[0]["world_size"] == 2
-    SpeechFlowModel.from_pretrained(tmp_path / "ddp")
+    with safe_open(str(tmp_path / "ddp" / STATE_FILE), framework="pt") as f:  # one batch per step and rank
+        assert {k: f.metadata()[k] for k in ("step", "batches", "skipped")} == {"step": "6", "batches": "6",
+                                                                               "skipped": "0"}
+        raw = {k[4:]: f.get_tensor(k) for k in f.keys() if k.startswith("net.")}  # noqa: SIM118
+    trained = SpeechFlowModel.from_pretrained(tmp_path / "ddp")
+    assert trained.config.extra["training"]["step"] == 6
+    torch.manual_seed(0)  # the run's initial weights (seed 0)
+    untrained = SpeechFlowModel(ModelConfig(network=preset("debug")))
+    before = _fixed_loss(untrained, tiny_corpus)
+    trained.net.load_state_dict(raw)  # the raw weights: 6 EMA steps barely move from the start
+    assert _fixed_loss(trained, tiny_corpus) < 0.9 * before, before
+    # both ranks' replicas equal and the data disjoint: tests/test_distributed.py
 
 
 def test_warm_start_from_a_model_directory(debug_model, tiny_corpus, tmp_path):
@@ -209,3 +220,40 @@ def test_sigterm_to_the_whole_process_group_saves_and_exits_cleanly(tiny_corpus,
     assert proc.returncode == 0, err[-2000:]
     step = SpeechFlowModel.from_pretrained(out).config.extra["training"]["step"]
     assert step >= 3
+
+
+def test_a_resume_across_a_skipped_step_is_exact(debug_model, tmp_path):
+    """Batch 3 is non-finite, so 8 steps draw 9 batches. A run killed after its step-5 save must resume at batch 6
+    (its data position), not 5 (its step), to end with the uninterrupted run's weights."""
+    import copy
+    import itertools
+
+    from safetensors.torch import load_file
+
+    from training.trainer import Trainer
+
+    def objective(net, batch, rng, gen):
+        x = batch["x"]
+        t = torch.rand(2, generator=gen)
+        loss = (net(x + 0.1 * torch.randn(x.shape, generator=gen), t, x, torch.ones(2, 5, dtype=torch.bool)) - x)
+        return loss.pow(2).mean() * (float("nan") if batch["bad"] else 1.0)
+
+    def loaders(start, rank, world, kill_at=None):
+        for i in itertools.count(start):
+            if i == kill_at:
+                raise KeyboardInterrupt
+            yield {"x": torch.randn(2, 5, 80, generator=torch.Generator().manual_seed(i)), "bad": torch.tensor(i == 3)}
+
+    cfg = TrainConfig(steps=8, save_every=5, **FAST)
+    Trainer(copy.deepcopy(debug_model), objective, loaders, cfg, tmp_path / "a").fit()
+    killed = Trainer(copy.deepcopy(debug_model), objective, lambda *a: loaders(*a, kill_at=7), cfg, tmp_path / "b")
+    with pytest.raises(KeyboardInterrupt):
+        killed.fit()
+    assert killed.step == 6 and killed.batches == 7  # one step past the save at 5 (batches 0-5, 3 skipped)
+    Trainer(copy.deepcopy(debug_model), objective, loaders, cfg, tmp_path / "b").fit(resume=True)
+
+    for name in ("model.safetensors", STATE_FILE):  # EMA, raw weights and optimizer moments, bit for bit
+        a, b = load_file(tmp_path / "a" / name), load_file(tmp_path / "b" / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    with safe_open(str(tmp_path / "b" / STATE_FILE), framework="pt") as f:
+        assert (f.metadata()["step"], f.metadata()["batches"]) == ("8", "9")

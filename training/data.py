@@ -82,8 +82,9 @@ class FrameBudgetBatches:
     """Infinite stream of batches whose padded size (batch size x longest crop) stays under ``batch_seconds``.
 
     Utterances are shuffled per epoch, sorted by length within windows of 64 (less padding), cut into batches,
-    and the batches shuffled. Global batch g goes to rank g % world_size; ``start`` skips the batches of
-    ``start`` steps already trained, so a resumed run sees exactly the data it would have seen.
+    and the batches shuffled. Global batch g goes to rank g % world_size; ``start`` skips the ``start``
+    batches each rank already drew (the trainer's data position), so a resumed run sees exactly the data it would
+    have seen.
     """
 
     def __init__(
@@ -116,7 +117,7 @@ class FrameBudgetBatches:
         return batches
 
     def iterate(self, start_step: int = 0) -> Iterator[list[CropKey]]:
-        """Yield this rank's batches from training step ``start_step`` on, as (index, crop seed) keys."""
+        """Yield this rank's batches from its ``start_step``-th on, as (index, crop seed) keys."""
         g = start_step * self.world_size + self.rank  # global batch index
         epoch, offset = 0, g
         while True:
@@ -147,7 +148,8 @@ def make_loader(dataset: Dataset, batches: Iterator[list[CropKey]], num_workers:
 
 def loader_factory(dataset: Dataset, durations: Sequence[float], batch_seconds: float, max_seconds: float, seed: int,
                    num_workers: int = 0, collate: Callable[[list[Any]], dict[str, torch.Tensor]] = collate_waveforms):
-    """The ``Trainer``'s loader factory: (start_step, rank, world_size) -> an iterator of collated batches."""
+    """The ``Trainer``'s loader factory: (start, rank, world_size) -> an iterator of collated batches from this
+    rank's ``start``-th batch on."""
 
     def make(start_step: int, rank: int, world_size: int) -> DataLoader:
         batches = FrameBudgetBatches(durations, batch_seconds, max_seconds, seed=seed, rank=rank,

@@ -2,8 +2,11 @@
 DistributedDataParallel under torchrun, a JSONL log, atomic checkpoints and exact resumption.
 
 A run directory is a loadable model directory (config.json + model.safetensors holding the EMA weights) plus
-``train_state.safetensors`` (raw weights, EMA, optimizer moments, step): one file, replaced atomically, so a run
-killed at any moment resumes from its last save and loses only the steps since.
+``train_state.safetensors`` (raw weights, EMA, optimizer moments, step, data position): one file, replaced
+atomically, so a run killed at any moment resumes from its last save and loses only the steps since.
+
+Under torchrun only rank 0 reads and writes the run directory: the state it reads is broadcast to the other ranks,
+and a SIGTERM that reaches any rank stops every rank after the same step (the flag is all-reduced each step).
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 import torch.distributed as dist
-from safetensors import safe_open
 from torch import Tensor, nn
 from tqdm import tqdm
 
@@ -31,6 +33,7 @@ from model.devices import resolve_device, resolve_dtype, use_tf32
 from model.errors import CheckpointError
 
 from .data import derive_seed
+from .run_state import RunState, flatten_optimizer, restore_optimizer, shared_state
 
 STATE_FILE = "train_state.safetensors"
 LOG_FILE = "log.jsonl"
@@ -123,26 +126,6 @@ class EMA:
                 self.shadow[k].copy_(v)
 
 
-def _flatten_optimizer(opt: torch.optim.Optimizer, names: list[str]) -> dict[str, Tensor]:
-    """AdamW moments keyed by parameter name (safetensors holds flat tensors only: no pickle)."""
-    out = {}
-    for idx, state in opt.state_dict()["state"].items():
-        for key, value in state.items():
-            out[f"optim.{names[idx]}.{key}"] = torch.as_tensor(value)
-    return out
-
-
-def _restore_optimizer(opt: torch.optim.Optimizer, names: list[str], tensors: dict[str, Tensor]) -> None:
-    sd = opt.state_dict()
-    state: dict[int, dict[str, Tensor]] = {}
-    for idx, name in enumerate(names):
-        entries = {k.rsplit(".", 1)[1]: v for k, v in tensors.items() if k.rsplit(".", 1)[0] == f"optim.{name}"}
-        if entries:
-            state[idx] = entries
-    sd["state"] = state
-    opt.load_state_dict(sd)
-
-
 class Trainer:
     def __init__(
         self,
@@ -152,7 +135,8 @@ class Trainer:
         cfg: TrainConfig,
         out_dir: str | os.PathLike,
     ) -> None:
-        """``loader_factory(start_step, rank, world_size)`` returns an iterator of batches (dicts of tensors)."""
+        """``loader_factory(start, rank, world_size)`` returns an iterator of batches (dicts of tensors) that skips
+        the ``start`` batches this rank has already drawn (one per step, plus one per skipped non-finite step)."""
         self.model, self.objective, self.loader_factory, self.cfg = model, objective, loader_factory, cfg
         self.out = Path(out_dir)
         if cfg.threads > 0:  # two runs at 2 threads on 2 cores spin-wait on each other: 20x slower than 1 each
@@ -164,12 +148,11 @@ class Trainer:
             self.device = torch.device("cuda", self.dist.local_rank)
             torch.cuda.set_device(self.device)
         self.step = 0
+        self.batches = 0  # batches drawn by this rank: the data position (ahead of step by the skipped ones)
+        self.skipped = 0  # consecutive non-finite steps
         self._stop = False
 
     # --- state -----------------------------------------------------------------------------------------------
-    def has_state(self) -> bool:
-        return (self.out / STATE_FILE).is_file()
-
     def save(self, net: nn.Module, opt: torch.optim.Optimizer, ema: EMA) -> None:
         if not self.dist.is_main:
             return
@@ -178,23 +161,20 @@ class Trainer:
         names = list(dict(net.named_parameters()))
         tensors = {f"net.{k}": v for k, v in net.state_dict().items()}
         tensors |= {f"ema.{k}": v for k, v in ema.shadow.items()}
-        tensors |= _flatten_optimizer(opt, names)
-        meta = {"step": str(self.step), "train_config": json.dumps(dataclasses.asdict(self.cfg))}
+        tensors |= flatten_optimizer(opt, names)
+        meta = {"step": str(self.step), "batches": str(self.batches), "skipped": str(self.skipped),
+                "train_config": json.dumps(dataclasses.asdict(self.cfg))}
         write_tensors(self.out / STATE_FILE, tensors, metadata=meta)
 
-    def load(self, net: nn.Module, opt: torch.optim.Optimizer, ema: EMA) -> None:
-        path = self.out / STATE_FILE
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
-        except Exception as e:  # safetensors raises several types for a damaged file
-            raise CheckpointError(f"cannot read training state {path}: {e}") from e
+    def restore(self, state: RunState, net: nn.Module, opt: torch.optim.Optimizer, ema: EMA) -> None:
+        tensors = state.tensors
         net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")}, strict=True)
         for k in ema.shadow:
             ema.shadow[k].copy_(tensors[f"ema.{k}"])
-        _restore_optimizer(opt, list(dict(net.named_parameters())), tensors)
-        self.step = int(meta["step"])
+        restore_optimizer(opt, list(dict(net.named_parameters())), tensors)
+        self.step = state.counter("step")
+        self.batches = state.counter("batches", self.step)  # states saved before the counter: one batch a step
+        self.skipped = state.counter("skipped")
 
     # --- loop ------------------------------------------------------------------------------------------------
     def autocast(self) -> torch.autocast:
@@ -204,12 +184,14 @@ class Trainer:
     def fit(self, resume: bool = False) -> Path:
         cfg = self.cfg
         net = self.model.net.to(self.device)
-        if self.has_state() and not resume:
+        state = shared_state(self.out / STATE_FILE, resume, self.dist.rank, self.dist.world_size, self.device)
+        if state is not None and not resume:
             raise CheckpointError(f"{self.out} already holds a training run: pass --resume to continue it")
         opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
         ema = EMA(net, cfg.ema_decay)
-        if resume and self.has_state():
-            self.load(net, opt, ema)
+        if state is not None:
+            self.restore(state, net, opt, ema)
+            del state  # the weights now live in net, opt and ema
             self._truncate_log()
         ema.shadow = {k: v.to(self.device) for k, v in ema.shadow.items()}
         train_net: nn.Module = net
@@ -218,16 +200,16 @@ class Trainer:
             train_net = nn.parallel.DistributedDataParallel(net, device_ids=ids)
 
         previous = signal.signal(signal.SIGTERM, self._request_stop) if self._main_thread() else None
-        batches: Iterator[dict[str, Tensor]] = iter(self.loader_factory(self.step, self.dist.rank,
+        batches: Iterator[dict[str, Tensor]] = iter(self.loader_factory(self.batches, self.dist.rank,
                                                                         self.dist.world_size))
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.dist.is_main, desc="train", unit="step",
                    dynamic_ncols=True)
         window: list[float] = []
-        skipped = 0
         t_last, step_last = time.perf_counter(), self.step
         try:
-            while self.step < cfg.steps and not self._stop:
+            while self.step < cfg.steps and not self._agreed_stop():
                 batch = {k: v.to(self.device, non_blocking=True) for k, v in next(batches).items()}
+                self.batches += 1
                 seed = [cfg.seed, self.step, self.dist.rank]
                 rng = np.random.default_rng(seed)
                 gen = torch.Generator(self.device).manual_seed(derive_seed(*seed))
@@ -241,11 +223,11 @@ class Trainer:
                 loss.backward()
                 grad_norm = float(nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip))
                 if not math.isfinite(grad_norm):  # a bad batch must not poison the weights: skip it
-                    skipped += 1
-                    if skipped > MAX_SKIPPED_STEPS:
-                        raise FloatingPointError(f"{skipped} consecutive non-finite steps at step {self.step}")
+                    self.skipped += 1  # DDP ranks agree: the norm is of the all-reduced gradients
+                    if self.skipped > MAX_SKIPPED_STEPS:
+                        raise FloatingPointError(f"{self.skipped} consecutive non-finite steps at step {self.step}")
                     continue
-                skipped = 0
+                self.skipped = 0
                 opt.step()
                 ema.update(net, self.step)
                 self.step += 1
@@ -262,6 +244,8 @@ class Trainer:
                 if self.step % cfg.save_every == 0:
                     self.save(net, opt, ema)
             self.save(net, opt, ema)
+            if self.dist.world_size > 1:
+                dist.barrier()  # no rank returns before rank 0's checkpoint is on disk
         finally:
             bar.close()
             if previous is not None:
@@ -281,6 +265,15 @@ class Trainer:
             rows = [line for line in path.read_text().splitlines() if line.strip()]
             kept = [line for line in rows if json.loads(line)["step"] <= self.step]
             path.write_text("".join(line + "\n" for line in kept))
+
+    def _agreed_stop(self) -> bool:
+        """Whether any rank was asked to stop (MAX over ranks, every step): all ranks leave after the same step,
+        where one leaving alone would leave the others waiting in their next gradient all-reduce."""
+        if self.dist.world_size == 1:
+            return self._stop
+        flag = torch.tensor([float(self._stop)], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
 
     def _request_stop(self, signum: int, frame: Any) -> None:
         """SIGTERM: finish the current step, save, and exit cleanly (a SIGKILL loses only the steps since the last
