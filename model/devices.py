@@ -70,8 +70,20 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
 def cpu_has_fast_bf16() -> bool:
     """Whether bf16 linear layers beat fp32 on this CPU (with AMX they are several times faster; without bf16
     units, emulated, several times slower). The ISA flags are hidden by some hypervisors, so a probe decides: bf16
-    must be at least 1.3x faster. About 50 ms on a CPU without bf16 units, once per process."""
-    return linear_seconds(torch.float32) > 1.3 * linear_seconds(torch.bfloat16)
+    must be at least 1.3x faster. Single-threaded, best of ten runs each taken in turns: it compares the kernels, and
+    a busy machine cannot tip it (measured beside two other torch processes: 2 threads, fp32 12-16 ms vs bf16 3-8
+    ms, the wrong answer, because the OpenMP team waits for descheduled threads; 1 thread, 0.4 vs 4 ms every time).
+    A wrong bf16 pick costs 8x where bf16 is emulated. About 50 ms on a CPU without bf16 units, once per process."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        fp32 = bf16 = float("inf")
+        for _ in range(10):
+            fp32 = min(fp32, linear_seconds(torch.float32, repeats=1))
+            bf16 = min(bf16, linear_seconds(torch.bfloat16, repeats=1))
+    finally:
+        torch.set_num_threads(threads)
+    return fp32 > 1.3 * bf16
 
 
 def linear_seconds(dtype: torch.dtype, n: int = 256, repeats: int = 3, device: str = "cpu") -> float:

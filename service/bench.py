@@ -144,13 +144,15 @@ def pipeline_baseline(cfg: BenchConfig, audio: bytes) -> dict[str, Any]:
     generate every row; reconstruct and assemble), so no step loop, HTTP or queue. Decoding is done once, before,
     as the service does it before queueing."""
     from model.audio import SAMPLE_RATE, load_audio
+    from model.defaults import sampling
     from service.engine import PipelineEngine, TaskParams
 
     engine = PipelineEngine.load(cfg.baseline or "", device=cfg.baseline_device)
     wav = load_audio(audio, SAMPLE_RATE)  # (n,) mono 16 kHz, as the service decodes an upload
     audio_s = len(wav) / SAMPLE_RATE
     assert cfg.steps is not None and cfg.solver is not None and cfg.guidance is not None, "resolved by run_bench"
-    params = TaskParams(steps=cfg.steps, solver=cfg.solver, guidance=cfg.guidance, seed=cfg.seed)
+    # the task's full defaults under the bench's choices, as the service resolves them (its time grid included)
+    params = TaskParams(sampling(cfg.task, cfg.steps, cfg.guidance, cfg.solver), seed=cfg.seed)
 
     def run(b: int) -> None:  # fresh plans each time: a plan's rows carry their generation state
         engine.pipeline.run([engine.prepare(cfg.task, wav, params) for _ in range(b)])

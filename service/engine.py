@@ -34,15 +34,11 @@ WARMUP_TEXT = "Hello there."
 
 @dataclass(frozen=True)
 class TaskParams:
-    """Sampling settings of one request. All but ``seed`` are part of the batch key, so a batch shares them."""
+    """Settings of one request. All but ``seed`` are part of the batch key, so a batch shares them."""
 
-    steps: int
-    solver: str
-    guidance: float
+    sampling: Sampling
     seed: int
     reconstruction: str = "mask"
-    sway: float = 0.0  # the task's default time grid (not a request parameter)
-    guidance_until: float = 1.0  # the task's default (not a request parameter)
 
 
 @dataclass(frozen=True)
@@ -140,22 +136,12 @@ class SamplingKey:
     """What rows must share to step together: the model and every per-call sampler setting."""
 
     task: str
-    solver: str
-    steps: int
-    guidance: float
-    reconstruction: str
-    sway: float = 0.0
-    guidance_until: float = 1.0
+    sampling: Sampling
+    reconstruction: str = "mask"
 
     @classmethod
     def of(cls, task: str, params: TaskParams) -> SamplingKey:
-        return cls(task, params.solver, params.steps, params.guidance, params.reconstruction, params.sway,
-                   params.guidance_until)
-
-    @property
-    def sampling(self) -> Sampling:
-        return Sampling(steps=self.steps, guidance=self.guidance, solver=self.solver, sway=self.sway,
-                        guidance_until=self.guidance_until)
+        return cls(task, params.sampling, params.reconstruction)
 
 
 class PipelineEngine:
@@ -195,7 +181,7 @@ class PipelineEngine:
         tone = (0.1 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t))).astype(np.float32)
         plans = []
         for task in self.tasks:
-            quick = TaskParams(steps=2, solver="euler", guidance=sampling(task).guidance, seed=0)
+            quick = TaskParams(replace(sampling(task), steps=2, solver="euler"), seed=0)
             if task in ("enhance", "separate"):
                 plans.append(self.prepare(task, tone, quick))
             elif task == "tts" and self.voices:
@@ -209,7 +195,7 @@ class PipelineEngine:
         if task is None:
             return None
         wav = np.zeros(4 * self.sample_rate, np.float32)
-        params = TaskParams(steps=1, solver="euler", guidance=1.0, seed=0)
+        params = TaskParams(Sampling(steps=1, solver="euler", guidance=1.0), seed=0)
         plan = self.prepare(task, wav, params)
         batch = self.new_batch(SamplingKey.of(task, params))
         batch.join(plan.rows)
@@ -218,7 +204,7 @@ class PipelineEngine:
         return (time.perf_counter() - start) / plan.frames
 
     def prepare(self, task: str, payload: Payload, params: TaskParams) -> Plan:
-        s = SamplingKey.of(task, params).sampling
+        s = params.sampling
         if task == "tts":
             assert isinstance(payload, TtsInput), "TTS requests carry a TtsInput"
             return self.pipeline.plan_tts(payload.text, sampling=s, voice=payload.voice, prompt_wav=payload.prompt,

@@ -21,7 +21,7 @@ import secrets
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
 import numpy as np
@@ -350,15 +350,12 @@ class ServiceRuntime:
         """A request's sampling settings: its own, else the server's defaults, else the task's (model/defaults.py)."""
         s = self.settings
         chosen = sampling(task, steps or s.default_steps, guidance, solver or s.default_solver)
-        # a default never exceeds the server's cap; a request that asks for more is refused below
-        steps = chosen.steps if steps else min(chosen.steps, s.max_steps)
-        solver, guidance = chosen.solver, chosen.guidance
-        if steps > self.settings.max_steps:
-            raise InvalidParameter(f"steps must be at most {self.settings.max_steps} on this server", param="steps")
+        if not steps:  # a default never exceeds the server's cap; a request that asks for more is refused
+            chosen = replace(chosen, steps=min(chosen.steps, s.max_steps))
+        if chosen.steps > s.max_steps:
+            raise InvalidParameter(f"steps must be at most {s.max_steps} on this server", param="steps")
         seed = secrets.randbelow(2**31) if seed is None else seed
-        return TaskParams(steps=steps, solver=solver, guidance=guidance, seed=seed,
-                          reconstruction=reconstruction, sway=chosen.sway,
-                          guidance_until=chosen.guidance_until)
+        return TaskParams(chosen, seed, reconstruction)
 
     def _check_cost(self, key: SamplingKey, rows: int, frames: int, param: str) -> None:
         """413 before queueing when the request alone exceeds the server's per-request bounds."""
@@ -465,7 +462,7 @@ async def _wait_for_disconnect(receive: Receive) -> None:
 
 def _sampling_headers(params: TaskParams, sample_rate: int, channels: int) -> dict[str, str]:
     """What every audio answer says about how it was made (a streamed one knows no more before its first byte)."""
-    return {"X-Seed": str(params.seed), "X-Steps": str(params.steps), "X-Solver": params.solver,
+    return {"X-Seed": str(params.seed), "X-Steps": str(params.sampling.steps), "X-Solver": params.sampling.solver,
             "X-Sample-Rate": str(sample_rate), "X-Channels": str(channels)}
 
 

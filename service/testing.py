@@ -45,7 +45,7 @@ class FakeBatch:
 
     def __init__(self, engine: FakeEngine, key: SamplingKey) -> None:
         self.engine, self.key = engine, key
-        self.steps = num_steps(key.solver, key.steps)
+        self.steps = num_steps(key.sampling.solver, key.sampling.steps)
         self.rows: list[FakeRow] = []
         self._joined: list[FakeRow] = []
 
@@ -153,7 +153,7 @@ class FakeEngine:
 
     def prepare(self, task: str, payload: Payload, params: TaskParams) -> Plan:
         self.prepared.append((task, payload, params))
-        sampling = SamplingKey.of(task, params).sampling
+        sampling = params.sampling
         if task == "tts":
             assert isinstance(payload, TtsInput)
             if payload.voice is not None and payload.voice not in self.voices:

@@ -3,10 +3,12 @@
 import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
+from model.defaults import Sampling
 from service.app import create_app
 from service.engine import SamplingKey, TaskParams, TtsInput
 from service.errors import DeadlineExceeded, RequestTooCostly, ShuttingDown
@@ -14,8 +16,12 @@ from service.settings import Settings
 from service.steploop import LoopLimits, StepLoop
 from service.testing import FakeEngine, serving, until
 
-TTS = TaskParams(steps=4, solver="euler", guidance=2.0, seed=0, reconstruction="vocoder")
-ENH = TaskParams(steps=4, solver="euler", guidance=2.0, seed=0)
+TTS = TaskParams(Sampling(steps=4, solver="euler", guidance=2.0), seed=0, reconstruction="vocoder")
+ENH = TaskParams(Sampling(steps=4, solver="euler", guidance=2.0), seed=0)
+
+
+def with_steps(params: TaskParams, steps: int) -> TaskParams:
+    return replace(params, sampling=replace(params.sampling, steps=steps))
 
 
 def looped(scenario, engine: FakeEngine | None = None, worker: bool = False, **limits):
@@ -67,11 +73,11 @@ class GatedPost(FakeEngine):
 
 def test_with_a_worker_post_processing_runs_beside_the_steps_and_drain_waits_for_it():
     async def scenario(loop, engine):
-        slow = TTS.__class__(**{**TTS.__dict__, "steps": 12})
+        slow = with_steps(TTS, 12)
         long = loop.submit(SamplingKey.of("tts", slow), TtsInput("Hello there.", voice="alice"), slow, 30.0)
         await until(lambda: len(engine.steps) >= 1)
         engine.gate.clear()
-        one = ENH.__class__(**{**ENH.__dict__, "steps": 1})
+        one = with_steps(ENH, 1)
         short = loop.submit(SamplingKey.of("enhance", one), np.ones(1600, np.float32), one, 30.0)
         await until(engine.posting.is_set)  # its one step is done; its post-processing is held
         tts_steps = sum(s.task == "tts" for s in engine.steps)
