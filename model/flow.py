@@ -164,15 +164,14 @@ class FlowMatching:
             return advance(solver, velocity, x, index, grid)
 
         uncond = {k: (uncond_kwargs or {}).get(k, torch.zeros_like(v)) for k, v in net_kwargs.items()}
-        both_kwargs = {k: torch.cat([v, uncond[k]]) for k, v in net_kwargs.items()}
-        cond2 = torch.cat([cond, torch.zeros_like(cond)])
-        mask2 = torch.cat([mask, mask])
 
         def velocity(x: Tensor, t: Tensor) -> Tensor:
             guided = t < guidance_until
-            if bool(guided.all()):
-                v_c, v_u = net(torch.cat([x, x]).to(cond.dtype), torch.cat([t, t]), cond2, mask2,
-                               **both_kwargs).float().chunk(2)
+            if bool(guided.all()):  # the doubled batch is built only where it is used
+                both = {k: torch.cat([v, uncond[k]]) for k, v in net_kwargs.items()}
+                v_c, v_u = net(torch.cat([x, x]).to(cond.dtype), torch.cat([t, t]),
+                               torch.cat([cond, torch.zeros_like(cond)]), torch.cat([mask, mask]),
+                               **both).float().chunk(2)
                 return (v_u + guidance * (v_c - v_u)).to(x.dtype) * keep
             v = conditional(x, t)
             if bool(guided.any()):
