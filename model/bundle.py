@@ -27,9 +27,12 @@ EXTRA_DIRS = {"vocoder": VOCODER_DIR, "duration": DURATION_DIR, "aligner": ALIGN
 def read_bundle_info(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path) / BUNDLE_FILE
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"cannot read {path}: {e}") from e
+        info = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"cannot read {path}: {' '.join(str(e).split())}") from e
+    if not isinstance(info, dict):
+        raise CheckpointError(f"{path} is not a JSON object (found {type(info).__name__})")
+    return info
 
 
 def task_dirs(bundle: str | os.PathLike) -> dict[str, Path]:

@@ -1,9 +1,15 @@
-"""Model directories: ``config.json`` + ``model.safetensors``. No pickle; strict, loud loading; atomic writes."""
+"""Model directories: ``config.json`` + ``model.safetensors``. No pickle; strict, loud loading; atomic writes.
+
+Every tensor file we write carries a sha256 of its tensors in its metadata, so that a flipped bit in the weights
+(which safetensors' own parsing cannot see) fails loading instead of serving a damaged model; files without one
+(written before it) still load. Every loading problem is one CheckpointError line that names the file.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import tempfile
@@ -12,8 +18,8 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from .errors import CheckpointError, ConfigError
 
@@ -21,6 +27,14 @@ T = TypeVar("T")
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+DIGEST_KEY = "speechflow.sha256"  # safetensors metadata key of the tensors' checksum
+# what parsing a damaged file or building a network from a bad config raises besides CheckpointError/ConfigError
+_DAMAGE = (SafetensorError, OSError, ValueError, TypeError, KeyError, ArithmeticError, RuntimeError)
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text or type(e).__name__
 
 
 def atomic_write(path: str | os.PathLike, write: Any) -> None:
@@ -45,9 +59,34 @@ def write_json(path: str | os.PathLike, data: dict[str, Any]) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n"))
 
 
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes, in name order."""
+    h = hashlib.sha256()
+    for key in sorted(tensors):
+        v = tensors[key].detach().contiguous().cpu()
+        h.update(f"{key}|{v.dtype}|{tuple(v.shape)}|".encode())
+        h.update(v.reshape(-1).view(torch.uint8).numpy().data)  # bytes as stored, whatever the dtype (bf16 too)
+    return h.hexdigest()
+
+
 def write_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None):
     contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    metadata = {**(metadata or {}), DIGEST_KEY: tensors_digest(contiguous)}
     atomic_write(path, lambda tmp: save_file(contiguous, tmp, metadata=metadata))
+
+
+def read_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """A safetensors file's tensors and metadata, checked against its checksum when it has one."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+    except _DAMAGE as e:
+        raise CheckpointError(f"cannot read {path}: {_one_line(e)} (truncated or corrupt?)") from e
+    expected = metadata.pop(DIGEST_KEY, None)
+    if expected is not None and tensors_digest(tensors) != expected:
+        raise CheckpointError(f"cannot read {path}: its tensors do not match their checksum (the file is corrupt)")
+    return tensors, metadata
 
 
 def save_model_dir(
@@ -70,19 +109,21 @@ def read_config(directory: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{directory} is not a model directory: {CONFIG_FILE} is missing")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path} is not valid JSON: {e}") from e
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not valid JSON: {_one_line(e)} (truncated or corrupt?)") from e
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path}: {_one_line(e)}") from e
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} is not a JSON object (found {type(data).__name__})")
+    return data
 
 
 def read_weights(directory: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(directory) / WEIGHTS_FILE
     if not path.is_file():
         raise CheckpointError(f"{directory} is not a model directory: {WEIGHTS_FILE} is missing")
-    try:
-        return load_file(path)
-    except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"cannot read {path}: {e}") from e
+    return read_tensors(path)[0]
 
 
 def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
@@ -135,10 +176,20 @@ def check_fields(cls: type, data: dict[str, Any], kind: str, version: int, label
 
 def read_typed_config(directory: str | os.PathLike, from_dict: Callable[[dict[str, Any]], T]) -> T:
     """A model directory's config.json parsed by ``from_dict``; any problem is a CheckpointError naming the file."""
+    config = read_config(directory)
     try:
-        return from_dict(read_config(directory))
-    except (TypeError, ValueError) as e:  # ConfigError is a ValueError; a non-object JSON is a TypeError
-        raise CheckpointError(f"{Path(directory) / CONFIG_FILE}: {e}") from e
+        return from_dict(config)
+    except _DAMAGE as e:  # ConfigError is a ValueError; a wrongly typed value raises TypeError or worse
+        raise CheckpointError(f"{Path(directory) / CONFIG_FILE}: {_one_line(e)}") from e
+
+
+def build_from_config(directory: str | os.PathLike, build: Callable[[], T]) -> T:
+    """``build()`` (a model from its parsed config); a config that parses but cannot build a network (a list where
+    a size goes, zero heads) is a CheckpointError naming the config file, not a traceback from deep in torch."""
+    try:
+        return build()
+    except _DAMAGE as e:
+        raise CheckpointError(f"{Path(directory) / CONFIG_FILE}: cannot build the network: {_one_line(e)}") from e
 
 
 def save_net(directory: str | os.PathLike, config: Any, net: torch.nn.Module, dtype: torch.dtype | None = None,
@@ -190,7 +241,8 @@ class NetModel:
     def from_pretrained(cls: type[M], directory: str | os.PathLike, device: str | torch.device = "cpu",
                         dtype: torch.dtype = torch.float32) -> M:
         """Rebuild from a model directory; any config or weight mismatch is a CheckpointError, never random weights."""
-        model = cls(read_typed_config(directory, cls.config_class.from_dict))  # type: ignore[call-arg]
+        config = read_typed_config(directory, cls.config_class.from_dict)
+        model = build_from_config(directory, lambda: cls(config))  # type: ignore[call-arg]
         load_weights(model.net, directory)
         model.net.eval()
         return model.to(device=device, dtype=dtype)

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import load_weights, read_typed_config, save_net
+from .checkpoint import build_from_config, load_weights, read_typed_config, save_net
 from .config import ModelConfig
 from .flow import FlowMatching
 from .network import SpeechFlowTransformer
@@ -68,6 +68,7 @@ class SpeechFlowModel(nn.Module):
     def from_pretrained(
         cls, directory: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
     ) -> SpeechFlowModel:
-        model = cls(read_typed_config(directory, ModelConfig.from_dict))
+        config = read_typed_config(directory, ModelConfig.from_dict)
+        model = build_from_config(directory, lambda: cls(config))
         load_weights(model.net, directory)
         return model.to(device=device, dtype=dtype).eval()

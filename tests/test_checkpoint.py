@@ -71,3 +71,129 @@ def test_loading_fails_on_bad_directories(debug_model, tmp_path):
 def test_config_round_trip():
     cfg = ModelConfig(task="enhance")
     assert ModelConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+# --- damaged files: one CheckpointError line naming the file -----------------------------------------------------
+
+
+def _fails_naming(path, load, what: str = ""):
+    """``load()`` raises a one-line CheckpointError that names ``path`` (and says ``what``)."""
+    with pytest.raises(CheckpointError) as info:
+        load()
+    message = str(info.value)
+    assert str(path) in message and "\n" not in message and what in message, message
+    return message
+
+
+@pytest.mark.parametrize("keep", [0, 4, 8, 100, 0.5, -1])
+def test_a_truncated_weights_file_fails_naming_it(debug_model, tmp_path, keep):
+    debug_model.save_pretrained(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: int(len(data) * keep) if isinstance(keep, float) else keep % len(data)])
+    _fails_naming(weights, lambda: SpeechFlowModel.from_pretrained(tmp_path), "truncated or corrupt")
+
+
+@pytest.mark.parametrize("where", ["length", "header", "data", "last byte"])
+def test_flipped_bytes_fail_naming_the_file(debug_model, tmp_path, where):
+    """Anywhere, header or weights: safetensors catches a broken header, the checksum a broken weight."""
+    debug_model.save_pretrained(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    header = int.from_bytes(data[:8], "little")
+    index = {"length": 0, "header": 8 + header // 2, "data": 8 + header + 1000, "last byte": len(data) - 1}[where]
+    data[index] ^= 0x5A
+    weights.write_bytes(bytes(data))
+    _fails_naming(weights, lambda: SpeechFlowModel.from_pretrained(tmp_path))
+
+
+def test_weights_written_without_a_checksum_still_load(debug_model, tmp_path):
+    """Files from before the checksum (the shipped bundle) load as they did."""
+    debug_model.save_pretrained(tmp_path)
+    save_file(load_file(tmp_path / "model.safetensors"), tmp_path / "model.safetensors")  # no metadata
+    loaded = SpeechFlowModel.from_pretrained(tmp_path)
+    torch.testing.assert_close(_sample(loaded), _sample(debug_model), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("text", [b"{not json", b"", b"[1, 2]", b"null", b'"model"', b"\xff\xfe\x00garbage",
+                                  "truncated", "heads 0", "x_dim list", "depth text"])
+def test_a_broken_config_fails_naming_it(debug_model, tmp_path, text):
+    debug_model.save_pretrained(tmp_path)
+    config = tmp_path / "config.json"
+    good = json.loads(config.read_text())
+    edits = {"heads 0": ("heads", 0), "x_dim list": ("x_dim", [80]), "depth text": ("depth", "four")}
+    if text == "truncated":
+        text = config.read_bytes()[:40]
+    elif text in edits:
+        key, value = edits[text]
+        text = json.dumps({**good, "network": {**good["network"], key: value}}).encode()
+    config.write_bytes(text)
+    _fails_naming(config, lambda: SpeechFlowModel.from_pretrained(tmp_path))
+
+
+def test_small_models_and_bundles_fail_naming_the_damaged_file(debug_model, tmp_path):
+    from model.bundle import write_bundle
+    from model.duration import DurationModel
+    from model.pipeline import SpeechFlowPipeline
+    from tests.test_duration import debug_config
+
+    debug_model.save_pretrained(tmp_path / "pre")
+    DurationModel(debug_config()).save_pretrained(tmp_path / "dur")
+    config = json.loads((tmp_path / "dur" / "config.json").read_text())
+    (tmp_path / "dur" / "config.json").write_text(json.dumps({**config, "dim": [32]}))
+    _fails_naming(tmp_path / "dur" / "config.json", lambda: DurationModel.from_pretrained(tmp_path / "dur"))
+
+    bundle = write_bundle(tmp_path / "b", {"pretrain": tmp_path / "pre", "enhance": tmp_path / "pre"})
+    weights = bundle / "enhance" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-10])
+    _fails_naming(weights, lambda: SpeechFlowPipeline.from_pretrained(bundle, device="cpu"))
+    bundle = write_bundle(tmp_path / "b2", {"pretrain": tmp_path / "pre"})
+    (bundle / "bundle.json").write_text("[]")
+    _fails_naming(bundle / "bundle.json", lambda: SpeechFlowPipeline.from_pretrained(bundle, device="cpu"))
+
+
+def test_a_damaged_training_state_fails_naming_it(debug_model, tmp_path):
+    from training.trainer import STATE_FILE, TrainConfig, Trainer
+
+    def objective(net, batch, rng, gen):
+        return net(batch["x"], torch.zeros(2), batch["x"], torch.ones(2, 5, dtype=torch.bool)).pow(2).mean()
+
+    def loaders(start, rank, world):
+        while True:
+            yield {"x": torch.randn(2, 5, 80)}
+
+    cfg = TrainConfig(steps=2, precision="fp32", num_workers=0, device="cpu", warmup=1)
+    Trainer(debug_model, objective, loaders, cfg, tmp_path).fit()
+    state = tmp_path / STATE_FILE
+    state.write_bytes(state.read_bytes()[:-3])
+    _fails_naming(state, lambda: Trainer(debug_model, objective, loaders, cfg, tmp_path).fit(resume=True))
+
+
+def test_the_cli_reports_a_damaged_bundle_in_one_line(debug_model, tmp_path, capsys):
+    """`speechflow enhance` prints the line and exits 2; `speechflow serve` fails at start-up with the line in its
+    log and a non-zero status (never a server that comes up without its model)."""
+    import os
+    import subprocess
+    import sys
+
+    import soundfile as sf
+
+    from model.bundle import write_bundle
+    from speechflow.cli import main
+    from tests.conftest import speechlike
+
+    debug_model.save_pretrained(tmp_path / "pre")
+    bundle = write_bundle(tmp_path / "b", {"pretrain": tmp_path / "pre", "enhance": tmp_path / "pre"})
+    weights = bundle / "enhance" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    sf.write(tmp_path / "in.wav", speechlike(0.5, seed=0), 16000)
+    assert main(["enhance", str(tmp_path / "in.wav"), str(tmp_path / "out.wav"), "--bundle", str(bundle),
+                 "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("speechflow enhance: error: cannot read") and str(weights) in err and "\n" not in err
+
+    proc = subprocess.run([sys.executable, "-m", "speechflow.cli", "serve", "--bundle", str(bundle), "--device",
+                           "cpu", "--port", "0"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode != 0
+    assert f"CheckpointError: cannot read {weights}" in proc.stderr, proc.stderr[-2000:]

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from safetensors import safe_open
 from torch import Tensor
 
+from model.checkpoint import read_tensors
 from model.errors import CheckpointError
 
 
@@ -47,12 +47,7 @@ def restore_optimizer(opt: torch.optim.Optimizer, names: list[str], tensors: dic
 
 
 def read_state(path: Path) -> RunState:
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
-    except Exception as e:  # safetensors raises several types for a damaged file
-        raise CheckpointError(f"cannot read training state {path}: {e}") from e
+    tensors, meta = read_tensors(path)  # a damaged file is a CheckpointError naming it
     if "step" not in meta:
         raise CheckpointError(f"cannot read training state {path}: no step in its metadata")
     return RunState(meta, tensors)
