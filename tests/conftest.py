@@ -25,6 +25,15 @@ def debug_model() -> SpeechFlowModel:
     return model.eval()
 
 
+def random_output_layer(model: SpeechFlowModel, seed: int, std: float = 0.1) -> SpeechFlowModel:
+    """A seeded non-zero output projection. The network zero-initialises it, so a fresh model's velocity is 0
+    everywhere: samples never consult the network, and batching, windowing or speaker-order tests would pass
+    whatever the code does."""
+    with torch.no_grad():
+        model.net.out_proj.weight.normal_(0.0, std, generator=torch.Generator().manual_seed(seed))
+    return model
+
+
 def speechlike(seconds: float, seed: int, sr: int = 16000) -> np.ndarray:
     """A harmonic tone with a wandering pitch and syllable-rate envelope: cheap, deterministic "speech"."""
     rng = np.random.default_rng(seed)

@@ -197,3 +197,20 @@ def test_the_cli_reports_a_damaged_bundle_in_one_line(debug_model, tmp_path, cap
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode != 0
     assert f"CheckpointError: cannot read {weights}" in proc.stderr, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("dtype, atol", [(torch.float16, 5e-2), (torch.bfloat16, 0.2)])
+def test_half_precision_weights_save_load_and_run(debug_model, tmp_path, dtype, atol):
+    """Shipped fp16/bf16 copies: stored in that dtype (checksummed as stored), loaded exactly, and runnable with the
+    network in that dtype on the CPU (the ODE state stays float32)."""
+    debug_model.save_pretrained(tmp_path, dtype=dtype)
+    stored = load_file(tmp_path / "model.safetensors")
+    assert {v.dtype for v in stored.values() if v.is_floating_point()} == {dtype}
+    loaded = SpeechFlowModel.from_pretrained(tmp_path)  # float32 copies of the rounded weights
+    assert all(torch.equal(v, stored[k].float()) for k, v in loaded.net.state_dict().items())
+    half = SpeechFlowModel.from_pretrained(tmp_path, dtype=dtype)
+    assert half.net.in_proj.weight.dtype == dtype
+    out = _sample(half)
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    error = float((out - _sample(debug_model)).abs().max())
+    assert 0 < error < atol, error  # it ran in the half dtype (not exactly fp32) and stayed close
