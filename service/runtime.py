@@ -114,6 +114,13 @@ class ServiceRuntime:
         return self._loop
 
     # --- lifecycle ----------------------------------------------------------------------------------------------
+    def load(self) -> None:
+        """Load the bundle now, on the engine thread, before the server listens: a missing or damaged bundle is
+        then the CLI's one-line error (a ``SpeechFlowError`` naming the file) instead of a failed ASGI start-up."""
+        if self._engine is None:
+            s = self.settings
+            self._engine = self._engine_thread.submit(PipelineEngine.load, s.bundle, s.device, s.dtype).result()
+
     async def start(self) -> None:
         """Load the bundle (a failure stops the server), start the step loop, then warm up in the background so
         /livez answers at once while /readyz says 503 until every task has run once."""
