@@ -15,6 +15,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from . import paths
 from .engine import Engine
@@ -51,6 +52,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         503: "not ready or shutting down", 504: "deadline passed"}.items()
 }
 _STATUS_CODES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed"}
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 STATIC_DIR = Path(__file__).parent / "static"  # the demo page: plain HTML/JS/CSS, no build step
 _bearer = HTTPBearer(auto_error=False, description="API key, when the server has any (SPEECHFLOW_API_KEYS)")
 
@@ -121,12 +123,12 @@ def _api(runtime: ServiceRuntime) -> APIRouter:
         return runtime.voice_list()
 
     @router.post(paths.AUDIO_VOICES, response_model=StoredVoiceCard, tags=["tts"])
-    async def create_voice(request: Request, form: Annotated[VoiceForm, Form()],
+    async def create_voice(form: Annotated[VoiceForm, Form()],
                            audio_sample: Annotated[UploadFile, File(description="0.5-15 s of the voice, any format "
                                                                     "libsndfile reads")]) -> StoredVoiceCard:
         """Store a voice (kept across restarts) to use by its id wherever a voice is taken. ``consent`` must be
         true. Without ``transcript`` the server transcribes the sample and says so (``transcribed``)."""
-        return await runtime.voice_api.create(form, audio_sample, request)
+        return await runtime.voice_api.create(form, audio_sample)
 
     @router.get(paths.AUDIO_VOICES, response_model=StoredVoiceList, tags=["tts"])
     async def list_voices() -> StoredVoiceList:
@@ -134,9 +136,9 @@ def _api(runtime: ServiceRuntime) -> APIRouter:
         return await runtime.voice_api.list()
 
     @router.delete(paths.AUDIO_VOICES + "/{voice_id}", response_model=VoiceDeleted, tags=["tts"])
-    async def delete_voice(voice_id: str, request: Request) -> VoiceDeleted:
+    async def delete_voice(voice_id: str) -> VoiceDeleted:
         """Delete an uploaded voice (with API keys: only the key that created it may)."""
-        return await runtime.voice_api.delete(voice_id, request)
+        return await runtime.voice_api.delete(voice_id)
 
     @router.get(paths.MODELS, response_model=ModelList, tags=["service"])
     async def models() -> ModelList:
@@ -209,7 +211,18 @@ def _add_error_handlers(app: FastAPI, runtime: ServiceRuntime) -> None:
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _STATUS_CODES.get(exc.status_code, f"http_{exc.status_code}")
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        return JSONResponse(error_body(str(exc.detail), kind, code), exc.status_code, headers=exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # Starlette names the methods of the first route on the path only
+            headers["Allow"] = ", ".join(_allowed_methods(app, request))
+        return JSONResponse(error_body(str(exc.detail), kind, code), exc.status_code, headers=headers)
+
+
+def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    """Every method some route takes on this path (GET and POST /v1/audio/voices are two routes): asked of the
+    routes themselves, method by method, as included routers do not expose theirs."""
+    scope = request.scope
+    return [m for m in HTTP_METHODS if any(route.matches({**scope, "method": m})[0] == Match.FULL
+                                           for route in app.router.routes)]
 
 
 def _validation_text(error: dict[str, Any]) -> str:

@@ -58,6 +58,12 @@ class AudioTooLong(ServiceError):
     status, type, code = 413, "invalid_request_error", "audio_too_long"
 
 
+class AudioTooLarge(ServiceError):
+    """The upload's header declares more decoded samples (samples x channels) than the server decodes."""
+
+    status, type, code = 413, "invalid_request_error", "audio_too_large"
+
+
 class TextTooLong(ServiceError):
     status, type, code = 413, "invalid_request_error", "text_too_long"
 

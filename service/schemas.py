@@ -115,8 +115,10 @@ class SpeechRequest(BaseModel):
                                      description="accepted for compatibility and ignored: this model has no "
                                      "instruction-following (use speed for the rate); the response says so in "
                                      "X-Instructions: ignored")
+    # a str checked by _served_format (so that aac gets its own message), listed as an enum for the schema's readers
     response_format: str = Field("mp3", description="mp3 (OpenAI's default), opus, wav, flac, ogg or pcm (raw "
-                                 "16-bit little-endian), all 16 kHz mono; OpenAI's aac is not available")
+                                 "16-bit little-endian), all 16 kHz mono; OpenAI's aac is not available",
+                                 json_schema_extra={"enum": list(RESPONSE_FORMATS)})
     stream_format: StreamFormat | None = Field(None, description=STREAM_FORMAT_HELP)
     speed: float = Field(1.0, ge=MIN_SPEED, le=MAX_SPEED, description="speaking rate, 0.25-4")
     steps: int | None = Field(None, ge=1, description="NFE of the ODE solver (default: the server's)")

@@ -1,14 +1,16 @@
 """`speechflow serve`: the app under uvicorn, with a graceful SIGTERM.
 
 On SIGTERM / SIGINT readiness turns 503 and new work is refused at once (before uvicorn stops listening), uvicorn
-then lets open requests finish (up to the request deadline), and the lifespan shutdown drains the step loop
-(every admitted row finishes).
+then lets open requests finish (up to the request deadline), the lifespan shutdown drains the step loop (every
+admitted row finishes), and the process exits 0.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from types import FrameType
 
@@ -28,6 +30,10 @@ class GracefulServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
+def _drained(sig: int, frame: FrameType | None) -> None:
+    """The handler uvicorn restores and calls after its graceful shutdown: nothing left to do."""
+
+
 DRAIN_MARGIN_S = 5  # on top of the request timeout: the longest an admitted request can still take
 
 
@@ -45,6 +51,7 @@ def serve(settings: Settings) -> None:
     config = uvicorn.Config(app, host=settings.host, port=settings.port, lifespan="on", log_level="info",
                             timeout_graceful_shutdown=drain_timeout_s(settings), server_header=False)
     runtime = app.state.runtime
+    runtime.load()  # a bad bundle stops here with one line (speechflow serve: error: ...), exit status 2
     server = GracefulServer(config, on_exit=runtime.begin_shutdown)
     died: list[BaseException] = []
 
@@ -54,6 +61,12 @@ def serve(settings: Settings) -> None:
         server.should_exit = True
 
     runtime.on_fatal = fatal
+    # uvicorn re-raises the signal it drained for once it has put back the handlers it found; the default ones
+    # would then kill the process (status 143 after SIGTERM, a KeyboardInterrupt after Ctrl-C) although every
+    # admitted request was answered. Handlers that do nothing let serve() return: exit 0 after a clean drain.
+    if threading.current_thread() is threading.main_thread():  # signals can only be set from there
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, _drained)
     server.run()
     if died:
         logging.getLogger(__name__).error("exiting with status 1: the step loop died (%r)", died[0])

@@ -3,6 +3,12 @@
 Any container libsndfile reads is accepted (wav, flac, ogg, mp3 where libsndfile has it, ...) at any rate and
 channel count; headerless 16-bit PCM is accepted when the part says so (``audio/L16;rate=...`` or a ``.pcm`` /
 ``.raw`` name). Results come back at the upload's own rate and length.
+
+What decoding will cost is known from the header (rate, channels, samples) and bounded before a sample is decoded:
+the duration (413 ``audio_too_long``) and the decoded size, samples x channels as float32 (413
+``audio_too_large``, ``max_decoded_bytes``). The second matters for compressed uploads: a few kilobytes of FLAC
+or Ogg can declare a minute of 8-channel 384 kHz audio, ~740 MB decoded. soundfile reads at most the frames the
+header declares, so the bound holds for what is actually decoded.
 """
 
 from __future__ import annotations
@@ -25,7 +31,8 @@ from model.audio import (
 )
 from model.errors import AudioError
 
-from .errors import AudioTooLong, BadAudio, UnsupportedMediaType
+from .errors import AudioTooLarge, AudioTooLong, BadAudio, UnsupportedMediaType
+from .settings import Settings
 
 RAW_PCM_TYPES = {"audio/l16", "audio/pcm", "audio/x-pcm", "audio/raw"}
 RAW_PCM_SUFFIXES = (".pcm", ".raw")
@@ -35,6 +42,9 @@ PCM_DEFAULT_RATE = 16_000
 GENERIC_TYPES = {"", "application/octet-stream", "binary/octet-stream", "application/ogg"}
 # libsndfile reports bad data as LibsndfileError (a RuntimeError); odd inputs raise the others
 DECODE_ERRORS = (RuntimeError, sf.SoundFileError, OSError, EOFError, TypeError, ValueError)
+# 128 MiB: 60 s of 8-channel 48 kHz or stereo 192 kHz audio fits, 384 kHz x 8 does not
+DEFAULT_MAX_DECODED_BYTES: int = Settings.model_fields["max_decoded_bytes"].default
+DECODED_SAMPLE_BYTES = 4  # float32, as soundfile decodes it
 
 
 @dataclass(frozen=True)
@@ -67,9 +77,11 @@ def check_upload_type(media_type: str | None, param: str = "file") -> None:
 
 
 def decode_upload(data: bytes, media_type: str | None, filename: str | None, *, target_sr: int,
-                  max_seconds: float, param: str = "file") -> DecodedAudio:
-    """Bytes of one upload -> mono float32 at ``target_sr``; the duration limit is checked from the header first.
-    Errors name ``param``, the form field the upload came in."""
+                  max_seconds: float, param: str = "file",
+                  max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES) -> DecodedAudio:
+    """Bytes of one upload -> mono float32 at ``target_sr``; the duration and decoded-size limits are checked from
+    the header first. Errors name ``param``, the form field the upload came in. ``filename`` only says whether the
+    part is raw PCM (its suffix): it is never opened, joined to a path or stored."""
     mime, params = parse_media_type(media_type)
     raw = mime in RAW_PCM_TYPES or (filename or "").lower().endswith(RAW_PCM_SUFFIXES)
     if not data:
@@ -96,6 +108,11 @@ def decode_upload(data: bytes, media_type: str | None, filename: str | None, *, 
         raise BadAudio("the audio has no samples", param=param)
     if num_samples > max_seconds * rate:
         raise AudioTooLong(f"audio is {num_samples / rate:.1f} s long; the limit is {max_seconds:g} s", param=param)
+    decoded_bytes = num_samples * channels * DECODED_SAMPLE_BYTES
+    if decoded_bytes > max_decoded_bytes:
+        raise AudioTooLarge(f"the audio declares {num_samples} samples x {channels} channels at {rate} Hz, "
+                            f"{decoded_bytes / 2**20:.1f} MiB decoded; the limit is {max_decoded_bytes / 2**20:.1f} "
+                            "MiB (max_decoded_bytes): send fewer channels or a lower rate", param=param)
     try:
         wav = load_audio(data, target_sr, fmt="pcm" if raw else None, pcm_sample_rate=rate)
     except AudioError as e:

@@ -1,6 +1,9 @@
 """The voices API: ``POST /v1/audio/voices`` (multipart ``audio_sample``, ``name``, ``consent``, optional
 ``transcript``), ``GET /v1/audio/voices``, ``DELETE /v1/audio/voices/{id}``, and how a request's ``voice`` becomes
-a TTS input (a built-in voice, an OpenAI alias of one, or an uploaded voice)."""
+a TTS input (a built-in voice, an OpenAI alias of one, or an uploaded voice).
+
+With API keys, another key's voice does not exist as far as a caller can tell: it is not listed, and using it is
+the same 422 as an unknown voice (only DELETE says 403, to tell the caller that the id is not theirs to remove)."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import logging
 import sqlite3
 from typing import TYPE_CHECKING
 
-from fastapi import Request, UploadFile
+from fastapi import UploadFile
 
 from model import recognizer
 from model.duration import DurationError
@@ -20,7 +23,7 @@ from .engine import Engine, TtsInput
 from .errors import Forbidden, InvalidParameter, NotFound, ServiceError, TextTooLong
 from .schemas import StoredVoiceCard, StoredVoiceList, VoiceCard, VoiceDeleted, VoiceForm, VoiceList
 from .speech import openai_aliases
-from .voices import StoredVoice, VoiceStore, key_owner
+from .voices import StoredVoice, VoiceStore, request_owner
 
 if TYPE_CHECKING:
     from .runtime import ServiceRuntime
@@ -59,7 +62,7 @@ class VoiceAPI:
     # --- what a request's voice means ---------------------------------------------------------------------------
     async def tts_input(self, engine: Engine, voice: str, text: str, speed: float, param: str) -> TtsInput:
         stored = await asyncio.to_thread(self.store.get, voice) if voice.startswith("voice_") else None
-        if stored is not None:
+        if stored is not None and self._visible(stored):
             wav = await asyncio.to_thread(self.store.audio, stored)
             return TtsInput(text, prompt=wav, prompt_text=stored.transcript, speed=speed,
                             alignment=tuple(stored.alignment))
@@ -82,7 +85,7 @@ class VoiceAPI:
         builtin = [VoiceCard(id=v.id, transcript=v.transcript, aliases=[a for a, t in aliases.items() if t == v.id])
                    for v in engine.voices.values()]
         try:
-            stored = self.store.list()
+            stored = [v for v in self.store.list() if self._visible(v)]
         except VoicesUnavailable:
             log.warning("listing the built-in voices only", exc_info=True)
             stored = []
@@ -90,7 +93,7 @@ class VoiceAPI:
         return VoiceList(voices=builtin + uploaded)
 
     # --- the voices endpoints ---------------------------------------------------------------------------------
-    async def create(self, form: VoiceForm, sample: UploadFile, request: Request) -> StoredVoiceCard:
+    async def create(self, form: VoiceForm, sample: UploadFile) -> StoredVoiceCard:
         runtime = self.runtime
         engine = runtime._serving("tts")
         settings = runtime.settings
@@ -120,28 +123,29 @@ class VoiceAPI:
             alignment = await runtime._on_engine_thread(engine.align_prompt, decoded.wav, transcript)
         except (TextError, DurationError, ConfigError) as e:
             raise InvalidParameter(f"the transcript does not fit the audio: {e}", param="transcript") from e
-        owner = key_owner(_bearer(request)) if settings.api_keys else ""
-        voice = await asyncio.to_thread(self.store.add, name, decoded.wav, transcript, transcribed, alignment, owner)
+        voice = await asyncio.to_thread(self.store.add, name, decoded.wav, transcript, transcribed, alignment,
+                                        request_owner.get())
         return _card(voice)
+
+    def _visible(self, voice: StoredVoice) -> bool:
+        """Whether the caller may see, use or delete ``voice``: always on an open server; with keys, only the key
+        that made it (a voice uploaded while the server was open belongs to no key)."""
+        return not self.runtime.settings.api_keys or voice.owner == request_owner.get()
 
     async def list(self) -> StoredVoiceList:
         self.runtime._serving("tts")
-        return StoredVoiceList(data=[_card(v) for v in await asyncio.to_thread(self.store.list)])
+        voices = await asyncio.to_thread(self.store.list)
+        return StoredVoiceList(data=[_card(v) for v in voices if self._visible(v)])
 
-    async def delete(self, voice_id: str, request: Request) -> VoiceDeleted:
+    async def delete(self, voice_id: str) -> VoiceDeleted:
         self.runtime._serving("tts")
         voice = await asyncio.to_thread(self.store.get, voice_id)
         if voice is None:
             raise NotFound(f"no uploaded voice {voice_id!r}", param="voice_id")
-        if self.runtime.settings.api_keys and voice.owner != key_owner(_bearer(request)):
+        if not self._visible(voice):
             raise Forbidden("only the API key that created this voice may delete it", param="voice_id")
         await asyncio.to_thread(self.store.delete, voice_id)
         return VoiceDeleted(id=voice_id)
-
-
-def _bearer(request: Request) -> str | None:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
 def _card(voice: StoredVoice) -> StoredVoiceCard:

@@ -4,18 +4,25 @@ so they survive restarts and are usable wherever a built-in voice is.
 A row holds the voice's id (``voice_`` + 16 hex digits, OpenAI's shape), its name, the transcript (given, or
 transcribed by the project's recogniser and marked so), the prompt's phone alignment as the TTS pipeline computed
 it at upload (reused by every request in that voice), when it was made, and a hash of the API key that made it
-(only that key may delete it; empty when the server has no keys). Writes are atomic: the audio file is complete
-before its row is committed, and a row whose file is gone is not listed.
+(empty when the server has no keys). Writes are atomic: the audio file is complete before its row is committed,
+and a row whose file is gone is not listed.
+
+With API keys, a voice belongs to the key that made it: only that key sees it in a list, speaks in it or deletes
+it. ``request_owner`` holds the caller's hash for the request being served (the admission middleware sets it once
+the key is checked), so that every path that resolves a voice asks the same question. A voice id is never a path
+from the request: only ids of the shape this store makes (``VOICE_ID``) are looked up or turned into a file name.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import secrets
 import sqlite3
 import threading
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +43,11 @@ CREATE TABLE IF NOT EXISTS voices (
     owner TEXT NOT NULL
 )
 """
+
+
+VOICE_ID = re.compile(r"voice_[0-9a-f]{16}")
+# the caller's key_owner() for the request being served ("" without keys); set by the admission middleware
+request_owner: ContextVar[str] = ContextVar("speechflow_request_owner", default="")
 
 
 @dataclass(frozen=True)
@@ -80,6 +92,8 @@ class VoiceStore:
         return voice
 
     def get(self, voice_id: str) -> StoredVoice | None:
+        if not VOICE_ID.fullmatch(voice_id):
+            return None  # not one of ours (a path, a typo): no query, no file name
         with self._lock:
             row = self._db.execute("SELECT * FROM voices WHERE id = ?", (voice_id,)).fetchone()
         voice = _voice(row) if row else None
@@ -95,15 +109,18 @@ class VoiceStore:
         return [v for v in map(_voice, rows) if self._audio(v.id).is_file()]
 
     def delete(self, voice_id: str) -> None:
+        path = self._audio(voice_id)  # checks the id before anything is touched
         with self._lock, self._db:
             self._db.execute("DELETE FROM voices WHERE id = ?", (voice_id,))
-        self._audio(voice_id).unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
     def _audio(self, voice_id: str) -> Path:
+        if not VOICE_ID.fullmatch(voice_id):
+            raise ValueError(f"not a voice id: {voice_id!r}")
         return self.audio_dir / f"{voice_id}.wav"
 
 

@@ -2,9 +2,12 @@
 graceful-exit hook and the CLI wiring."""
 
 import asyncio
+import io
+import re
 import signal
 import socket
 import threading
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -18,23 +21,64 @@ from service.testing import FakeEngine, wait_until_ready
 from speechflow.cli import main
 
 
-@pytest.fixture
-def server():
-    """(base URL, app) of a server in a thread; stopped (and drained) after the test."""
+@contextmanager
+def running(app):
+    """The base URL of ``app`` served by uvicorn in a thread; stopped (and drained) on exit."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
-    app = create_app(Settings(max_upload_bytes=100_000, max_wait_ms=5), FakeEngine())
     srv = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_level="warning"))
     thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    with httpx.Client(base_url=url, timeout=10) as client:
-        wait_until_ready(client)
-    yield url, app
-    srv.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    try:
+        with httpx.Client(base_url=url, timeout=10) as client:
+            wait_until_ready(client)
+        yield url
+    finally:
+        app.state.runtime.engine.release()
+        srv.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@pytest.fixture
+def server():
+    """(base URL, app) of a server in a thread; stopped (and drained) after the test."""
+    app = create_app(Settings(max_upload_bytes=100_000, max_wait_ms=5), FakeEngine())
+    with running(app) as url:
+        yield url, app
+
+
+def test_a_client_still_uploading_gets_the_429_not_a_reset():
+    """Found by the soak test: a 429 sent while the body was still arriving reset the connection, and httpx (which
+    writes the whole request before reading) saw a ReadError instead of the answer."""
+    app = create_app(Settings(max_queue=1, max_wait_ms=0), FakeEngine())
+    engine = app.state.runtime.engine
+    with running(app) as url:
+        engine.hold()
+        first, _ = raw_request(url, seed=1)
+        wait_for(lambda: len(engine.steps) == 1)
+        queued, _ = raw_request(url, seed=2)
+        wait_for(lambda: app.state.runtime.loop.depth() == 1)
+        body = bytes(64_000)  # fits in the socket buffers: sent whole before the answer, unread at the close
+
+        async def burst() -> list[int]:
+            async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+                answers = await asyncio.gather(*(client.post("/v1/enhance", files={"file": ("a.wav", body)})
+                                                 for _ in range(32)), return_exceptions=True)
+            return [a.status_code if isinstance(a, httpx.Response) else type(a).__name__ for a in answers]
+
+        assert asyncio.run(burst()) == [429] * 32
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:  # Expect: 100-continue: no body sent
+            s.sendall(b"POST /v1/enhance HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Type: "
+                      b"multipart/form-data; boundary=b\r\nContent-Length: 2000000\r\n\r\n")
+            assert s.recv(65536).startswith(b"HTTP/1.1 429")
+        engine.release()
+        for s in (first, queued):
+            assert s.recv(65536).startswith(b"HTTP/1.1 200")
+            s.close()
 
 
 def test_an_oversized_upload_is_refused_from_its_headers(server):
@@ -112,6 +156,103 @@ def test_bench_only_targets_loopback(url):
     with pytest.raises(SpeechFlowError, match="loopback"):
         check_loopback(url)
     assert main(["bench", "--url", url, "--task", "enhance"]) == 2
+
+
+SERVE_SLOWLY = """
+import sys
+from service import app as app_module, server
+from service.settings import Settings
+from service.testing import FakeEngine
+
+# every ODE step takes 0.25 s, so the requests are still running when the test sends SIGTERM
+server.create_app = lambda settings: app_module.create_app(
+    settings, FakeEngine(tasks=("enhance", "tts"), step_cost=(0.25, 0.0)))
+server.serve(Settings(port=int(sys.argv[1]), api_keys=sys.argv[2], max_wait_ms=50, request_timeout_s=30))
+"""
+SIGTERM_KEY = "sigterm-test-key-31415926"
+
+
+def metric_value(client: httpx.Client, name: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families = text_string_to_metric_families(client.get("/metrics").text)
+    return sum(s.value for f in families for s in f.samples if s.name == name)
+
+
+def test_sigterm_finishes_every_admitted_request_refuses_new_ones_and_exits_0(tmp_path):
+    import subprocess
+    import sys
+
+    import numpy as np
+    import soundfile as sf
+
+    from model.audio import encode_audio
+    from service.testing import FAKE_SECONDS_PER_CHAR
+    from tests.conftest import speechlike
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url, auth = f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {SIGTERM_KEY}"}
+    log = (tmp_path / "server.log").open("w+")
+    proc = subprocess.Popen([sys.executable, "-c", SERVE_SLOWLY, str(port), SIGTERM_KEY], stdout=log,
+                            stderr=subprocess.STDOUT)
+    uploads = {seed: encode_audio(speechlike(0.5, seed=seed), 16000, "wav") for seed in (1, 2, 3, 4)}
+    texts = {5: "One sentence here. And a second one.", 6: "Short. Two rows."}
+    answers: dict[int, httpx.Response] = {}
+
+    def send(seed: int) -> None:
+        with httpx.Client(base_url=url, timeout=30, headers=auth) as c:
+            if seed in uploads:
+                answers[seed] = c.post("/v1/enhance", data={"seed": str(seed), "steps": "8"},
+                                       files={"file": ("a.wav", uploads[seed], "audio/wav")})
+            else:
+                answers[seed] = c.post("/v1/audio/speech", json={"input": texts[seed], "voice": "alice", "seed": seed,
+                                                                 "steps": 8, "response_format": "wav"})
+
+    try:
+        with httpx.Client(base_url=url, timeout=10) as probe:
+            wait_until_ready(probe)
+            assert probe.get("/v1/models", headers={"Authorization": "Bearer wrong"}).status_code == 401
+            threads = [threading.Thread(target=send, args=(seed,)) for seed in [*uploads, *texts]]
+            for t in threads:
+                t.start()
+            # all admitted and stepping: 4 enhancement rows + 2 x 2 TTS sentences in live batches, none queued
+            wait_for(lambda: metric_value(probe, "speechflow_live_rows") == 8, timeout_s=20)
+            assert metric_value(probe, "speechflow_queue_depth") == 0
+        proc.send_signal(signal.SIGTERM)
+        refused = []
+        for _ in range(3):  # at once and a little later: a 503 while the socket still listens, then no connection
+            try:
+                with httpx.Client(base_url=url, timeout=5, headers=auth) as late:
+                    refused.append(late.post("/v1/audio/speech", json={"input": "Too late.", "voice": "alice"}
+                                             ).status_code)
+            except httpx.TransportError as e:
+                refused.append(type(e).__name__)
+            threading.Event().wait(0.2)
+        for t in threads:
+            t.join(timeout=30)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    log.seek(0)
+    output = log.read()
+    assert all(r == 503 or r in ("ConnectError", "RemoteProtocolError", "ReadError") for r in refused), refused
+    assert sorted(answers) == [1, 2, 3, 4, 5, 6] and all(r.status_code == 200 for r in answers.values()), \
+        {k: (r.status_code, r.text[:200]) for k, r in answers.items()}
+    for seed, data in uploads.items():  # the fake enhancement halves its input: the right body for each request
+        sent, _ = sf.read(io.BytesIO(data), dtype="float32")
+        got, sr = sf.read(io.BytesIO(answers[seed].content), dtype="float32")
+        assert sr == 16000 and got.shape == sent.shape and np.abs(got - 0.5 * sent).max() < 2 / 32768
+    for seed, text in texts.items():
+        got, _ = sf.read(io.BytesIO(answers[seed].content), dtype="float32")
+        sentences = [s for s in re.split(r"(?<=[.!?])\s+", text) if s]
+        assert len(got) == sum(int(16000 * FAKE_SECONDS_PER_CHAR * len(s)) for s in sentences)
+        assert answers[seed].headers["x-seed"] == str(seed)
+    assert "GET /v1/models" in output and "POST /v1/enhance" in output  # the access log is on...
+    assert SIGTERM_KEY not in output  # ...and never shows a key
 
 
 def test_sigterm_marks_the_service_as_shutting_down_first():
