@@ -206,7 +206,8 @@ class ServiceRuntime:
         check_upload_type(upload.content_type)
         data = await upload.read()
         decoded = await asyncio.to_thread(decode_upload, data, upload.content_type, upload.filename,
-                                          target_sr=engine.sample_rate, max_seconds=self.settings.max_audio_seconds)
+                                          target_sr=engine.sample_rate, max_seconds=self.settings.max_audio_seconds,
+                                          max_decoded_bytes=self.settings.max_decoded_bytes)
         frames = engine.frames(len(decoded.wav))
         key = SamplingKey.of(task, params)
         self._check_cost(key, window_count(frames), frames, "file")
@@ -284,7 +285,8 @@ class ServiceRuntime:
         data = await prompt.read()
         decoded = await asyncio.to_thread(decode_upload, data, prompt.content_type, prompt.filename,
                                           target_sr=engine.sample_rate, param=param,
-                                          max_seconds=min(self.settings.max_audio_seconds, MAX_PROMPT_S))
+                                          max_seconds=min(self.settings.max_audio_seconds, MAX_PROMPT_S),
+                                          max_decoded_bytes=self.settings.max_decoded_bytes)
         if decoded.seconds < MIN_PROMPT_S:
             raise InvalidParameter(f"the {param} is {decoded.seconds:.2f} s; it must be {MIN_PROMPT_S:g}-"
                                    f"{MAX_PROMPT_S:g} s", param=param)

@@ -201,8 +201,6 @@ def test_the_decoded_size_limit_counts_samples_times_channels():
                       max_decoded_bytes=6399, param="prompt")
 
 
-@pytest.mark.xfail(strict=True, reason="service/runtime.py does not pass settings.max_decoded_bytes to "
-                   "decode_upload yet (its owner wires it; then drop this mark)")
 def test_the_decoded_size_setting_reaches_the_decoder():
     async def test(client, app, engine):
         r = await client.post("/v1/enhance", files={"file": ("a.wav", GOOD, "audio/wav")})
