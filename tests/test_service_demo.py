@@ -1,7 +1,8 @@
 """The demo page at /: served by the app (open even when API keys are set), self-contained, and working in a real
 headless Chromium against a fake engine (Debian's chromium + chromium-driver, driven by selenium): enhancement and
 separation with before/after spectrograms, voices recorded (Chromium's fake microphone) or uploaded, saved, spoken
-in with streamed playback and deleted, and the API's errors shown next to the control they are about."""
+in with streamed playback and deleted, and the API's errors shown next to the control they are about; and once
+against the real models of the shipped bundle (checkpoints/demo on the CPU), every flow end to end."""
 
 import asyncio
 import base64
@@ -57,8 +58,9 @@ def test_the_page_fetches_nothing_from_elsewhere():
 
 
 @contextlib.contextmanager
-def running_server(engine, **settings):
-    """Base URL of a uvicorn server for ``engine`` on a free loopback port, in a thread, once it is ready."""
+def running_server(engine, ready_attempts: int = 2000, **settings):
+    """Base URL of a uvicorn server for ``engine`` (None: the bundle in ``settings``, loaded and warmed up at start)
+    on a free loopback port, in a thread, once it is ready."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     app = create_app(Settings(**{"max_wait_ms": 0, **settings}), engine)
@@ -68,7 +70,7 @@ def running_server(engine, **settings):
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     try:
         with httpx.Client(base_url=url) as client:
-            wait_until_ready(client)
+            wait_until_ready(client, ready_attempts)
         yield url
     finally:
         server.should_exit = True
@@ -351,6 +353,10 @@ navigator.mediaDevices.getUserMedia = () => Promise.reject(new DOMException("Per
 """
 
 
+# The ids in the list of saved voices, read in one go (the list is re-rendered while it is being read from here)
+VOICE_IDS = "return [...document.querySelectorAll('#voice-list li[data-voice]')].map((li) => li.dataset.voice);"
+
+
 def test_an_uploaded_prompt_is_transcribed_by_the_server_and_corrected(tts_server, browser, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ready
@@ -397,9 +403,121 @@ def test_an_uploaded_prompt_is_transcribed_by_the_server_and_corrected(tts_serve
     browser.find_element(By.ID, "voice-transcript").clear()
     browser.find_element(By.ID, "voice-transcript").send_keys(correct)
     browser.find_element(By.ID, "voice-save").click()  # the corrected voice replaces the transcribed one
-    wait.until(lambda b: [li.get_attribute("data-voice") for li in b.find_elements(By.CSS_SELECTOR,
-                                                                                   "#voice-list li[data-voice]")]
-               not in ([], [first]) and len(b.find_elements(By.CSS_SELECTOR, "#voice-list li")) == 1)
+    wait.until(lambda b: b.execute_script(VOICE_IDS) not in ([], [first])
+               and b.execute_script("return document.querySelectorAll('#voice-list li').length") == 1)
     (card,) = httpx.get(f"{url}/v1/audio/voices").json()["data"]
     assert card["transcript"] == correct and not card["transcribed"] and card["id"] != first
     save_screenshot(browser, "upload")
+
+
+# The error messages shown in a section (in its error box or by its controls), joined: "" when there are none
+ERRORS = """
+return [...document.querySelectorAll(`${arguments[0]} .field-error:not(.note), ${arguments[0]} .error:not([hidden])`)]
+  .map((element) => element.textContent).join(" | ");
+"""
+DEMO_BUNDLE = Path(__file__).resolve().parents[1] / "checkpoints" / "demo"
+PROMPT_TEXT = "The weather is lovely today, so we will walk to the park after lunch."
+
+
+@pytest.fixture
+def demo_server(tmp_path):
+    """Base URL of a server on the shipped bundle (checkpoints/demo: enhance, separate and tts) on the CPU."""
+    if not (DEMO_BUNDLE / "bundle.json").exists():
+        pytest.skip("needs the shipped bundle checkpoints/demo")
+    with running_server(None, ready_attempts=12000, bundle=str(DEMO_BUNDLE), device="cpu",
+                        data_dir=str(tmp_path / "data")) as url:
+        yield url
+
+
+@pytest.mark.filterwarnings("ignore:using griffin-lim")  # the demo bundle has no trained vocoder
+def test_every_flow_of_the_page_on_the_shipped_bundle(demo_server, browser, tmp_path):
+    """The real models behind the page: enhancement and separation draw their before/after spectrograms, an uploaded
+    espeak-ng prompt is saved as a voice (its transcript typed) and speech is streamed in it, chunk by chunk."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from model.espeak import synthesize
+
+    url = demo_server
+    rng = np.random.default_rng(0)
+    prompt = synthesize(PROMPT_TEXT)  # about 4 s at espeak-ng's 22.05 kHz: the page resamples it to draw it
+    rate, seconds = prompt.sample_rate, len(prompt.wav) / prompt.sample_rate
+    noisy = prompt.wav + 0.05 * rng.standard_normal(len(prompt.wav)).astype(np.float32)
+    other = synthesize("Two people are talking at the same time here, and one of them is a woman.", "en-us+f3")
+    n = min(len(prompt.wav), len(other.wav))
+    mixture = 0.5 * (prompt.wav[:n] + other.wav[:n])
+    for name, wav in [("noisy.wav", noisy), ("mixture.wav", mixture), ("prompt.wav", prompt.wav)]:
+        (tmp_path / name).write_bytes(encode_audio(wav, rate, "wav"))
+    wait = WebDriverWait(browser, 30)
+    browser.get(url)
+    wait.until(ready.text_to_be_present_in_element((By.ID, "server-info"), "device: cpu"))
+    info = browser.find_element(By.ID, "server-info").text
+    assert info.startswith("Models: enhance, separate, tts ·"), info
+
+    # enhancement: the real model's answer, at the input's rate and length, drawn beside the input
+    browser.find_element(By.ID, "file").send_keys(str(tmp_path / "noisy.wav"))
+    browser.find_element(By.ID, "submit").click()
+    wait.until(lambda b: b.execute_script(ERRORS, "#task-section") or b.find_elements(By.ID, "task-download"))
+    assert not browser.execute_script(ERRORS, "#task-section")
+    enhanced, got_rate = sf.read(io.BytesIO(base64.b64decode(browser.execute_async_script(FETCH_DOWNLOAD,
+                                                                                         "task-download"))))
+    assert got_rate == rate and len(enhanced) == len(noisy) and 0.01 < np.abs(enhanced).max() <= 1
+    pauses = np.abs(prompt.wav) < 1e-4  # where espeak-ng is silent, the input is only noise (~5x less after it)
+    assert enhanced[pauses].std() < 0.5 * noisy[pauses].std(), (enhanced[pauses].std(), noisy[pauses].std())
+    before, after = browser.execute_script(SPECTROGRAMS, "#task-result")
+    labels = [before["label"], after["label"]]
+    assert labels == [f"Input (before) ({seconds:.1f} s)", f"Enhanced (after) ({seconds:.1f} s)"], labels
+    assert all(abs(p["width"] - seconds * 100) < 2 and p["height"] == 80 and p["colours"] > 20 for p in (before,
+                                                                                                        after))
+    assert after["brightness"] < before["brightness"], (before, after)  # the noise taken out: darker on one scale
+    save_screenshot(browser, "bundle-enhance")
+
+    # separation: the input and two speakers
+    browser.find_element(By.ID, "file").send_keys(str(tmp_path / "mixture.wav"))
+    browser.find_element(By.CSS_SELECTOR, "input[name=task][value=separate]").click()
+    browser.find_element(By.ID, "submit").click()
+    wait.until(lambda b: b.execute_script(ERRORS, "#task-section")
+               or "separated" in b.find_element(By.ID, "task-download").text)
+    assert not browser.execute_script(ERRORS, "#task-section")
+    pictures = browser.execute_script(SPECTROGRAMS, "#task-result")
+    assert [p["label"].rsplit(" (", 1)[0] for p in pictures] == ["Input (before)", "Speaker 1", "Speaker 2"], pictures
+    assert all(abs(p["width"] - n / rate * 100) < 2 and p["colours"] > 20 for p in pictures), pictures
+    save_screenshot(browser, "bundle-separate")
+
+    # a voice from an uploaded prompt, its transcript typed (so nothing hangs on how well it would be recognised)
+    browser.find_element(By.ID, "prompt-file").send_keys(str(tmp_path / "prompt.wav"))
+    wait.until(ready.text_to_be_present_in_element((By.ID, "prompt-state"), f"prompt.wav: {seconds:.1f} s"))
+    browser.find_element(By.ID, "voice-transcript").send_keys(PROMPT_TEXT)
+    browser.find_element(By.ID, "voice-name").clear()
+    browser.find_element(By.ID, "voice-name").send_keys("Espeak")
+    browser.find_element(By.ID, "voice-consent").click()
+    browser.find_element(By.ID, "voice-save").click()
+    wait.until(lambda b: b.execute_script(ERRORS, "#voice-section") or b.execute_script(VOICE_IDS))
+    assert not browser.execute_script(ERRORS, "#voice-section")
+    (voice,) = browser.execute_script(VOICE_IDS)
+    assert browser.find_element(By.ID, "tts-voice").get_attribute("value") == voice
+    (card,) = httpx.get(f"{url}/v1/audio/voices").json()["data"]
+    assert card["transcript"] == PROMPT_TEXT and not card["transcribed"] and abs(card["seconds"] - seconds) < 0.05
+
+    # speech in that voice, streamed: one chunk per sentence, played as it comes, then the whole as a WAV
+    text = "Good morning to you. The park is just around the corner."
+    browser.find_element(By.ID, "tts-text").send_keys(text)
+    browser.execute_script(WATCH_PROGRESS)
+    browser.find_element(By.ID, "tts-submit").click()
+    result = wait.until(lambda b: b.execute_script(ERRORS, "#tts-section")
+                        or b.find_element(By.CSS_SELECTOR, "#tts-result[data-complete-ms]"))
+    assert not isinstance(result, str), result
+    progress = browser.execute_script("return window.progressSeen")
+    assert result.get_attribute("data-chunks") == "2", progress
+    # the real pipeline cross-fades its chunks and sends the last fade (20 ms) as a third delta: played, not counted
+    counted = list(dict.fromkeys(line.split(" ·")[0] for line in progress[1:]))
+    assert counted == ["1 of about 2 sentences", "2 of about 2 sentences"], progress
+    assert result.get_attribute("data-audio-state") == "running"
+    speech, speech_rate = sf.read(io.BytesIO(base64.b64decode(browser.execute_async_script(FETCH_DOWNLOAD,
+                                                                                          "tts-download"))))
+    assert speech_rate == 16000 and 1.5 < len(speech) / speech_rate < 10 and np.abs(speech).max() > 0.01
+    (picture,) = browser.execute_script(SPECTROGRAMS, "#tts-result")
+    assert abs(picture["duration"] - len(speech) / speech_rate) < 0.05 and picture["colours"] > 20, picture
+    assert abs(picture["width"] - len(speech) / speech_rate * 100) < 2, picture
+    save_screenshot(browser, "bundle-voice")

@@ -87,7 +87,8 @@ async function loadModels() {
   const engine = models.engine || {};
   state.sampleRate = engine.sample_rate || state.sampleRate;
   state.endpoints = Object.fromEntries(models.data.filter((m) => m.endpoint).map((m) => [m.task, m.endpoint]));
-  const tasks = models.data.map((m) => m.task);
+  // what the page can use: a bundle's other models (the pretrained one the others were fine-tuned from) serve nothing
+  const tasks = Object.keys(state.endpoints);
   info.textContent = `Models: ${tasks.join(", ") || "none"} · device: ${engine.device ?? "?"}`
     + (engine.sample_rate ? ` · ${engine.sample_rate} Hz` : "");
   setUpTasks();
@@ -710,6 +711,11 @@ async function* serverEvents(response) {
   }
 }
 
+// Streamed chunks are cross-faded into each other (model/pipeline.py TTS_JOIN_FADE_S, 20 ms): the server holds
+// back the end of each chunk for the next one to fade into, and sends the last one's as a delta of its own just
+// before speech.audio.done. A delta this short is that tail, not a sentence: it is played but not counted.
+const FADE_TAIL_S = 0.05;
+
 function base64Bytes(text) {
   return Uint8Array.from(atob(text), (ch) => ch.charCodeAt(0));
 }
@@ -728,7 +734,7 @@ async function streamSpeech(request, context) {
   const expected = expectedChunks(request.input);
   const progress = streamProgress(expected);
   const pieces = [];
-  let firstMs = null, stopped = false;
+  let sentences = 0, firstMs = null, stopped = false;
   try {
     for await (const event of serverEvents(response)) {
       if (event.type === "error") throw new ApiError(0, event.error.message, event.error.code);
@@ -737,7 +743,8 @@ async function streamSpeech(request, context) {
       firstMs ??= performance.now() - started;
       player.play(samples);
       pieces.push(samples);
-      progress.update(pieces.length, concatenate(pieces).length / rate);
+      if (!sentences || samples.length > FADE_TAIL_S * rate) sentences += 1;
+      progress.update(sentences, concatenate(pieces).length / rate);
     }
   } catch (error) {
     if (error.name !== "AbortError") throw error;
@@ -747,22 +754,23 @@ async function streamSpeech(request, context) {
     state.stream = null;
   }
   if (pieces.length) showStreamed(response, pieces, rate, { firstMs, completeMs: performance.now() - started,
-    stopped: stopped ? `after ${pieces.length} of about ${expected} sentences` : null, audioState: context.state });
+    sentences, stopped: stopped ? `after ${sentences} of about ${expected} sentences` : null,
+    audioState: context.state });
 }
 
 // The whole of a streamed answer once it is over: a WAV of its chunks with its spectrogram, and the page's own
 // timings (the server's X-Process-Time-Ms stops at the headers of a stream, so it is left out).
-function showStreamed(response, pieces, rate, { firstMs, completeMs, stopped, audioState }) {
+function showStreamed(response, pieces, rate, { firstMs, completeMs, sentences, stopped, audioState }) {
   const samples = concatenate(pieces);
   const blob = encodeWav(samples, rate);
   const figure = spectrogramFigure("Speech", logMel(samples, rate), keep("tts", URL.createObjectURL(blob)));
   const box = showResult("tts", {
     blob, response, figures: [figure], filename: "speech.wav", skip: ["X-Process-Time-Ms"], extra: [
       ["First audio after", firstMs.toFixed(0), " ms"], ["Complete after", completeMs.toFixed(0), " ms"],
-      ["Stopped", stopped, ""], ["Chunks", pieces.length, ""], ["Audio", (samples.length / rate).toFixed(2), " s"]],
+      ["Stopped", stopped, ""], ["Chunks", sentences, ""], ["Audio", (samples.length / rate).toFixed(2), " s"]],
   });
   Object.assign(box.dataset, { firstAudioMs: firstMs.toFixed(1), completeMs: completeMs.toFixed(1),
-    chunks: pieces.length, audioState });
+    chunks: sentences, audioState });
 }
 
 function streamProgress(expected) {
