@@ -448,13 +448,14 @@ class StepLoop:
             if request.chunks is not None:
                 if request._joiner is None:
                     request._joiner = CrossfadeJoiner(plan.chunk_fade)
-                request.chunks.put_nowait(request._joiner.push(request.pieces[request._streamed]))
+                chunk = request._joiner.push(request.pieces[request._streamed])
+                if request._streamed == len(plan.rows) - 1:  # the last chunk carries the held-back fade tail too
+                    chunk = np.concatenate([chunk, request._joiner.close()])
+                request.chunks.put_nowait(chunk)
             request._streamed += 1
 
     def _complete(self, request: Request, output: np.ndarray) -> None:
         now = time.monotonic()
-        if request.chunks is not None and request._joiner is not None:
-            request.chunks.put_nowait(request._joiner.close())
         if not request.future.done():
             started = request.started_at or now
             first = None if request.first_chunk_at is None else request.first_chunk_at - request.enqueued_at

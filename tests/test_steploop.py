@@ -50,6 +50,7 @@ def test_tts_chunks_stream_in_order_as_they_finish_and_join_to_the_whole():
             chunks.append(chunk)
         result = await req.future
         np.testing.assert_array_equal(np.concatenate(chunks), result.output)
+        assert len(chunks) == 3  # one per sentence: the last carries the cross-fade's held-back tail
         assert [len(c) for c in chunks[:3]] == [int(16000 * 0.05 * n) for n in (4, 12, 15)]
         assert result.rows == 3 and result.first_chunk_s is not None and result.first_chunk_s >= 0
 
