@@ -139,6 +139,9 @@ class Scheduler:
         candidates = [k for k, s in self._keys.items() if s.live or self._due(s, now)]
         if not candidates:
             return None
+        # waiting for company pays only while the engine would idle: beside other work it would cost the newcomer
+        # that work's whole next step (hundreds of ms for a TTS row on a CPU) instead of max_wait
+        candidates += [k for k, s in self._keys.items() if s.waiting and k not in candidates]
         key = min(candidates, key=lambda k: (self._keys[k].served_s, self._keys[k].turns, self._oldest(self._keys[k])))
         self._keys[key].turns += 1
         return Turn(key, self._admit(self._keys[key]))

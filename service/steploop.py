@@ -253,7 +253,7 @@ class StepLoop:
                 batch = self._preparing[: self.limits.max_batch_size]
                 del self._preparing[: len(batch)]
                 await self._aside(self._prepare(batch))
-            turn = self.scheduler.next(now)
+            turn = self.scheduler.next(time.monotonic())  # rows prepared just now count as waiting since now
             if turn is not None:
                 await self._step(turn)
                 continue

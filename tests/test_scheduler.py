@@ -117,6 +117,20 @@ def test_a_new_batch_waits_for_company_unless_full_or_draining():
     assert names(draining.next(0.0)) == ["x0"]
 
 
+def test_beside_other_work_a_newcomer_does_not_wait_for_company():
+    s = Scheduler(Budget(frames=3000, rows=16), max_wait_s=0.5)
+    s.add(B, entries("long", [2000, 2000], at=0.0))  # two TTS rows; the budget takes one at a time
+    assert names(s.next(1.0)) == ["long0"]  # due: its wait is over
+    s.finished(B, [], 3.0)
+    s.add(A, entries("short", [400], at=3.0))  # arrives while B steps: waiting would cost it B's next 3 s step
+    turn = s.next(3.0)
+    assert turn.key == A and names(turn) == ["short0"]
+    s.finished(A, s.live(A), 0.1)
+    s.finished(B, s.live(B), 3.0)  # B's first row is done; its second only waits to join (due)
+    s.add(A, entries("again", [400], at=6.0))
+    assert s.next(6.0).key == A  # B has work, so A does not wait for company behind B's next step either
+
+
 def test_a_retried_request_runs_with_its_own_rows_only():
     s = Scheduler(Budget(frames=10_000, rows=16))
     s.add(A, [Entry("p0", "p", 10, 0.0, alone=True), Entry("p1", "p", 10, 0.0, alone=True), *entries("q", [10])])
