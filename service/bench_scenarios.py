@@ -5,8 +5,8 @@ Each scenario is one question the step-level scheduler must answer well, measure
   it runs count), against the same enhancement on an idle server (target: within 3x the idle latency);
 - leave: a long TTS whose client goes away after a while, followed at once by the same short enhancement (target:
   back to the idle latency, give or take one step of the TTS batch, since rows leave at the next step boundary);
-- tts_throughput: 8 one-sentence TTS requests one after another, then all 8 at once (target: concurrent >=
-  sequential, in audio seconds per second).
+- tts_throughput: 8 one-sentence TTS requests one after another, then all 8 at once, ``rounds`` times in turn
+  (target: concurrent >= sequential, in audio seconds per second, medians over the rounds).
 Run it against an otherwise idle server on an otherwise idle machine; loopback URLs only.
 """
 
@@ -53,7 +53,7 @@ async def _speak(client: httpx.AsyncClient, text: str, voice: str, seed: int) ->
 
 
 async def run_scenarios(url: str, enhance_seconds: float = 2.0, repeats: int = 5, head_start_s: float = 2.0,
-                        transport: httpx.AsyncBaseTransport | None = None) -> dict[str, Any]:
+                        rounds: int = 3, transport: httpx.AsyncBaseTransport | None = None) -> dict[str, Any]:
     check_loopback(url)
     audio = encode_audio(synthetic_input(enhance_seconds), 16_000, "wav")
     async with httpx.AsyncClient(base_url=url, timeout=600, transport=transport) as client:
@@ -93,18 +93,25 @@ async def run_scenarios(url: str, enhance_seconds: float = 2.0, repeats: int = 5
                  "tts_step_ms": round(1000 * step_s), "tts_steps_run": steps,
                  "rows_dropped": after.dropped - before.dropped}
 
-        # TTS throughput: sequential vs concurrent
-        t0 = time.perf_counter()
-        seq = [await _speak(client, s, voice, 300 + i) for i, s in enumerate(SENTENCES)]
-        seq_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        conc = await asyncio.gather(*(_speak(client, s, voice, 300 + i) for i, s in enumerate(SENTENCES)))
-        conc_s = time.perf_counter() - t0
-        seq_rate = sum(a for _, a in seq) / seq_s
-        conc_rate = sum(a for _, a in conc) / conc_s
-        throughput = {"requests": len(SENTENCES), "sequential_audio_s_per_s": round(seq_rate, 3),
-                      "concurrent_audio_s_per_s": round(conc_rate, 3), "gain": round(conc_rate / seq_rate, 2),
-                      "sequential_s": round(seq_s, 2), "concurrent_s": round(conc_s, 2)}
+        # TTS throughput: sequential vs concurrent, alternating, the median of the rounds (this CPU's timings move
+        # by up to 30 % from one minute to the next)
+        seq_rates, conc_rates, seq_times, conc_times = [], [], [], []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            seq = [await _speak(client, s, voice, 300 + i) for i, s in enumerate(SENTENCES)]
+            seq_times.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            conc = await asyncio.gather(*(_speak(client, s, voice, 300 + i) for i, s in enumerate(SENTENCES)))
+            conc_times.append(time.perf_counter() - t0)
+            seq_rates.append(sum(a for _, a in seq) / seq_times[-1])
+            conc_rates.append(sum(a for _, a in conc) / conc_times[-1])
+        seq_rate, conc_rate = statistics.median(seq_rates), statistics.median(conc_rates)
+        throughput = {"requests": len(SENTENCES), "rounds": rounds,
+                      "sequential_audio_s_per_s": round(seq_rate, 3), "concurrent_audio_s_per_s": round(conc_rate, 3),
+                      "gain": round(conc_rate / seq_rate, 2),
+                      "gain_per_round": [round(c / q, 2) for c, q in zip(conc_rates, seq_rates, strict=True)],
+                      "sequential_s": [round(t, 2) for t in seq_times],
+                      "concurrent_s": [round(t, 2) for t in conc_times]}
     return {"url": url, "enhance_seconds": enhance_seconds, "interference": interference, "leave": leave,
             "tts_throughput": throughput}
 
@@ -114,9 +121,10 @@ def main() -> None:
     parser.add_argument("--url", default="http://127.0.0.1:8000")
     parser.add_argument("--enhance-seconds", type=float, default=2.0)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3, help="sequential / concurrent TTS rounds (median)")
     parser.add_argument("--json", help="also write the report here")
     args = parser.parse_args()
-    report = asyncio.run(run_scenarios(args.url, args.enhance_seconds, args.repeats))
+    report = asyncio.run(run_scenarios(args.url, args.enhance_seconds, args.repeats, rounds=args.rounds))
     text = json.dumps(report, indent=2)
     if args.json:
         Path(args.json).write_text(text + "\n")

@@ -153,3 +153,23 @@ def test_the_cli_runs_a_simulation_and_refuses_what_makes_no_sense(tmp_path, cap
                  ["bench", "--url", "http://127.0.0.1:1", "--mix", "enhance:1,tts:0"],
                  ["bench", "--url", "http://127.0.0.1:1", "--mix", MIX, "--baseline", "checkpoints/demo"]):
         assert cli_main(argv) == 2, argv
+
+
+def test_the_scheduler_scenarios_run_end_to_end_and_report_each_target():
+    from service.bench_scenarios import run_scenarios
+
+    # a TTS step of 50 ms per row, so the long TTS is still running while the enhancements go through
+    engine = FakeEngine(tasks=("enhance", "tts"), step_cost=(0.05, 0.0))
+    app = create_app(Settings(max_wait_ms=1), engine)
+
+    async def main():
+        async with serving(app):
+            await app.state.runtime.wait_ready()
+            return await run_scenarios("http://127.0.0.1", enhance_seconds=0.2, repeats=2, head_start_s=0.05,
+                                       rounds=2, transport=httpx.ASGITransport(app=app))
+
+    report = asyncio.run(main())
+    interference, leave, throughput = report["interference"], report["leave"], report["tts_throughput"]
+    assert len(interference["during_tts_ms"]) == 2 and interference["ratio_median"] > 0
+    assert leave["rows_dropped"] >= 1 and leave["tts_steps_run"] >= 1  # the leaving client's rows were dropped
+    assert throughput["rounds"] == 2 and len(throughput["gain_per_round"]) == 2 and throughput["gain"] > 0
