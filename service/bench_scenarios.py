@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,7 +23,7 @@ import httpx
 from model.audio import encode_audio
 
 from .bench import check_loopback, synthetic_input
-from .bench_traffic import scrape
+from .bench_traffic import emit, scrape
 
 LONG_TEXT = ("The old lighthouse keeper climbed the stairs every evening. He lit the lamp and watched the ships. "
              "Some nights the fog rolled in from the sea, thick and grey. Then he rang the bell until morning. "
@@ -124,11 +122,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="sequential / concurrent TTS rounds (median)")
     parser.add_argument("--json", help="also write the report here")
     args = parser.parse_args()
-    report = asyncio.run(run_scenarios(args.url, args.enhance_seconds, args.repeats, rounds=args.rounds))
-    text = json.dumps(report, indent=2)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
-    print(text)
+    emit(asyncio.run(run_scenarios(args.url, args.enhance_seconds, args.repeats, rounds=args.rounds)), args.json)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import random
 import secrets
 import time
@@ -37,7 +36,7 @@ from model.audio import encode_audio
 
 from . import paths
 from .bench import check_loopback
-from .bench_traffic import first_voice, percentiles_ms, synthetic_input, tts_text
+from .bench_traffic import emit, first_voice, percentiles_ms, synthetic_input, tts_text
 
 
 @dataclass(frozen=True)
@@ -220,11 +219,7 @@ def main(argv: list[str] | None = None) -> None:
                      disconnect_share=args.disconnect_share, burst_every_s=args.burst_every_s,
                      burst_size=args.burst_size, sample_every_s=args.sample_every_s, pid=args.pid,
                      api_key=args.api_key, voice=args.voice, seed=args.seed)
-    result = asyncio.run(run_soak(cfg))
-    text = json.dumps(result, indent=2)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
-    print(text)
+    emit(asyncio.run(run_soak(cfg)), args.json)
 
 
 if __name__ == "__main__":

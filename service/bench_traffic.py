@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import random
 import secrets
 import time
@@ -362,3 +363,10 @@ def mixed_report(cfg: BenchConfig, outcomes: Sequence[Outcome], elapsed: float, 
         "tasks": {t: task_report(group, elapsed, server_delta(before, after, t)) for t, group in by_task.items()},
     }
 
+
+def emit(report: dict[str, Any], path: str | None) -> None:
+    """Print a bench tool's report as JSON, and write it to ``path`` as well when one is given."""
+    text = json.dumps(report, indent=2)
+    if path:
+        Path(path).write_text(text + "\n")
+    print(text)

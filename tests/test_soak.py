@@ -3,40 +3,24 @@ cannot rot: every kind of outcome it reports happens, and nothing is lost."""
 
 import json
 import os
-import socket
-import threading
-
-import httpx
-import uvicorn
 
 from service.app import create_app
 from service.bench_soak import main, read_rss_bytes
 from service.settings import Settings
-from service.testing import FakeEngine, wait_until_ready
+from service.testing import FakeEngine
+from tests.test_service_server import running
 
 
 def test_a_short_soak_reports_answers_refusals_disconnects_and_memory(tmp_path):
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
     # a small queue and steps of 20 ms: a burst of 24 is partly refused, a client leaving after 50-500 ms leaves
     # mid-request
     app = create_app(Settings(max_queue=4, max_wait_ms=5, api_keys="soak-key"),
                      FakeEngine(tasks=("enhance", "tts"), step_cost=(0.02, 0.0)))
-    server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    try:
-        with httpx.Client(base_url=url, timeout=10) as client:
-            wait_until_ready(client)
-        out = tmp_path / "soak.json"
+    out = tmp_path / "soak.json"
+    with running(app) as url:
         main(["--url", url, "--duration-s", "4", "--burst-every-s", "1", "--burst-size", "24", "--sample-every-s",
               "0.5", "--disconnect-share", "0.3", "--pid", str(os.getpid()), "--api-key", "soak-key",
               "--json", str(out)])
-    finally:
-        server.should_exit = True
-        thread.join(timeout=20)
-        sock.close()
     report = json.loads(out.read_text())
     assert report["answered"] > 0 and report["refused"] > 0 and report["disconnected"] > 0, report
     assert report["lost"] == 0 and report["failed"] == 0, report["status_counts"]
