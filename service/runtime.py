@@ -210,8 +210,8 @@ class ServiceRuntime:
                                           max_decoded_bytes=self.settings.max_decoded_bytes)
         frames = engine.frames(len(decoded.wav))
         key = SamplingKey.of(task, params)
-        self._check_cost(key, window_count(frames), frames, "file")
-        job = self.loop.submit(key, decoded.wav, params, self.settings.request_timeout_s)
+        estimate = self._check_cost(key, window_count(frames), frames, "file")
+        job = self.loop.submit(key, decoded.wav, params, self.settings.request_timeout_s, estimate_s=estimate)
         result = await self._await(job, request.receive)
         audio, media_type = await asyncio.to_thread(render_audio, result.output, engine.sample_rate, decoded,
                                                     form.response_format)
@@ -303,10 +303,11 @@ class ServiceRuntime:
             raise InvalidParameter(f"{fmt} cannot be streamed (its header needs the total length); stream one of "
                                    f"{', '.join(STREAMED_FORMATS)}, or leave stream_format out", param="stream_format")
         key = SamplingKey.of("tts", params)
-        self._check_cost(key, *tts_cost(payload.text, prompt_frames), names.text)
+        estimate = self._check_cost(key, *tts_cost(payload.text, prompt_frames), names.text)
         self.metrics.audio_seconds.labels("tts", "in").inc(prompt_seconds)
         translate = lambda e: _tts_error(e, payload, names)  # noqa: E731
-        job = self.loop.submit(key, payload, params, self.settings.request_timeout_s, stream=stream_format is not None)
+        job = self.loop.submit(key, payload, params, self.settings.request_timeout_s, stream=stream_format is not None,
+                               estimate_s=estimate)
         if stream_format is not None:
             return await self._stream(job, request, translate, fmt, stream_format == "sse", params,
                                       engine.sample_rate, len(payload.text))
@@ -366,10 +367,11 @@ class ServiceRuntime:
         seed = secrets.randbelow(2**31) if seed is None else seed
         return TaskParams(chosen, seed, reconstruction)
 
-    def _check_cost(self, key: SamplingKey, rows: int, frames: int, param: str) -> None:
-        """413 before queueing when the request alone exceeds the server's per-request bounds."""
+    def _check_cost(self, key: SamplingKey, rows: int, frames: int, param: str) -> float:
+        """413 before queueing when the request alone exceeds the server's per-request bounds; else its estimated
+        engine seconds (for the admission check of ``StepLoop.submit``)."""
         passes = network_passes(key.sampling)
-        self.loop.check_cost(rows, frames, passes, self.settings.request_timeout_s, param)
+        return self.loop.check_cost(rows, frames, passes, self.settings.request_timeout_s, param)
 
     async def _await(self, job: LoopRequest, receive: Receive, translate: Translate | None = None) -> RequestResult:
         """The request's result; 504 at its deadline; if the client goes away the request is cancelled, so its rows

@@ -108,6 +108,8 @@ class Request:
     drop_reason: str | None = None  # why the future was cancelled (client_disconnected, deadline_exceeded)
     alone: bool = False  # retried after its live batch failed: runs with no other request's rows
     attempt: int = 0  # bumped by a retry: pieces of an earlier attempt still being post-processed are dropped
+    estimate_s: float = 0.0  # estimated engine seconds (the cost model), for admission
+    engine_s: float = 0.0  # engine seconds it has had: its share of every step it was in
     _streamed: int = 0
     _joiner: CrossfadeJoiner | None = None
 
@@ -168,6 +170,7 @@ class StepLoop:
         self.dead: BaseException | None = None
         self.cost: float | None = None  # the cost model: seconds per frame per network evaluation (warm-up)
         self._latency: float | None = None  # smoothed request latency, for Retry-After
+        self._work_ratio = 1.0  # smoothed engine seconds a request took per estimated second (admission)
 
     # --- lifecycle ----------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -192,16 +195,19 @@ class StepLoop:
         return not self._closing and self.dead is None
 
     # --- admission ----------------------------------------------------------------------------------------------
-    def check_cost(self, rows: int, frames: int, sampling_evals: int, timeout_s: float, param: str) -> None:
+    def check_cost(self, rows: int, frames: int, sampling_evals: int, timeout_s: float, param: str) -> float:
         """Refuse (413) a request whose cost alone exceeds what this server allows: too many rows or frames, or
-        an estimated compute time beyond its deadline (from the measured cost of a frame-evaluation)."""
+        an estimated compute time beyond its deadline (from the measured cost of a frame-evaluation). Returns that
+        estimate in seconds (0 before the cost model is measured), for ``submit``."""
         self.check_size(rows, frames, param)
-        if self.cost is not None:
-            estimate = self.cost * frames * sampling_evals
-            if estimate > timeout_s:
-                raise RequestTooCostly(f"this request needs about {estimate:.0f} s of compute on this server, more "
-                                       f"than its timeout of {timeout_s:g} s (request_timeout_s); send less, or ask "
-                                       "for fewer steps", param=param)
+        if self.cost is None:
+            return 0.0
+        estimate = self.cost * frames * sampling_evals
+        if estimate > timeout_s:
+            raise RequestTooCostly(f"this request needs about {estimate:.0f} s of compute on this server, more than "
+                                   f"its timeout of {timeout_s:g} s (request_timeout_s); send less, or ask for fewer "
+                                   "steps", param=param)
+        return estimate
 
     def check_size(self, rows: int, frames: int, param: str) -> None:
         """413 for more rows or frames than one request may have."""
@@ -214,15 +220,21 @@ class StepLoop:
                                    f"is {lim.max_request_frames} (max_request_frames)", param=param)
 
     def submit(self, key: SamplingKey, payload: Payload, params: TaskParams, timeout_s: float,
-               stream: bool = False) -> Request:
-        """Queue one request; raises ShuttingDown (503) or QueueFull (429) instead of queueing."""
+               stream: bool = False, estimate_s: float = 0.0) -> Request:
+        """Queue one request; raises ShuttingDown (503) or QueueFull (429) instead of queueing: when ``max_queue``
+        requests wait, or when the work already admitted plus this request's (``estimate_s``, from `check_cost`)
+        would not be done by its deadline. A request that would only time out is refused now, not answered 504 a
+        minute later."""
         if not self.accepting or self._task is None:
             raise ShuttingDown()
         if self.depth() >= self.limits.max_queue:
             raise QueueFull(self.retry_after_s())
+        ahead = self.backlog_s() + estimate_s * self._work_ratio
+        if estimate_s and ahead > timeout_s:
+            raise QueueFull(ahead - timeout_s)
         now = time.monotonic()
         request = Request(key, payload, params, asyncio.get_running_loop().create_future(), now, now + timeout_s,
-                          chunks=asyncio.Queue() if stream else None)
+                          chunks=asyncio.Queue() if stream else None, estimate_s=estimate_s)
         request.future.add_done_callback(lambda _: self._poke())  # a cancelled request leaves at the next step
         self._preparing.append(request)
         self._requests.add(request)
@@ -233,6 +245,13 @@ class StepLoop:
     def depth(self) -> int:
         """Requests admitted and still wanted that have not started stepping."""
         return sum(not r.future.done() and r.started_at is None for r in self._requests)
+
+    def backlog_s(self) -> float:
+        """Engine seconds the admitted, unfinished requests still need: their estimates, scaled by what requests
+        have really cost so far (batching makes a row cheaper than the alone-measured cost model says, most of all
+        on a GPU), less what each has had."""
+        return sum(max(0.0, r.estimate_s * self._work_ratio - r.engine_s) for r in self._requests
+                   if not r.future.done())
 
     def retry_after_s(self) -> float:
         waves = math.ceil((self.depth() + 1) / self.limits.max_batch_size)
@@ -346,9 +365,11 @@ class StepLoop:
         self.scheduler.finished(key, result.finished, result.step_s)
         self.metrics.observe_step(key.task, result.rows, result.padded, result.real, result.step_s)
         live = self.scheduler.live(key)
-        for request in {id(e.owner): e.owner for e in [*live, *result.finished]}.values():
+        owners = {id(e.owner): e.owner for e in [*live, *result.finished]}.values()
+        for request in owners:
             request.steps_seen += 1
             request.live_rows_sum += result.rows
+            request.engine_s += result.step_s / len(owners)
         if not live and not self._leaving.get(key):
             self._batches.pop(key, None)  # an empty live batch holds no memory
         wanted = [(e, e.owner.attempt) for e in result.finished if not e.owner.future.done()]
@@ -360,6 +381,8 @@ class StepLoop:
         self.metrics.inference.labels("postprocess").observe(posted.seconds)
         if self._worker is None:  # it held the engine thread like a step: charged to the key as one
             self.scheduler.charge(key, posted.seconds)
+            for request in posted.touched:
+                request.engine_s += posted.seconds / len(posted.touched)
         for request in posted.touched:
             self._stream(request)
         for request, output in posted.done:
@@ -464,6 +487,8 @@ class StepLoop:
                                                     request.live_rows_sum / max(1, request.steps_seen)))
             latency = now - request.enqueued_at
             self._latency = latency if self._latency is None else 0.8 * self._latency + 0.2 * latency
+            if request.estimate_s > 0:
+                self._work_ratio = 0.8 * self._work_ratio + 0.2 * request.engine_s / request.estimate_s
         self._forget(request, None)
 
     def _fail(self, request: Request, error: BaseException) -> None:

@@ -11,7 +11,7 @@ import pytest
 from model.defaults import Sampling
 from service.app import create_app
 from service.engine import SamplingKey, TaskParams, TtsInput
-from service.errors import DeadlineExceeded, RequestTooCostly, ShuttingDown
+from service.errors import DeadlineExceeded, QueueFull, RequestTooCostly, ShuttingDown
 from service.settings import Settings
 from service.steploop import LoopLimits, StepLoop
 from service.testing import FakeEngine, serving, until
@@ -126,6 +126,25 @@ def test_a_request_over_the_per_request_bounds_is_refused_before_it_is_queued():
         assert engine.prepared == []
 
     looped(scenario, max_request_rows=8, max_request_frames=5000)
+
+
+def test_work_that_could_not_finish_by_its_deadline_is_refused_up_front():
+    async def scenario(loop, engine):
+        engine.hold()
+        enhance = SamplingKey.of("enhance", ENH)
+        first = loop.submit(enhance, np.zeros(1600, np.float32), ENH, 10.0, estimate_s=6.0)
+        with pytest.raises(QueueFull) as refused:  # 6 s admitted + 6 s more > its 10 s deadline
+            loop.submit(enhance, np.zeros(1600, np.float32), ENH, 10.0, estimate_s=6.0)
+        assert refused.value.status == 429 and refused.value.headers["Retry-After"] == "2"
+        second = loop.submit(enhance, np.zeros(1600, np.float32), ENH, 10.0, estimate_s=3.0)  # 9 s: in time
+        assert loop.backlog_s() == pytest.approx(9.0)
+        engine.release()
+        await first.future, await second.future
+        # the fake's steps are instant: requests cost less than estimated, so the admitted work is scaled down
+        assert loop._work_ratio < 0.7 and loop.backlog_s() == 0.0
+        loop.submit(enhance, np.zeros(1600, np.float32), ENH, 10.0, estimate_s=12.0)  # 12 x ratio < 10 s now
+
+    looped(scenario)
 
 
 def test_the_deadline_drops_rows_that_are_already_generating():
