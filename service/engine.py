@@ -6,8 +6,9 @@ features, TTS text frontend, durations and prompt alignment happen here); ``new_
 sampling key (`model.generation.LiveBatch`), which the loop joins rows into and steps; ``pieces`` (the vocoder,
 batched over the rows that finish together) and the plan's ``assemble`` (stitching, reconstruction) are the
 post-processing. Steps run on the engine thread; preparation and post-processing on one processing thread (the
-engine thread itself, between steps, unless the service runs them beside it): the flow networks are only ever
-called from the engine thread, the other models only from the processing thread.
+engine thread itself, between steps, unless the service runs them beside it): while serving, the flow networks are
+only called from the engine thread and the other models only from the processing thread (warm-up runs all of them
+on the engine thread, before the first request).
 """
 
 from __future__ import annotations
