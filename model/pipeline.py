@@ -157,14 +157,11 @@ class SpeechFlowPipeline:
     def pieces(self, finished: Sequence[tuple[Plan, int]]) -> list[Any]:
         """The pieces of finished rows ((plan, row index), each row's ``output`` set), in order: rows whose plan
         vocodes them (TTS chunks) go through the vocoder together, whichever requests they belong to."""
-        out: list[Any] = [None] * len(finished)
+        out = [None if plan.vocode_from is not None else plan.piece(i, _output(plan, i)) for plan, i in finished]
         to_vocode = [k for k, (plan, _) in enumerate(finished) if plan.vocode_from is not None]
-        waves = self.vocode([_output(*finished[k])[finished[k][0].vocode_from :] for k in to_vocode])
+        waves = self.vocode([_output(plan, i)[plan.vocode_from :] for plan, i in (finished[k] for k in to_vocode)])
         for k, wav in zip(to_vocode, waves, strict=True):
             out[k] = wav
-        for k, (plan, i) in enumerate(finished):
-            if plan.vocode_from is None:
-                out[k] = plan.piece(i, _output(plan, i))
         return out
 
     def run(self, plans: Sequence[Plan]) -> list[np.ndarray]:
@@ -364,6 +361,7 @@ class SpeechFlowPipeline:
         feats, mask = self.features([wav])
         gen = torch.from_numpy(self._span_frames(request.spans, len(wav), mask.shape[1])).to(self.device)
         row = Row(feats[0] * (~gen)[:, None], seed, known=feats[0], known_mask=~gen)
+
         def assemble(pieces: list[Tensor]) -> np.ndarray:
             [generated] = self.vocode(pieces)
             spliced = splice(wav, generated, request.spans, self.sample_rate)

@@ -45,7 +45,6 @@ from .errors import (
     InvalidParameter,
     ModelNotFound,
     NotReady,
-    QueueFull,
     ServiceError,
     ShuttingDown,
     TextTooLong,
@@ -127,10 +126,10 @@ class ServiceRuntime:
         s = self.settings
         if self._engine is None:
             self._engine = await self._on_engine_thread(PipelineEngine.load, s.bundle, s.device, s.dtype)
-        frames = s.max_batch_frames or default_batch_frames(str(self._engine.describe().get("device", "cpu")))
+        device = str(self._engine.describe().get("device", "cpu"))
+        frames = s.max_batch_frames or default_batch_frames(device)
         limits = LoopLimits(frames, s.max_batch_size, s.max_wait_s, s.max_queue, s.max_request_rows,
                             s.max_request_frames, s.scheduling)
-        device = str(self._engine.describe().get("device", "cpu"))
         self._worker = processing_worker(s.processing, device)
         self._loop = StepLoop(self._engine, limits, self.metrics, executor=self._engine_thread, worker=self._worker,
                               on_fatal=self._fatal)
@@ -192,10 +191,7 @@ class ServiceRuntime:
 
     def queue_error(self) -> ServiceError | None:
         """429 while the queue is full: the middleware answers it before a byte of the body is read."""
-        loop = self._loop
-        if loop is not None and loop.depth() >= loop.limits.max_queue:
-            return QueueFull(loop.retry_after_s())
-        return None
+        return None if self._loop is None else self._loop.queue_full()
 
     # --- requests -----------------------------------------------------------------------------------------------
     async def process(self, task: str, upload: UploadFile, form: TaskForm, request: Request) -> Response:

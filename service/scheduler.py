@@ -109,7 +109,7 @@ class Scheduler:
         """After a step of ``key``: the rows that reached t = 1 leave; the step's time is charged to the key."""
         state = self._keys[key]
         done = {id(e) for e in rows}
-        requests = len({id(e.owner) for e in state.live}) or 1
+        requests = _requests(state)
         state.live = [e for e in state.live if id(e) not in done]
         state.served_s += step_s / requests  # a share per request: a batch of n requests earns n times the steps
         state.last_step_s = step_s
@@ -119,7 +119,7 @@ class Scheduler:
         """Engine time a key used outside a step (post-processing on the engine thread), shared like a step's."""
         state = self._keys.get(key)
         if state is not None:  # a key that went idle has nothing left to be fair about
-            state.served_s += seconds / (len({id(e.owner) for e in state.live}) or 1)
+            state.served_s += seconds / _requests(state)
 
     def drop_key(self, key: Hashable) -> list[Entry]:
         """Forget a key's live rows (its live batch failed); returns them."""
@@ -214,3 +214,8 @@ class Scheduler:
 
     def idle(self) -> bool:
         return not any(s.live or s.waiting for s in self._keys.values())
+
+
+def _requests(state: _Key) -> int:
+    """Requests with rows in the key's live batch (at least 1): a step's time is shared among them."""
+    return len({id(e.owner) for e in state.live}) or 1

@@ -54,9 +54,9 @@ def processing_worker(mode: str, device: str) -> ThreadPoolExecutor | None:
     ``auto``: a worker on an accelerator (its CPU work then overlaps the device's steps); on a CPU the engine
     thread, because there the two compete for the same cores (README, "Serving benchmark"). A CPU worker runs
     torch single-threaded: a second multi-threaded OpenMP team would fight the engine's."""
-    if mode == "engine" or (mode == "auto" and device in ("cpu", "fake")):
-        return None
     on_cpu = device in ("cpu", "fake")
+    if mode == "engine" or (mode == "auto" and on_cpu):
+        return None
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="speechflow-processing",
                               initializer=_single_threaded_torch if on_cpu else None)
 
@@ -227,8 +227,8 @@ class StepLoop:
         minute later."""
         if not self.accepting or self._task is None:
             raise ShuttingDown()
-        if self.depth() >= self.limits.max_queue:
-            raise QueueFull(self.retry_after_s())
+        if (full := self.queue_full()) is not None:
+            raise full
         ahead = self.backlog_s() + estimate_s * self._work_ratio
         if estimate_s and ahead > timeout_s:
             raise QueueFull(ahead - timeout_s)
@@ -241,6 +241,10 @@ class StepLoop:
         self._publish_depth()
         self._poke()
         return request
+
+    def queue_full(self) -> QueueFull | None:
+        """429 when ``max_queue`` admitted requests have not started (the middleware asks before the body)."""
+        return QueueFull(self.retry_after_s()) if self.depth() >= self.limits.max_queue else None
 
     def depth(self) -> int:
         """Requests admitted and still wanted that have not started stepping."""
@@ -437,7 +441,7 @@ class StepLoop:
         The only writer of ``Request.pieces`` (the loop reads them, to stream). A failure fails only its request."""
         start = time.perf_counter()
         posted = _Posted(0.0)
-        items = [(e, e.owner, index_of(e)) for e, attempt in finished
+        items = [(e, e.owner, _index_of(e)) for e, attempt in finished
                  if not e.owner.future.done() and e.owner.attempt == attempt]
         try:
             pieces: list[Any] = self.engine.pieces([(r.plan, i) for _, r, i in items])
@@ -525,7 +529,7 @@ class StepLoop:
         self.metrics.live_rows.set(self.scheduler.live_rows())
 
 
-def index_of(entry: Entry) -> int:
+def _index_of(entry: Entry) -> int:
     """The row's index in its request's plan."""
     return next(i for i, r in enumerate(entry.owner.plan.rows) if r is entry.row)
 

@@ -711,11 +711,6 @@ async function* serverEvents(response) {
   }
 }
 
-// Streamed chunks are cross-faded into each other (model/pipeline.py TTS_JOIN_FADE_S, 20 ms): the server holds
-// back the end of each chunk for the next one to fade into, and sends the last one's as a delta of its own just
-// before speech.audio.done. A delta this short is that tail, not a sentence: it is played but not counted.
-const FADE_TAIL_S = 0.05;
-
 function base64Bytes(text) {
   return Uint8Array.from(atob(text), (ch) => ch.charCodeAt(0));
 }
@@ -734,7 +729,7 @@ async function streamSpeech(request, context) {
   const expected = expectedChunks(request.input);
   const progress = streamProgress(expected);
   const pieces = [];
-  let sentences = 0, firstMs = null, stopped = false;
+  let received = 0, firstMs = null, stopped = false;  // samples so far
   try {
     for await (const event of serverEvents(response)) {
       if (event.type === "error") throw new ApiError(0, event.error.message, event.error.code);
@@ -742,9 +737,9 @@ async function streamSpeech(request, context) {
       const [samples] = pcmChannels(base64Bytes(event.audio));
       firstMs ??= performance.now() - started;
       player.play(samples);
-      pieces.push(samples);
-      if (!sentences || samples.length > FADE_TAIL_S * rate) sentences += 1;
-      progress.update(sentences, concatenate(pieces).length / rate);
+      pieces.push(samples);  // one delta per sentence (the last carries the cross-fade's tail)
+      received += samples.length;
+      progress.update(pieces.length, received / rate);
     }
   } catch (error) {
     if (error.name !== "AbortError") throw error;
@@ -754,23 +749,23 @@ async function streamSpeech(request, context) {
     state.stream = null;
   }
   if (pieces.length) showStreamed(response, pieces, rate, { firstMs, completeMs: performance.now() - started,
-    sentences, stopped: stopped ? `after ${sentences} of about ${expected} sentences` : null,
+    stopped: stopped ? `after ${pieces.length} of about ${expected} sentences` : null,
     audioState: context.state });
 }
 
 // The whole of a streamed answer once it is over: a WAV of its chunks with its spectrogram, and the page's own
 // timings (the server's X-Process-Time-Ms stops at the headers of a stream, so it is left out).
-function showStreamed(response, pieces, rate, { firstMs, completeMs, sentences, stopped, audioState }) {
+function showStreamed(response, pieces, rate, { firstMs, completeMs, stopped, audioState }) {
   const samples = concatenate(pieces);
   const blob = encodeWav(samples, rate);
   const figure = spectrogramFigure("Speech", logMel(samples, rate), keep("tts", URL.createObjectURL(blob)));
   const box = showResult("tts", {
     blob, response, figures: [figure], filename: "speech.wav", skip: ["X-Process-Time-Ms"], extra: [
       ["First audio after", firstMs.toFixed(0), " ms"], ["Complete after", completeMs.toFixed(0), " ms"],
-      ["Stopped", stopped, ""], ["Chunks", sentences, ""], ["Audio", (samples.length / rate).toFixed(2), " s"]],
+      ["Stopped", stopped, ""], ["Chunks", pieces.length, ""], ["Audio", (samples.length / rate).toFixed(2), " s"]],
   });
   Object.assign(box.dataset, { firstAudioMs: firstMs.toFixed(1), completeMs: completeMs.toFixed(1),
-    chunks: sentences, audioState });
+    chunks: pieces.length, audioState });
 }
 
 function streamProgress(expected) {
