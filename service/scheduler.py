@@ -13,6 +13,13 @@ Pure bookkeeping (no model, no tensors, no asyncio), so every rule is unit-teste
   go to the key with fewer turns since it became busy, then to the oldest row. A short request next to a long one
   thus gets its share of the engine at once, never the long one's whole generation; where steps are cheap (a GPU)
   the credit is small and turns stay close to equal shares.
+- Deadlines come first when they must: each turn the scheduler asks whether running the admitted requests earliest
+  deadline first from now on (their remaining engine time from the loop's ``need``, with a safety factor and two
+  steps of slack) would still bring some request in late of its deadline. If so the turn goes to the key holding
+  the earliest-deadline request (EDF, optimal for one machine), otherwise to the fair share above. Admission
+  (`StepLoop.submit`) lets a request in only when all admitted work plus its own fits in its timeout, which is
+  exactly EDF's condition, so under overload admitted requests finish in time instead of every request sharing
+  the engine until the long ones (TTS) miss their deadlines; with deadlines far off, as usual, nothing changes.
 - ``policy="request"``: request-level batching, the old engine, kept for comparison: a batch forms only when no
   batch runs, from the key with the oldest waiting row, and runs to the end without joiners or turns.
 - A key with no live batch waits up to ``max_wait_s`` for company before its first step, unless its waiting rows
@@ -21,8 +28,9 @@ Pure bookkeeping (no model, no tensors, no asyncio), so every rule is unit-teste
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -30,6 +38,8 @@ from model.packing import joinable
 
 Policy = Literal["step", "request"]
 POLICIES: tuple[Policy, ...] = ("step", "request")
+NEED_SAFETY = 1.25  # remaining-work estimates are smoothed averages: a request may need this much more
+SLACK_STEPS = 2  # and a turn can wait for the step in flight plus its own
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,7 @@ class Entry:
     enqueued_at: float
     order: int = 0  # arrival order, set by the scheduler
     alone: bool = False  # runs in a live batch of its owner's rows only (a retry after its batch failed)
+    deadline: float = math.inf  # its owner's deadline (time.monotonic())
 
 
 @dataclass(frozen=True)
@@ -131,20 +142,42 @@ class Scheduler:
         return live
 
     # --- what the scheduler decides -----------------------------------------------------------------------------
-    def next(self, now: float | None = None) -> Turn | None:
-        """The next step to run (None: nothing is due; see ``due_in``). Joining rows become live at once."""
+    def next(self, now: float | None = None, need: Callable[[Any], float] | None = None) -> Turn | None:
+        """The next step to run (None: nothing is due; see ``due_in``). Joining rows become live at once.
+        ``need(owner)``: engine seconds that request still needs (without it deadlines are not looked at)."""
         now = time.monotonic() if now is None else now
         if self.policy == "request":
             return self._next_request_level(now)
         candidates = [k for k, s in self._keys.items() if s.live or self._due(s, now)]
         if not candidates:
             return None
-        # waiting for company pays only while the engine would idle: beside other work it would cost the newcomer
-        # that work's whole next step (hundreds of ms for a TTS row on a CPU) instead of max_wait
-        candidates += [k for k, s in self._keys.items() if s.waiting and k not in candidates]
-        key = min(candidates, key=lambda k: (self._keys[k].served_s, self._keys[k].turns, self._oldest(self._keys[k])))
+        key = self._earliest_deadline_key(now, need) if need is not None else None
+        if key is None:
+            # waiting for company pays only while the engine would idle: beside other work it would cost the
+            # newcomer that work's whole next step (hundreds of ms for a TTS row on a CPU) instead of max_wait
+            candidates += [k for k, s in self._keys.items() if s.waiting and k not in candidates]
+            key = min(candidates, key=lambda k: (self._keys[k].served_s, self._keys[k].turns,
+                                                 self._oldest(self._keys[k])))
         self._keys[key].turns += 1
         return Turn(key, self._admit(self._keys[key]))
+
+    def _earliest_deadline_key(self, now: float, need: Callable[[Any], float]) -> Hashable | None:
+        """The key of the earliest-deadline request if, run earliest deadline first from now, some request would
+        come within the slack of its deadline; None while every deadline is safe (the fair share decides)."""
+        first: dict[int, tuple[float, int, Hashable, Any]] = {}
+        for key, state in self._keys.items():
+            for e in (*state.live, *state.waiting):
+                first.setdefault(id(e.owner), (e.deadline, e.order, key, e.owner))
+        if not first:
+            return None
+        ordered = sorted(first.values(), key=lambda f: f[:2])
+        slack = SLACK_STEPS * max(s.last_step_s for s in self._keys.values())
+        done_at = now
+        for deadline, _, _, owner in ordered:
+            done_at += NEED_SAFETY * need(owner)
+            if done_at + slack > deadline:
+                return ordered[0][2]
+        return None
 
     def _next_request_level(self, now: float) -> Turn | None:
         running = [k for k, s in self._keys.items() if s.live]

@@ -254,8 +254,11 @@ class StepLoop:
         """Engine seconds the admitted, unfinished requests still need: their estimates, scaled by what requests
         have really cost so far (batching makes a row cheaper than the alone-measured cost model says, most of all
         on a GPU), less what each has had."""
-        return sum(max(0.0, r.estimate_s * self._work_ratio - r.engine_s) for r in self._requests
-                   if not r.future.done())
+        return sum(self._need_s(r) for r in self._requests if not r.future.done())
+
+    def _need_s(self, request: Request) -> float:
+        """Engine seconds ``request`` still needs (admission and the scheduler's deadline check)."""
+        return max(0.0, request.estimate_s * self._work_ratio - request.engine_s)
 
     def retry_after_s(self) -> float:
         waves = math.ceil((self.depth() + 1) / self.limits.max_batch_size)
@@ -276,7 +279,7 @@ class StepLoop:
                 batch = self._preparing[: self.limits.max_batch_size]
                 del self._preparing[: len(batch)]
                 await self._aside(self._prepare(batch))
-            turn = self.scheduler.next(time.monotonic())  # rows prepared just now count as waiting since now
+            turn = self.scheduler.next(time.monotonic(), self._need_s)  # rows prepared now count as waiting since now
             if turn is not None:
                 await self._step(turn)
                 continue
@@ -336,7 +339,8 @@ class StepLoop:
                 self._forget(request, request.drop_reason)
             else:
                 request.plan = plan
-                self.scheduler.add(request.key, [Entry(row, request, row.frames, now) for row in plan.rows])
+                self.scheduler.add(request.key, [Entry(row, request, row.frames, now, deadline=request.deadline)
+                                                    for row in plan.rows])
 
     def _plans(self, requests: list[Request]) -> list[Any]:
         """On the processing thread: each request's plan, or the exception that fails only that request."""
@@ -411,7 +415,8 @@ class StepLoop:
             request.pieces = {}
             request.attempt += 1
             request.alone = True
-            self.scheduler.add(key, [Entry(row, request, row.frames, time.monotonic(), alone=True)
+            self.scheduler.add(key, [Entry(row, request, row.frames, time.monotonic(), alone=True,
+                                           deadline=request.deadline)
                                      for row in request.plan.rows])
 
     def _execute(self, key: SamplingKey, turn: Turn, leaving: list[Entry]) -> _TurnResult:

@@ -149,3 +149,67 @@ def test_turns_are_shared_per_request_not_per_batch():
         order.append(turn.key)
         s.finished(turn.key, [], 1.0)  # every step costs the same
     assert order.count(B) == 8 and order.count(A) == 2  # 4 requests : 1 request
+
+
+def deadline_entries(owner: str, frames: list[int], deadline: float) -> list[Entry]:
+    return [Entry(row=f"{owner}{i}", owner=owner, frames=f, enqueued_at=0.0, deadline=deadline)
+            for i, f in enumerate(frames)]
+
+
+def test_with_deadlines_far_off_the_fair_share_decides():
+    s = Scheduler(Budget(frames=10_000, rows=16))
+    s.add(B, deadline_entries("tts", [100], deadline=300.0))
+    s.add(A, [e for owner in "wxyz" for e in deadline_entries(owner, [100], deadline=300.0)])
+    need = {"tts": 20.0, "w": 1.0, "x": 1.0, "y": 1.0, "z": 1.0}.__getitem__
+    order = []
+    for _ in range(10):
+        turn = s.next(0.0, need)
+        order.append(turn.key)
+        s.finished(turn.key, [], 1.0)
+    assert order.count(A) == 8 and order.count(B) == 2  # 4 requests : 1, exactly as without deadlines
+
+
+def finish_times(with_deadlines: bool) -> dict[str, float]:
+    """A TTS request needing 20 s with 27 s left, then four enhancement requests of 2.5 s each (60 s left): shared
+    fairly (4 requests : 1) the TTS finishes at 30 s. Every step is 1 s, shared by the requests in it."""
+    s = Scheduler(Budget(frames=10_000, rows=16))
+    s.add(B, deadline_entries("tts", [100], deadline=27.0))
+    s.add(A, [e for owner in "wxyz" for e in deadline_entries(owner, [100], deadline=60.0)])
+    remaining = {"tts": 20.0, "w": 2.5, "x": 2.5, "y": 2.5, "z": 2.5}
+    now, done = 0.0, {}
+    while len(done) < len(remaining):
+        turn = s.next(now, remaining.__getitem__ if with_deadlines else None)
+        owners = {e.owner for e in s.live(turn.key)}
+        for owner in owners:
+            remaining[owner] -= 1.0 / len(owners)
+        now += 1.0
+        finished = [e for e in s.live(turn.key) if remaining[e.owner] <= 1e-9]
+        done.update({e.owner: now for e in finished})
+        s.finished(turn.key, finished, 1.0)
+    return done
+
+
+def test_when_fair_shares_would_miss_a_deadline_the_earliest_deadline_goes_first():
+    fair = finish_times(with_deadlines=False)
+    assert fair["tts"] > 27.0  # the failure this rule is for: a 504 for an admitted request
+    done = finish_times(with_deadlines=True)
+    assert done["tts"] <= 27.0 and max(done[o] for o in "wxyz") <= 60.0  # everyone in time
+    assert done["tts"] > 20.0  # fair shares ran until the TTS's deadline got close, then it went first
+
+
+def test_the_deadline_check_counts_the_work_of_every_earlier_deadline():
+    # each request alone is safe, but the TTS comes within the safety margin once the work of the two earlier
+    # deadlines is counted before it (1.25 x (4 + 4 + 16) = 30 s > 29 s): so the earliest deadline runs now
+    s = Scheduler(Budget(frames=10_000, rows=1))
+    s.add(B, deadline_entries("tts", [100], deadline=30.0))
+    s.add(A, deadline_entries("e1", [100], deadline=10.0) + deadline_entries("e2", [100], deadline=12.0))
+    need = {"tts": 16.0, "e1": 4.0, "e2": 4.0}.__getitem__
+    assert s.next(0.0).key == B  # without a need function: the oldest work (fair share tie-break)
+    s2 = Scheduler(Budget(frames=10_000, rows=1))
+    s2.add(B, deadline_entries("tts", [100], deadline=29.0))
+    s2.add(A, deadline_entries("e1", [100], deadline=10.0) + deadline_entries("e2", [100], deadline=12.0))
+    assert s2.next(0.0, need).key == A
+    s3 = Scheduler(Budget(frames=10_000, rows=1))  # one second more for the TTS: safe, the fair share decides
+    s3.add(B, deadline_entries("tts", [100], deadline=31.0))
+    s3.add(A, deadline_entries("e1", [100], deadline=10.0) + deadline_entries("e2", [100], deadline=12.0))
+    assert s3.next(0.0, need).key == B

@@ -285,10 +285,10 @@ from service.settings import Settings
 from service.testing import FakeEngine, wait_until_ready
 
 original = scheduler.Scheduler.next
-def broken(self, now=None):
+def broken(self, now=None, need=None):
     if self._keys:  # the first request's rows: the loop's own code fails, not the engine
         raise RuntimeError("a bug in the scheduler")
-    return original(self, now)
+    return original(self, now, need)
 scheduler.Scheduler.next = broken
 server.create_app = lambda settings: app_module.create_app(settings, FakeEngine())
 port = int(sys.argv[1])
