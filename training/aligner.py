@@ -1,8 +1,8 @@
 """Prompt-aligner training (`model/aligner.py`): frame-level phone cross-entropy on aligned crops, and the
 measurement that compares it with the duration-rescaling aligner on held-out speakers.
 
-Data are the manifest rows with phone alignments (espeak-ng rows of the synthetic corpus, or MFA phones), read as
-random crops with their own frame labels (`training.tts.AlignedCropDataset`, the TTS fine-tuning data).
+Data are the cuts with phone alignments (espeak-ng cuts of the synthetic corpus, or MFA phones), read as random crops
+with their own frame labels (`training.tts.AlignedCropDataset`, the TTS fine-tuning data).
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ from model.features import MelSpectrogram
 from model.text import PAD_ID, PAUSES, text_to_phones
 
 from .alignments import frame_accuracy, phones_to_frames
-from .data import loader_factory, read_crop
+from .data import all_of, load_mono, loader_factory, min_duration, sampler_config
 from .duration import vocab_for
-from .labelling import SOURCE, SOURCE_KEY
-from .manifest import Utterance, read_manifest, rows_with_phones
+from .labelling import SOURCE
+from .manifest import SOURCE_KEY, Utterance, read_manifest, rows_with_phones
 from .pretrain import frame_mask
 from .trainer import TrainConfig, Trainer
-from .tts import AlignedCropDataset, collate_aligned
+from .tts import AlignedCropDataset, has_phones
 
 
 def default_train_config(**overrides: Any) -> TrainConfig:
@@ -61,7 +61,8 @@ class AlignerObjective:
 
 def train_aligner(data: str | os.PathLike, out: str | os.PathLike, config: AlignerConfig | None = None,
                   train: TrainConfig | None = None, resume: bool = False) -> Path:
-    """Train (or resume) a prompt aligner on a manifest's phone alignments; returns the run directory."""
+    """Train (or resume) a prompt aligner on a CutSet's phone alignments; returns the run directory. The phone
+    inventory comes from a pass over the cuts' alignments (metadata only)."""
     train = train or default_train_config()
     out = Path(out)
     rows = rows_with_phones(read_manifest(data, min_duration=0.5))
@@ -74,9 +75,9 @@ def train_aligner(data: str | os.PathLike, out: str | os.PathLike, config: Align
         model = PromptAligner(config or AlignerConfig(vocab=vocab_for(rows).to_list()))
     model.config.extra["data"] = {"manifest": str(data), "utterances": len(rows)}
     mel = model.config.mel
-    dataset = AlignedCropDataset(rows, train.max_seconds, model.vocab, mel.sample_rate, mel.hop_length)
-    loaders = loader_factory(dataset, [u.duration for u in rows], train.batch_seconds, train.max_seconds,
-                             train.seed, train.num_workers, collate_aligned)
+    dataset = AlignedCropDataset(train.max_seconds, model.vocab, mel.sample_rate, mel.hop_length, seed=train.seed)
+    loaders = loader_factory(data, dataset, sampler_config(train), train.num_workers,
+                             keep=all_of(min_duration(0.5), has_phones))
     return Trainer(model, AlignerObjective(model.config), loaders, train, out).fit(resume=resume)
 
 
@@ -97,7 +98,7 @@ def compare_prompt_aligners(rows: Sequence[Utterance], aligner: PromptAligner | 
         phones = [tuple(p) for p in row.meta["phones"]]
         symbols = [p[0] for p in phones]
         ids = np.asarray(vocab.encode(symbols), np.int64)
-        wav, _ = read_crop(row.audio, max_seconds, 0, mel.cfg.sample_rate, start_s=0.0)
+        wav = load_mono(row.cut.truncate(duration=min(max_seconds, row.cut.duration)), mel.cfg.sample_rate)
         feats = mel(torch.from_numpy(wav))[0]  # (T, n_mels)
         num_frames = feats.shape[0]
         if len(ids) > num_frames:

@@ -2,15 +2,18 @@
 
 Each speaker is an engine voice with its own pitch, rate and a warp (resampling, which moves pitch and formants
 together). Whole speakers are held out as unseen test speakers. Deterministic for a seed, parallel over cores,
-resumable (files already written are kept), with manifests ``train/valid/test.jsonl``.
+resumable (files already written are kept), with Lhotse CutSets ``train_cuts.jsonl.gz``, ``valid_cuts.jsonl.gz`` and
+``test_cuts.jsonl.gz`` (one cut per utterance: speaker and text on its supervision, audio paths relative to the
+corpus directory) and the speaker list ``speakers.jsonl``.
 
 Phones: espeak-ng speakers are synthesised through libespeak-ng (`model.espeak`), whose phoneme events give exact
-phone boundaries; their rows carry ``"phones": [[symbol, start, end], ...]`` in seconds of the written 16 kHz audio
-(after the warp), tiling it from 0 to the row's duration (some phones span no time), in the symbols
-`model.espeak.phonemize` produces. Each such wav has a sidecar ``<name>.phones.json``, written together with it, so a
-resumed build still has them; a wav without one (from a build before phones) is made again, sample-identical, since
-the library gives what the espeak-ng command line gave. flite and festival rows have no phones: the recipe labels
-them with the prompt forced aligner (`training/labelling.py`) for duration and TTS training.
+phone boundaries; their cuts carry them as the supervision's ``alignment["phone"]`` (symbol, start, duration in
+seconds of the written 16 kHz audio, after the warp), tiling it from 0 to the cut's duration (some phones span no
+time), in the symbols `model.espeak.phonemize` produces. Each such wav has a sidecar ``<name>.phones.json``, written
+together with it, so a resumed build still has them; a wav without one (from a build before phones) is made again,
+sample-identical, since the library gives what the espeak-ng command line gave. flite and festival cuts have no
+phones: the recipe labels them with the prompt forced aligner (`training/labelling.py`) for duration and TTS
+training.
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ from model import espeak
 from model.audio import SAMPLE_RATE, prepare_waveform, resample
 from model.errors import SpeechFlowError
 
-from .manifest import write_manifest
+from .convert import cut_from_row
+from .manifest import write_cuts
 
 FORTUNE_DIR = Path("/usr/share/games/fortunes")
 ESPEAK_ACCENTS = ["en-us", "en-gb", "en-gb-scotland", "en-029", "en-gb-x-rp", "en-us-nyc", "en-gb-x-gbcwmd",
@@ -174,8 +178,8 @@ def _phones_path(wav_path: Path) -> Path:
     return wav_path.with_suffix(".phones.json")
 
 
-def _run_job(job: Job) -> tuple[str, float, PhoneTimes | None]:
-    """Synthesise one utterance unless it is already there; returns (path, duration, phones or None)."""
+def _run_job(job: Job) -> tuple[str, int, PhoneTimes | None]:
+    """Synthesise one utterance unless it is already there; returns (path, samples at 16 kHz, phones or None)."""
     path = Path(job.path)
     sidecar = _phones_path(path) if job.speaker.engine == "espeak" else None
     if not path.is_file() or (sidecar is not None and not sidecar.is_file()):  # resumable: finished files are kept
@@ -189,7 +193,7 @@ def _run_job(job: Job) -> tuple[str, float, PhoneTimes | None]:
             os.replace(tmp_sidecar, sidecar)
         os.replace(tmp, path)
     phones = json.loads(sidecar.read_text())["phones"] if sidecar is not None else None
-    return job.path, sf.info(job.path).duration, phones
+    return job.path, sf.info(job.path).frames, phones
 
 
 def _init_worker() -> None:
@@ -197,6 +201,11 @@ def _init_worker() -> None:
 
 
 SPLITS = ("train", "valid", "test")
+
+
+def split_cuts(corpus: str | os.PathLike, split: str) -> Path:
+    """The CutSet of a corpus split: ``corpus/<split>_cuts.jsonl.gz``."""
+    return Path(corpus) / f"{split}_cuts.jsonl.gz"
 
 
 def plan_jobs(out: Path, hours: float, seed: int, engines: tuple[str, ...] = ENGINES) -> Iterator[tuple[str, Job]]:
@@ -222,7 +231,7 @@ def plan_jobs(out: Path, hours: float, seed: int, engines: tuple[str, ...] = ENG
 
 def build_corpus(out: str | os.PathLike, hours: float = 1.0, seed: int = 0, workers: int | None = None,
                  engines: tuple[str, ...] = ENGINES, splits: tuple[str, ...] = SPLITS) -> Path:
-    """Synthesise ``hours`` of speech into ``out`` and write train/valid/test manifests; returns ``out``.
+    """Synthesise ``hours`` of speech into ``out`` and write the train/valid/test CutSets; returns ``out``.
 
     At least one utterance per speaker is made, so a tiny ``hours`` gives one per speaker of the chosen ``engines``.
     ``splits`` limits what is synthesised: ``("test",)`` rebuilds exactly the unseen-speaker test split of a corpus
@@ -233,21 +242,25 @@ def build_corpus(out: str | os.PathLike, hours: float = 1.0, seed: int = 0, work
     if unknown := set(splits) - set(SPLITS):
         raise CorpusError(f"unknown splits {sorted(unknown)}; choose from {SPLITS}")
     planned = [(split, job) for split, job in plan_jobs(out, hours, seed, engines) if split in splits]
-    rows: dict[str, list[dict]] = {split: [] for split in splits}
+    cuts: dict[str, list] = {split: [] for split in splits}
+    out_abs = out.absolute()
     workers = workers or os.cpu_count() or 1
     initializer = _init_worker if "espeak" in engines else None
     with ProcessPoolExecutor(workers, initializer=initializer) as pool:
         results = pool.map(_run_job, [job for _, job in planned], chunksize=8)
-        for (split, job), (path, duration, phones) in tqdm(zip(planned, results, strict=True), total=len(planned),
-                                                           desc="corpus", unit="utt"):
-            row = {"audio": str(Path(path).relative_to(out)), "duration": round(duration, 3),
-                   "speaker": job.speaker.name, "text": job.text}
-            rows[split].append(row if phones is None else row | {"phones": phones})
-    for split, split_rows in rows.items():
-        write_manifest(out / f"{split}.jsonl", split_rows)
+        for (split, job), (path, samples, phones) in tqdm(zip(planned, results, strict=True), total=len(planned),
+                                                          desc="corpus", unit="utt"):
+            row = {"audio": str(Path(path).relative_to(out)), "speaker": job.speaker.name, "text": job.text}
+            row = row if phones is None else row | {"phones": phones}
+            cuts[split].append(cut_from_row(row, out_abs, out_abs, num_samples=samples, sampling_rate=SAMPLE_RATE))
+    for split, split_cuts_ in cuts.items():
+        write_cuts(split_cuts(out, split), split_cuts_)
     speakers = make_speakers(seed)
     held = unseen_speakers(speakers, seed)
-    write_manifest(out / "speakers.jsonl", [asdict(s) | {"unseen": s.name in held} for s in speakers])
+    rows = [json.dumps(asdict(s) | {"unseen": s.name in held}) + "\n" for s in speakers]
+    tmp = out / "speakers.jsonl.tmp"
+    tmp.write_text("".join(rows))
+    tmp.replace(out / "speakers.jsonl")
     return out
 
 

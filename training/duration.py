@@ -5,30 +5,32 @@ synthetic corpus, MFA phones put there by a manifest builder, or the prompt alig
 rows without them are skipped.
 Only phones and times are read, never audio, so a whole corpus sits in memory and a step costs milliseconds.
 
-Batches hold whole utterances under a budget of padded phones (`batch_phones`), in the deterministic, resumable order
-of `FrameBudgetBatches`; `TrainConfig.batch_seconds` and `max_seconds` (audio crops) do not apply here.
+Batches hold whole utterances under a budget of padded phones (`batch_phones`), from the same Lhotse sampler as the
+audio tasks (`training.data`) with the phone count as a cut's length; `TrainConfig.batch_seconds` and `max_seconds`
+(audio crops) do not apply here.
 Flow-matching durations (Voicebox's alternative) are not built; see `model/duration.py`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from lhotse.cut import Cut
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
 
 from model.duration import DurationConfig, DurationModel
 from model.errors import ConfigError
 from model.text import PAD_ID, PhoneVocab
 
 from .alignments import durations_from_phones
-from .data import FrameBudgetBatches
-from .manifest import Utterance, read_manifest, rows_with_phones
+from .data import CropBudget, CutBatchDataset, SamplerConfig, loader_factory
+from .manifest import Utterance, cut_phones, has_phones, read_manifest, rows_with_phones
 from .masking import pretraining_masks
 from .trainer import TrainConfig, Trainer
 
@@ -48,22 +50,27 @@ def vocab_for(rows: Sequence[Utterance]) -> PhoneVocab:
     return default if found <= set(default.symbols) else PhoneVocab.from_sequences([found])
 
 
-class PhoneDurationDataset(Dataset):
-    """Item (index, seed) -> {"phones": (N,) int64 ids, "durations": (N,) int64 frames} of one whole utterance."""
+class PhoneDurationDataset(CutBatchDataset):
+    """Cut -> {"phones": (N,) int64 ids, "durations": (N,) int64 frames} of the whole utterance (no audio read)."""
 
-    def __init__(self, rows: Sequence[Utterance], vocab: PhoneVocab, fps: int) -> None:
-        self.items = []
-        for row in rows:
-            symbols, durations = durations_from_phones([tuple(p) for p in row.meta["phones"]], fps)
-            self.items.append((np.asarray(vocab.encode(symbols), dtype=np.int64), durations))
+    def __init__(self, vocab: PhoneVocab, fps: int) -> None:
+        super().__init__(None)
+        self.vocab, self.fps = vocab, fps
 
-    def __len__(self) -> int:
-        return len(self.items)
+    def item(self, cut: Cut, seed: int) -> dict[str, np.ndarray]:
+        symbols, durations = durations_from_phones(cut_phones(cut), self.fps)
+        return {"phones": np.asarray(self.vocab.encode(symbols), dtype=np.int64), "durations": durations}
 
-    def __getitem__(self, key: tuple[int, int] | int) -> dict[str, np.ndarray]:
-        index = key[0] if isinstance(key, tuple) else key
-        phones, durations = self.items[index]
-        return {"phones": phones, "durations": durations}
+    def collate(self, items: list[dict[str, np.ndarray]]) -> dict[str, Tensor]:
+        return collate_phones(items)
+
+
+@dataclass
+class PhoneBudget(CropBudget):
+    """The frame budget in phones: a cut's length is its number of phones."""
+
+    def measure_length(self, example: Cut) -> float:
+        return float(len(cut_phones(example) or ()))
 
 
 def collate_phones(items: list[dict[str, np.ndarray]]) -> dict[str, Tensor]:
@@ -96,19 +103,6 @@ class DurationObjective:
         return self.loss(net, batch, masked)
 
 
-def phone_loader_factory(dataset: PhoneDurationDataset, batch_phones: int, seed: int):
-    """The Trainer's loader factory: whole utterances, at most `batch_phones` padded phones per batch."""
-    sizes = [len(phones) for phones, _ in dataset.items]
-    budget = max(batch_phones, max(sizes))
-
-    def make(start_step: int, rank: int, world_size: int) -> Iterator[dict[str, Tensor]]:
-        batches = FrameBudgetBatches(sizes, budget, max(sizes), seed=seed, rank=rank, world_size=world_size,
-                                     max_batch_size=1024)
-        return iter(DataLoader(dataset, batch_sampler=batches.iterate(start_step), collate_fn=collate_phones))
-
-    return make
-
-
 def train_duration(
     data: str | os.PathLike,
     out: str | os.PathLike,
@@ -117,7 +111,7 @@ def train_duration(
     resume: bool = False,
     batch_phones: int = DEFAULT_BATCH_PHONES,
 ) -> Path:
-    """Train (or resume) a duration model on a manifest's phone alignments; returns the run directory (a loadable
+    """Train (or resume) a duration model on a CutSet's phone alignments; returns the run directory (a loadable
     duration model directory). Without `config`, the vocabulary is espeak's default inventory if the data fit it."""
     train = train or default_train_config()
     out = Path(out)
@@ -130,8 +124,9 @@ def train_duration(
         torch.manual_seed(train.seed)  # the initial weights are part of the run's recipe
         model = DurationModel(config or DurationConfig(vocab=vocab_for(rows).to_list()))
     model.config.extra["data"] = {"manifest": str(data), "utterances": len(rows)}
-    dataset = PhoneDurationDataset(rows, model.vocab, model.config.fps)
-    loaders = phone_loader_factory(dataset, batch_phones, train.seed)
+    budget = max(batch_phones, max(len(u.meta["phones"]) for u in rows))  # a longest utterance still fits alone
+    sampling = SamplerConfig(budget, seed=train.seed, max_cuts=1024, constraint=PhoneBudget)
+    loaders = loader_factory(data, PhoneDurationDataset(model.vocab, model.config.fps), sampling, keep=has_phones)
     return Trainer(model, DurationObjective(model.config), loaders, train, out).fit(resume=resume)
 
 

@@ -17,11 +17,10 @@ from model.modeling import SpeechFlowModel
 from model.text import PhoneVocab
 
 from .augment import AugmentConfig
-from .data import collate_waveforms, loader_factory
-from .manifest import read_manifest, rows_with_phones
+from .data import CutBatchDataset, all_of, loader_factory, min_duration, sampler_config
 from .tasks import EnhanceObjective, MixtureDataset, NoisyCropDataset, SeparateObjective
 from .trainer import TrainConfig, Trainer
-from .tts import AlignedCropDataset, TTSObjective, collate_aligned
+from .tts import AlignedCropDataset, TTSObjective, has_phones, require_phones
 
 log = logging.getLogger(__name__)
 FINETUNE_TASKS = ("enhance", "separate", "tts")
@@ -96,7 +95,7 @@ def finetune(
     resume: bool = False,
     augment: AugmentConfig | None = None,
 ) -> Path:
-    """Fine-tune (or resume) on a manifest of clean speech (or real pairs / mixtures); returns the run directory."""
+    """Fine-tune (or resume) on a CutSet of clean speech (or real pairs / mixtures); returns the run directory."""
     train = train or TrainConfig()
     out = Path(out)
     if resume and (out / "config.json").is_file():
@@ -106,20 +105,20 @@ def finetune(
     else:
         torch.manual_seed(train.seed)
         model = init_from_pretrained(init, task)
-    utterances = read_manifest(data, min_duration=0.5)
     sr = model.config.mel.sample_rate
-    collate = collate_waveforms
+    keep = min_duration(0.5)
+    dataset: CutBatchDataset
     if task == "enhance":
-        dataset = NoisyCropDataset(utterances, train.max_seconds, augment, sr, seed=train.seed)
+        dataset = NoisyCropDataset(data, train.max_seconds, augment, sr, seed=train.seed)
         objective = EnhanceObjective(model.config)
     elif task == "separate":
-        dataset = MixtureDataset(utterances, train.max_seconds, sr)
+        dataset = MixtureDataset(train.max_seconds, sr, seed=train.seed)
         objective = SeparateObjective(model.config)
     else:
-        utterances = rows_with_phones(utterances)
-        dataset = AlignedCropDataset(utterances, train.max_seconds, PhoneVocab(model.config.phones), sr,
-                                     model.config.mel.hop_length)
-        objective, collate = TTSObjective(model.config), collate_aligned
-    loaders = loader_factory(dataset, [u.duration for u in utterances], train.batch_seconds, train.max_seconds,
-                             train.seed, train.num_workers, collate=collate)
+        keep = all_of(keep, has_phones)
+        dataset = AlignedCropDataset(train.max_seconds, PhoneVocab(model.config.phones), sr,
+                                     model.config.mel.hop_length, seed=train.seed)
+        objective = TTSObjective(model.config)
+        require_phones(data)
+    loaders = loader_factory(data, dataset, sampler_config(train), train.num_workers, keep=keep)
     return Trainer(model, objective, loaders, train, out).fit(resume=resume)

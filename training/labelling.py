@@ -7,9 +7,10 @@ their frames by Viterbi over the aligner's frame posteriors. TTS and duration tr
 corpus, not only espeak-ng's, which a speech recogniser cannot read (pocketsphinx: 95 % WER on espeak-ng
 recordings, about 25 % on flite/festival ones).
 
-Rows that already carry phones are kept as they are; rows whose text cannot be aligned to their audio (more phones
-than frames, no text) are written without phones and counted. Labelled rows get ``"phones_source": "aligner"`` so
-evaluations of alignment accuracy can leave them out.
+Cuts that already carry phones are kept as they are; cuts whose text cannot be aligned to their audio (more phones
+than frames, no text) are written without phones and counted. Labelled cuts get the phones as their supervision's
+``alignment["phone"]`` and ``"phones_source": "aligner"`` in its ``custom``, so evaluations of alignment accuracy
+can leave them out. The CutSet written keeps the input's audio paths, made absolute.
 """
 
 from __future__ import annotations
@@ -21,19 +22,20 @@ from typing import Any
 
 import numpy as np
 import torch
+from lhotse.supervision import AlignmentItem
 from tqdm import tqdm
 
 from model.aligner import PromptAligner
-from model.audio import load_audio
 from model.errors import SpeechFlowError
 from model.features import MelSpectrogram
 from model.text import text_to_phones
 
 from .alignments import FRAMES_PER_SECOND
-from .manifest import read_manifest, write_manifest
+from .data import load_mono
+from .manifest import PHONE, SOURCE_KEY, cut_text, has_phones, open_cuts, write_cuts
 
 log = logging.getLogger(__name__)
-SOURCE_KEY, SOURCE = "phones_source", "aligner"
+SOURCE = "aligner"  # the value of SOURCE_KEY on labels made here
 
 
 def frames_to_phone_times(symbols: list[str], frames: np.ndarray, fps: int = FRAMES_PER_SECOND
@@ -56,29 +58,29 @@ def align_utterance(aligner: PromptAligner, mel: MelSpectrogram, wav: np.ndarray
 
 def label_manifest(manifest: str | os.PathLike, aligner: PromptAligner, out: str | os.PathLike,
                    progress: bool = True) -> dict[str, int]:
-    """Write `out`: the rows of `manifest` with phones added where they had none. Audio paths are written so that
-    they resolve from `out`'s directory. Returns counts {"kept", "aligned", "failed"}."""
+    """Write the CutSet `out`: the cuts of `manifest` with phones added where they had none. Returns counts
+    {"kept", "aligned", "failed"}."""
     manifest, out = Path(manifest), Path(out)
-    utterances = read_manifest(manifest)
     mel = MelSpectrogram(aligner.config.mel)
     counts = {"kept": 0, "aligned": 0, "failed": 0}
-    rows = []
-    for utt in tqdm(utterances, desc=f"aligning {manifest.name}", unit="utt", disable=not progress):
-        row = {"audio": os.path.relpath(utt.audio.resolve(), out.parent.resolve()), "duration": utt.duration,
-               **utt.meta}
-        if row.get("phones"):
+    cuts = []
+    for cut in tqdm(open_cuts(manifest), desc=f"aligning {manifest.name}", unit="utt", disable=not progress):
+        if has_phones(cut):
             counts["kept"] += 1
         else:
             try:
-                text = str(row.get("text") or "").strip()
-                if not text:
+                text = str(cut_text(cut) or "").strip()
+                if not text or not cut.supervisions:
                     raise SpeechFlowError("no text")
-                row["phones"] = align_utterance(aligner, mel, load_audio(utt.audio), text)
-                row[SOURCE_KEY] = SOURCE
+                phones = align_utterance(aligner, mel, load_mono(cut, mel.cfg.sample_rate), text)
+                sup = cut.supervisions[0]
+                sup.alignment = {**(sup.alignment or {}),
+                                 PHONE: [AlignmentItem(s, a, round(b - a, 5)) for s, a, b in phones]}
+                sup.custom = {**(sup.custom or {}), SOURCE_KEY: SOURCE}
                 counts["aligned"] += 1
-            except SpeechFlowError as e:  # text the audio cannot hold, unvoiceable text: keep the row unlabelled
-                log.warning("%s: not aligned (%s)", utt.audio, e)
+            except SpeechFlowError as e:  # text the audio cannot hold, unvoiceable text: keep the cut unlabelled
+                log.warning("%s: not aligned (%s)", cut.id, e)
                 counts["failed"] += 1
-        rows.append(row)
-    write_manifest(out, rows)
+        cuts.append(cut)
+    write_cuts(out, cuts)
     return counts

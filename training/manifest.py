@@ -1,67 +1,184 @@
-"""JSONL manifests: one utterance per line, at least ``{"audio": path, "duration": seconds}``.
+"""Training data on disk: Lhotse CutSets, as a ``.jsonl.gz`` manifest or a directory of Lhotse Shar shards.
 
-Relative audio paths are resolved against the manifest's directory, so a corpus directory can be moved whole.
+A cut is one utterance (or a segment of a long recording). What the tasks read from it:
+
+- the audio: ``cut.recording`` (a file, or in-memory bytes when read from Shar);
+- ``speaker`` and ``text``: its first supervision's;
+- phone alignments: the supervisions' ``alignment["phone"]`` (``AlignmentItem(symbol, start, duration)``, times in
+  seconds from the cut's start); labels made by the prompt aligner say so in the supervision's ``custom``;
+- real pairs / mixtures: ``cut.custom["noisy"]`` (VoiceBank-DEMAND) or ``cut.custom["sources"]`` (LibriMix, one
+  channel per speaker), Recordings aligned with the cut's own, so a crop of the cut crops them too.
+
+Relative audio paths in a manifest resolve against the manifest's folder (a corpus directory can be moved whole);
+absolute ones are kept. Lhotse itself resolves relative paths against the working directory, so manifests written
+here for other tools should hold absolute paths (``speechflow manifest`` recipes do).
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from lhotse import CutSet, Recording
+from lhotse.cut import Cut
+
 from model.errors import SpeechFlowError
+
+PHONE = "phone"  # the alignment key of phone alignments in supervisions
+SOURCE_KEY = "phones_source"  # supervision custom: who made the phones ("aligner" for `speechflow label`)
 
 
 class ManifestError(SpeechFlowError, ValueError):
-    """A manifest that is missing, empty or has a malformed line."""
+    """A manifest that is missing, empty, of an old format or otherwise unusable."""
+
+
+# ------------------------------------------------------------------------------------------------ reading, writing
+
+
+def is_shar(path: str | os.PathLike) -> bool:
+    return Path(path).is_dir() and any(Path(path).glob("cuts.*.jsonl*"))
+
+
+def _first_row(path: Path) -> dict[str, Any] | None:
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt") as f:
+            for line in f:
+                if line.strip():
+                    return json.loads(line)
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ManifestError(f"cannot read manifest {path}: {e}") from e
+    return None
+
+
+def is_legacy(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a manifest of the JSONL format before CutSets (``{"audio": ..., "duration": ...}``)."""
+    row = _first_row(Path(path)) if Path(path).is_file() else None
+    return row is not None and "audio" in row and "recording" not in row
+
+
+def _resolve(recording: Recording, base: Path) -> Recording:
+    for source in recording.sources:
+        if source.type == "file" and not os.path.isabs(source.source):
+            source.source = str(base / source.source)
+    return recording
+
+
+def resolve_paths(cut: Cut, base: Path) -> Cut:
+    """Relative file paths of the cut's recordings (its own and custom ones) -> under ``base``."""
+    if cut.has_recording:
+        _resolve(cut.recording, base)
+    for value in (cut.custom or {}).values():
+        if isinstance(value, Recording):
+            _resolve(value, base)
+    return cut
+
+
+def open_cuts(path: str | os.PathLike) -> CutSet:
+    """A lazy CutSet from a cut manifest (``.jsonl.gz`` / ``.jsonl``) or a Shar directory.
+
+    A manifest of the old JSONL format is converted in memory (as ``speechflow manifest convert`` would, reading
+    every file's header): fine for small corpora; convert large ones once.
+    """
+    path = Path(path)
+    if path.is_dir():
+        if not is_shar(path):
+            raise ManifestError(f"{path} is a directory but not Lhotse Shar shards (no cuts.*.jsonl.gz)")
+        from .shar import open_shar
+
+        return open_shar(path)
+    if not path.is_file():
+        raise ManifestError(f"manifest not found: {path}")
+    if _first_row(path) is None:
+        raise ManifestError(f"{path}: no cuts")
+    if is_legacy(path):
+        from .convert import legacy_cuts
+
+        return legacy_cuts(path)
+    base = path.parent.absolute()
+    return CutSet.from_jsonl_lazy(path).map(partial(resolve_paths, base=base))
+
+
+def write_cuts(path: str | os.PathLike, cuts: Iterable[Cut]) -> Path:
+    """All or nothing: a half-written manifest (a killed build) would silently train on fewer cuts."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{path.name}")
+    CutSet(cuts).to_file(tmp)
+    tmp.replace(path)
+    return path
+
+
+# --------------------------------------------------------------------------------------------- what a cut carries
+
+
+def cut_phones(cut: Cut) -> list[tuple[str, float, float]] | None:
+    """(symbol, start s, end s) from the cut's start, over all its supervisions; None when it has none."""
+    phones = [(item.symbol, round(item.start, 5), round(item.start + item.duration, 5))
+              for sup in cut.supervisions for item in (sup.alignment or {}).get(PHONE, [])]
+    return phones or None
+
+
+def has_phones(cut: Cut) -> bool:
+    """The training filter of the tasks that need phone alignments (a function, so it pickles)."""
+    return any((sup.alignment or {}).get(PHONE) for sup in cut.supervisions)
+
+
+def cut_speaker(cut: Cut) -> str | None:
+    return next((s.speaker for s in cut.supervisions if s.speaker), None)
+
+
+def cut_text(cut: Cut) -> str | None:
+    return next((s.text for s in cut.supervisions if s.text), None)
+
+
+def phones_source(cut: Cut) -> str | None:
+    return next(((s.custom or {}).get(SOURCE_KEY) for s in cut.supervisions if (s.custom or {}).get(SOURCE_KEY)),
+                None)
 
 
 @dataclass
 class Utterance:
-    audio: Path
+    """A whole-utterance view of a cut for code that reads utterances one by one (evaluation, voices, labelling,
+    the duration model): ``audio`` is the file when the cut is a whole single-file recording, else None."""
+
+    id: str
+    audio: Path | None
     duration: float
-    meta: dict[str, Any] = field(default_factory=dict)  # speaker, text, phones, ... (task-specific)
+    meta: dict[str, Any] = field(default_factory=dict)  # speaker, text, phones, phones_source
+    cut: Cut | None = None
+
+
+def utterance(cut: Cut) -> Utterance:
+    audio = None
+    if cut.has_recording:
+        rec = cut.recording
+        whole = abs(cut.start) < 1e-6 and abs(cut.duration - rec.duration) < 1e-3
+        if whole and len(rec.sources) == 1 and rec.sources[0].type == "file":
+            audio = Path(rec.sources[0].source)
+    meta = {k: v for k, v in (("speaker", cut_speaker(cut)), ("text", cut_text(cut)), ("phones", cut_phones(cut)),
+                               (SOURCE_KEY, phones_source(cut))) if v is not None}
+    return Utterance(cut.id, audio, float(cut.duration), meta, cut)
 
 
 def read_manifest(path: str | os.PathLike, min_duration: float = 0.0) -> list[Utterance]:
-    path = Path(path)
-    if not path.is_file():
-        raise ManifestError(f"manifest not found: {path}")
-    items: list[Utterance] = []
-    with path.open() as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                audio = Path(row.pop("audio"))
-                duration = float(row.pop("duration"))
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-                raise ManifestError(f"{path}:{lineno}: expected JSON with 'audio' and 'duration' ({e})") from e
-            if duration <= 0:
-                raise ManifestError(f"{path}:{lineno}: duration must be > 0, got {duration}")
-            if duration >= min_duration:
-                items.append(Utterance(audio if audio.is_absolute() else path.parent / audio, duration, row))
+    """Every cut of at least ``min_duration`` s as an `Utterance` (eager: for test splits and small corpora)."""
+    items = [utterance(c) for c in open_cuts(path) if c.duration >= min_duration]
     if not items:
         raise ManifestError(f"{path}: no utterances (of at least {min_duration} s)")
     return items
 
 
 def rows_with_phones(utterances: list[Utterance]) -> list[Utterance]:
-    """The rows that carry phone alignments (``phones``: [[symbol, start, end], ...]), or a clear error."""
+    """The utterances that carry phone alignments, or a clear error."""
     rows = [u for u in utterances if u.meta.get("phones")]
     if not rows:
-        raise ManifestError("no manifest rows with phone alignments ('phones'): build the corpus with espeak-ng "
-                            "speakers, or add MFA alignments")
+        raise ManifestError("no cuts with phone alignments: build the corpus with espeak-ng speakers, import MFA "
+                            "alignments, or label the corpus (`speechflow label`)")
     return rows
-
-
-def write_manifest(path: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
-    """All or nothing: a half-written manifest (a killed build) would silently train on fewer rows."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    tmp.replace(path)

@@ -14,8 +14,7 @@ from model.features import MelSpectrogram
 from model.flow import FlowMatching
 from model.modeling import SpeechFlowModel
 
-from .data import CropDataset, loader_factory
-from .manifest import read_manifest
+from .data import CutBatchDataset, loader_factory, min_duration, sampler_config
 from .masking import pretraining_masks
 from .trainer import TrainConfig, Trainer
 
@@ -52,7 +51,8 @@ def pretrain(
     resume: bool = False,
     init: str | os.PathLike | None = None,
 ) -> Path:
-    """Pre-train (or resume) a model on a manifest; returns the run directory (a loadable model directory).
+    """Pre-train (or resume) a model on a CutSet (a manifest or Shar shards); returns the run directory (a loadable
+    model directory).
 
     ``init`` warm-starts a new run from a model directory (e.g. the shipped bundle's ``pretrained/`` when the run
     state of an earlier machine is gone); its architecture is kept and ``preset_name`` ignored.
@@ -67,8 +67,6 @@ def pretrain(
     else:
         torch.manual_seed(train.seed)  # the initial weights are part of the run's recipe
         model = SpeechFlowModel(ModelConfig(task="pretrain", preset=preset_name, network=preset(preset_name)))
-    utterances = read_manifest(data, min_duration=0.1)
-    dataset = CropDataset(utterances, train.max_seconds, model.config.mel.sample_rate)
-    loaders = loader_factory(dataset, [u.duration for u in utterances], train.batch_seconds, train.max_seconds,
-                             train.seed, train.num_workers)
+    dataset = CutBatchDataset(train.max_seconds, model.config.mel.sample_rate, seed=train.seed)
+    loaders = loader_factory(data, dataset, sampler_config(train), train.num_workers, keep=min_duration(0.1))
     return Trainer(model, PretrainObjective(model.config), loaders, train, out).fit(resume=resume)

@@ -68,7 +68,7 @@ class RecipeConfig:
 # training order: every fine-tuning task starts from "pretrain"; duration and tts train on the corpus labelled by
 # the aligner (all voices, not only the espeak-ng ones with exact phones); the rest are independent of each other
 STAGES = ("pretrain", "vocoder", "aligner", "duration", "enhance", "separate", "tts")
-LABELS_DIR = "labels"  # in the work dir: train.jsonl (every row with phones) + info.json (which aligner made it)
+LABELS_DIR = "labels"  # in the work dir: NAME_cuts.jsonl.gz (every cut with phones) + NAME.info.json (which aligner)
 
 
 def trained_steps(run: Path) -> int:
@@ -89,14 +89,15 @@ def _stage(name: str, run: Path, steps: int) -> bool:
 
 
 def labelled_manifest(cfg: RecipeConfig, manifest: Path, aligner_run: Path, name: str | None = None) -> Path:
-    """`manifest` with phones force-aligned by the aligner run where it has none -> work/labels/NAME.jsonl.
+    """`manifest` with phones force-aligned by the aligner run where it has none -> work/labels/NAME_cuts.jsonl.gz
+    (NAME: "train" for the final labels).
 
     Named files (the self-training rounds') are made once and kept: a round resumed after an interruption trains on
     the labels its round started with. The final labels (no name) are remade whenever the aligner has trained
     further since they were made."""
     out_dir = cfg.work / LABELS_DIR
-    out = out_dir / f"{name or manifest.stem}.jsonl"
-    info_path = out.with_suffix(".info.json")
+    out = out_dir / f"{name or 'train'}_cuts.jsonl.gz"
+    info_path = out_dir / f"{name or 'train'}.info.json"
     info = {"manifest": str(manifest.resolve()), "aligner": str(aligner_run.resolve()),
             "aligner_steps": trained_steps(aligner_run)}
     if out.is_file() and info_path.is_file():
@@ -138,7 +139,7 @@ def run_recipe(cfg: RecipeConfig, only: Sequence[str] | None = None) -> Path | N
 
     ``only`` trains just those stages and stops there: separate processes (or GPUs) can train stages side by side
     in the same work directory, and a last plain run finds them complete, bundles and evaluates."""
-    from .corpus import build_corpus
+    from .corpus import build_corpus, split_cuts
     from .duration import default_train_config as duration_train_config
     from .duration import train_duration
     from .finetune import finetune
@@ -152,7 +153,7 @@ def run_recipe(cfg: RecipeConfig, only: Sequence[str] | None = None) -> Path | N
     corpus = work / "corpus"
     print(f"[recipe] corpus: {cfg.hours} h, seed {cfg.seed} in {corpus}")
     build_corpus(corpus, hours=cfg.hours, seed=cfg.seed, engines=cfg.engines)
-    train_manifest, test_manifest = corpus / "train.jsonl", corpus / "test.jsonl"
+    train_manifest, test_manifest = split_cuts(corpus, "train"), split_cuts(corpus, "test")
     runs = {name: work / name for name in STAGES}
     steps = cfg.stage_steps()
 

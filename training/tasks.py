@@ -1,93 +1,97 @@
 """Fine-tuning data and objectives: enhancement (noisy -> clean) and two-speaker separation (mixture -> both).
 
-Items are built on the fly from a clean-speech manifest with seeded augmentation, so every step sees new noise and
-new mixtures, and a resumed run sees the same ones. Real paired corpora are used as they are: a manifest row with a
-``noisy`` path (VoiceBank-DEMAND) or ``sources`` (LibriMix) bypasses the synthetic mixing.
+Items are built on the fly from clean-speech cuts with seeded augmentation, so every step sees new noise and new
+mixtures, and a resumed run sees the same ones. Real paired corpora are used as they are: a cut with a ``noisy``
+Recording (VoiceBank-DEMAND) or ``sources`` (LibriMix) bypasses the synthetic mixing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
+import os
+from itertools import islice
 
 import numpy as np
 import torch
+from lhotse import CutSet
+from lhotse.cut import Cut
 from torch import Tensor, nn
-from torch.utils.data import Dataset
 
 from model.config import ModelConfig
 from model.features import MelSpectrogram
 from model.flow import FlowMatching
 
 from .augment import AugmentConfig, NoiseBank, make_noisy, mix_speakers
-from .data import CropKey, read_crop
-from .manifest import Utterance
+from .data import CutBatchDataset, crop_cut, cut_seed, load_mono
+from .manifest import cut_speaker, open_cuts
 from .pretrain import frame_mask
 
 BABBLE_SOURCES = 48  # utterances kept in memory as babble material
+BABBLE_POOL = 4 * BABBLE_SOURCES  # the first cuts of the data, from which they are drawn (seeded)
 
 
-def _resolve(utt: Utterance, key: str) -> Path:
-    path = Path(utt.meta[key])
-    return path if path.is_absolute() else utt.audio.parent / path  # relative to the manifest, like "audio"
+def babble_sources(data: str | os.PathLike, sample_rate: int, seed: int, seconds: float = 4.0) -> list[np.ndarray]:
+    """The first ``seconds`` of a seeded pick of the data's first cuts (no random access into a lazy CutSet)."""
+    pool = list(islice(open_cuts(data), BABBLE_POOL))
+    picks = np.random.default_rng([seed, 7]).choice(len(pool), size=min(BABBLE_SOURCES, len(pool)), replace=False)
+    return [load_mono(pool[int(i)].truncate(duration=min(seconds, pool[int(i)].duration)), sample_rate)
+            for i in sorted(picks)]
 
 
-class NoisyCropDataset(Dataset):
-    """(index, seed) -> {"clean": (n,), "noisy": (n,)}: a crop, mixed with sampled noise at a sampled SNR."""
+class NoisyCropDataset(CutBatchDataset):
+    """Cut -> {"clean": (n,), "noisy": (n,)}: a crop, mixed with sampled noise at a sampled SNR (or the same crop of
+    its real noisy twin)."""
 
-    def __init__(self, utterances: Sequence[Utterance], max_seconds: float, augment: AugmentConfig | None = None,
+    def __init__(self, data: str | os.PathLike, max_seconds: float, augment: AugmentConfig | None = None,
                  sample_rate: int = 16000, seed: int = 0) -> None:
-        self.utterances, self.max_seconds, self.sample_rate = list(utterances), max_seconds, sample_rate
+        super().__init__(max_seconds, sample_rate, seed)
         self.augment = augment or AugmentConfig()
-        rng = np.random.default_rng([seed, 7])
-        picks = rng.choice(len(self.utterances), size=min(BABBLE_SOURCES, len(self.utterances)), replace=False)
-        babble = [read_crop(self.utterances[i].audio, 4.0, int(i), sample_rate)[0] for i in picks]
-        self.bank = NoiseBank(babble_sources=babble)
+        self.bank = NoiseBank(babble_sources=babble_sources(data, sample_rate, seed))
 
-    def __len__(self) -> int:
-        return len(self.utterances)
-
-    def __getitem__(self, key: CropKey) -> dict[str, np.ndarray]:
-        index, seed = key
-        utt = self.utterances[index]
-        clean, start = read_crop(utt.audio, self.max_seconds, seed, self.sample_rate)
-        if "noisy" in utt.meta:  # a real pair: the same crop of the noisy twin
-            noisy = read_crop(_resolve(utt, "noisy"), self.max_seconds, seed, self.sample_rate, start_s=start)[0]
+    def item(self, cut: Cut, seed: int) -> dict[str, np.ndarray]:
+        crop, _ = crop_cut(cut, self.max_seconds, seed)
+        clean = load_mono(crop, self.sample_rate)
+        if crop.has_custom("noisy"):  # a real pair: the same crop of the noisy twin
+            noisy = load_mono(crop, self.sample_rate, "noisy")
             n = min(len(clean), len(noisy))
             return {"clean": clean[:n], "noisy": noisy[:n]}
         noisy, target, _ = make_noisy(np.random.default_rng(seed), clean, self.bank, self.augment)
         return {"clean": target, "noisy": noisy}
 
 
-class MixtureDataset(Dataset):
-    """(index, seed) -> {"mix": (n,), "s1": (n,), "s2": (n,)}: utterance ``index`` plus one of another speaker."""
+class MixtureDataset(CutBatchDataset):
+    """Cut -> {"mix": (n,), "s1": (n,), "s2": (n,)}: a crop of the cut plus one of another speaker's cut from the same
+    batch (batches are shuffled, so partners change every epoch), or a real mixture's own sources."""
 
-    def __init__(self, utterances: Sequence[Utterance], max_seconds: float, sample_rate: int = 16000,
+    def __init__(self, max_seconds: float, sample_rate: int = 16000, seed: int = 0,
                  rel_db: tuple[float, float] = (-5.0, 5.0)) -> None:
-        self.utterances, self.max_seconds, self.sample_rate = list(utterances), max_seconds, sample_rate
+        super().__init__(max_seconds, sample_rate, seed)
         self.rel_db = rel_db
-        self.speakers = np.array([str(u.meta.get("speaker", i)) for i, u in enumerate(self.utterances)])
 
-    def __len__(self) -> int:
-        return len(self.utterances)
+    def items(self, cuts: CutSet, epoch: int) -> list[dict[str, np.ndarray]]:
+        batch = list(cuts)
+        speakers = [cut_speaker(c) or c.id for c in batch]
+        out = []
+        for i, cut in enumerate(batch):
+            seed = cut_seed(self.seed, epoch, cut)
+            if cut.has_custom("sources"):
+                out.append(self.real(cut, seed))
+                continue
+            rng = np.random.default_rng(seed)
+            others = [k for k, s in enumerate(speakers) if s != speakers[i]] or [k for k in range(len(batch)) if k != i]
+            partner = batch[int(rng.choice(others))] if others else cut  # a batch of one: the cut with itself
+            out.append(self.synthetic(rng, cut, partner, seed))
+        return out
 
-    def _partner(self, rng: np.random.Generator, index: int) -> int:
-        others = np.flatnonzero(self.speakers != self.speakers[index])
-        return int(rng.choice(others)) if len(others) else int(rng.integers(len(self.utterances)))
+    def real(self, cut: Cut, seed: int) -> dict[str, np.ndarray]:
+        """A real mixture (LibriMix): mixture and sources cropped together."""
+        crop, _ = crop_cut(cut, self.max_seconds, seed)
+        mix, sources = load_mono(crop, self.sample_rate), load_mono(crop, self.sample_rate, "sources")
+        n = min(len(mix), sources.shape[-1])
+        return {"mix": mix[:n], "s1": sources[0, :n], "s2": sources[1, :n]}
 
-    def __getitem__(self, key: CropKey) -> dict[str, np.ndarray]:
-        index, seed = key
-        utt = self.utterances[index]
-        if "sources" in utt.meta:  # a real mixture (LibriMix): crop mixture and sources together
-            mix, start = read_crop(utt.audio, self.max_seconds, seed, self.sample_rate)
-            s1, s2 = (read_crop(Path(p) if Path(p).is_absolute() else utt.audio.parent / p, self.max_seconds, seed,
-                                self.sample_rate, start_s=start)[0] for p in utt.meta["sources"][:2])
-            n = min(len(mix), len(s1), len(s2))
-            return {"mix": mix[:n], "s1": s1[:n], "s2": s2[:n]}
-        rng = np.random.default_rng(seed)
-        s1 = read_crop(utt.audio, self.max_seconds, seed, self.sample_rate)[0]
-        partner = self.utterances[self._partner(rng, index)]
-        s2 = read_crop(partner.audio, self.max_seconds, seed + 1, self.sample_rate)[0]
+    def synthetic(self, rng: np.random.Generator, cut: Cut, partner: Cut, seed: int) -> dict[str, np.ndarray]:
+        s1 = load_mono(crop_cut(cut, self.max_seconds, seed)[0], self.sample_rate)
+        s2 = load_mono(crop_cut(partner, self.max_seconds, seed + 1)[0], self.sample_rate)
         length = int(self.max_seconds * self.sample_rate)
         mix, (a, b), _ = mix_speakers(rng, s1, s2, self.rel_db, max_offset_s=0.5 * self.max_seconds,
                                       length=min(length, max(len(s1), len(s2))), sr=self.sample_rate)

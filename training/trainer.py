@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import signal
@@ -32,8 +33,10 @@ from model.checkpoint import write_tensors
 from model.devices import resolve_device, resolve_dtype, use_tf32
 from model.errors import CheckpointError
 
-from .data import derive_seed
+from .data import DataPosition, PositionedBatch, derive_seed
 from .run_state import RunState, flatten_optimizer, restore_optimizer, shared_state
+
+log = logging.getLogger(__name__)
 
 STATE_FILE = "train_state.safetensors"
 LOG_FILE = "log.jsonl"
@@ -57,6 +60,8 @@ class TrainConfig:
     seed: int = 0
     precision: str = "auto"  # auto = bf16 autocast where the device runs bf16 fast (model.devices), else fp32; bf16
     num_workers: int = 1
+    num_buckets: int = 10  # Lhotse's duration buckets (cuts of similar length batch together: less padding)
+    shuffle_buffer: int = 5000  # cuts the sampler holds to bucket and shuffle (with their audio when from Shar)
     device: str = "auto"
     threads: int = 0  # torch intra-op threads; 0 = torch's default (all cores). 1 each for runs that share a CPU
 
@@ -135,8 +140,9 @@ class Trainer:
         cfg: TrainConfig,
         out_dir: str | os.PathLike,
     ) -> None:
-        """``loader_factory(start, rank, world_size)`` returns an iterator of batches (dicts of tensors) that skips
-        the ``start`` batches this rank has already drawn (one per step, plus one per skipped non-finite step)."""
+        """``loader_factory(position, rank, world_size)`` returns an iterator of this rank's batches from its data
+        ``position`` on: `PositionedBatch`es (a batch and the position after it, `training.data`), or plain dicts
+        of tensors (the position then just counts them)."""
         self.model, self.objective, self.loader_factory, self.cfg = model, objective, loader_factory, cfg
         self.out = Path(out_dir)
         if cfg.threads > 0:  # two runs at 2 threads on 2 cores spin-wait on each other: 20x slower than 1 each
@@ -148,12 +154,23 @@ class Trainer:
             self.device = torch.device("cuda", self.dist.local_rank)
             torch.cuda.set_device(self.device)
         self.step = 0
-        self.batches = 0  # batches drawn by this rank: the data position (ahead of step by the skipped ones)
+        self.batches = 0  # batches drawn by this rank (ahead of step by the skipped ones)
+        self.position = DataPosition()  # this rank's place in its data, after the last batch it trained on
         self.skipped = 0  # consecutive non-finite steps
         self._stop = False
 
     # --- state -----------------------------------------------------------------------------------------------
+    def _positions(self) -> list[dict[str, int]]:
+        """Every rank's data position (ranks reading their own Shar shards are at different places)."""
+        mine = dataclasses.asdict(self.position)
+        if self.dist.world_size == 1:
+            return [mine]
+        every: list[Any] = [None] * self.dist.world_size
+        dist.all_gather_object(every, mine)
+        return every
+
     def save(self, net: nn.Module, opt: torch.optim.Optimizer, ema: EMA) -> None:
+        positions = self._positions()  # a collective: every rank, before rank 0 alone writes
         if not self.dist.is_main:
             return
         self.model.config.extra["training"] = {"step": self.step, "config": dataclasses.asdict(self.cfg)}
@@ -163,6 +180,7 @@ class Trainer:
         tensors |= {f"ema.{k}": v for k, v in ema.shadow.items()}
         tensors |= flatten_optimizer(opt, names)
         meta = {"step": str(self.step), "batches": str(self.batches), "skipped": str(self.skipped),
+                "data_position": json.dumps({"world_size": self.dist.world_size, "ranks": positions}),
                 "train_config": json.dumps(dataclasses.asdict(self.cfg))}
         write_tensors(self.out / STATE_FILE, tensors, metadata=meta)
 
@@ -175,6 +193,22 @@ class Trainer:
         self.step = state.counter("step")
         self.batches = state.counter("batches", self.step)  # states saved before the counter: one batch a step
         self.skipped = state.counter("skipped")
+        self.position = self._restored_position(state.meta.get("data_position"))
+
+    def _restored_position(self, saved: str | None) -> DataPosition:
+        """This rank's saved data position. A state from before CutSets (no position), or one saved with another
+        number of processes, continues the schedule and weights exactly but starts a fresh epoch of data."""
+        if saved is None:
+            log.warning("the training state has no data position (saved before the Lhotse data path): the data "
+                        "order starts afresh at epoch 0")
+            return DataPosition()
+        info = json.loads(saved)
+        if info["world_size"] != self.dist.world_size:
+            epoch = 1 + max(p["epoch"] for p in info["ranks"])
+            log.warning("the run was saved with %d processes, resumed with %d: data start afresh at epoch %d",
+                        info["world_size"], self.dist.world_size, epoch)
+            return DataPosition(epoch=epoch)
+        return DataPosition(**info["ranks"][self.dist.rank])
 
     # --- loop ------------------------------------------------------------------------------------------------
     def autocast(self) -> torch.autocast:
@@ -200,16 +234,15 @@ class Trainer:
             train_net = nn.parallel.DistributedDataParallel(net, device_ids=ids)
 
         previous = signal.signal(signal.SIGTERM, self._request_stop) if self._main_thread() else None
-        batches: Iterator[dict[str, Tensor]] = iter(self.loader_factory(self.batches, self.dist.rank,
-                                                                        self.dist.world_size))
+        batches: Iterator[PositionedBatch | dict[str, Tensor]] = iter(
+            self.loader_factory(self.position, self.dist.rank, self.dist.world_size))
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.dist.is_main, desc="train", unit="step",
                    dynamic_ncols=True)
         window: list[float] = []
         t_last, step_last = time.perf_counter(), self.step
         try:
             while self.step < cfg.steps and not self._agreed_stop():
-                batch = {k: v.to(self.device, non_blocking=True) for k, v in next(batches).items()}
-                self.batches += 1
+                batch = self._next(batches)
                 seed = [cfg.seed, self.step, self.dist.rank]
                 rng = np.random.default_rng(seed)
                 gen = torch.Generator(self.device).manual_seed(derive_seed(*seed))
@@ -251,6 +284,15 @@ class Trainer:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
         return self.out
+
+    def _next(self, batches: Iterator[PositionedBatch | dict[str, Tensor]]) -> dict[str, Tensor]:
+        item = next(batches)
+        if isinstance(item, PositionedBatch):
+            item, self.position = item.tensors, item.position
+        else:
+            self.position = DataPosition(self.position.epoch, self.position.batch + 1)
+        self.batches += 1
+        return {k: v.to(self.device, non_blocking=True) for k, v in item.items()}
 
     def _log(self, row: dict[str, Any]) -> None:
         if self.dist.is_main:

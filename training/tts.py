@@ -7,12 +7,13 @@ classifier-free guidance.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from itertools import islice
 
 import numpy as np
 import torch
+from lhotse.cut import Cut
 from torch import Tensor, nn
-from torch.utils.data import Dataset
 
 from model.config import ModelConfig
 from model.features import MelSpectrogram
@@ -20,31 +21,36 @@ from model.flow import FlowMatching
 from model.text import PhoneVocab
 
 from .alignments import phones_to_frames
-from .data import CropKey, read_crop
-from .manifest import Utterance
+from .data import CutBatchDataset, crop_cut, load_mono
+from .manifest import ManifestError, cut_phones, has_phones, open_cuts
 from .masking import pretraining_masks
 from .pretrain import frame_mask
 
 
-class AlignedCropDataset(Dataset):
-    """(index, seed) -> {"wav": (n,), "phones": (n // hop + 1,) int64 frame labels of that crop}."""
+class AlignedCropDataset(CutBatchDataset):
+    """Cut with phones -> {"wav": (n,), "phones": (n // hop + 1,) int64 frame labels of that crop}."""
 
-    def __init__(self, utterances: Sequence[Utterance], max_seconds: float, vocab: PhoneVocab,
-                 sample_rate: int = 16000, hop: int = 160) -> None:
-        self.utterances, self.max_seconds, self.vocab = list(utterances), max_seconds, vocab
-        self.sample_rate, self.hop = sample_rate, hop
+    def __init__(self, max_seconds: float, vocab: PhoneVocab, sample_rate: int = 16000, hop: int = 160,
+                 seed: int = 0) -> None:
+        super().__init__(max_seconds, sample_rate, seed)
+        self.vocab, self.hop = vocab, hop
 
-    def __len__(self) -> int:
-        return len(self.utterances)
-
-    def __getitem__(self, key: CropKey) -> dict[str, np.ndarray]:
-        index, seed = key
-        utt = self.utterances[index]
-        wav, start = read_crop(utt.audio, self.max_seconds, seed, self.sample_rate)
+    def item(self, cut: Cut, seed: int) -> dict[str, np.ndarray]:
+        crop, start = crop_cut(cut, self.max_seconds, seed)
+        wav = load_mono(crop, self.sample_rate)
         frames = len(wav) // self.hop + 1
-        labels = phones_to_frames(utt.meta["phones"], frames, self.vocab, fps=self.sample_rate // self.hop,
-                                  start=start)
+        labels = phones_to_frames(cut_phones(cut), frames, self.vocab, fps=self.sample_rate // self.hop, start=start)
         return {"wav": wav, "phones": labels}
+
+    def collate(self, items: list[dict[str, np.ndarray]]) -> dict[str, Tensor]:
+        return collate_aligned(items)
+
+
+def require_phones(data: str | os.PathLike, probe: int = 5000) -> None:
+    """A clear error, before training starts, when the first ``probe`` cuts carry no phone alignments."""
+    if not any(has_phones(cut) for cut in islice(open_cuts(data), probe)):
+        raise ManifestError(f"{data}: no cuts with phone alignments among the first {probe}: build the corpus with "
+                            "espeak-ng speakers, import MFA alignments, or label it (`speechflow label`)")
 
 
 def collate_aligned(items: list[dict[str, np.ndarray]]) -> dict[str, Tensor]:

@@ -22,8 +22,7 @@ from model.errors import ConfigError
 from model.features import MelSpectrogram
 from model.vocos import VocosConfig, VocosVocoder
 
-from .data import CropDataset, loader_factory
-from .manifest import read_manifest
+from .data import CutBatchDataset, loader_factory, min_duration, sampler_config
 from .pretrain import frame_mask
 from .trainer import TrainConfig, Trainer
 
@@ -110,7 +109,7 @@ def train_vocoder(
     train: TrainConfig | None = None,
     resume: bool = False,
 ) -> Path:
-    """Train (or resume) a vocoder on a manifest of clean speech; returns the run directory (a vocoder directory)."""
+    """Train (or resume) a vocoder on a CutSet of clean speech; returns the run directory (a vocoder directory)."""
     train = train or TrainConfig()
     out = Path(out)
     if resume and (out / "config.json").is_file():
@@ -120,10 +119,8 @@ def train_vocoder(
     else:
         torch.manual_seed(train.seed)  # the initial weights are part of the run's recipe
         vocoder = VocosVocoder(config or VocosConfig())
-    utterances = read_manifest(data, min_duration=0.1)
-    dataset = CropDataset(utterances, train.max_seconds, vocoder.config.mel.sample_rate)
-    loaders = loader_factory(dataset, [u.duration for u in utterances], train.batch_seconds, train.max_seconds,
-                             train.seed, train.num_workers)
+    dataset = CutBatchDataset(train.max_seconds, vocoder.config.mel.sample_rate, seed=train.seed)
+    loaders = loader_factory(data, dataset, sampler_config(train), train.num_workers, keep=min_duration(0.1))
     return Trainer(vocoder, VocoderObjective(vocoder.config), loaders, train, out).fit(resume=resume)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,7 +24,7 @@ def _train_config(args: argparse.Namespace, **defaults):
     from training.trainer import TrainConfig
 
     names = ("steps", "lr", "warmup", "batch_seconds", "max_seconds", "save_every", "log_every", "seed", "precision",
-             "num_workers", "device", "threads")
+             "num_workers", "device", "threads", "num_buckets", "shuffle_buffer")
     flags = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
     return TrainConfig(**(defaults | flags))
 
@@ -33,7 +34,22 @@ def cmd_corpus(args: argparse.Namespace) -> None:
 
     splits = tuple(args.splits.split(","))
     out = build_corpus(args.out, hours=args.hours, seed=args.seed, workers=args.workers, splits=splits)
-    print(f"corpus written to {out} ({', '.join(f'{s}.jsonl' for s in splits)})")
+    print(f"corpus written to {out} ({', '.join(f'{s}_cuts.jsonl.gz' for s in splits)})")
+
+
+def cmd_shard(args: argparse.Namespace) -> None:
+    from training.shar import export_shar
+
+    n = export_shar(args.data, args.out, shard_size=args.shard_size, audio_format=args.format, num_jobs=args.jobs)
+    print(f"wrote {n} shard(s) to {args.out}")
+
+
+def cmd_data_bench(args: argparse.Namespace) -> None:
+    from training.data_bench import run_bench
+
+    print(json.dumps(run_bench(args.data, batches=args.batches, workers=args.num_workers,
+                               batch_seconds=args.batch_seconds, max_seconds=args.max_seconds, task=args.task),
+                     indent=2))
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
@@ -91,7 +107,7 @@ def cmd_label(args: argparse.Namespace) -> None:
         path = path / ALIGNER_DIR
     counts = label_manifest(args.data, PromptAligner.from_pretrained(path, device=resolve_device(args.device)),
                             args.out)
-    print(f"wrote {args.out}: {counts['kept']} rows kept their phones, {counts['aligned']} force-aligned, "
+    print(f"wrote {args.out}: {counts['kept']} cuts kept their phones, {counts['aligned']} force-aligned, "
           f"{counts['failed']} could not be aligned (left without phones)")
 
 
@@ -139,10 +155,13 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-workers", type=int)
     p.add_argument("--device", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
     p.add_argument("--threads", type=int, help="torch threads (default: all cores; 1 when runs share a CPU)")
+    p.add_argument("--num-buckets", type=int, help="Lhotse duration buckets of the sampler (default 10)")
+    p.add_argument("--shuffle-buffer", type=int,
+                   help="cuts the sampler holds to bucket and shuffle (default 5000; with their audio from Shar)")
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("corpus", help="build the synthetic training corpus + manifests")
+    p = sub.add_parser("corpus", help="build the synthetic training corpus (Lhotse CutSets per split)")
     p.add_argument("--out", required=True)
     p.add_argument("--hours", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
@@ -152,12 +171,30 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "of a corpus with the same --hours and --seed")
     p.set_defaults(func=cmd_corpus)
 
-    p = sub.add_parser("manifest", help="manifests for real corpora: tree (LibriSpeech/Libri-Light), voicebank, "
-                       "librimix", add_help=False)
+    p = sub.add_parser("manifest", help="CutSets for real corpora (Lhotse recipes: librispeech, libritts, "
+                       "librilight, ljspeech, vctk; tree, voicebank, librimix) and convert (old JSONL -> CutSet)",
+                       add_help=False)
     p.add_argument("args", nargs=argparse.REMAINDER)  # dispatched in main() before this parser runs
 
+    p = sub.add_parser("shard", help="write a CutSet with its audio as Lhotse Shar shards (sequential reading)")
+    p.add_argument("--data", required=True, help="CutSet manifest (.jsonl.gz) or Shar directory")
+    p.add_argument("--out", required=True, help="empty directory for the shards")
+    p.add_argument("--shard-size", type=int, default=1000, help="cuts per shard (at least one shard per process)")
+    p.add_argument("--format", default="flac", choices=["flac", "wav", "mp3"], help="audio format in the shards")
+    p.add_argument("--jobs", type=int, default=1, help="shards written in parallel")
+    p.set_defaults(func=cmd_shard)
+
+    p = sub.add_parser("data-bench", help="throughput of the training data path (cuts/s, audio s/s per worker)")
+    p.add_argument("--data", required=True, help="CutSet manifest (.jsonl.gz) or Shar directory")
+    p.add_argument("--task", default="pretrain", choices=["pretrain", "enhance", "separate"])
+    p.add_argument("--batches", type=int, default=200, help="batches to time (after 5 warm-up batches)")
+    p.add_argument("--num-workers", type=int, default=1)
+    p.add_argument("--batch-seconds", type=float, default=48.0)
+    p.add_argument("--max-seconds", type=float, default=3.0)
+    p.set_defaults(func=cmd_data_bench)
+
     p = sub.add_parser("pretrain", help="pre-train with masked flow matching on untranscribed audio")
-    p.add_argument("--data", required=True, help="JSONL manifest with audio and duration")
+    p.add_argument("--data", required=True, help="Lhotse CutSet: a .jsonl.gz manifest or a Shar directory")
     p.add_argument("--preset", default="tiny", choices=["debug", "tiny", "small", "base"])
     p.add_argument("--out", required=True, help="run directory (a loadable model directory)")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
@@ -168,16 +205,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("finetune", help="fine-tune a pre-trained model for enhancement, separation or TTS")
     p.add_argument("--task", required=True, choices=["enhance", "separate", "tts"])
     p.add_argument("--init", required=True, help="pre-trained model directory")
-    p.add_argument("--data", required=True, help="manifest of clean speech (noise and mixtures are made on the fly), "
-                   "of real pairs ('noisy') / mixtures ('sources'), or, for tts, rows with 'phones' alignments")
+    p.add_argument("--data", required=True, help="CutSet (manifest or Shar directory) of clean speech (noise and "
+                   "mixtures are made on the fly), of real pairs ('noisy') / mixtures ('sources'), or, for tts, cuts "
+                   "with phone alignments")
     p.add_argument("--out", required=True)
     p.add_argument("--resume", action="store_true")
     _add_train_args(p)
     p.set_defaults(func=cmd_finetune)
 
-    aligned = "manifest with 'phones' alignments"
+    aligned = "CutSet with phone alignments"
     for name, help_text, data_help, func in (
-            ("vocoder", "train the Vocos-style mel -> waveform vocoder", "manifest of clean speech", cmd_vocoder),
+            ("vocoder", "train the Vocos-style mel -> waveform vocoder", "CutSet of clean speech", cmd_vocoder),
             ("duration", "train the TTS duration model on phone alignments", aligned, cmd_duration),
             ("aligner", "train the TTS prompt aligner (frame phone classifier + Viterbi)", aligned, cmd_aligner)):
         p = sub.add_parser(name, help=help_text)
@@ -187,10 +225,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         _add_train_args(p)
         p.set_defaults(func=func)
 
-    p = sub.add_parser("label", help="add phone alignments to the manifest rows that have none (flite/festival rows, "
-                       "a real corpus without MFA TextGrids), by the TTS prompt aligner")
-    p.add_argument("--data", required=True, help="manifest with 'text' per row")
-    p.add_argument("--out", required=True, help="labelled manifest to write (audio paths resolve from its folder)")
+    p = sub.add_parser("label", help="add phone alignments to the cuts that have none (flite/festival cuts, a real "
+                       "corpus without MFA TextGrids), by the TTS prompt aligner")
+    p.add_argument("--data", required=True, help="CutSet with text on its supervisions")
+    p.add_argument("--out", required=True, help="labelled CutSet to write (.jsonl.gz, absolute audio paths)")
     p.add_argument("--aligner", default=DEFAULT_BUNDLE, help="a bundle with tts/aligner/, or an aligner directory")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_label)
@@ -226,8 +264,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True)
     for task in BUNDLE_ENTRIES:
         p.add_argument(f"--{task}", metavar="DIR", help=f"{task} model directory (e.g. a run directory)")
-    p.add_argument("--voices", metavar="MANIFEST", help="built-in TTS voices: one clip per speaker of this manifest "
-                   "(e.g. the unseen-speaker test split)")
+    p.add_argument("--voices", metavar="CUTS", help="built-in TTS voices: one clip per speaker of this CutSet "
+                   "(e.g. the unseen-speaker test_cuts.jsonl.gz)")
     p.add_argument("--recipe", help="the command(s) that produced the models, recorded in bundle.json")
     p.add_argument("--fp32", action="store_true", help="keep fp32 weights (default: fp16, half the size)")
     p.set_defaults(func=cmd_bundle)

@@ -1,28 +1,31 @@
-"""Manifests for the usual layouts of real corpora: LibriSpeech/Libri-Light trees, VoiceBank-DEMAND, LibriMix.
+"""CutSets for corpus layouts that Lhotse has no recipe for: any tree of audio files, VoiceBank-DEMAND (clean/noisy
+pairs) and LibriMix as its generation scripts write it (a metadata CSV + wavs; Lhotse's own LibriMix recipe mixes
+LibriSpeech and WHAM! cuts on the fly instead). LibriSpeech, LibriTTS, Libri-Light, LJSpeech and VCTK go through
+Lhotse's recipes (`training.lhotse_recipes`).
 
-Each builder reads a corpus where it lies (nothing is copied) and writes JSONL manifests in the format of
-``training.manifest``: audio paths relative to the manifest's directory when the audio lies under it, so a corpus
-directory holding its own manifests can be moved whole; absolute otherwise.
+Each builder reads a corpus where it lies (nothing is copied) and writes a CutSet (`training.manifest`): audio paths
+relative to the manifest's folder when the audio lies under it, so a corpus directory holding its own manifests can
+be moved whole; absolute otherwise. Pairs and mixtures become custom Recordings of the cut (``noisy``,
+``sources``, ``noise``), aligned with it.
 
-    python -m training.real_manifests tree LibriSpeech/train-clean-100 data/ls100.jsonl
-    python -m training.real_manifests voicebank VoiceBank-DEMAND data/vbd/
-    python -m training.real_manifests librimix Libri2Mix/wav16k/max/metadata/mixture_train-100_mix_both.csv out.jsonl
+    speechflow manifest tree LibriSpeech/train-clean-100 data/ls100_cuts.jsonl.gz
+    speechflow manifest voicebank VoiceBank-DEMAND data/vbd/
+    speechflow manifest librimix Libri2Mix/wav16k/max/metadata/mixture_train-100_mix_both.csv out_cuts.jsonl.gz
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import logging
 import os
-import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import soundfile as sf
 
-from .manifest import ManifestError, write_manifest
+from .convert import cut_from_row
+from .manifest import ManifestError, write_cuts
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,11 @@ LIBRIMIX_COLUMNS = ("mixture_ID", "mixture_path", "source_1_path", "source_2_pat
 
 
 # ----------------------------------------------------------------------------------------------- shared helpers
+
+def write_manifest(out: Path, rows: list[dict[str, Any]]) -> None:
+    """Rows with paths relative to ``out``'s folder (the converter's format) -> the CutSet ``out``."""
+    write_cuts(out, [cut_from_row(row, out.parent, out.parent) for row in rows])
+
 
 def _abs(path: str | os.PathLike) -> Path:
     # abspath, not resolve(): following symlinks would change which paths count as "under" the manifest directory.
@@ -158,10 +166,10 @@ def _voicebank_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
 
 
 def voicebank_demand_manifest(root: str | os.PathLike, out: str | os.PathLike) -> dict[str, int]:
-    """``train.jsonl`` and ``test.jsonl`` in the directory ``out``; returns split -> rows written.
+    """``train_cuts.jsonl.gz`` and ``test_cuts.jsonl.gz`` in the directory ``out``; returns split -> cuts written.
 
-    Rows: ``{"audio": clean, "noisy": noisy, "duration", "speaker"}`` with speaker ``p226`` for ``p226_001.wav``.
-    When both the 28- and 56-speaker training sets are present, both go into ``train.jsonl``.
+    Cuts: the clean file, its ``noisy`` twin as a custom Recording, speaker ``p226`` for ``p226_001.wav``.
+    When both the 28- and 56-speaker training sets are present, both go into the train CutSet.
     """
     root, out = _abs(root), _abs(out)
     _require_dir(root, "VoiceBank-DEMAND directory")
@@ -180,7 +188,7 @@ def voicebank_demand_manifest(root: str | os.PathLike, out: str | os.PathLike) -
         _report_skipped(f"{root} ({split})", 0, unreadable, 0.0)
         if not rows:
             raise ManifestError(f"{root}: no readable clean files in the VoiceBank-DEMAND {split} set")
-        write_manifest(out / f"{split}.jsonl", rows)
+        write_manifest(out / f"{split}_cuts.jsonl.gz", rows)
         counts[split] = len(rows)
     return counts
 
@@ -217,9 +225,9 @@ def librimix_manifest(csv_path: str | os.PathLike, out: str | os.PathLike,
                       root: str | os.PathLike | None = None) -> int:
     """One row per mixture of a LibriMix metadata CSV; returns the number of rows written to ``out``.
 
-    Rows: ``{"audio": mixture, "sources": [s1, s2, ...], "duration", "id"}`` plus ``"noise"`` when the CSV has a
-    ``noise_path`` column. ``duration`` = ``length`` (samples) / the sample rate of the first mixture, so only one
-    file is opened. Relative CSV paths are resolved against ``root`` (default: the CSV's directory).
+    Cuts: the mixture (id ``mixture_ID``) with ``sources`` (one channel per speaker) and ``noise`` when the CSV has a
+    ``noise_path`` column, as custom Recordings. Relative CSV paths are resolved against ``root`` (default: the
+    CSV's directory).
     """
     csv_path, out = _abs(csv_path), _abs(out)
     if not csv_path.is_file():
@@ -251,45 +259,3 @@ def librimix_manifest(csv_path: str | os.PathLike, out: str | os.PathLike,
         rows.append(row)
     write_manifest(out, rows)
     return len(rows)
-
-
-# ------------------------------------------------------------------------------------------------------------ CLI
-
-def build_parser(prog: str = "python -m training.real_manifests") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description="Write JSONL manifests for real speech corpora.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    tree = sub.add_parser("tree", help="any directory tree of audio (LibriSpeech, Libri-Light)")
-    tree.add_argument("root", type=Path)
-    tree.add_argument("out", type=Path, help="manifest file to write (.jsonl)")
-    tree.add_argument("--min-duration", type=float, default=0.5, help="skip shorter files (seconds)")
-    tree.add_argument("--ext", nargs="+", default=list(AUDIO_EXTS), help="audio extensions to include")
-    vb = sub.add_parser("voicebank", help="VoiceBank-DEMAND -> OUTDIR/train.jsonl, OUTDIR/test.jsonl")
-    vb.add_argument("root", type=Path)
-    vb.add_argument("outdir", type=Path)
-    mix = sub.add_parser("librimix", help="a LibriMix metadata CSV")
-    mix.add_argument("csv", type=Path)
-    mix.add_argument("out", type=Path, help="manifest file to write (.jsonl)")
-    mix.add_argument("--root", type=Path, default=None, help="base of relative CSV paths (default: the CSV's folder)")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None, prog: str = "python -m training.real_manifests") -> int:
-    args = build_parser(prog).parse_args(argv)
-    try:
-        if args.command == "tree":
-            n = audio_tree_manifest(args.root, args.out, exts=tuple(args.ext), min_duration=args.min_duration)
-            print(f"wrote {n} rows to {args.out}")
-        elif args.command == "voicebank":
-            counts = voicebank_demand_manifest(args.root, args.outdir)
-            print(", ".join(f"wrote {n} rows to {args.outdir / f'{split}.jsonl'}" for split, n in counts.items()))
-        else:
-            n = librimix_manifest(args.csv, args.out, root=args.root)
-            print(f"wrote {n} rows to {args.out}")
-    except ManifestError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
