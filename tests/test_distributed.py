@@ -1,7 +1,8 @@
 """Two gloo ranks (torch.multiprocessing, CPU): a SIGTERM that reaches one rank stops both after the same step, only
 rank 0 touches the run directory (the other rank's --out stays empty, so no shared filesystem is assumed), a
 resumed run ends with exactly the weights of an uninterrupted one, the replicas stay identical, a non-finite step on
-one rank is skipped by both, and the ranks draw disjoint data."""
+one rank is skipped by both, and the ranks draw disjoint data: from a CutSet manifest (Lhotse's sampler splits the
+batches) and from Lhotse Shar shards (each rank reads its own shards)."""
 
 from __future__ import annotations
 
@@ -17,10 +18,11 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
 from tests.conftest import write_tiny_corpus
-from tests.test_training import FAST
+from tests.test_training import FAST, to_cuts
 
 WORLD = 2
 STEPS = 8
+PER_EPOCH = 2  # batches per rank and epoch: 8 one-second crops, 2 a batch, 2 ranks
 POISON_AT = 2  # rank 1's batch at this data position has a NaN loss: both ranks must skip the step
 KILL_AT = 5  # rank 1 receives SIGTERM while drawing this batch: both ranks stop after the step it feeds
 
@@ -33,25 +35,27 @@ def _free_port() -> int:
 
 def _instrument(rank: int, job: dict, drawn: list) -> None:
     """Record this rank's batches by data position; poison and signal at the job's positions."""
-    from training.data import FrameBudgetBatches
+    from training.data import CutStream
     from training.pretrain import PretrainObjective
 
     poisoned: list[bool] = []
-    real_iterate, real_call = FrameBudgetBatches.iterate, PretrainObjective.__call__
+    real_keys, real_call = CutStream.keys, PretrainObjective.__call__
 
-    def iterate(self, start_step=0):
-        for position, keys in enumerate(real_iterate(self, start_step), start=start_step):
-            if rank == 1 and position == job.get("kill_at"):
+    def keys(self, position=None):
+        for key in real_keys(self, position):
+            assert key.index < PER_EPOCH
+            ordinal = key.epoch * PER_EPOCH + key.index  # the data position as a count of batches
+            if rank == 1 and ordinal == job.get("kill_at"):
                 os.kill(os.getpid(), signal.SIGTERM)  # the trainer's handler: finish the step, then stop
-            poisoned.append(rank == 1 and position == POISON_AT)
-            drawn.append([position, keys])
-            yield keys
+            poisoned.append(rank == 1 and ordinal == POISON_AT)
+            drawn.append([ordinal, sorted(c.id for c in key.cuts)])
+            yield key
 
     def call(self, net, batch, rng, gen):
         loss = real_call(self, net, batch, rng, gen)
         return loss * float("nan") if poisoned.pop() else loss
 
-    FrameBudgetBatches.iterate = iterate
+    CutStream.keys = keys
     PretrainObjective.__call__ = call
 
 
@@ -102,11 +106,17 @@ def _weights(tmp: Path, name: str, rank: int) -> dict[str, torch.Tensor]:
     return load_file(tmp / f"{name}.rank{rank}.safetensors")
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict:
-    """An uninterrupted run, and the same run stopped by a SIGTERM to rank 1 and resumed (three launches)."""
-    tmp = tmp_path_factory.mktemp("ddp")
-    corpus = write_tiny_corpus(tmp)
+@pytest.fixture(scope="module", params=["manifest", "shar"])
+def runs(request, tmp_path_factory) -> dict:
+    """An uninterrupted run, and the same run stopped by a SIGTERM to rank 1 and resumed (three launches), from the
+    CutSet manifest or from its Shar shards (4 shards of 2 cuts)."""
+    from training.shar import export_shar
+
+    tmp = tmp_path_factory.mktemp(f"ddp-{request.param}")
+    corpus = to_cuts(write_tiny_corpus(tmp))
+    if request.param == "shar":
+        assert export_shar(corpus, tmp / "shards", shard_size=2) == 4
+        corpus = tmp / "shards"
     runs = {"tmp": tmp, "whole": _launch("whole", tmp, corpus, tmp / "whole"),
             "stopped": _launch("stopped", tmp, corpus, tmp / "resumed", kill_at=KILL_AT)}
     runs["saved_step"] = json.loads((tmp / "resumed" / "config.json").read_text())["extra"]["training"]["step"]
@@ -144,11 +154,11 @@ def test_a_non_finite_step_on_one_rank_is_skipped_by_both(runs):
 
 def test_the_ranks_draw_disjoint_data_and_resume_at_their_own_position(runs):
     whole = {r: runs["whole"][r]["drawn"] for r in range(WORLD)}
-    keys = {r: {tuple(k) for _, batch in whole[r] for k in batch} for r in range(WORLD)}
-    assert keys[0] and keys[1] and not keys[0] & keys[1]  # no (utterance, crop seed) is drawn twice
-    # the first epoch (4 batches of 2 one-second crops: 2 per rank) covers every utterance exactly once
-    first = [k[0] for r in range(WORLD) for _, batch in whole[r][:2] for k in batch]
-    assert sorted(first) == list(range(8))
+    for epoch in range(STEPS // PER_EPOCH):  # within every epoch: disjoint, and together every cut once
+        ids = {r: [c for ordinal, batch in whole[r] if ordinal // PER_EPOCH == epoch for c in batch]
+               for r in range(WORLD)}
+        assert ids[0] and ids[1] and not set(ids[0]) & set(ids[1]), epoch
+        assert sorted(ids[0] + ids[1]) == sorted(f"wavs_utt{i}" for i in range(8)), epoch
     for r in range(WORLD):  # stopped + resumed drew exactly the uninterrupted run's batches, in order
         assert runs["stopped"][r]["drawn"] + runs["resumed"][r]["drawn"] == whole[r]
         assert [p for p, _ in whole[r]] == list(range(STEPS + 1))

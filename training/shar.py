@@ -14,7 +14,7 @@ from itertools import islice
 from pathlib import Path
 
 from lhotse import CutSet, Recording
-from lhotse.lazy import LazyIteratorChain, LazyJsonlIterator
+from lhotse.lazy import LazyIteratorChain, LazyManifestIterator
 
 from .manifest import ManifestError, is_shar, open_cuts
 
@@ -46,7 +46,7 @@ def open_shar(directory: str | os.PathLike, shards: list[int] | None = None, aud
     if shards is not None:
         fields = {name: [paths[i] for i in shards] for name, paths in fields.items()}
     if not audio:  # the cut manifests alone, chained (their recordings point into tars that are not opened)
-        return CutSet(LazyIteratorChain(*[LazyJsonlIterator(p) for p in fields["cuts"]]))
+        return CutSet(LazyIteratorChain(*[LazyManifestIterator(p) for p in fields["cuts"]]))
     return CutSet.from_shar(fields=fields)
 
 
@@ -71,6 +71,7 @@ def export_shar(data: str | os.PathLike, out: str | os.PathLike, shard_size: int
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise ManifestError(f"{out} is not empty: shards are written into an empty directory")
+    out.mkdir(parents=True, exist_ok=True)
     cuts = open_cuts(data)
     fields = {name: audio_format for name in audio_fields(cuts)}
     written = cuts.to_shar(out, fields=fields, shard_size=shard_size, num_jobs=num_jobs)
