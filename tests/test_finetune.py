@@ -2,11 +2,13 @@ import json
 
 import numpy as np
 import torch
+from lhotse import CutSet
 
 from model.modeling import SpeechFlowModel
+from tests.test_training import to_cuts
 from training.data import collate_waveforms
 from training.finetune import finetune, init_from_pretrained
-from training.manifest import read_manifest
+from training.manifest import open_cuts
 from training.tasks import MixtureDataset, NoisyCropDataset, SeparateObjective
 from training.trainer import TrainConfig
 
@@ -37,15 +39,16 @@ def test_separation_init_tiles_the_pretrained_projections(debug_model, tmp_path)
 
 
 def test_task_datasets_make_aligned_pairs_and_mixtures(tiny_corpus):
-    utts = read_manifest(_with_speakers(tiny_corpus))
-    noisy = NoisyCropDataset(utts, max_seconds=1.0)
-    item = noisy[(3, 11)]
+    manifest = _with_speakers(tiny_corpus)
+    cuts = list(open_cuts(manifest))
+    noisy = NoisyCropDataset(manifest, max_seconds=1.0)
+    item = noisy.item(cuts[3], 11)
     assert item["clean"].shape == item["noisy"].shape and not np.allclose(item["clean"], item["noisy"])
-    assert np.array_equal(noisy[(3, 11)]["noisy"], item["noisy"])  # seeded
-    mixes = MixtureDataset(utts, max_seconds=1.0)
-    m = mixes[(2, 5)]
-    np.testing.assert_allclose(m["mix"], m["s1"] + m["s2"], atol=1e-6)
-    assert len(m["mix"]) <= 16000
+    assert np.array_equal(noisy.item(cuts[3], 11)["noisy"], item["noisy"])  # seeded
+    mixes = MixtureDataset(max_seconds=1.0).items(CutSet(cuts[:4]), epoch=5)
+    for m, again in zip(mixes, MixtureDataset(max_seconds=1.0).items(CutSet(cuts[:4]), epoch=5), strict=True):
+        np.testing.assert_allclose(m["mix"], m["s1"] + m["s2"], atol=1e-6)
+        assert len(m["mix"]) <= 16000 and np.array_equal(m["mix"], again["mix"])  # seeded by epoch and cut
 
 
 def test_pit_loss_is_invariant_to_speaker_order(debug_model, tiny_corpus):
@@ -53,7 +56,7 @@ def test_pit_loss_is_invariant_to_speaker_order(debug_model, tiny_corpus):
 
     model = SpeechFlowModel(task_config(debug_model.config, "separate"))
     torch.nn.init.normal_(model.net.out_proj.weight, std=0.1)
-    items = [MixtureDataset(read_manifest(_with_speakers(tiny_corpus)), 1.0)[(i, i)] for i in range(3)]
+    items = MixtureDataset(1.0).items(CutSet(list(open_cuts(_with_speakers(tiny_corpus)))[:3]), epoch=0)
     batch = collate_waveforms(items)
     swapped = {**batch, "s1": batch["s2"], "s2": batch["s1"]}
     objective = SeparateObjective(model.config)
@@ -66,6 +69,7 @@ def test_pit_loss_is_invariant_to_speaker_order(debug_model, tiny_corpus):
 
 def test_finetuning_enhancement_lowers_the_loss_and_resumes(debug_model, tiny_corpus, tmp_path):
     debug_model.save_pretrained(tmp_path / "pre")
+    tiny_corpus = to_cuts(tiny_corpus)
     out = finetune("enhance", tmp_path / "pre", tiny_corpus, tmp_path / "enh", TrainConfig(steps=40, **FAST))
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert np.mean([r["loss"] for r in log[-2:]]) < np.mean([r["loss"] for r in log[:2]])
@@ -77,6 +81,6 @@ def test_finetuning_enhancement_lowers_the_loss_and_resumes(debug_model, tiny_co
 
 def test_finetuning_separation_runs(debug_model, tiny_corpus, tmp_path):
     debug_model.save_pretrained(tmp_path / "pre")
-    out = finetune("separate", tmp_path / "pre", _with_speakers(tiny_corpus), tmp_path / "sep",
+    out = finetune("separate", tmp_path / "pre", to_cuts(_with_speakers(tiny_corpus)), tmp_path / "sep",
                    TrainConfig(steps=6, **FAST))
     assert SpeechFlowModel.from_pretrained(out).config.network.x_dim == 160

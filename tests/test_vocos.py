@@ -5,14 +5,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from lhotse import CutSet
 from safetensors.torch import load_file, save_file
 
 from model.errors import CheckpointError, ConfigError
 from model.features import MelConfig
 from model.modeling import SpeechFlowModel
 from model.vocos import VocosConfig, VocosVocoder
-from training.data import CropDataset, collate_waveforms
-from training.manifest import read_manifest
+from training.data import BatchKey, CutBatchDataset
+from training.manifest import open_cuts
 from training.trainer import TrainConfig
 from training.vocoder import MultiResolutionSTFTLoss, VocoderObjective, train_vocoder
 
@@ -110,9 +111,7 @@ def test_stft_loss_counts_real_samples_only():
 
 
 def _fixed_batch(manifest: Path) -> dict[str, torch.Tensor]:
-    utts = read_manifest(manifest)
-    data = CropDataset(utts, max_seconds=1.0)
-    return collate_waveforms([data[(i, 0)] for i in range(len(utts))])
+    return CutBatchDataset(max_seconds=1.0)[BatchKey(0, 0, CutSet(list(open_cuts(manifest))))]["tensors"]
 
 
 def _fixed_loss(vocoder: VocosVocoder, batch: dict[str, torch.Tensor]) -> dict[str, float]:

@@ -68,7 +68,7 @@ def cut_from_row(row: dict[str, Any], base: Path, out_dir: Path, num_samples: in
         raise ManifestError(f"expected a row with 'audio' and 'duration', got {row!r:.200}") from e
     alignment = None
     if row.get("phones"):
-        alignment = {PHONE: [AlignmentItem(str(s), float(a), round(float(b) - float(a), 5))
+        alignment = {PHONE: [AlignmentItem(str(s), float(a), float(b) - float(a))  # end = start + duration, exactly
                              for s, a, b in row["phones"]]}
     custom = {SOURCE_KEY: row[SOURCE_KEY]} if row.get(SOURCE_KEY) else None
     sup = SupervisionSegment(cid, cid, 0.0, rec.duration, text=row.get("text"), speaker=row.get("speaker"),

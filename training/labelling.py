@@ -75,7 +75,7 @@ def label_manifest(manifest: str | os.PathLike, aligner: PromptAligner, out: str
                 phones = align_utterance(aligner, mel, load_mono(cut, mel.cfg.sample_rate), text)
                 sup = cut.supervisions[0]
                 sup.alignment = {**(sup.alignment or {}),
-                                 PHONE: [AlignmentItem(s, a, round(b - a, 5)) for s, a, b in phones]}
+                                 PHONE: [AlignmentItem(s, a, b - a) for s, a, b in phones]}
                 sup.custom = {**(sup.custom or {}), SOURCE_KEY: SOURCE}
                 counts["aligned"] += 1
             except SpeechFlowError as e:  # text the audio cannot hold, unvoiceable text: keep the cut unlabelled

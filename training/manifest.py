@@ -120,7 +120,7 @@ def write_cuts(path: str | os.PathLike, cuts: Iterable[Cut]) -> Path:
 
 def cut_phones(cut: Cut) -> list[tuple[str, float, float]] | None:
     """(symbol, start s, end s) from the cut's start, over all its supervisions; None when it has none."""
-    phones = [(item.symbol, round(item.start, 5), round(item.start + item.duration, 5))
+    phones = [(item.symbol, item.start, item.start + item.duration)
               for sup in cut.supervisions for item in (sup.alignment or {}).get(PHONE, [])]
     return phones or None
 
