@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gzip
 import itertools
-import json
 import threading
 from pathlib import Path
 
@@ -14,7 +14,8 @@ import pytest
 
 from model import espeak
 from model.espeak import EspeakError, EspeakTextError, is_pause, phonemize, synthesize
-from training.corpus import build_corpus
+from training.corpus import build_corpus, split_cuts
+from training.manifest import read_manifest
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",
@@ -150,17 +151,20 @@ def test_concurrent_threads_get_the_sequential_results() -> None:
 
 
 def _manifests(out: Path) -> dict[str, str]:
-    return {name: (out / name).read_text() for name in ("train.jsonl", "valid.jsonl", "test.jsonl")}
+    """The corpus's CutSets, decompressed (gzip headers carry a time stamp)."""
+    return {f"{split}.jsonl": gzip.decompress(split_cuts(out, split).read_bytes()).decode()
+            for split in ("train", "valid", "test")}
 
 
 def test_corpus_rows_carry_phones_and_resume_identically(tmp_path: Path) -> None:
     out = build_corpus(tmp_path / "corpus", hours=0.01, seed=0, workers=2, engines=("espeak",))
-    rows = [json.loads(line) for text in _manifests(out).values() for line in text.splitlines()]
+    utts = [u for split in ("train", "valid", "test") for u in read_manifest(split_cuts(out, split))]
+    rows = [{**u.meta, "audio": str(u.audio.relative_to(out)), "duration": u.duration} for u in utts]
     assert len(rows) == 40 and {r["speaker"].split("-")[0] for r in rows} == {"espeak"}  # one per espeak speaker
     for row in rows:
         phones = row["phones"]
-        assert phones[0][1] == 0.0 and abs(phones[-1][2] - row["duration"]) < 0.05
-        assert all(a[2] == b[1] and b[1] <= b[2] for a, b in itertools.pairwise(phones))
+        assert phones[0][1] == 0.0 and abs(phones[-1][2] - row["duration"]) < 1e-6
+        assert all(abs(a[2] - b[1]) < 1e-9 and b[1] <= b[2] for a, b in itertools.pairwise(phones))
         assert (out / row["audio"]).with_suffix(".phones.json").is_file()
 
     wavs = sorted((out / "wavs").rglob("*.wav"))
@@ -177,7 +181,8 @@ def test_corpus_rows_carry_phones_and_resume_identically(tmp_path: Path) -> None
 def test_the_test_split_alone_is_the_full_corpus_test_split(tmp_path: Path) -> None:
     full = _manifests(build_corpus(tmp_path / "full", hours=0.01, seed=0, workers=2, engines=("espeak",)))
     alone = build_corpus(tmp_path / "alone", hours=0.01, seed=0, workers=2, engines=("espeak",), splits=("test",))
-    assert (alone / "test.jsonl").read_text() == full["test.jsonl"] and full["test.jsonl"].strip()
-    assert not (alone / "train.jsonl").exists()
+    test = gzip.decompress(split_cuts(alone, "test").read_bytes()).decode()
+    assert test == full["test.jsonl"] and full["test.jsonl"].strip()
+    assert not split_cuts(alone, "train").exists()
     assert {p.parent.name for p in (alone / "wavs").rglob("*.wav")} == {
-        json.loads(line)["speaker"] for line in full["test.jsonl"].splitlines()}
+        u.meta["speaker"] for u in read_manifest(split_cuts(alone, "test"))}

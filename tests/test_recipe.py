@@ -8,6 +8,7 @@ import pytest
 from model.pipeline import SpeechFlowPipeline
 from model.vocos import VocosVocoder
 from tests.conftest import speechlike
+from training.manifest import read_manifest
 from training.recipe import RecipeConfig, run_recipe, trained_steps
 
 
@@ -37,7 +38,7 @@ def test_debug_recipe_end_to_end_and_resumable(tmp_path, capsys):
     final = json.loads((labels / "train.info.json").read_text())
     assert final["aligner_steps"] == 3 and final["aligner"] == str((cfg.work / "aligner").resolve())
     assert final["aligned"] > 0 and final["failed"] == 0  # the flite rows
-    rows = [json.loads(line) for line in (labels / "train.jsonl").read_text().splitlines()]
+    rows = [u.meta for u in read_manifest(labels / "train_cuts.jsonl.gz")]
     assert all(r["phones"] for r in rows) and any(r["speaker"].startswith("flite") for r in rows)
     info = json.loads((cfg.out / "bundle.json").read_text())
     assert info["tasks"] == ["enhance", "pretrain", "separate", "tts"]
