@@ -342,3 +342,16 @@ def test_a_resume_across_a_skipped_step_is_exact(debug_model, tmp_path):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
     with safe_open(str(tmp_path / "b" / STATE_FILE), framework="pt") as f:
         assert (f.metadata()["step"], f.metadata()["batches"]) == ("8", "9")
+
+
+def test_data_bench_reports_throughput(tiny_cuts, tmp_path):
+    """`speechflow data-bench` on a manifest and on its shards: cuts/s and audio s/s, total and per worker."""
+    from training.data_bench import run_bench
+    from training.shar import export_shar
+
+    export_shar(tiny_cuts, tmp_path / "shards", shard_size=4)
+    for data in (tiny_cuts, tmp_path / "shards"):
+        report = run_bench(data, batches=3, workers=0, batch_seconds=2.0, max_seconds=1.0)
+        assert report["cuts_per_s"] > 0 and report["audio_s_per_s"] > 0
+        assert report["format"] == ("shar" if data.is_dir() else "manifest")
+        assert report["audio_s_per_s_per_worker"] == report["audio_s_per_s"]  # no workers: the main process is one
