@@ -1,6 +1,9 @@
 """Devices and compute dtypes: clear errors for what is not there, bf16 networks over a float32 ODE state, the
 cached ALiBi bias, and the sway time grid."""
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -128,3 +131,39 @@ def test_network_passes_count_guided_evaluations_twice():
     assert network_passes(Sampling(steps=16, guidance=2.0)) == 32
     # midpoint, 8 steps of 1/8: evaluations at 0, 1/16, 2/16, ... 15/16; the 8 below 0.5 are guided
     assert network_passes(Sampling(steps=16, guidance=2.0, guidance_until=0.5)) == 24
+
+
+KERNEL_CACHE_PROBE = """
+import random, sys
+from pathlib import Path
+import torch
+import model  # noqa: F401  (bounds oneDNN's kernel caches)
+
+def rss_mb():
+    return next(int(l.split()[1]) for l in Path("/proc/self/status").read_text().splitlines()
+                if l.startswith("VmRSS:")) / 1024
+
+torch.set_num_threads(1)
+layer = torch.nn.Linear(256, 1024)
+lengths = list(range(100, 500))
+random.Random(0).shuffle(lengths)
+with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):
+    for t in lengths[:150]:  # fill the caches (a cache of 128 is full after this)
+        layer(torch.randn(1, t, 256))
+    start = rss_mb()
+    for t in lengths[150:]:  # 250 more shapes never seen
+        layer(torch.randn(1, t, 256))
+print(rss_mb() - start)
+"""
+
+
+def test_bf16_kernel_caches_are_bounded_so_new_shapes_do_not_grow_memory():
+    # a server meets a new shape with every live batch length; oneDNN keeps a compiled kernel per shape (~0.5 MB),
+    # 1,024 of them per cache by default: 250 new shapes grew RSS by ~140 MB before the bound, ~0 after it
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("LRU_CACHE_CAPACITY", "ONEDNN_PRIMITIVE_CACHE_CAPACITY")}
+    grown = float(subprocess.run([sys.executable, "-c", KERNEL_CACHE_PROBE], capture_output=True, text=True,
+                                 check=True, env=env, cwd=Path(__file__).resolve().parents[1]).stdout)
+    assert grown < 40, f"RSS grew {grown:.0f} MB over 250 new matmul shapes"
