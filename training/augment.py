@@ -1,13 +1,15 @@
-"""On-the-fly, seeded augmentation at 16 kHz: noise, SNR mixing, synthetic reverberation, two-speaker mixtures.
+"""On-the-fly, seeded augmentation at 16 kHz: noise, SNR mixing, reverberation, colouration, two-speaker mixtures.
 
 Every random choice comes from an explicit `np.random.Generator`, so a (seed, item) pair always gives the same
 example and data-loader workers never share global state. Waveforms are float32 (n,) in and out.
 
 Noise kinds: white, pink (1/f), brown (1/f^2), tones (mains hum + whines), babble (other speakers supplied by the
-caller) and clips (Debian's `sound-icons` effects). Babble is offered only when sources are given, clips only when the
-clip directory exists and holds readable audio, so a machine without `sound-icons` simply never draws that kind.
-Reverberation uses a synthetic impulse response (decaying filtered noise after a direct-path spike), so
-`pyroomacoustics` is not needed; a measured RIR with a pre-delay works with `reverberate` as well.
+caller), clips (Debian's `sound-icons` effects) and voices (the recorded human voice of alsa-utils' speaker-test
+clips, a real talker in the background). Babble is offered only when sources are given, clips and voices only when
+their directory exists and holds readable audio, so a machine without those packages simply never draws that kind.
+Reverberation (`training.rooms`): synthetic decaying-noise RIRs or simulated shoebox rooms; colouration, level and
+clipping: `training.colouration`. `AugmentConfig()` is the plain mixing the evaluation uses (no reverberation, no
+colouration, the corpus's level); `AugmentConfig.training()` is the fine-tuning distribution.
 """
 
 from __future__ import annotations
@@ -22,14 +24,16 @@ from typing import Any
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import fftconvolve, lfilter
 
 from model.audio import SAMPLE_RATE, prepare_waveform
 from model.errors import AudioError, ConfigError
 
+from .colouration import ColourConfig, apply_chain, clip, draw_chain, level_gain
+from .rooms import RoomConfig, reverberate, room_rir, synthetic_rir
+
 log = logging.getLogger(__name__)
 
-NOISE_KINDS = ("white", "pink", "brown", "tones", "babble", "clips")
+NOISE_KINDS = ("white", "pink", "brown", "tones", "babble", "clips", "voices")
 DEFAULT_NOISE_WEIGHTS: dict[str, float] = {
     "white": 1.0,
     "pink": 1.0,
@@ -37,8 +41,10 @@ DEFAULT_NOISE_WEIGHTS: dict[str, float] = {
     "tones": 1.0,
     "babble": 2.0,  # the hardest and most realistic interferer: speech that is not the target
     "clips": 1.0,
+    "voices": 0.0,  # off unless asked for (AugmentConfig.training), so the evaluation's noise stays as it was
 }
 SOUND_ICONS_DIR = Path("/usr/share/sounds/sound-icons")
+ALSA_SOUNDS_DIR = Path("/usr/share/sounds/alsa")  # alsa-utils: "Front left" ... in one recorded voice, + Noise.wav
 
 NOISE_RMS = 0.1  # generators return noise at about -20 dBFS; mix_at_snr sets the real level anyway
 PEAK = 0.99  # headroom below full scale, so int16 encoding never clips what training saw
@@ -216,7 +222,7 @@ def clip_noise(rng: np.random.Generator, n: int, clips: Sequence[np.ndarray], ma
 
 
 @functools.lru_cache(maxsize=8)
-def _load_clip_dir(directory: str) -> tuple[np.ndarray, ...]:
+def _load_clip_dir(directory: str, exclude: tuple[str, ...] = ()) -> tuple[np.ndarray, ...]:
     """All readable, non-silent *.wav files under `directory` at 16 kHz mono, read once per process.
 
     `sound-icons` holds many symlinks to the same few files; resolving them avoids over-weighting those clips.
@@ -225,7 +231,7 @@ def _load_clip_dir(directory: str) -> tuple[np.ndarray, ...]:
     if not root.is_dir():
         return ()
     clips = []
-    for path in sorted({p.resolve() for p in root.glob("*.wav") if p.is_file()}):
+    for path in sorted({p.resolve() for p in root.glob("*.wav") if p.is_file() and p.name not in exclude}):
         try:
             data, sr = sf.read(path, dtype="float32", always_2d=True)
             wav = prepare_waveform(data, int(sr), SAMPLE_RATE)
@@ -238,9 +244,10 @@ def _load_clip_dir(directory: str) -> tuple[np.ndarray, ...]:
     return tuple(clips)
 
 
-def load_clips(directory: str | Path = SOUND_ICONS_DIR) -> tuple[np.ndarray, ...]:
-    """Effect clips from `directory` as float32 (m,) at 16 kHz; empty when the directory is missing or unusable."""
-    return _load_clip_dir(str(Path(directory).resolve()))
+def load_clips(directory: str | Path = SOUND_ICONS_DIR, exclude: tuple[str, ...] = ()) -> tuple[np.ndarray, ...]:
+    """Clips from `directory` (but the file names in `exclude`) as float32 (m,) at 16 kHz; empty when the directory
+    is missing or unusable."""
+    return _load_clip_dir(str(Path(directory).resolve()), tuple(exclude))
 
 
 # ------------------------------------------------------------------------------------------------------ noise bank
@@ -262,11 +269,14 @@ class NoiseBank:
         self,
         babble_sources: Sequence[np.ndarray] | None = None,
         clip_dir: str | Path | None = SOUND_ICONS_DIR,
+        voice_dir: str | Path | None = ALSA_SOUNDS_DIR,
         weights: Mapping[str, float] | None = None,
     ) -> None:
         sources = [_as_wave(s, "babble source") for s in babble_sources or ()]
         self.babble_sources = [s for s in sources if mean_power(s) >= SILENT_POWER]
         self.clips = load_clips(clip_dir) if clip_dir is not None else ()
+        # alsa's Noise.wav is stationary synthetic noise (pink already covers it): only the spoken clips count.
+        self.voices = load_clips(voice_dir, exclude=("Noise.wav",)) if voice_dir is not None else ()
         self.weights = dict(DEFAULT_NOISE_WEIGHTS if weights is None else weights)
         _check_weights(self.weights)
         self._generators: dict[str, Generator] = {
@@ -279,6 +289,8 @@ class NoiseBank:
             self._generators["babble"] = functools.partial(babble_noise, sources=self.babble_sources)
         if self.clips:
             self._generators["clips"] = functools.partial(clip_noise, clips=self.clips)
+        if self.voices:
+            self._generators["voices"] = functools.partial(clip_noise, clips=self.voices)
 
     @property
     def available(self) -> tuple[str, ...]:
@@ -337,72 +349,58 @@ def mix_at_snr(
     return noisy, (np.asarray(clean, np.float32) * scale).astype(np.float32)
 
 
-# ---------------------------------------------------------------------------------------------------- reverberation
-
-
-def synthetic_rir(
-    rng: np.random.Generator,
-    rt60: float | tuple[float, float] = (0.2, 0.8),
-    sr: int = SAMPLE_RATE,
-    drr_db: float | tuple[float, float] = (0.0, 10.0),
-) -> np.ndarray:
-    """A synthetic room impulse response (m,), m = rt60 * sr: a unit direct path at index 0, then after a 1-5 ms gap
-    low-pass filtered noise whose energy falls 60 dB in rt60 seconds.
-
-    `drr_db` (direct-to-reverberant energy ratio) sets how far the talker seems from the microphone. Real rooms damp
-    highs faster than lows; a random one-pole low-pass on the tail is the cheap stand-in for that.
-    """
-    rt60_s = _draw(rng, rt60)
-    if rt60_s <= 0.0:
-        raise ValueError(f"rt60 must be positive, got {rt60_s}")
-    m = max(int(rt60_s * sr), 2)
-    t = np.arange(m) / sr
-    decay = np.exp(-3.0 * math.log(10.0) * t / rt60_s)  # amplitude 10^-3 (-60 dB energy) at t = rt60
-    pole = math.exp(-2 * math.pi * rng.uniform(2000.0, 6000.0) / sr)
-    tail = lfilter([1.0 - pole], [1.0, -pole], rng.standard_normal(m)) * decay
-    tail[: min(m, int(rng.integers(int(0.001 * sr), int(0.005 * sr) + 1)))] = 0.0  # before the first reflection
-    tail_energy = float(np.sum(tail**2))
-    if tail_energy > 0.0:
-        tail *= math.sqrt(10.0 ** (-_draw(rng, drr_db) / 10.0) / tail_energy)
-    tail[0] = 1.0  # the direct path
-    return tail.astype(np.float32)
-
-
-def reverberate(wav: np.ndarray, rir: np.ndarray) -> np.ndarray:
-    """(n,) convolved with (m,) -> (n,), shifted so the RIR's direct path (its largest tap) lands on lag 0.
-
-    The dry signal therefore stays a time-aligned target for the reverberant one.
-    """
-    wav, rir = _as_wave(wav), _as_wave(rir, "rir")
-    if rir.size == 0:
-        raise ValueError("rir is empty")
-    delay = int(np.argmax(np.abs(rir)))
-    wet = fftconvolve(wav.astype(np.float64), rir.astype(np.float64))
-    return wet[delay : delay + wav.shape[0]].astype(np.float32)
-
-
 # -------------------------------------------------------------------------------------------- enhancement recipe
 
 
 @dataclass
 class AugmentConfig:
-    """What `make_noisy` draws from: SNR range (dB), reverb probability and RT60 range (s), noise-kind weights."""
+    """What `make_noisy` draws from. The field defaults are the plain mixing of the evaluation (noise at an SNR, the
+    corpus's level); `AugmentConfig.training()` turns on the realism that fine-tuning uses.
+
+    - snr_db: SNR range (dB), active speech over noise; noise_weights: noise-kind weights;
+    - p_reverb, rt60: probability and RT60 range (s) of reverberation; p_room: the share of it from a simulated
+      room (`room`), the rest a synthetic decaying-noise RIR;
+    - p_colour, colour: probability and ranges of a microphone/channel EQ chain;
+    - level_dbfs: range of the input's active speech-plus-noise level (dBFS), None keeps the corpus's level;
+    - p_clip, clip_fraction: probability of clipping the input and the share of samples clipped.
+    """
 
     snr_db: tuple[float, float] = (-5.0, 20.0)
     p_reverb: float = 0.0
     rt60: tuple[float, float] = (0.2, 0.8)
     noise_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_NOISE_WEIGHTS))
+    p_room: float = 0.7
+    room: RoomConfig = field(default_factory=RoomConfig)
+    p_colour: float = 0.0
+    colour: ColourConfig = field(default_factory=ColourConfig)
+    level_dbfs: tuple[float, float] | None = None
+    p_clip: float = 0.0
+    clip_fraction: tuple[float, float] = (0.001, 0.02)
 
     def __post_init__(self) -> None:
-        for name in ("snr_db", "rt60"):
+        ranges = ["snr_db", "rt60", "clip_fraction"] + (["level_dbfs"] if self.level_dbfs is not None else [])
+        for name in ranges:
             low, high = getattr(self, name)
             if not low <= high:
                 raise ConfigError(f"{name} must be a (low, high) range, got {(low, high)}")
         if self.rt60[0] <= 0.0:
             raise ConfigError(f"rt60 must be positive, got {self.rt60}")
-        if not 0.0 <= self.p_reverb <= 1.0:
-            raise ConfigError(f"p_reverb must be in [0, 1], got {self.p_reverb}")
+        for name in ("p_reverb", "p_room", "p_colour", "p_clip"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.level_dbfs is not None and self.level_dbfs[1] > 0.0:
+            raise ConfigError(f"level_dbfs must stay below full scale, got {self.level_dbfs}")
         _check_weights(self.noise_weights)
+
+    @classmethod
+    def training(cls, **overrides: Any) -> AugmentConfig:
+        """The enhancement fine-tuning distribution. Plain items stay the majority (the evaluation and most uses are
+        dry close-talk), reverberant ones are mostly simulated rooms, half get a microphone colouration, every one a
+        new level between a quiet phone (-45 dBFS) and a hot close mic (-12 dBFS), a few are clipped."""
+        weights = dict(DEFAULT_NOISE_WEIGHTS) | {"voices": 1.0}
+        fields: dict[str, Any] = {"p_reverb": 0.35, "p_room": 0.7, "p_colour": 0.5, "level_dbfs": (-45.0, -12.0),
+                                  "p_clip": 0.05, "noise_weights": weights}
+        return cls(**(fields | overrides))
 
 
 def make_noisy(
@@ -412,7 +410,12 @@ def make_noisy(
 
     Reverb (with probability p_reverb) is applied to the input only and the target is the dry clean signal, so the
     model learns to dereverberate as well as denoise; the SNR is measured against the reverberant speech, which is
-    what the input contains. info: noise kind, snr_db, reverb, rt60 (None without reverb), and the peak-limit scale.
+    what the input contains. A colouration filters speech and noise alike (one microphone) and keeps the speech's
+    active level, and clipping touches the input only, so the target stays the clean signal at the level of the
+    speech in the input (what the mel objective and the [0, 1] mask reconstruction need); the level draw scales
+    both. info: noise kind, snr_db, reverb, rt60 (None without reverb), rir ("synthetic" / "room", with room
+    info), colour (the chain drawn, or None), level_dbfs, clip, and the overall scale (target = clean * scale).
+    Draws for a disabled stage are skipped, so the plain config gives the same examples as before these stages.
     """
     cfg = cfg or AugmentConfig()
     clean = _as_wave(clean, "clean")
@@ -420,12 +423,32 @@ def make_noisy(
     noise, kind = bank.sample(rng, clean.shape[0], cfg.noise_weights)
     reverb = bool(rng.random() < cfg.p_reverb)
     rt60 = float(rng.uniform(*cfg.rt60)) if reverb else None
-    speech = reverberate(clean, synthetic_rir(rng, rt60)) if rt60 is not None else clean
+    info: dict[str, Any] = {"noise": kind, "snr_db": snr_db, "reverb": reverb, "rt60": rt60, "rir": None}
+    speech = clean
+    if rt60 is not None:
+        if cfg.p_room > 0.0 and rng.random() < cfg.p_room:
+            rir, info["room"] = room_rir(rng, cfg.room, rt60)
+            info["rir"], info["rt60"] = "room", info["room"]["rt60"]  # a large room caps how dry it can be
+        else:
+            rir, info["rir"] = synthetic_rir(rng, rt60), "synthetic"
+        speech = reverberate(clean, rir)
+    info["colour"] = None
+    if cfg.p_colour > 0.0 and rng.random() < cfg.p_colour:
+        sos, info["colour"] = draw_chain(rng, cfg.colour)
+        speech, noise = apply_chain(sos, speech, keep_level=active_power), apply_chain(sos, noise)
     noisy, scale = _mix(speech, noise, snr_db, PEAK)
+    info["level_dbfs"] = None
+    if cfg.level_dbfs is not None:
+        info["level_dbfs"] = float(rng.uniform(*cfg.level_dbfs))
+        gain = level_gain(active_power(noisy), info["level_dbfs"])
+        noisy, scale = (noisy * gain).astype(np.float32), scale * gain
+    info["clip"] = None
+    if cfg.p_clip > 0.0 and rng.random() < cfg.p_clip:
+        noisy, info["clip"] = clip(rng, noisy, cfg.clip_fraction)
     extra = _peak_scale(noisy, clean * scale)  # the dry target can peak above the wet input
     noisy, scale = (noisy * extra).astype(np.float32), scale * extra
     target = (clean * scale).astype(np.float32)
-    info = {"noise": kind, "snr_db": snr_db, "reverb": reverb, "rt60": rt60, "scale": scale}
+    info["scale"] = scale
     return noisy, target, info
 
 

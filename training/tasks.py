@@ -20,9 +20,11 @@ from model.config import ModelConfig
 from model.features import MelSpectrogram
 from model.flow import FlowMatching
 
-from .augment import AugmentConfig, NoiseBank, make_noisy, mix_speakers
+from .augment import PEAK, AugmentConfig, NoiseBank, _peak_scale, active_power, make_noisy, mix_speakers
+from .colouration import level_gain
 from .data import CutBatchDataset, crop_cut, cut_seed, load_mono
-from .manifest import cut_speaker, open_cuts
+from .manifest import open_cuts
+from .pairing import MixtureConfig, pick_partner, speaker_keys
 from .pretrain import frame_mask
 
 BABBLE_SOURCES = 48  # utterances kept in memory as babble material
@@ -38,13 +40,13 @@ def babble_sources(data: str | os.PathLike, sample_rate: int, seed: int, seconds
 
 
 class NoisyCropDataset(CutBatchDataset):
-    """Cut -> {"clean": (n,), "noisy": (n,)}: a crop, mixed with sampled noise at a sampled SNR (or the same crop of
-    its real noisy twin)."""
+    """Cut -> {"clean": (n,), "noisy": (n,)}: a crop through `make_noisy` (noise at a sampled SNR; by default
+    `AugmentConfig.training()`: rooms, colouration, level, clipping), or the same crop of its real noisy twin."""
 
     def __init__(self, data: str | os.PathLike, max_seconds: float, augment: AugmentConfig | None = None,
                  sample_rate: int = 16000, seed: int = 0) -> None:
         super().__init__(max_seconds, sample_rate, seed)
-        self.augment = augment or AugmentConfig()
+        self.augment = augment or AugmentConfig.training()
         self.bank = NoiseBank(babble_sources=babble_sources(data, sample_rate, seed))
 
     def item(self, cut: Cut, seed: int) -> dict[str, np.ndarray]:
@@ -60,26 +62,32 @@ class NoisyCropDataset(CutBatchDataset):
 
 class MixtureDataset(CutBatchDataset):
     """Cut -> {"mix": (n,), "s1": (n,), "s2": (n,)}: a crop of the cut plus one of another speaker's cut from the same
-    batch (batches are shuffled, so partners change every epoch), or a real mixture's own sources."""
+    batch, or a real mixture's own sources. Dynamic mixing: batches are reshuffled every epoch and the partner,
+    levels and offsets are drawn from (seed, epoch, cut id), so pairs change every epoch and a resumed run, any worker
+    or rank, makes the same ones. `MixtureConfig.p_hard` of them pair same-engine, same-gender speakers."""
 
     def __init__(self, max_seconds: float, sample_rate: int = 16000, seed: int = 0,
-                 rel_db: tuple[float, float] = (-5.0, 5.0)) -> None:
+                 mixing: MixtureConfig | None = None) -> None:
         super().__init__(max_seconds, sample_rate, seed)
-        self.rel_db = rel_db
+        self.mixing = mixing or MixtureConfig()
+
+    def pairs(self, batch: list[Cut], epoch: int) -> list[tuple[int, str]]:
+        """(partner index, pair kind) per cut of the batch (`pick_partner`); real mixtures' entries are unused."""
+        keys = speaker_keys(batch)
+        return [pick_partner(np.random.default_rng(cut_seed(self.seed, epoch, cut)), i, keys, self.mixing.p_hard)
+                for i, cut in enumerate(batch)]
 
     def items(self, cuts: CutSet, epoch: int) -> list[dict[str, np.ndarray]]:
         batch = list(cuts)
-        speakers = [cut_speaker(c) or c.id for c in batch]
+        pairs = self.pairs(batch, epoch) if not all(c.has_custom("sources") for c in batch) else []
         out = []
         for i, cut in enumerate(batch):
             seed = cut_seed(self.seed, epoch, cut)
             if cut.has_custom("sources"):
                 out.append(self.real(cut, seed))
                 continue
-            rng = np.random.default_rng(seed)
-            others = [k for k, s in enumerate(speakers) if s != speakers[i]] or [k for k in range(len(batch)) if k != i]
-            partner = batch[int(rng.choice(others))] if others else cut  # a batch of one: the cut with itself
-            out.append(self.synthetic(rng, cut, partner, seed))
+            rng = np.random.default_rng([seed, 1])  # the partner draw used (seed); the mixing has its own stream
+            out.append(self.synthetic(rng, cut, batch[pairs[i][0]], seed))
         return out
 
     def real(self, cut: Cut, seed: int) -> dict[str, np.ndarray]:
@@ -90,11 +98,16 @@ class MixtureDataset(CutBatchDataset):
         return {"mix": mix[:n], "s1": sources[0, :n], "s2": sources[1, :n]}
 
     def synthetic(self, rng: np.random.Generator, cut: Cut, partner: Cut, seed: int) -> dict[str, np.ndarray]:
+        cfg = self.mixing
         s1 = load_mono(crop_cut(cut, self.max_seconds, seed)[0], self.sample_rate)
         s2 = load_mono(crop_cut(partner, self.max_seconds, seed + 1)[0], self.sample_rate)
         length = int(self.max_seconds * self.sample_rate)
-        mix, (a, b), _ = mix_speakers(rng, s1, s2, self.rel_db, max_offset_s=0.5 * self.max_seconds,
+        mix, (a, b), _ = mix_speakers(rng, s1, s2, cfg.rel_db, max_offset_s=cfg.max_offset * self.max_seconds,
                                       length=min(length, max(len(s1), len(s2))), sr=self.sample_rate)
+        if cfg.level_dbfs is not None:  # one gain for all three keeps mix == s1 + s2
+            gain = level_gain(active_power(mix), float(rng.uniform(*cfg.level_dbfs)))
+            gain *= _peak_scale(mix * gain, a * gain, b * gain, peak=PEAK)
+            mix, a, b = ((x * gain).astype(np.float32) for x in (mix, a, b))
         return {"mix": mix, "s1": a, "s2": b}
 
 
