@@ -173,6 +173,13 @@ def test_training_config_reverberates_with_simulated_rooms(bank: NoiseBank) -> N
     assert noisy.shape == target.shape == clean.shape and np.abs(noisy).max() <= 0.99 + 1e-6
 
 
+def test_rooms_fall_back_to_synthetic_rirs_without_pyroomacoustics(bank: NoiseBank, monkeypatch) -> None:
+    monkeypatch.setattr("training.augment.rooms_available", lambda: False)
+    cfg = AugmentConfig.training(p_reverb=1.0, p_room=1.0)
+    *_, info = make_noisy(np.random.default_rng(0), speechlike(0.5, seed=3), bank, cfg)
+    assert info["reverb"] and info["rir"] == "synthetic"
+
+
 def test_recorded_voices_come_from_alsa_only_where_installed(tmp_path: Path) -> None:
     voices = load_clips(ALSA_SOUNDS_DIR, exclude=("Noise.wav",))
     assert ("voices" in NoiseBank().available) == bool(voices)

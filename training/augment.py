@@ -29,7 +29,7 @@ from model.audio import SAMPLE_RATE, prepare_waveform
 from model.errors import AudioError, ConfigError
 
 from .colouration import ColourConfig, apply_chain, clip, draw_chain, level_gain
-from .rooms import RoomConfig, reverberate, room_rir, synthetic_rir
+from .rooms import RoomConfig, reverberate, room_rir, rooms_available, synthetic_rir
 
 log = logging.getLogger(__name__)
 
@@ -426,7 +426,7 @@ def make_noisy(
     info: dict[str, Any] = {"noise": kind, "snr_db": snr_db, "reverb": reverb, "rt60": rt60, "rir": None}
     speech = clean
     if rt60 is not None:
-        if cfg.p_room > 0.0 and rng.random() < cfg.p_room:
+        if cfg.p_room > 0.0 and rng.random() < cfg.p_room and rooms_available():
             rir, info["room"] = room_rir(rng, cfg.room, rt60)
             info["rir"], info["rt60"] = "room", info["room"]["rt60"]  # a large room caps how dry it can be
         else:

@@ -12,6 +12,9 @@ time-aligned, level-matched target.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +24,8 @@ from scipy.signal import fftconvolve, lfilter
 
 from model.audio import SAMPLE_RATE
 from model.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 SPEED_OF_SOUND = 343.0  # m/s
 Range = tuple[float, float]
@@ -147,6 +152,16 @@ def _positions(rng: np.random.Generator, dims: np.ndarray, cfg: RoomConfig) -> t
         want *= 0.95
     source = np.clip(source, low, high)
     return mic, source, float(np.linalg.norm(source - mic))
+
+
+@functools.cache
+def rooms_available() -> bool:
+    """Whether pyroomacoustics (the train extra) is importable; warns once when it is not."""
+    found = importlib.util.find_spec("pyroomacoustics") is not None
+    if not found:
+        log.warning("pyroomacoustics is not installed (pip install '.[train]'): simulated rooms fall back to "
+                    "synthetic RIRs")
+    return found
 
 
 def room_rir(rng: np.random.Generator, cfg: RoomConfig, rt60: float | Range = (0.2, 0.8),
