@@ -29,7 +29,7 @@ from model.audio import SAMPLE_RATE, prepare_waveform
 from model.errors import AudioError, ConfigError
 
 from .colouration import ColourConfig, apply_chain, clip, draw_chain, level_gain
-from .rooms import RoomConfig, reverberate, room_rir, rooms_available, synthetic_rir
+from .rooms import RoomConfig, as_wave, reverberate, room_rir, rooms_available, synthetic_rir
 
 log = logging.getLogger(__name__)
 
@@ -58,27 +58,9 @@ Generator = Callable[[np.random.Generator, int], np.ndarray]
 # ------------------------------------------------------------------------------------------------------- helpers
 
 
-def _as_wave(x: np.ndarray, name: str = "waveform") -> np.ndarray:
-    """Any array-like -> contiguous float32 (n,); rejects other shapes and non-finite samples."""
-    w = np.ascontiguousarray(x, dtype=np.float32)
-    if w.ndim != 1:
-        raise ValueError(f"{name} must be 1-D (n,), got shape {w.shape}")
-    if not np.isfinite(w).all():
-        raise ValueError(f"{name} contains NaN or infinite samples")
-    return w
-
-
 def _check_length(n: int) -> None:
     if n < 1:
         raise ValueError(f"noise length must be at least 1 sample, got {n}")
-
-
-def _draw(rng: np.random.Generator, value: float | tuple[float, float]) -> float:
-    """A fixed value, or a uniform draw from a (low, high) range."""
-    if isinstance(value, tuple | list):
-        low, high = value
-        return float(rng.uniform(low, high))
-    return float(value)
 
 
 def _normalize_rms(x: np.ndarray, rms: float = NOISE_RMS) -> np.ndarray:
@@ -191,7 +173,7 @@ def babble_noise(rng: np.random.Generator, n: int, sources: Sequence[np.ndarray]
         raise ValueError("babble needs at least one source waveform")
     total = np.zeros(n, np.float64)
     for _ in range(int(rng.integers(3, 7))):
-        talker = _fit_length(rng, _as_wave(sources[int(rng.integers(len(sources)))], "babble source"), n)
+        talker = _fit_length(rng, as_wave(sources[int(rng.integers(len(sources)))], "babble source"), n)
         power = active_power(talker)
         if power > 0.0:
             total += talker / math.sqrt(power) * 10.0 ** (rng.uniform(-3.0, 3.0) / 20.0)
@@ -272,7 +254,7 @@ class NoiseBank:
         voice_dir: str | Path | None = ALSA_SOUNDS_DIR,
         weights: Mapping[str, float] | None = None,
     ) -> None:
-        sources = [_as_wave(s, "babble source") for s in babble_sources or ()]
+        sources = [as_wave(s, "babble source") for s in babble_sources or ()]
         self.babble_sources = [s for s in sources if mean_power(s) >= SILENT_POWER]
         self.clips = load_clips(clip_dir) if clip_dir is not None else ()
         # alsa's Noise.wav is stationary synthetic noise (pink already covers it): only the spoken clips count.
@@ -322,7 +304,7 @@ class NoiseBank:
 
 def _mix(clean: np.ndarray, noise: np.ndarray, snr_db: float, peak: float) -> tuple[np.ndarray, float]:
     """-> (noisy (n,), scale) where noisy = scale * (clean + g * noise) and scale <= 1 is the joint peak limit."""
-    clean, noise = _as_wave(clean, "clean"), _as_wave(noise, "noise")
+    clean, noise = as_wave(clean, "clean"), as_wave(noise, "noise")
     if clean.shape != noise.shape:
         raise ValueError(f"clean {clean.shape} and noise {noise.shape} must have the same length")
     speech, noise_power = active_power(clean), mean_power(noise)
@@ -418,7 +400,7 @@ def make_noisy(
     Draws for a disabled stage are skipped, so the plain config gives the same examples as before these stages.
     """
     cfg = cfg or AugmentConfig()
-    clean = _as_wave(clean, "clean")
+    clean = as_wave(clean, "clean")
     snr_db = float(rng.uniform(*cfg.snr_db))
     noise, kind = bank.sample(rng, clean.shape[0], cfg.noise_weights)
     reverb = bool(rng.random() < cfg.p_reverb)
@@ -482,7 +464,7 @@ def mix_speakers(
     the span of both. All three are peak-limited by one factor, and mixture == s1_aligned + s2_aligned exactly.
     info: rel_db (None when either source is silent), offsets (samples), scale.
     """
-    s1, s2 = _as_wave(s1, "s1"), _as_wave(s2, "s2")
+    s1, s2 = as_wave(s1, "s1"), as_wave(s2, "s2")
     p1, p2 = active_power(s1), active_power(s2)
     drawn = float(rng.uniform(*rel_db))
     level: float | None = drawn if p1 > 0.0 and p2 > 0.0 else None

@@ -31,7 +31,7 @@ SPEED_OF_SOUND = 343.0  # m/s
 Range = tuple[float, float]
 
 
-def _draw(rng: np.random.Generator, value: float | Range) -> float:
+def draw_value(rng: np.random.Generator, value: float | Range) -> float:
     """A fixed value, or a uniform draw from a (low, high) range."""
     if isinstance(value, tuple | list):
         low, high = value
@@ -39,7 +39,8 @@ def _draw(rng: np.random.Generator, value: float | Range) -> float:
     return float(value)
 
 
-def _as_wave(x: np.ndarray, name: str = "waveform") -> np.ndarray:
+def as_wave(x: np.ndarray, name: str = "waveform") -> np.ndarray:
+    """Any array-like -> contiguous float32 (n,); rejects other shapes and non-finite samples."""
     w = np.ascontiguousarray(x, dtype=np.float32)
     if w.ndim != 1:
         raise ValueError(f"{name} must be 1-D (n,), got shape {w.shape}")
@@ -68,7 +69,7 @@ def synthetic_rir(
 
     `drr_db` (direct-to-reverberant energy ratio) sets how far the talker seems from the microphone.
     """
-    rt60_s = _draw(rng, rt60)
+    rt60_s = draw_value(rng, rt60)
     if rt60_s <= 0.0:
         raise ValueError(f"rt60 must be positive, got {rt60_s}")
     m = max(int(rt60_s * sr), 2)
@@ -76,7 +77,7 @@ def synthetic_rir(
     tail[: min(m, int(rng.integers(int(0.001 * sr), int(0.005 * sr) + 1)))] = 0.0  # before the first reflection
     tail_energy = float(np.sum(tail**2))
     if tail_energy > 0.0:
-        tail *= math.sqrt(10.0 ** (-_draw(rng, drr_db) / 10.0) / tail_energy)
+        tail *= math.sqrt(10.0 ** (-draw_value(rng, drr_db) / 10.0) / tail_energy)
     tail[0] = 1.0  # the direct path
     return tail.astype(np.float32)
 
@@ -86,7 +87,7 @@ def reverberate(wav: np.ndarray, rir: np.ndarray) -> np.ndarray:
 
     The dry signal therefore stays a time-aligned target for the reverberant one.
     """
-    wav, rir = _as_wave(wav), _as_wave(rir, "rir")
+    wav, rir = as_wave(wav), as_wave(rir, "rir")
     if rir.size == 0:
         raise ValueError("rir is empty")
     delay = int(np.argmax(np.abs(rir)))
@@ -142,7 +143,7 @@ def _positions(rng: np.random.Generator, dims: np.ndarray, cfg: RoomConfig) -> t
     low, high = np.full(3, cfg.wall_margin_m), dims - cfg.wall_margin_m
     mic = rng.uniform(low, high)
     mic[2] = rng.uniform(max(low[2], 0.7), min(high[2], 1.8))  # desk to standing height, where rooms allow
-    want = _draw(rng, cfg.distance_m)
+    want = draw_value(rng, cfg.distance_m)
     for _ in range(32):
         direction = rng.standard_normal(3)
         direction[2] *= 0.3  # talkers are roughly level with the microphone
@@ -170,8 +171,8 @@ def room_rir(rng: np.random.Generator, cfg: RoomConfig, rt60: float | Range = (0
     Sabine absorption's target), absorption, distance, ism_order."""
     import pyroomacoustics as pra  # the train extra; imported here so the module loads without it
 
-    dims = np.array([_draw(rng, cfg.length_m), _draw(rng, cfg.width_m), _draw(rng, cfg.height_m)])
-    rt60_s = _draw(rng, rt60)
+    dims = np.array([draw_value(rng, cfg.length_m), draw_value(rng, cfg.width_m), draw_value(rng, cfg.height_m)])
+    rt60_s = draw_value(rng, rt60)
     volume, surface = float(np.prod(dims)), 2.0 * float(dims[0] * dims[1] + dims[0] * dims[2] + dims[1] * dims[2])
     # Sabine: RT60 = 24 ln(10) V / (c S a); a large room cannot be as dry as asked with a <= 1, so keep it <= 0.99.
     absorption = min(0.99, 24.0 * math.log(10.0) * volume / (SPEED_OF_SOUND * surface * rt60_s))
