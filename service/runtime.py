@@ -50,11 +50,13 @@ from .errors import (
     TextTooLong,
 )
 from .metrics import Metrics
+from .placement import default_batch_frames, processing_worker
+from .request import Request as LoopRequest
+from .request import RequestResult
 from .schemas import ModelCard, ModelList, SpeechRequest, TaskForm, TtsForm, VoiceList
 from .settings import Settings
 from .speech import next_chunk, stream_audio
-from .steploop import LoopLimits, RequestResult, StepLoop, default_batch_frames, processing_worker
-from .steploop import Request as LoopRequest
+from .steploop import LoopLimits, StepLoop
 from .streaming import STREAMED_FORMATS
 from .uploads import DecodedAudio, check_upload_type, decode_upload, render_audio, render_media_type, render_speech
 from .voice_api import VoiceAPI

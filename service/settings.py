@@ -32,7 +32,7 @@ class Settings(BaseSettings):
 
     # scheduling (service/scheduler.py): rows of one sampling key share a live batch that advances one ODE step at
     # a time; a live batch holds at most max_batch_size rows and max_batch_frames padded feature frames (100/s).
-    # None: chosen for the device (steploop.default_batch_frames: measured on CPU, README "Serving benchmark")
+    # None: chosen for the device (placement.default_batch_frames: measured on CPU, README "Serving benchmark")
     max_batch_frames: int | None = Field(None, ge=1)
     max_batch_size: int = Field(16, ge=1)
     max_wait_ms: float = Field(10.0, ge=0)  # a new live batch waits this long for company before its first step

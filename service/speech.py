@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import numpy as np
 
-from .steploop import Request as LoopRequest
+from .request import Request as LoopRequest
 from .streaming import StreamEncoder, sse_delta, sse_done, sse_error
 
 # OpenAI's voice names; each is an alias of one built-in voice (in order, round robin), so OpenAI clients just work

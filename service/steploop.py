@@ -32,41 +32,10 @@ from model.joining import CrossfadeJoiner
 from .engine import Engine, Payload, SamplingKey, StepBatch, TaskParams
 from .errors import DeadlineExceeded, QueueFull, RequestTooCostly, ServiceError, ShuttingDown
 from .metrics import Metrics
+from .request import Request, RequestResult
 from .scheduler import Budget, Entry, Policy, Scheduler, Turn
 
 log = logging.getLogger(__name__)
-
-
-# Padded feature frames per live batch when the settings leave it open. CPU: measured with scripts/bench-sweep.sh on
-# the demo bundle (README): at NFE 16 + guidance 2 a CPU forward is already at the machine's matmul peak, so larger
-# batches only add padding and latency (1,600 frames: 98 % of the pipeline's best throughput at concurrency 16;
-# 24,000: 81 %). GPU: a wide budget, where batching pays; bound it by activation memory.
-CPU_BATCH_FRAMES = 1_600
-GPU_BATCH_FRAMES = 24_000
-
-
-def default_batch_frames(device: str) -> int:
-    return CPU_BATCH_FRAMES if device in ("cpu", "fake") else GPU_BATCH_FRAMES
-
-
-def processing_worker(mode: str, device: str) -> ThreadPoolExecutor | None:
-    """The thread for pre- and post-processing, or None to run them on the engine thread between steps.
-    ``auto``: a worker on an accelerator (its CPU work then overlaps the device's steps); on a CPU the engine
-    thread, because there the two compete for the same cores (README, "Serving benchmark"). A CPU worker runs
-    torch single-threaded: a second multi-threaded OpenMP team would fight the engine's."""
-    on_cpu = device in ("cpu", "fake")
-    if mode == "engine" or (mode == "auto" and on_cpu):
-        return None
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="speechflow-processing",
-                              initializer=_single_threaded_torch if on_cpu else None)
-
-
-def _single_threaded_torch() -> None:
-    # torch's thread count is per calling thread (the engine thread's team was made when the bundle loaded);
-    # threads that first touch torch after this one start single-threaded too, which suits the decode threads.
-    import torch
-
-    torch.set_num_threads(1)
 
 
 @dataclass(frozen=True)
@@ -78,50 +47,6 @@ class LoopLimits:
     max_request_rows: int = 32  # rows (windows, chunks) one request may need
     max_request_frames: int = 60_000  # frames one request may generate (all rows)
     policy: Policy = "step"
-
-
-@dataclass(frozen=True)
-class RequestResult:
-    output: np.ndarray
-    queue_wait_s: float  # admission -> first step
-    inference_s: float  # first step -> result
-    first_chunk_s: float | None  # admission -> first chunk ready (chunked plans)
-    rows: int
-    mean_live_rows: float  # rows in the live batch, averaged over this request's steps
-
-
-@dataclass(eq=False)  # identity semantics
-class Request:
-    key: SamplingKey
-    payload: Payload
-    params: TaskParams
-    future: asyncio.Future[RequestResult]
-    enqueued_at: float
-    deadline: float
-    chunks: asyncio.Queue[np.ndarray | None] | None = None  # streaming: final audio as it is ready, None = end
-    plan: Any = None  # model.generation.Plan, once prepared
-    pieces: dict[int, Any] = field(default_factory=dict)
-    started_at: float | None = None
-    first_chunk_at: float | None = None
-    steps_seen: int = 0  # steps its live batch took while it was in it ...
-    live_rows_sum: int = 0  # ... and the rows of those steps, for its mean live rows
-    drop_reason: str | None = None  # why the future was cancelled (client_disconnected, deadline_exceeded)
-    alone: bool = False  # retried after its live batch failed: runs with no other request's rows
-    attempt: int = 0  # bumped by a retry: pieces of an earlier attempt still being post-processed are dropped
-    estimate_s: float = 0.0  # estimated engine seconds (the cost model), for admission
-    engine_s: float = 0.0  # engine seconds it has had: its share of every step it was in
-    _streamed: int = 0
-    _joiner: CrossfadeJoiner | None = None
-
-    @property
-    def task(self) -> str:
-        return self.key.task
-
-    def cancel(self, reason: str) -> None:
-        """Stop the request's compute: its rows leave at the next step boundary."""
-        if not self.future.done():
-            self.drop_reason = reason
-            self.future.cancel()
 
 
 @dataclass
