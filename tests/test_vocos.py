@@ -141,3 +141,19 @@ def test_training_lowers_the_loss_writes_a_vocoder_and_resumes(tiny_corpus, tmp_
     steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
     assert steps == [10, 20, 30, 40, 50]
     assert VocosVocoder.from_pretrained(out).config.extra["training"]["step"] == 50
+
+
+def test_a_new_run_warm_starts_from_a_vocoder_directory(tiny_corpus, tmp_path):
+    # the run state of a long vocoder training is gone with its machine; its shipped weights are where the next
+    # session starts: the new run begins at those weights (its first loss is theirs, not a fresh network's)
+    batch = _fixed_batch(tiny_corpus)
+    first = train_vocoder(tiny_corpus, tmp_path / "a", VocosConfig(**TINY), TrainConfig(steps=30, **FAST))
+    trained = _fixed_loss(VocosVocoder.from_pretrained(first), batch)
+    fresh = _fixed_loss(VocosVocoder(VocosConfig(**TINY)), batch)
+    warm = train_vocoder(tiny_corpus, tmp_path / "b", None, TrainConfig(steps=1, lr=1e-9, warmup=1, log_every=1,
+                                                                     **{k: v for k, v in FAST.items()
+                                                                        if k not in ("lr", "warmup", "log_every")}),
+                         init=first)
+    loaded = VocosVocoder.from_pretrained(warm)
+    assert loaded.config.extra["init"] == {"from": str(first), "step": 30}
+    assert _fixed_loss(loaded, batch)["mel"] == pytest.approx(trained["mel"], rel=1e-3) != fresh["mel"]

@@ -108,14 +108,23 @@ def train_vocoder(
     config: VocosConfig | None = None,
     train: TrainConfig | None = None,
     resume: bool = False,
+    init: str | os.PathLike | None = None,
 ) -> Path:
-    """Train (or resume) a vocoder on a CutSet of clean speech; returns the run directory (a vocoder directory)."""
+    """Train (or resume) a vocoder on a CutSet of clean speech; returns the run directory (a vocoder directory).
+    ``init`` warm-starts a new run from a vocoder directory (a bundle's ``vocoder/`` or an earlier run, when that
+    run's state is gone with its machine); its architecture is kept."""
     train = train or TrainConfig()
     out = Path(out)
     if resume and (out / "config.json").is_file():
         vocoder = VocosVocoder.from_pretrained(out)  # the architecture travels with the run
         if config is not None and _shape(config) != _shape(vocoder.config):
             raise ConfigError(f"{out} holds a vocoder with another config; resume it without one or use a new --out")
+    elif init is not None:
+        vocoder = VocosVocoder.from_pretrained(init)
+        if config is not None and _shape(config) != _shape(vocoder.config):
+            raise ConfigError(f"{init} holds a vocoder with another config; warm-start it without one")
+        vocoder.config.extra = {"init": {"from": str(init),
+                                         "step": vocoder.config.extra.get("training", {}).get("step")}}
     else:
         torch.manual_seed(train.seed)  # the initial weights are part of the run's recipe
         vocoder = VocosVocoder(config or VocosConfig())

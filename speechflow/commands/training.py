@@ -70,7 +70,7 @@ def cmd_vocoder(args: argparse.Namespace) -> None:
     from training.vocoder import train_vocoder
 
     out = train_vocoder(args.data, args.out, None, _train_config(args, max_seconds=1.0, batch_seconds=16.0),
-                        resume=args.resume)
+                        resume=args.resume, init=args.init)
     print(f"vocoder saved to {out}")
 
 
@@ -222,6 +222,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--data", required=True, help=data_help)
         p.add_argument("--out", required=True)
         p.add_argument("--resume", action="store_true")
+        if name == "vocoder":
+            p.add_argument("--init", help="warm-start from a vocoder directory (e.g. checkpoints/vocoder-wip)")
         _add_train_args(p)
         p.set_defaults(func=func)
 
