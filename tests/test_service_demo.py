@@ -395,7 +395,8 @@ def test_an_uploaded_prompt_is_transcribed_by_the_server_and_corrected(tts_serve
     saved = wait.until(ready.visibility_of_element_located((By.ID, "voice-saved")))
     heard = browser.find_element(By.ID, "voice-transcript").get_attribute("value")
     assert heard and f"The server heard: “{heard}”" in saved.text and "save again" in saved.text
-    item = browser.find_element(By.CSS_SELECTOR, "#voice-list li[data-voice]")
+    # the page lists the saved voice once its list request returns, a moment after the message
+    item = wait.until(ready.presence_of_element_located((By.CSS_SELECTOR, "#voice-list li[data-voice]")))
     assert "(transcribed by the server)" in item.text
     first = item.get_attribute("data-voice")
 
