@@ -456,12 +456,14 @@ def mix_speakers(
     length: int | None = None,
     sr: int = SAMPLE_RATE,
     peak: float = PEAK,
+    level_dbfs: tuple[float, float] | None = None,
 ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], dict[str, Any]]:
     """Two utterances (m1,), (m2,) -> (mixture (n,), (s1_aligned (n,), s2_aligned (n,)), info).
 
     s2 is scaled so that active_power(s1) / active_power(s2) is the drawn `rel_db` (s1 keeps its level). One source,
     chosen at random, starts up to `max_offset_s` later than the other. n is `length` if given (crop or pad), else
-    the span of both. All three are peak-limited by one factor, and mixture == s1_aligned + s2_aligned exactly.
+    the span of both. `level_dbfs`: the mixture's active level is then drawn from this range (one gain for all
+    three). All three are peak-limited by one factor, and mixture == s1_aligned + s2_aligned exactly.
     info: rel_db (None when either source is silent), offsets (samples), scale.
     """
     s1, s2 = as_wave(s1, "s1"), as_wave(s2, "s2")
@@ -474,7 +476,11 @@ def mix_speakers(
     offsets = (delay, 0) if rng.random() < 0.5 else (0, delay)
     n = length if length is not None else max(s1.shape[0] + offsets[0], s2.shape[0] + offsets[1])
     a1, a2 = _place(s1, offsets[0], n), _place(s2, offsets[1], n)
-    scale = _peak_scale(a1 + a2, a1, a2, peak=peak)
+    if level_dbfs is None:
+        scale = _peak_scale(a1 + a2, a1, a2, peak=peak)
+    else:  # one gain for all three keeps the mixture their sum
+        scale = level_gain(active_power(a1 + a2), float(rng.uniform(*level_dbfs)))
+        scale *= _peak_scale((a1 + a2) * scale, a1 * scale, a2 * scale, peak=peak)
     a1, a2 = (a1 * scale).astype(np.float32), (a2 * scale).astype(np.float32)
     info = {"rel_db": level, "offsets": offsets, "scale": scale}
     return a1 + a2, (a1, a2), info

@@ -119,6 +119,8 @@ class CutStream:
         self.data, self.cfg, self.keep = Path(data), cfg, keep
         self.rank, self.world_size = rank, world_size
         self.shar = is_shar(self.data)
+        # a manifest is opened once (an old .jsonl is converted on opening: every audio header read), not per epoch
+        self._manifest = None if self.shar else open_cuts(self.data)
         if self.shar and num_shards(self.data) < world_size:
             raise ManifestError(f"{self.data}: {num_shards(self.data)} shard(s) for {world_size} processes; "
                                 f"re-shard with a smaller --shard-size")
@@ -130,8 +132,8 @@ class CutStream:
 
     def _cuts(self, epoch: int | None) -> CutSet:
         """Epoch ``epoch``'s cuts for this rank (Shar: its shards of the epoch); None: metadata of all cuts."""
-        if not self.shar:
-            cuts = open_cuts(self.data)
+        if self._manifest is not None:
+            cuts = self._manifest
         elif epoch is None:
             cuts = open_shar(self.data, audio=False)
         else:

@@ -20,8 +20,7 @@ from model.config import ModelConfig
 from model.features import MelSpectrogram
 from model.flow import FlowMatching
 
-from .augment import PEAK, AugmentConfig, NoiseBank, _peak_scale, active_power, make_noisy, mix_speakers
-from .colouration import level_gain
+from .augment import AugmentConfig, NoiseBank, make_noisy, mix_speakers
 from .data import CutBatchDataset, crop_cut, cut_seed, load_mono
 from .manifest import open_cuts
 from .pairing import MixtureConfig, pick_partner, speaker_keys
@@ -103,11 +102,8 @@ class MixtureDataset(CutBatchDataset):
         s2 = load_mono(crop_cut(partner, self.max_seconds, seed + 1)[0], self.sample_rate)
         length = int(self.max_seconds * self.sample_rate)
         mix, (a, b), _ = mix_speakers(rng, s1, s2, cfg.rel_db, max_offset_s=cfg.max_offset * self.max_seconds,
-                                      length=min(length, max(len(s1), len(s2))), sr=self.sample_rate)
-        if cfg.level_dbfs is not None:  # one gain for all three keeps mix == s1 + s2
-            gain = level_gain(active_power(mix), float(rng.uniform(*cfg.level_dbfs)))
-            gain *= _peak_scale(mix * gain, a * gain, b * gain, peak=PEAK)
-            mix, a, b = ((x * gain).astype(np.float32) for x in (mix, a, b))
+                                      length=min(length, max(len(s1), len(s2))), sr=self.sample_rate,
+                                      level_dbfs=cfg.level_dbfs)
         return {"mix": mix, "s1": a, "s2": b}
 
 
