@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from model import espeak
 from model.audio import SAMPLE_RATE, prepare_waveform, resample
+from model.checkpoint import atomic_write
 from model.errors import SpeechFlowError
 
 from .convert import cut_from_row
@@ -257,10 +258,8 @@ def build_corpus(out: str | os.PathLike, hours: float = 1.0, seed: int = 0, work
         write_cuts(split_cuts(out, split), split_cuts_)
     speakers = make_speakers(seed)
     held = unseen_speakers(speakers, seed)
-    rows = [json.dumps(asdict(s) | {"unseen": s.name in held}) + "\n" for s in speakers]
-    tmp = out / "speakers.jsonl.tmp"
-    tmp.write_text("".join(rows))
-    tmp.replace(out / "speakers.jsonl")
+    rows = "".join(json.dumps(asdict(s) | {"unseen": s.name in held}) + "\n" for s in speakers)
+    atomic_write(out / "speakers.jsonl", lambda tmp: Path(tmp).write_text(rows))
     return out
 
 

@@ -109,7 +109,7 @@ def write_cuts(path: str | os.PathLike, cuts: Iterable[Cut]) -> Path:
     """All or nothing: a half-written manifest (a killed build) would silently train on fewer cuts."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
+    tmp = path.with_name(f".tmp-{path.name}")  # not model.checkpoint.atomic_write: Lhotse picks the format by suffix
     CutSet(cuts).to_file(tmp)
     tmp.replace(path)
     return path
