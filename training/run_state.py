@@ -26,20 +26,22 @@ class RunState:
         return int(self.meta.get(key, default))
 
 
-def flatten_optimizer(opt: torch.optim.Optimizer, names: list[str]) -> dict[str, Tensor]:
-    """AdamW moments keyed by parameter name (safetensors holds flat tensors only: no pickle)."""
+def flatten_optimizer(opt: torch.optim.Optimizer, names: list[str], prefix: str = "optim") -> dict[str, Tensor]:
+    """AdamW moments keyed by parameter name (safetensors holds flat tensors only: no pickle); ``prefix`` keeps
+    the optimizers of two modules (a net and its critic) apart."""
     out = {}
     for idx, state in opt.state_dict()["state"].items():
         for key, value in state.items():
-            out[f"optim.{names[idx]}.{key}"] = torch.as_tensor(value)
+            out[f"{prefix}.{names[idx]}.{key}"] = torch.as_tensor(value)
     return out
 
 
-def restore_optimizer(opt: torch.optim.Optimizer, names: list[str], tensors: dict[str, Tensor]) -> None:
+def restore_optimizer(opt: torch.optim.Optimizer, names: list[str], tensors: dict[str, Tensor],
+                      prefix: str = "optim") -> None:
     sd = opt.state_dict()
     state: dict[int, dict[str, Tensor]] = {}
     for idx, name in enumerate(names):
-        entries = {k.rsplit(".", 1)[1]: v for k, v in tensors.items() if k.rsplit(".", 1)[0] == f"optim.{name}"}
+        entries = {k.rsplit(".", 1)[1]: v for k, v in tensors.items() if k.rsplit(".", 1)[0] == f"{prefix}.{name}"}
         if entries:
             state[idx] = entries
     sd["state"] = state

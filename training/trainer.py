@@ -93,6 +93,18 @@ class Objective(Protocol):
     ) -> Tensor: ...
 
 
+class AdversarialObjective(Objective, Protocol):
+    """An objective with a ``critic`` trained against the net (GAN discriminators): after each generator step the
+    loop steps the critic on ``critic_loss()``, which scores the batch the objective was just called on. The
+    critic's weights and optimizer moments are part of the run's state. ``metrics`` (the last step's separate
+    terms) are averaged into the log."""
+
+    critic: nn.Module
+    metrics: dict[str, float]
+
+    def critic_loss(self) -> Tensor: ...
+
+
 @dataclass
 class DistInfo:
     rank: int = 0
@@ -169,7 +181,8 @@ class Trainer:
         dist.all_gather_object(every, mine)
         return every
 
-    def save(self, net: nn.Module, opt: torch.optim.Optimizer, ema: EMA) -> None:
+    def save(self, net: nn.Module, opt: torch.optim.Optimizer, ema: EMA,
+             critic: tuple[nn.Module, torch.optim.Optimizer] | None = None) -> None:
         positions = self._positions()  # a collective: every rank, before rank 0 alone writes
         if not self.dist.is_main:
             return
@@ -179,14 +192,27 @@ class Trainer:
         tensors = {f"net.{k}": v for k, v in net.state_dict().items()}
         tensors |= {f"ema.{k}": v for k, v in ema.shadow.items()}
         tensors |= flatten_optimizer(opt, names)
+        if critic is not None:
+            module, critic_opt = critic
+            tensors |= {f"critic.{k}": v for k, v in module.state_dict().items()}
+            tensors |= flatten_optimizer(critic_opt, list(dict(module.named_parameters())), prefix="critic_optim")
         meta = {"step": str(self.step), "batches": str(self.batches), "skipped": str(self.skipped),
                 "data_position": json.dumps({"world_size": self.dist.world_size, "ranks": positions}),
                 "train_config": json.dumps(dataclasses.asdict(self.cfg))}
         write_tensors(self.out / STATE_FILE, tensors, metadata=meta)
 
-    def restore(self, state: RunState, net: nn.Module, opt: torch.optim.Optimizer, ema: EMA) -> None:
+    def restore(self, state: RunState, net: nn.Module, opt: torch.optim.Optimizer, ema: EMA,
+                critic: tuple[nn.Module, torch.optim.Optimizer] | None = None) -> None:
         tensors = state.tensors
+        saved_critic = {k[len("critic."):]: v for k, v in tensors.items() if k.startswith("critic.")}
+        if bool(saved_critic) != (critic is not None):
+            raise CheckpointError(f"{self.out} was trained {'with' if saved_critic else 'without'} an adversary "
+                                  f"(discriminators): resume it the way it was started")
         net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")}, strict=True)
+        if critic is not None:
+            module, critic_opt = critic
+            module.load_state_dict(saved_critic, strict=True)
+            restore_optimizer(critic_opt, list(dict(module.named_parameters())), tensors, prefix="critic_optim")
         for k in ema.shadow:
             ema.shadow[k].copy_(tensors[f"ema.{k}"])
         restore_optimizer(opt, list(dict(net.named_parameters())), tensors)
@@ -223,8 +249,9 @@ class Trainer:
             raise CheckpointError(f"{self.out} already holds a training run: pass --resume to continue it")
         opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
         ema = EMA(net, cfg.ema_decay)
+        critic = self._critic()
         if state is not None:
-            self.restore(state, net, opt, ema)
+            self.restore(state, net, opt, ema, critic)
             del state  # the weights now live in net, opt and ema
             self._truncate_log()
         ema.shadow = {k: v.to(self.device) for k, v in ema.shadow.items()}
@@ -239,6 +266,7 @@ class Trainer:
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.dist.is_main, desc="train", unit="step",
                    dynamic_ncols=True)
         window: list[float] = []
+        terms: list[dict[str, float]] = []
         t_last, step_last = time.perf_counter(), self.step
         try:
             while self.step < cfg.steps and not self._agreed_stop():
@@ -263,20 +291,24 @@ class Trainer:
                 self.skipped = 0
                 opt.step()
                 ema.update(net, self.step)
+                if critic is not None:
+                    self._critic_step(*critic, lr)
                 self.step += 1
                 window.append(float(loss.detach()))
+                terms.append(getattr(self.objective, "metrics", {}))
                 bar.update(1)
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                     now = time.perf_counter()
                     rate = (self.step - step_last) / max(now - t_last, 1e-9)
                     t_last, step_last = now, self.step
                     self._log({"step": self.step, "loss": float(np.mean(window)), "lr": lr, "grad_norm": grad_norm,
-                               "steps_per_s": rate, "world_size": self.dist.world_size, "time": time.time()})
+                               "steps_per_s": rate, "world_size": self.dist.world_size, "time": time.time(),
+                               **_mean_terms(terms)})
                     bar.set_postfix(loss=f"{np.mean(window):.4f}", lr=f"{lr:.2e}")
-                    window = []
+                    window, terms = [], []
                 if self.step % cfg.save_every == 0:
-                    self.save(net, opt, ema)
-            self.save(net, opt, ema)
+                    self.save(net, opt, ema, critic)
+            self.save(net, opt, ema, critic)
             if self.dist.world_size > 1:
                 dist.barrier()  # no rank returns before rank 0's checkpoint is on disk
         finally:
@@ -284,6 +316,35 @@ class Trainer:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
         return self.out
+
+    def _critic(self) -> tuple[nn.Module, torch.optim.Optimizer] | None:
+        """The objective's critic on this device with its own AdamW (same schedule as the net), or None."""
+        module: nn.Module | None = getattr(self.objective, "critic", None)
+        if module is None:
+            return None
+        module.to(self.device)
+        cfg = self.cfg
+        return module, torch.optim.AdamW(module.parameters(), lr=cfg.lr, betas=cfg.betas,
+                                         weight_decay=cfg.weight_decay)
+
+    def _critic_step(self, module: nn.Module, opt: torch.optim.Optimizer, lr: float) -> None:
+        """One critic update on the batch the net was just trained on. Under DDP its gradients are averaged by
+        hand (it is not DDP-wrapped: the objective calls it on real and generated audio in one step)."""
+        objective: AdversarialObjective = self.objective  # type: ignore[assignment]
+        for group in opt.param_groups:
+            group["lr"] = lr
+        module.train()
+        with self.autocast():
+            loss = objective.critic_loss()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.dist.world_size > 1:
+            for p in module.parameters():
+                if p.grad is not None:
+                    dist.all_reduce(p.grad)
+                    p.grad /= self.dist.world_size
+        if math.isfinite(float(nn.utils.clip_grad_norm_(module.parameters(), self.cfg.grad_clip))):
+            opt.step()
 
     def _next(self, batches: Iterator[PositionedBatch | dict[str, Tensor]]) -> dict[str, Tensor]:
         item = next(batches)
@@ -327,3 +388,9 @@ class Trainer:
         import threading
 
         return threading.current_thread() is threading.main_thread()
+
+
+def _mean_terms(rows: list[dict[str, float]]) -> dict[str, float]:
+    """Per-term means over the logged window (an objective's ``metrics``); {} for objectives without them."""
+    keys = {k for row in rows for k in row}
+    return {k: float(np.mean([row[k] for row in rows if k in row])) for k in sorted(keys)}
