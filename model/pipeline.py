@@ -77,9 +77,9 @@ class SpeechFlowPipeline:
         self.mel_config = first.config.mel
         self.device = first.device
         self.mel = MelSpectrogram(self.mel_config).to(self.device)
-        if vocoder is not None and vocoder.config.mel != self.mel_config:
-            raise CheckpointError("the bundle's vocoder was trained on other mel settings than its models")
-        self.vocoder: VocosVocoder | GriffinLimVocoder = vocoder or GriffinLimVocoder(self.mel_config)
+        self.vocoder: VocosVocoder | GriffinLimVocoder = GriffinLimVocoder(self.mel_config)
+        if vocoder is not None:
+            self.use_vocoder(vocoder)
         if aligner is not None and aligner.config.mel != self.mel_config:
             raise CheckpointError("the bundle's prompt aligner was trained on other mel settings than its models")
         self.durations = durations
@@ -98,6 +98,14 @@ class SpeechFlowPipeline:
     @property
     def vocoder_name(self) -> str:
         return self.vocoder.name
+
+    def use_vocoder(self, vocoder: VocosVocoder | GriffinLimVocoder) -> None:
+        """Vocode with ``vocoder`` from now on (e.g. a training run's, to compare it with the bundle's); it must
+        invert the mel features the models were trained on."""
+        mel = vocoder.config.mel if isinstance(vocoder, VocosVocoder) else vocoder.mel
+        if mel != self.mel_config:
+            raise CheckpointError("the vocoder was trained on other mel settings than the bundle's models")
+        self.vocoder = vocoder
 
     @property
     def tasks(self) -> list[str]:

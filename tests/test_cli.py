@@ -91,3 +91,20 @@ def test_evaluate_from_the_command_line(debug_model, tiny_corpus, tmp_path, caps
     results = json.loads((tmp_path / "r.json").read_text())
     assert set(results["overall"]) >= {"input", "ours", "spectral_gating"}
     assert "| SpeechFlow (ours) |" in (tmp_path / "r.md").read_text()
+
+
+def test_evaluate_a_vocoder_run_by_copy_synthesis(debug_model, tiny_corpus, tmp_path, capsys):
+    from model.bundle import write_bundle
+    from model.vocos import VocosConfig, VocosVocoder
+
+    debug_model.save_pretrained(tmp_path / "enh")
+    write_bundle(tmp_path / "b", {"enhance": tmp_path / "enh"})  # no vocoder/: the bundle alone has Griffin-Lim
+    VocosVocoder(VocosConfig(dim=32, intermediate_dim=64, layers=2)).save_pretrained(tmp_path / "voc")
+    code = main(["evaluate", "--task", "vocoder", "--bundle", str(tmp_path / "b"), "--vocoder", str(tmp_path / "voc"),
+                 "--data", str(tiny_corpus), "--n", "2", "--device", "cpu", "--no-dnsmos",
+                 "--json", str(tmp_path / "v.json")])
+    assert code == 0, capsys.readouterr().err
+    results = json.loads((tmp_path / "v.json").read_text())
+    assert list(results["overall"]) == ["recording", "vocoder", "griffin_lim"] and results["n"] == 2
+    assert results["config"]["vocoder"] == str(tmp_path / "voc")
+    assert results["overall"]["griffin_lim"]["pesq_wb"] > results["overall"]["vocoder"]["pesq_wb"]  # untrained

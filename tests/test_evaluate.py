@@ -247,3 +247,38 @@ def test_bad_process_outputs_are_reported(manifest: Path) -> None:
         evaluate_separation(lambda xs: list(xs), cases, peers=False, progress=False)
     with pytest.raises(ValueError, match="NaN"):
         evaluate_separation(lambda xs: [np.full((2, len(x)), np.nan) for x in xs], cases, peers=False, progress=False)
+
+
+def test_vocoder_copy_synthesis_ranks_griffin_lim_above_a_broken_vocoder(manifest: Path, tmp_path: Path) -> None:
+    # a "vocoder" that keeps only the loudness envelope (noise shaped by the frame energy) must score far below
+    # Griffin-Lim on the same mels, on every utterance, and the recording is DNSMOS's reference row
+    import torch
+
+    from model.features import MelConfig, MelSpectrogram
+    from model.vocoder import GriffinLimVocoder
+    from training.evaluation.vocoder import evaluate_vocoders, vocoder_utterances, write_vocoder_report
+
+    mel = MelSpectrogram(MelConfig())
+
+    def envelope_noise(feats: torch.Tensor) -> torch.Tensor:  # (1, T, n_mels) -> (1, T * hop)
+        energy = feats.mean(-1).exp().repeat_interleave(160, dim=-1)
+        return 0.01 * energy * torch.randn(energy.shape, generator=torch.Generator().manual_seed(0))
+
+    n = len(VOICES)
+    res = evaluate_vocoders({"griffin_lim": GriffinLimVocoder(MelConfig()), "broken": envelope_noise}, mel,
+                            manifest, n=n, seed=0, use_dnsmos=True, progress=False)
+    assert res["n"] == n and {r["engine"] for r in res["rows"]} <= {"espeak", "flite", "festival", "other"}
+    for row in res["rows"]:
+        assert row["griffin_lim"]["pesq_wb"] > row["broken"]["pesq_wb"] + 1.0
+        assert row["griffin_lim"]["estoi"] > row["broken"]["estoi"] + 0.3
+        assert set(row["recording"]) == {"dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak"}  # no self-comparison
+    assert res["overall"]["griffin_lim"]["dnsmos_ovrl"] > res["overall"]["broken"]["dnsmos_ovrl"]
+    assert math.isnan(res["overall"]["recording"]["pesq_wb"])
+    assert sum(e["n"] for e in res["by_engine"].values()) == n
+    assert set(res["rtf"]) == {"griffin_lim", "broken"} and all(v > 0 for v in res["rtf"].values())
+    write_vocoder_report(res, tmp_path / "v.md")
+    report = (tmp_path / "v.md").read_text()
+    assert "| griffin_lim | " in report and "| broken | " in report and "## By engine" in report
+    ids = [u.id for u in vocoder_utterances(manifest, n, seed=0)]
+    assert ids == [r["id"] for r in res["rows"]] and sorted(ids) == sorted(u.id for u in vocoder_utterances(
+        manifest, n, seed=1)) and ids != [u.id for u in vocoder_utterances(manifest, n, seed=1)]

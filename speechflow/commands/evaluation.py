@@ -14,6 +14,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from training.evaluate import run_evaluation
 
     pipe = SpeechFlowPipeline.from_pretrained(args.bundle, device=args.device, dtype=args.dtype)
+    if args.vocoder:
+        pipe.use_vocoder(_load_vocoder(args.vocoder, pipe))
+    if args.task == "vocoder":
+        _evaluate_vocoder(args, pipe)
+        return
     if args.task == "align":
         from training.aligner import prompt_alignment_report
         from training.evaluate import write_json
@@ -31,7 +36,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         tts_kwargs = {**sampling_kwargs("tts", args), "seed": args.seed}
         res = run_tts_evaluation(pipeline_synthesizer(pipe, **tts_kwargs), args.data, n=args.n, seed=args.seed,
                                  json_out=args.json, report_out=args.report, use_dnsmos=not args.no_dnsmos,
-                                 extra_config={"bundle": str(args.bundle), "dtype": pipe.dtype_name, **tts_kwargs})
+                                 extra_config={"bundle": str(args.bundle), "dtype": pipe.dtype_name,
+                                               "vocoder": args.vocoder or pipe.vocoder_name, **tts_kwargs})
         print(json.dumps({k: res[k] for k in ("overall", "wer_ratio", "similarity_position")}, indent=2,
                          default=str))
         return
@@ -48,12 +54,39 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(json.dumps(results.get("overall", results), indent=2, default=str))
 
 
+def _load_vocoder(spec: str, pipe):  # -> VocosVocoder | GriffinLimVocoder
+    from model.vocoder import GriffinLimVocoder
+    from model.vocos import VocosVocoder
+
+    if spec == "griffin-lim":
+        return GriffinLimVocoder(pipe.mel_config)
+    return VocosVocoder.from_pretrained(spec, device=pipe.device)
+
+
+def _evaluate_vocoder(args: argparse.Namespace, pipe) -> None:
+    """Copy synthesis through the pipeline's vocoder (the bundle's, or --vocoder's) beside Griffin-Lim."""
+    from model.vocoder import GriffinLimVocoder
+    from training.evaluation.common import jsonable
+    from training.evaluation.vocoder import run_vocoder_evaluation
+
+    vocoders = {"griffin_lim": GriffinLimVocoder(pipe.mel_config)}
+    if not isinstance(pipe.vocoder, GriffinLimVocoder):
+        vocoders = {"vocoder": pipe.vocoder, **vocoders}
+    res = run_vocoder_evaluation(vocoders, pipe.mel.cpu(), args.data, n=args.n, seed=args.seed, json_out=args.json,
+                                 report_out=args.report, use_dnsmos=not args.no_dnsmos,
+                                 extra_config={"bundle": str(args.bundle), "vocoder": args.vocoder or "bundle"})
+    print(json.dumps(jsonable({"overall": res["overall"], "rtf": res["rtf"]}), indent=2))
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="enhance/separate: PESQ, ESTOI, SI-SDR, DNSMOS vs the input and classical "
-                       "peers; tts: WER ratio, speaker similarity, DNSMOS")
-    p.add_argument("--task", required=True, choices=["enhance", "separate", "tts", "align"],
+                       "peers; tts: WER ratio, speaker similarity, DNSMOS; vocoder: copy synthesis vs Griffin-Lim")
+    p.add_argument("--task", required=True, choices=["enhance", "separate", "tts", "align", "vocoder"],
                    help="align: frame accuracy of the bundle's prompt aligners against the manifest's alignments, and "
-                        "their phone-boundary errors on flite speech of the manifest's texts")
+                        "their phone-boundary errors on flite speech of the manifest's texts; vocoder: copy synthesis "
+                        "(clean test utterances -> log-mel -> waveform) beside Griffin-Lim: PESQ-WB, ESTOI, DNSMOS")
+    p.add_argument("--vocoder", help="vocode with this vocoder directory (a training run, a bundle's vocoder/) or "
+                   "'griffin-lim' instead of the bundle's")
     p.add_argument("--data", required=True, help="clean test manifest (e.g. the corpus's unseen-speaker test.jsonl)")
     p.add_argument("--n", type=int, default=100, help="utterances (cases) to evaluate")
     p.add_argument("--json", help="write all results here")
