@@ -49,6 +49,8 @@ LIBRARY_NAMES = ("libespeak-ng.so.1", "libespeak-ng.so")
 # match the audio; 80 is espeakRATE_MINIMUM.
 RATE_RANGE = (80, 449)
 PITCH_RANGE = (0, 100)
+PITCH_RANGE_RANGE = (0, 100)  # espeakRANGE: intonation range, 50 = the voice's own (the same samples as not setting it)
+INTONATION_RANGE = (0, 7)  # espeakINTONATION: the tune table row (INTONATION_TYPES = 8); 0 keeps the voice's own
 LEADING_SILENCE = "_"
 
 # speak_lib.h constants (API revision 12)
@@ -58,7 +60,7 @@ _INIT_DONT_EXIT = 0x8000  # without it a missing espeak-ng-data directory calls 
 _POS_CHARACTER = 1
 _CHARS_UTF8 = 1
 _ENDPAUSE = 0x1000  # keep the sentence pause at the end, as the espeak-ng command line does
-_PARAM_RATE, _PARAM_PITCH = 1, 3
+_PARAM_RATE, _PARAM_PITCH, _PARAM_RANGE, _PARAM_INTONATION = 1, 3, 4, 9
 _EE_OK, _EE_NOT_FOUND = 0, 2
 _EVENT_LIST_TERMINATED, _EVENT_WORD, _EVENT_PHONEME = 0, 1, 7
 
@@ -180,7 +182,7 @@ class _Engine:
             return 1
         return 0
 
-    def set_voice(self, voice: str, rate: int, pitch: int) -> None:
+    def set_voice(self, voice: str, rate: int, pitch: int, extra: tuple[tuple[int, int], ...] = ()) -> None:
         status = self.lib.espeak_SetVoiceByName(voice.encode())
         if status == _EE_NOT_FOUND:  # a language name ("en-gb+m3"), which the espeak-ng command line also accepts
             status = self.lib.espeak_SetVoiceByProperties(ctypes.byref(_Voice(languages=voice.encode())))
@@ -188,12 +190,13 @@ class _Engine:
             raise EspeakError(f"unknown espeak-ng voice {voice!r} (see `espeak-ng --voices`; variants: 'en-us+f3')")
         if status != _EE_OK:
             raise EspeakError(f"selecting espeak-ng voice {voice!r} failed with status {status}")
-        for param, value in ((_PARAM_RATE, rate), (_PARAM_PITCH, pitch)):
+        for param, value in ((_PARAM_RATE, rate), (_PARAM_PITCH, pitch), *extra):
             if self.lib.espeak_SetParameter(param, value, 0) != _EE_OK:
                 raise EspeakError(f"espeak_SetParameter({param}, {value}) failed")
 
-    def synth(self, text: str, voice: str, rate: int, pitch: int) -> _Capture:
-        self.set_voice(voice, rate, pitch)
+    def synth(self, text: str, voice: str, rate: int, pitch: int,
+              extra: tuple[tuple[int, int], ...] = ()) -> _Capture:
+        self.set_voice(voice, rate, pitch, extra)
         data = text.encode("utf-8")
         self.capture = cap = _Capture(self.sample_rate)
         try:
@@ -271,14 +274,15 @@ def _serve() -> None:
         _send(replies, _in_child(engine, *request))
 
 
-def _in_child(engine: _Engine, text: str, voice: str, rate: int, pitch: int) -> tuple[str, Any]:
+def _in_child(engine: _Engine, text: str, voice: str, rate: int, pitch: int,
+              extra: tuple[tuple[int, int], ...] = ()) -> tuple[str, Any]:
     """Synthesise in a child forked from the never-used engine, so no state leaks from one call into the next."""
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: synthesise, send the result, exit without running any cleanup of the parent's objects
         os.close(read_fd)
         try:
-            reply: tuple[str, Any] = ("ok", engine.synth(text, voice, rate, pitch))
+            reply: tuple[str, Any] = ("ok", engine.synth(text, voice, rate, pitch, extra))
         except Exception as e:
             reply = ("error", str(e) if isinstance(e, EspeakError) else f"{type(e).__name__}: {e}")
         with os.fdopen(write_fd, "wb") as pipe:
@@ -315,9 +319,10 @@ class _Helper:
             raise EspeakError(f"the espeak-ng helper process exited (status {self.proc.poll()})")
         return reply
 
-    def synth(self, text: str, voice: str, rate: int, pitch: int) -> _Capture:
+    def synth(self, text: str, voice: str, rate: int, pitch: int,
+              extra: tuple[tuple[int, int], ...] = ()) -> _Capture:
         try:
-            _send(self.proc.stdin, (text, voice, rate, pitch))
+            _send(self.proc.stdin, (text, voice, rate, pitch, extra))
             kind, value = self._reply()
         except (BrokenPipeError, ValueError) as e:
             self.proc.kill()
@@ -386,14 +391,26 @@ def initialize() -> int:
         return _get_helper().sample_rate
 
 
-def synthesize(text: str, voice: str = "en-us", rate: int = 175, pitch: int = 50) -> SynthResult:
+def synthesize(text: str, voice: str = "en-us", rate: int = 175, pitch: int = 50, pitch_range: int | None = None,
+               intonation: int | None = None) -> SynthResult:
     """Speak `text`: float32 audio at espeak's native rate, the phones tiling it, and word spans.
 
-    `voice` is an espeak-ng voice or language name, optionally with a variant ("en-us+f3", "en-gb-scotland+Andy"; an
-    unknown variant is ignored by espeak-ng, an unknown voice is an error);
-    `rate` in words per minute (80..449); `pitch` 0..100 (50 = the voice's normal pitch).
+    `voice` is an espeak-ng voice or language name, optionally with a variant ("en-us+f3", "en-gb-scotland+Andy"; a
+    variant is a file name under espeak-ng-data/voices/!v, case-sensitive: an unknown one, "en-us+Linda", is ignored
+    by espeak-ng, an unknown voice is an error);
+    `rate` in words per minute (80..449); `pitch` 0..100 (50 = the voice's normal pitch); `pitch_range` 0..100, the
+    intonation's range (0 monotone, 50 the voice's own); `intonation` 1..7 another row of espeak's tune table (how
+    clauses and questions rise and fall). None (or 0 for `intonation`) leaves them as the voice has them.
     """
-    cap = _run(text, voice, rate, pitch)
+    extra = []
+    if pitch_range is not None:
+        _check_range("pitch_range", pitch_range, PITCH_RANGE_RANGE)
+        extra.append((_PARAM_RANGE, int(pitch_range)))
+    if intonation is not None:
+        _check_range("intonation", intonation, INTONATION_RANGE)
+        if intonation:  # espeak-ng takes 0 as "keep the voice's tune"
+            extra.append((_PARAM_INTONATION, int(intonation)))
+    cap = _run(text, voice, rate, pitch, tuple(extra))
     pcm = np.frombuffer(b"".join(cap.chunks), dtype=np.int16)
     marks = _tile(cap.phones, len(pcm))
     sr = cap.sample_rate
@@ -406,14 +423,14 @@ def phonemize(text: str, voice: str = "en-us") -> list[str]:
     return [phone.symbol for phone in synthesize(text, voice).phones]
 
 
-def _run(text: str, voice: str, rate: int, pitch: int) -> _Capture:
+def _run(text: str, voice: str, rate: int, pitch: int, extra: tuple[tuple[int, int], ...] = ()) -> _Capture:
     text = _check_text(text)
     _check_range("rate", rate, RATE_RANGE)
     _check_range("pitch", pitch, PITCH_RANGE)
     if not isinstance(voice, str) or not voice.strip() or "\0" in voice:
         raise EspeakError(f"voice must be an espeak-ng voice name, got {voice!r}")
     with _lock:
-        cap = _get_helper().synth(text, voice, int(rate), int(pitch))
+        cap = _get_helper().synth(text, voice, int(rate), int(pitch), extra)
     if all(is_pause(symbol) for symbol, _ in cap.phones) or not cap.chunks:
         raise EspeakTextError(f"espeak-ng found nothing to pronounce in {text[:50]!r}")
     return cap

@@ -14,6 +14,15 @@ together with it, so a resumed build still has them; a wav without one (from a b
 sample-identical, since the library gives what the espeak-ng command line gave. flite and festival cuts have no
 phones: the recipe labels them with the prompt forced aligner (`training/labelling.py`) for duration and TTS
 training.
+
+Richer builds (`CorpusOptions`, all off by default: a seed's default corpus is unchanged, file for file): more
+espeak-ng speakers (``espeak_speakers`` > 40 adds speakers from `training.corpus_voices` after the original
+population, which stays as it is, with its unseen speakers still unseen), per-utterance prosody (``prosody``,
+`training.prosody`) and long utterances of 2..``max_sentences`` fortune sentences (``long_fraction`` of them).
+Their draws come from generators of their own per utterance, so the texts, gains and splits of the default plan
+stay where they were. Such a corpus records these options in ``corpus_options.json`` and refuses to be resumed
+with others (its files would not match them), and it writes each speaker's gender (`training.corpus_voices`) into
+``speakers.jsonl`` and the supervisions (``gender``; also with ``gender=True`` alone).
 """
 
 from __future__ import annotations
@@ -39,7 +48,9 @@ from model.checkpoint import atomic_write
 from model.errors import SpeechFlowError
 
 from .convert import cut_from_row
+from .corpus_voices import EXTRA_ESPEAK_VARIANTS, MISSPELT_VARIANTS, variant_exists, voice_gender
 from .manifest import write_cuts
+from .prosody import Prosody, draw_prosody, espeak_args, festival_evals, flite_args
 
 FORTUNE_DIR = Path("/usr/share/games/fortunes")
 ESPEAK_ACCENTS = ["en-us", "en-gb", "en-gb-scotland", "en-029", "en-gb-x-rp", "en-us-nyc", "en-gb-x-gbcwmd",
@@ -50,12 +61,55 @@ FLITE_VOICES = ["kal16", "awb", "rms", "slt"]
 FESTIVAL_VOICES = ["kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts"]
 ENGINES = ("espeak", "flite", "festival")
 AVG_UTTERANCE_S = 3.2  # measured mean duration of one fortune sentence, used to size the corpus
+N_ESPEAK = 40  # espeak-ng speakers of the original population
+LONG_SECONDS = (10.0, 20.0)  # a long utterance aims at a length in this range ...
+WORDS_PER_S = 3.4  # ... estimated from its words (fortune sentences: 11 words in 3.2 s on average)
+SENTENCE_GAP_S = 0.5  # the pause between joined sentences, to size the corpus (measured on espeak-ng: ~0.5 s)
+OPTIONS_FILE = "corpus_options.json"
 
 PhoneTimes = list[tuple[str, float, float]]  # (symbol, start s, end s)
 
 
 class CorpusError(SpeechFlowError):
     """A synthesis engine is missing or failed."""
+
+
+@dataclass(frozen=True)
+class CorpusOptions:
+    """What a richer corpus adds; the defaults build the original corpus of a seed, file for file.
+
+    - espeak_speakers: espeak-ng speakers (40 or more: extras follow the original ones, see `make_population`);
+    - prosody: vary each utterance's tempo, pitch and intonation around its speaker's (`training.prosody`);
+    - long_fraction: the share of utterances that join 2..max_sentences fortune sentences, aiming at 10-20 s;
+    - gender: write speakers' genders into speakers.jsonl and the supervisions (None: when any other option is set).
+    """
+
+    espeak_speakers: int = N_ESPEAK
+    prosody: bool = False
+    long_fraction: float = 0.0
+    max_sentences: int = 4
+    gender: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.espeak_speakers < N_ESPEAK:
+            raise CorpusError(f"espeak_speakers must be >= {N_ESPEAK}, got {self.espeak_speakers}")
+        if not 0.0 <= self.long_fraction <= 1.0:
+            raise CorpusError(f"long_fraction must be in [0, 1], got {self.long_fraction}")
+        if self.max_sentences < 2:
+            raise CorpusError(f"max_sentences must be >= 2, got {self.max_sentences}")
+
+    @property
+    def is_default(self) -> bool:
+        return self.espeak_speakers == N_ESPEAK and not self.prosody and self.long_fraction == 0.0
+
+    @property
+    def writes_gender(self) -> bool:
+        return (not self.is_default) if self.gender is None else self.gender
+
+    def synthesis(self) -> dict[str, object]:
+        """The options that change what an utterance's file holds (what `corpus_options.json` records)."""
+        return {"espeak_speakers": self.espeak_speakers, "prosody": self.prosody, "long_fraction": self.long_fraction,
+                "max_sentences": self.max_sentences if self.long_fraction > 0 else None}
 
 
 @dataclass(frozen=True)
@@ -89,6 +143,38 @@ def make_speakers(seed: int, n_espeak: int = 40) -> list[Speaker]:
     return speakers
 
 
+def make_population(seed: int, n_espeak: int = N_ESPEAK) -> tuple[list[Speaker], set[str]]:
+    """(speakers, unseen names): `make_speakers` and `unseen_speakers` (untouched: the original population and its
+    unseen speakers), then ``n_espeak - 40`` extra espeak-ng speakers from accents x variants not yet taken (the
+    original list's working variants and `EXTRA_ESPEAK_VARIANTS`), ~12 % of them unseen too. The extras are the
+    first of one fixed order, each drawn from a generator of its own, so 60 speakers are the first 60 of 80."""
+    if n_espeak < N_ESPEAK:
+        raise CorpusError(f"the population has at least {N_ESPEAK} espeak-ng speakers, asked for {n_espeak}")
+    base = make_speakers(seed)
+    held = unseen_speakers(base, seed)
+    taken = {s.name.lower() for s in base}  # lower case: no two speakers' folders may differ in case only
+    variants = [v for v in ESPEAK_VARIANTS if v not in MISSPELT_VARIANTS] + EXTRA_ESPEAK_VARIANTS
+    pool = [(a, v) for a in ESPEAK_ACCENTS for v in variants if f"espeak-{a}-{v}".lower() not in taken]
+    if n_espeak - N_ESPEAK > len(pool):
+        raise CorpusError(f"at most {N_ESPEAK + len(pool)} espeak-ng speakers, asked for {n_espeak}")
+    extra = []
+    for i in np.random.default_rng([seed, 4]).permutation(len(pool))[:n_espeak - N_ESPEAK]:
+        accent, variant = pool[int(i)]
+        rng = np.random.default_rng([seed, 4, int(i)])
+        speaker = Speaker(f"espeak-{accent}-{variant}", "espeak", f"{accent}+{variant}",
+                          pitch=int(rng.integers(25, 75)), rate=int(rng.integers(135, 190)),
+                          warp=round(float(rng.uniform(0.92, 1.08)), 3))
+        extra.append(speaker)
+        if rng.random() < 0.12:
+            held.add(speaker.name)
+    return base + extra, held
+
+
+def speaker_gender(speaker: Speaker) -> str | None:
+    """"male" / "female" / None for a corpus speaker (`training.corpus_voices.voice_gender`)."""
+    return voice_gender(speaker.engine, speaker.voice)
+
+
 def unseen_speakers(speakers: list[Speaker], seed: int) -> set[str]:
     """Hold out ~12 % of speakers from every engine (never in train or valid)."""
     rng = np.random.default_rng([seed, 2])
@@ -120,14 +206,19 @@ def load_sentences(min_words: int = 4, max_words: int = 22) -> list[str]:
     return sorted(sentences)
 
 
-def synthesize(speaker: Speaker, text: str) -> tuple[np.ndarray, PhoneTimes | None]:
-    """Text -> (float32 mono at 16 kHz in the speaker's voice, phone times in seconds or None when not known)."""
+def synthesize(speaker: Speaker, text: str, prosody: Prosody | None = None) -> tuple[np.ndarray, PhoneTimes | None]:
+    """Text -> (float32 mono at 16 kHz in the speaker's voice, phone times in seconds or None when not known).
+
+    `prosody` varies the speaker's own rate, pitch and intonation for this utterance (None: exactly as before)."""
     if speaker.engine == "espeak":
-        result = espeak.synthesize(text, speaker.voice, rate=speaker.rate, pitch=speaker.pitch)
+        if prosody is None:
+            result = espeak.synthesize(text, speaker.voice, rate=speaker.rate, pitch=speaker.pitch)
+        else:  # the same library call reports the phone events, so they time the varied speech exactly
+            result = espeak.synthesize(text, speaker.voice, **espeak_args(prosody, speaker.rate, speaker.pitch))
         wav, sr = result.wav, result.sample_rate
         phones: PhoneTimes | None = [(p.symbol, p.start, p.end) for p in result.phones]
     else:
-        wav, sr = _synthesize_cli(speaker, text)
+        wav, sr = _synthesize_cli(speaker, text, prosody)
         phones = None
     wav = prepare_waveform(wav, sr, sr)
     # Warp: reinterpret the rate as sr * warp, then resample to 16 kHz: frequencies scale by warp, times by 1 / warp.
@@ -139,16 +230,19 @@ def synthesize(speaker: Speaker, text: str) -> tuple[np.ndarray, PhoneTimes | No
     return (wav / peak * 0.9 if peak > 0 else wav), phones
 
 
-def _synthesize_cli(speaker: Speaker, text: str) -> tuple[np.ndarray, int]:
+def _synthesize_cli(speaker: Speaker, text: str, prosody: Prosody | None = None) -> tuple[np.ndarray, int]:
     """flite / festival through their command lines -> (float32 (n, channels), sample rate)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out.wav"
         if speaker.engine == "flite":
-            cmd = ["flite", "-voice", speaker.voice, "--setf", f"duration_stretch={speaker.stretch}",
-                   "-t", text, "-o", str(out)]
+            controls = (["--setf", f"duration_stretch={speaker.stretch}"] if prosody is None
+                        else flite_args(prosody, speaker.stretch))
+            cmd = ["flite", "-voice", speaker.voice, *controls, "-t", text, "-o", str(out)]
         elif speaker.engine == "festival":
             (Path(tmp) / "in.txt").write_text(text)
-            cmd = ["text2wave", "-eval", f"(voice_{speaker.voice})", "-o", str(out), str(Path(tmp) / "in.txt")]
+            evals = [] if prosody is None else festival_evals(prosody, speaker.voice)
+            cmd = ["text2wave", "-eval", f"(voice_{speaker.voice})", *[a for e in evals for a in ("-eval", e)],
+                   "-o", str(out), str(Path(tmp) / "in.txt")]
         else:
             raise CorpusError(f"unknown engine {speaker.engine}")
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
@@ -173,6 +267,7 @@ class Job:
     speaker: Speaker
     text: str
     gain: float
+    prosody: Prosody | None = None
 
 
 def _phones_path(wav_path: Path) -> Path:
@@ -184,7 +279,7 @@ def _run_job(job: Job) -> tuple[str, int, PhoneTimes | None]:
     path = Path(job.path)
     sidecar = _phones_path(path) if job.speaker.engine == "espeak" else None
     if not path.is_file() or (sidecar is not None and not sidecar.is_file()):  # resumable: finished files are kept
-        wav, phones = synthesize(job.speaker, job.text)
+        wav, phones = synthesize(job.speaker, job.text, job.prosody)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.wav")
         sf.write(tmp, wav * job.gain, SAMPLE_RATE, subtype="PCM_16")
@@ -209,40 +304,78 @@ def split_cuts(corpus: str | os.PathLike, split: str) -> Path:
     return Path(corpus) / f"{split}_cuts.jsonl.gz"
 
 
-def plan_jobs(out: Path, hours: float, seed: int, engines: tuple[str, ...] = ENGINES) -> Iterator[tuple[str, Job]]:
+def plan_jobs(out: Path, hours: float, seed: int, engines: tuple[str, ...] = ENGINES,
+              options: CorpusOptions | None = None) -> Iterator[tuple[str, Job]]:
     """(split, job) pairs; speakers take turns so every speaker gets a similar share.
 
     `engines` restricts the speakers (for quick builds); who is unseen is decided on the whole population.
     """
-    population = make_speakers(seed)
-    held = unseen_speakers(population, seed)
+    options = options or CorpusOptions()
+    population, held = make_population(seed, options.espeak_speakers)
     speakers = [s for s in population if s.engine in engines]
     if not speakers:
         raise CorpusError(f"no speakers for engines {engines}; choose from {ENGINES}")
     sentences = load_sentences()
     rng = np.random.default_rng([seed, 3])
-    n = max(len(speakers), round(hours * 3600 / AVG_UTTERANCE_S))
+    f = options.long_fraction
+    avg_s = AVG_UTTERANCE_S if f == 0.0 else (1 - f) * AVG_UTTERANCE_S + f * _mean_long_s(sentences, options)
+    n = max(len(speakers), round(hours * 3600 / avg_s))
     for i in range(n):
         speaker = speakers[i % len(speakers)]
         text = sentences[int(rng.integers(len(sentences)))]
         gain = float(10 ** (rng.uniform(-12, 0) / 20))  # level variety: -12..0 dB below peak 0.9
         split = "test" if speaker.name in held else ("valid" if rng.random() < 0.03 else "train")
-        yield split, Job(str(out / "wavs" / speaker.name / f"{i:06d}.wav"), speaker, text, gain)
+        prosody = None
+        if f > 0.0:  # own generators per utterance: the draws above stay those of the default plan
+            long_rng = np.random.default_rng([seed, 6, i])
+            if long_rng.random() < f:
+                text = long_text(text, sentences, long_rng, options.max_sentences)
+        if options.prosody:
+            prosody = draw_prosody(np.random.default_rng([seed, 5, i]))
+        yield split, Job(str(out / "wavs" / speaker.name / f"{i:06d}.wav"), speaker, text, gain, prosody)
+
+
+def _mean_long_s(sentences: list[str], options: CorpusOptions, n: int = 2000) -> float:
+    """The expected duration of a long utterance, from its words and sentences (to size the corpus; 14 s for
+    max_sentences=4, against 15 s measured on 22 espeak-ng ones)."""
+    rng = np.random.default_rng(0)
+    texts = [long_text(sentences[int(rng.integers(len(sentences)))], sentences, rng, options.max_sentences)
+             for _ in range(n)]
+    mean_words = np.mean([len(s.split()) for s in sentences])
+    speech = AVG_UTTERANCE_S * float(np.mean([len(t.split()) for t in texts]) / mean_words)
+    return speech + SENTENCE_GAP_S * float(np.mean([len(re.split(r"(?<=[.!?])\s+", t)) - 1 for t in texts]))
+
+
+def long_text(first: str, sentences: list[str], rng: np.random.Generator, max_sentences: int) -> str:
+    """`first` and further random sentences, 2..max_sentences in all, until about a length drawn in LONG_SECONDS."""
+    target_words = rng.uniform(*LONG_SECONDS) * WORDS_PER_S
+    chosen = [first]
+    while len(chosen) < 2 or (len(chosen) < max_sentences and sum(len(t.split()) for t in chosen) < target_words):
+        chosen.append(sentences[int(rng.integers(len(sentences)))])
+    return " ".join(chosen)
 
 
 def build_corpus(out: str | os.PathLike, hours: float = 1.0, seed: int = 0, workers: int | None = None,
-                 engines: tuple[str, ...] = ENGINES, splits: tuple[str, ...] = SPLITS) -> Path:
+                 engines: tuple[str, ...] = ENGINES, splits: tuple[str, ...] = SPLITS,
+                 options: CorpusOptions | None = None) -> Path:
     """Synthesise ``hours`` of speech into ``out`` and write the train/valid/test CutSets; returns ``out``.
 
     At least one utterance per speaker is made, so a tiny ``hours`` gives one per speaker of the chosen ``engines``.
     ``splits`` limits what is synthesised: ``("test",)`` rebuilds exactly the unseen-speaker test split of a corpus
-    with the same hours and seed (to evaluate a bundle without its training data) in a fraction of the time.
+    with the same hours, seed and ``options`` (to evaluate a bundle without its training data) in a fraction of the
+    time. ``options``: a richer corpus (`CorpusOptions`; None is the default corpus).
     """
     out = Path(out)
+    options = options or CorpusOptions()
     _check_engines(engines)
     if unknown := set(splits) - set(SPLITS):
         raise CorpusError(f"unknown splits {sorted(unknown)}; choose from {SPLITS}")
-    planned = [(split, job) for split, job in plan_jobs(out, hours, seed, engines) if split in splits]
+    speakers, held = make_population(seed, options.espeak_speakers)
+    if "espeak" in engines:
+        _check_variants(speakers[len(make_speakers(seed)):])
+    _check_options(out, options)
+    planned = [(split, job) for split, job in plan_jobs(out, hours, seed, engines, options) if split in splits]
+    genders = {s.name: speaker_gender(s) for s in speakers} if options.writes_gender else {}
     cuts: dict[str, list] = {split: [] for split in splits}
     out_abs = out.absolute()
     workers = workers or os.cpu_count() or 1
@@ -253,14 +386,37 @@ def build_corpus(out: str | os.PathLike, hours: float = 1.0, seed: int = 0, work
                                                           desc="corpus", unit="utt"):
             row = {"audio": str(Path(path).relative_to(out)), "speaker": job.speaker.name, "text": job.text}
             row = row if phones is None else row | {"phones": phones}
-            cuts[split].append(cut_from_row(row, out_abs, out_abs, num_samples=samples, sampling_rate=SAMPLE_RATE))
+            cut = cut_from_row(row, out_abs, out_abs, num_samples=samples, sampling_rate=SAMPLE_RATE)
+            if genders:  # Lhotse leaves a None gender out of the manifest
+                cut.supervisions[0].gender = genders[job.speaker.name]
+            cuts[split].append(cut)
     for split, split_cuts_ in cuts.items():
         write_cuts(split_cuts(out, split), split_cuts_)
-    speakers = make_speakers(seed)
-    held = unseen_speakers(speakers, seed)
-    rows = "".join(json.dumps(asdict(s) | {"unseen": s.name in held}) + "\n" for s in speakers)
+    rows = "".join(json.dumps(asdict(s) | {"unseen": s.name in held} | ({"gender": genders[s.name]} if genders else {}))
+                   + "\n" for s in speakers)
     atomic_write(out / "speakers.jsonl", lambda tmp: Path(tmp).write_text(rows))
     return out
+
+
+def _check_options(out: Path, options: CorpusOptions) -> None:
+    """A corpus is resumed only with the options its files were made with (a default one has no options file)."""
+    path = out / OPTIONS_FILE
+    found = json.loads(path.read_text()) if path.is_file() else None
+    if found is None and (out / "wavs").is_dir():
+        found = CorpusOptions().synthesis()
+    wanted = options.synthesis()
+    if found is not None and found != wanted:
+        raise CorpusError(f"{out} was built with {found}, not {wanted}: its files would not match; use another --out")
+    if wanted != CorpusOptions().synthesis() and not path.is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(wanted, sort_keys=True) + "\n"))
+
+
+def _check_variants(extra: list[Speaker]) -> None:
+    """An extra speaker's variant must exist: espeak-ng would silently speak the base voice instead."""
+    missing = sorted({v for s in extra if variant_exists(v := s.voice.partition("+")[2]) is False})
+    if missing:
+        raise CorpusError(f"espeak-ng variants not found: {missing} (is espeak-ng-data complete?)")
 
 
 def _check_engines(engines: tuple[str, ...]) -> None:

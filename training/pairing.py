@@ -1,11 +1,14 @@
 """Who is mixed with whom: speaker engine and gender, and the partner choice of a dynamic two-speaker mixture.
 
 The synthetic corpus names its speakers ``<engine>-<voice...>`` (``espeak-en-gb-f3``, ``flite-slt-0``,
-``festival-kal_diphone-1``; `training.corpus.make_speakers`), and its `speakers.jsonl` records the engine and the
-voice but not a gender, so the gender is the voice's: espeak-ng variants from the ``gender`` line of their variant
-files (and their names where the file has none), flite and festival voices from the talkers they were recorded
-from. A cut whose supervision carries a gender (LibriTTS, VCTK through Lhotse's recipes) uses that instead, and its
-engine is unknown (None): for real talkers the hard case is the same gender only.
+``festival-kal_diphone-1``; `training.corpus.make_speakers`). A cut whose supervision carries a gender wins: a
+corpus built with any of the richer options (or ``--gender``) writes each speaker's ("male" / "female", from
+`training.corpus_voices`), as do LibriTTS and VCTK through Lhotse's recipes (their engine is unknown, None: for
+real talkers the hard case is the same gender only). Otherwise the gender is inferred from the name: espeak-ng
+variants from the ``gender`` line of their variant files (and their names where the file has none), flite and
+festival voices from the talkers they were recorded from. The name cannot tell that espeak-ng finds no file for
+the original list's ``Linda`` and ``Steph`` (their files are ``linda``, ``steph``) and speaks the male base voice;
+the supervision's gender ("male") can.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ def speaker_gender(speaker: str | None) -> str | None:
 
 
 def _gender(cut: Cut, speaker: str | None) -> str | None:
+    """The supervision's gender ("male", "F", ...) as "m" / "f" where it has one, else the name's."""
     sup = cut.supervisions[0] if cut.supervisions else None
     given = (getattr(sup, "gender", None) or "").strip().lower()[:1] if sup is not None else ""
     return given if given in ("m", "f") else speaker_gender(speaker)

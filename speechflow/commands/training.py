@@ -23,17 +23,23 @@ def _train_config(args: argparse.Namespace, **defaults):
     """TrainConfig from the command line; ``defaults`` are the command's own defaults, flags win."""
     from training.trainer import TrainConfig
 
-    names = ("steps", "lr", "warmup", "batch_seconds", "max_seconds", "save_every", "log_every", "seed", "precision",
-             "num_workers", "device", "threads", "num_buckets", "shuffle_buffer")
+    names = ("steps", "lr", "warmup", "betas", "batch_seconds", "max_seconds", "save_every", "log_every", "seed",
+             "precision", "num_workers", "device", "threads", "num_buckets", "shuffle_buffer")
     flags = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
+    if "betas" in flags:
+        flags["betas"] = tuple(flags["betas"])
     return TrainConfig(**(defaults | flags))
 
 
 def cmd_corpus(args: argparse.Namespace) -> None:
-    from training.corpus import build_corpus
+    from training.corpus import CorpusOptions, build_corpus
 
     splits = tuple(args.splits.split(","))
-    out = build_corpus(args.out, hours=args.hours, seed=args.seed, workers=args.workers, splits=splits)
+    options = CorpusOptions(espeak_speakers=args.espeak_speakers, prosody=args.prosody,
+                            long_fraction=args.long_fraction, max_sentences=args.max_sentences,
+                            gender=True if args.gender else None)
+    out = build_corpus(args.out, hours=args.hours, seed=args.seed, workers=args.workers, splits=splits,
+                       options=options)
     print(f"corpus written to {out} ({', '.join(f'{s}_cuts.jsonl.gz' for s in splits)})")
 
 
@@ -69,8 +75,11 @@ def cmd_finetune(args: argparse.Namespace) -> None:
 def cmd_vocoder(args: argparse.Namespace) -> None:
     from training.vocoder import train_vocoder
 
-    out = train_vocoder(args.data, args.out, None, _train_config(args, max_seconds=1.0, batch_seconds=16.0),
-                        resume=args.resume, init=args.init)
+    defaults = dict(max_seconds=1.0, batch_seconds=16.0)
+    if args.adversarial:  # HiFi-GAN's optimiser settings; half the batch, as the discriminators cost ~2x the vocoder
+        defaults |= dict(lr=2e-4, betas=(0.8, 0.99), batch_seconds=8.0)
+    out = train_vocoder(args.data, args.out, None, _train_config(args, **defaults), resume=args.resume,
+                        init=args.init, adversarial=args.adversarial)
     print(f"vocoder saved to {out}")
 
 
@@ -146,6 +155,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--warmup", type=int)
+    p.add_argument("--betas", type=float, nargs=2, metavar=("BETA1", "BETA2"), help="AdamW betas (default 0.9 0.98)")
     p.add_argument("--batch-seconds", type=float, help="padded audio seconds per batch and process")
     p.add_argument("--max-seconds", type=float, help="crop length in seconds")
     p.add_argument("--save-every", type=int)
@@ -168,7 +178,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--splits", default="train,valid,test",
                    help="comma-separated splits to synthesise; 'test' alone rebuilds the unseen-speaker test split "
-                        "of a corpus with the same --hours and --seed")
+                        "of a corpus with the same --hours, --seed and richer-corpus options")
+    # richer corpus (docs/data.md); without these flags a seed builds the original corpus, file for file
+    p.add_argument("--espeak-speakers", type=int, default=40,
+                   help="espeak-ng speakers (>= 40; extras come after the original 40, ~12 %% of them unseen)")
+    p.add_argument("--prosody", action="store_true",
+                   help="vary each utterance's tempo, pitch and intonation around its speaker's")
+    p.add_argument("--long-fraction", type=float, default=0.0,
+                   help="share of utterances joining 2..--max-sentences fortune sentences (aiming at 10-20 s)")
+    p.add_argument("--max-sentences", type=int, default=4, help="sentences in a long utterance at most")
+    p.add_argument("--gender", action="store_true",
+                   help="write speakers' genders (speakers.jsonl, supervisions) also without the options above")
     p.set_defaults(func=cmd_corpus)
 
     p = sub.add_parser("manifest", help="CutSets for real corpora (Lhotse recipes: librispeech, libritts, "
@@ -224,6 +244,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--resume", action="store_true")
         if name == "vocoder":
             p.add_argument("--init", help="warm-start from a vocoder directory (e.g. checkpoints/vocoder-wip)")
+            p.add_argument("--adversarial", action="store_true",
+                           help="train against period and resolution discriminators too (best warm-started from a "
+                                "reconstruction-trained vocoder with --init; resume such a run with it again)")
         _add_train_args(p)
         p.set_defaults(func=func)
 
