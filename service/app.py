@@ -21,6 +21,7 @@ from . import paths
 from .engine import Engine
 from .errors import ServiceError, error_body, error_response
 from .middleware import AdmissionMiddleware, RequestContextMiddleware
+from .openapi import strict_openapi
 from .runtime import ServiceRuntime
 from .schemas import (
     ErrorEnvelope,
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(_probes(runtime))
     app.include_router(_api(runtime), dependencies=[Depends(_bearer)], responses=ERROR_RESPONSES)
     _demo(app)
+    app.openapi = strict_openapi(app, (TaskForm, TtsForm, VoiceForm))  # type: ignore[method-assign]
     return app
 
 
