@@ -51,6 +51,17 @@ def _conv(*args: Any, gain: float = 1.0, **kwargs: Any) -> nn.Module:
     return weight_norm(conv)
 
 
+def _judge(convs: nn.ModuleList, post: nn.Module, x: Tensor) -> Judgement:
+    """The convolution stack with leaky ReLUs, then the logit layer; every layer's output is a feature."""
+    features = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), LEAK)
+        features.append(x)
+    x = post(x)
+    features.append(x)
+    return x.flatten(1), features
+
+
 class PeriodDiscriminator(nn.Module):
     """Waveform (B, N) -> folded (B, 1, ceil(N / p), p) -> strided (k, 1) convolutions along time, per phase."""
 
@@ -71,13 +82,7 @@ class PeriodDiscriminator(nn.Module):
         if pad:  # reflect needs pad < n; a crop is always far longer than a period
             wav = F.pad(wav[:, None], (0, pad), mode="reflect")[:, 0]
         x = wav.reshape(b, 1, (n + pad) // self.period, self.period)
-        features = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LEAK)
-            features.append(x)
-        x = self.post(x)
-        features.append(x)
-        return x.flatten(1), features
+        return _judge(self.convs, self.post, x)
 
 
 class ResolutionDiscriminator(nn.Module):
@@ -105,13 +110,7 @@ class ResolutionDiscriminator(nn.Module):
             # log compresses the dynamic range the way hearing does; the floor keeps silence finite
             x = torch.log(spec.clamp(min=1e-5)).transpose(1, 2)[:, None]  # (B, 1, frames, F)
             x = (x - LOG_MAGNITUDE_MEAN) / LOG_MAGNITUDE_STD
-        features = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LEAK)
-            features.append(x)
-        x = self.post(x)
-        features.append(x)
-        return x.flatten(1), features
+        return _judge(self.convs, self.post, x)
 
 
 class Discriminators(nn.Module):
