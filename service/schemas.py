@@ -6,6 +6,8 @@ from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from model.defaults import TASK_SAMPLING
+
 from .settings import Solver
 
 ResponseFormat = Literal["wav", "flac", "ogg", "pcm", "mp3", "opus"]
@@ -20,6 +22,7 @@ Reconstruction = Literal["mask", "vocoder"]
 MAX_SEED = 2**31 - 1
 UPLOAD_FIELDS = {"file"}  # multipart file fields of the task endpoints
 MIN_SPEED, MAX_SPEED = 0.25, 4.0  # model.duration.SPEED_RANGE (also OpenAI's range)
+TTS_GUIDANCE = f"classifier-free guidance weight (1 = none; default {TASK_SAMPLING['tts'].guidance:g})"
 
 
 class StrictForm(BaseModel):
@@ -58,7 +61,7 @@ class TaskForm(StrictForm):
     steps: int | None = Field(None, ge=1, description="network evaluations (NFE) of the ODE solver; default: the "
                               "server's default_steps if set, else the task's; at most max_steps")
     solver: Solver | None = Field(None, description="ODE solver; default: the server's default_solver if "
-                                  "set, else midpoint")
+                                  "set, else the task's (Euler)")
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="noise seed; default: random (echoed in X-Seed)")
     guidance: float | None = Field(None, ge=0.0, le=10.0, description="classifier-free guidance weight (1 = none); "
                                    "default: the task's (2 for enhance and separate)")
@@ -80,10 +83,9 @@ class TtsForm(StrictForm):
     steps: int | None = Field(None, ge=1, description="network evaluations (NFE) of the ODE solver; default: the "
                               "server's default_steps if set, else the task's; at most max_steps")
     solver: Solver | None = Field(None, description="ODE solver; default: the server's default_solver if "
-                                  "set, else midpoint")
+                                  "set, else the task's (Euler)")
     cfg: float | None = Field(None, ge=0.0, le=10.0, validation_alias=AliasChoices("cfg", "guidance"),
-                              description="classifier-free guidance weight (1 = none; default 2); 'guidance' is "
-                              "accepted too")
+                              description=f"{TTS_GUIDANCE}; 'guidance' is accepted too")
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="noise seed; default: random (echoed in X-Seed)")
     response_format: ResponseFormat = Field("wav", validation_alias=AliasChoices("response_format", "format"),
                                              description="16 kHz mono; pcm = raw 16-bit little-endian; 'format' is "
@@ -123,8 +125,7 @@ class SpeechRequest(BaseModel):
     speed: float = Field(1.0, ge=MIN_SPEED, le=MAX_SPEED, description="speaking rate, 0.25-4")
     steps: int | None = Field(None, ge=1, description="NFE of the ODE solver (default: the server's)")
     solver: Solver | None = Field(None, description="ODE solver (default: the server's)")
-    cfg: float | None = Field(None, ge=0.0, le=10.0, description="classifier-free guidance weight (1 = none; "
-                              "default 2)")
+    cfg: float | None = Field(None, ge=0.0, le=10.0, description=TTS_GUIDANCE)
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="noise seed; default: random (echoed in X-Seed)")
 
     @field_validator("response_format")

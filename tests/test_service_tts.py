@@ -88,7 +88,9 @@ def test_voices_and_tts_with_a_voice_as_the_offline_pipeline_makes_it(tts_bundle
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pipe = app.state.runtime.engine.pipeline
-        offline, _ = pipe.tts("Good morning to you.", voice="anna", steps=2, solver="euler", guidance=2.0, seed=3)
+        default_guidance = TASK_SAMPLING["tts"].guidance  # the request named none
+        offline, _ = pipe.tts("Good morning to you.", voice="anna", steps=2, solver="euler", guidance=default_guidance,
+                              seed=3)
     expected = sf.read(io.BytesIO(encode_audio(offline, 16000, "wav")), dtype="float32")[0]
     # the service adds nothing to the pipeline's result (a worker vocodes single-threaded: a 16-bit step of rounding)
     np.testing.assert_allclose(audio[:, 0], expected, atol=0 if processing == "engine" else 1.5 / 32768, rtol=0)
