@@ -170,11 +170,6 @@ def make_population(seed: int, n_espeak: int = N_ESPEAK) -> tuple[list[Speaker],
     return base + extra, held
 
 
-def speaker_gender(speaker: Speaker) -> str | None:
-    """"male" / "female" / None for a corpus speaker (`training.corpus_voices.voice_gender`)."""
-    return voice_gender(speaker.engine, speaker.voice)
-
-
 def unseen_speakers(speakers: list[Speaker], seed: int) -> set[str]:
     """Hold out ~12 % of speakers from every engine (never in train or valid)."""
     rng = np.random.default_rng([seed, 2])
@@ -372,10 +367,10 @@ def build_corpus(out: str | os.PathLike, hours: float = 1.0, seed: int = 0, work
         raise CorpusError(f"unknown splits {sorted(unknown)}; choose from {SPLITS}")
     speakers, held = make_population(seed, options.espeak_speakers)
     if "espeak" in engines:
-        _check_variants(speakers[len(make_speakers(seed)):])
+        _check_variants(speakers[len(speakers) - (options.espeak_speakers - N_ESPEAK):])  # the extras come last
     _check_options(out, options)
     planned = [(split, job) for split, job in plan_jobs(out, hours, seed, engines, options) if split in splits]
-    genders = {s.name: speaker_gender(s) for s in speakers} if options.writes_gender else {}
+    genders = {s.name: voice_gender(s.engine, s.voice) for s in speakers} if options.writes_gender else {}
     cuts: dict[str, list] = {split: [] for split in splits}
     out_abs = out.absolute()
     workers = workers or os.cpu_count() or 1

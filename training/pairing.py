@@ -20,6 +20,7 @@ from lhotse.cut import Cut
 
 from model.errors import ConfigError
 
+from .corpus_voices import CLI_VOICE_GENDER
 from .manifest import cut_speaker
 
 ENGINES = ("espeak", "flite", "festival")
@@ -27,9 +28,7 @@ ENGINES = ("espeak", "flite", "festival")
 _FEMALE_VARIANTS = {"f1", "f2", "f3", "f4", "f5", "annie", "linda", "steph", "anika"}
 _MALE_VARIANTS = {"m1", "m2", "m3", "m4", "m5", "m6", "m7", "andy", "denis", "gene", "jacky", "lee", "mike", "paul",
                   "rob", "zac", "iven", "max"}
-# flite: kal16, awb, rms are male talkers, slt female; festival: kal and ked male diphones, slt (arctic) female.
-_VOICE_GENDER = {"kal16": "m", "awb": "m", "rms": "m", "slt": "f", "kal_diphone": "m", "ked_diphone": "m",
-                 "cmu_us_slt_arctic_hts": "f"}
+_VOICE_GENDER = {voice: gender[0] for voice, gender in CLI_VOICE_GENDER.items()}  # flite / festival: "m" / "f"
 
 
 def speaker_engine(speaker: str | None) -> str | None:

@@ -173,19 +173,19 @@ def train_vocoder(
     too (their weights and optimizer live in the run's state; a run is resumed the way it was started)."""
     train = train or TrainConfig()
     out = Path(out)
-    if resume and (out / "config.json").is_file():
-        vocoder = VocosVocoder.from_pretrained(out)  # the architecture travels with the run
-        if config is not None and _shape(config) != _shape(vocoder.config):
-            raise ConfigError(f"{out} holds a vocoder with another config; resume it without one or use a new --out")
-    elif init is not None:
-        vocoder = VocosVocoder.from_pretrained(init)
-        if config is not None and _shape(config) != _shape(vocoder.config):
-            raise ConfigError(f"{init} holds a vocoder with another config; warm-start it without one")
-        vocoder.config.extra = {"init": {"from": str(init),
-                                         "step": vocoder.config.extra.get("training", {}).get("step")}}
-    else:
+    resuming = resume and (out / "config.json").is_file()
+    source = out if resuming else init  # the architecture travels with the run (or the warm start)
+    if source is None:
         torch.manual_seed(train.seed)  # the initial weights are part of the run's recipe
         vocoder = VocosVocoder(config or VocosConfig())
+    else:
+        vocoder = VocosVocoder.from_pretrained(source)
+        if config is not None and _shape(config) != _shape(vocoder.config):
+            advice = "resume it without one or use a new --out" if resuming else "warm-start it without one"
+            raise ConfigError(f"{source} holds a vocoder with another config; {advice}")
+        if not resuming:
+            vocoder.config.extra = {"init": {"from": str(init),
+                                             "step": vocoder.config.extra.get("training", {}).get("step")}}
     dataset = CutBatchDataset(train.max_seconds, vocoder.config.mel.sample_rate, seed=train.seed)
     loaders = loader_factory(data, dataset, sampler_config(train), train.num_workers, keep=min_duration(0.1))
     vocoder.config.extra["objective"] = "adversarial" if adversarial else "reconstruction"
