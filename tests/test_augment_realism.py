@@ -199,6 +199,8 @@ def test_every_corpus_voice_has_an_engine_and_a_gender() -> None:
         assert speaker_gender(speaker.name) in ("m", "f"), speaker.name
     assert speaker_gender("espeak-en-gb-x-rp-f3") == "f" and speaker_gender("flite-slt-1") == "f"
     assert speaker_gender("festival-ked_diphone-0") == "m" and speaker_gender("1089") is None
+    # a misspelt variant (no file) is spoken by the male base voice, whatever its name suggests
+    assert speaker_gender("espeak-en-us-Steph") == "m" and speaker_gender("espeak-en-us-steph") == "f"
 
 
 KEYS = [("espeak-en-us-f1", "espeak", "f"), ("espeak-en-gb-f3", "espeak", "f"), ("espeak-en-us-m1", "espeak", "m"),

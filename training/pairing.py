@@ -6,9 +6,9 @@ corpus built with any of the richer options (or ``--gender``) writes each speake
 `training.corpus_voices`), as do LibriTTS and VCTK through Lhotse's recipes (their engine is unknown, None: for
 real talkers the hard case is the same gender only). Otherwise the gender is inferred from the name: espeak-ng
 variants from the ``gender`` line of their variant files (and their names where the file has none), flite and
-festival voices from the talkers they were recorded from. The name cannot tell that espeak-ng finds no file for
-the original list's ``Linda`` and ``Steph`` (their files are ``linda``, ``steph``) and speaks the male base voice;
-the supervision's gender ("male") can.
+festival voices from the talkers they were recorded from. The original list's misspelt variants (``Linda``,
+``Steph``, ...: `training.corpus_voices.MISSPELT_VARIANTS`) are male whatever the name says: espeak-ng finds no
+file for them and speaks the accent's male base voice.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from lhotse.cut import Cut
 
 from model.errors import ConfigError
 
-from .corpus_voices import CLI_VOICE_GENDER
+from .corpus_voices import CLI_VOICE_GENDER, MISSPELT_VARIANTS
 from .manifest import cut_speaker
 
 ENGINES = ("espeak", "flite", "festival")
@@ -44,6 +44,8 @@ def speaker_gender(speaker: str | None) -> str | None:
         return None
     parts = speaker.split("-")
     if engine == "espeak":
+        if parts[-1] in MISSPELT_VARIANTS:
+            return "m"  # no such variant file: espeak-ng speaks the base voice
         variant = parts[-1].lower()
         return "f" if variant in _FEMALE_VARIANTS else "m" if variant in _MALE_VARIANTS else None
     return _VOICE_GENDER.get("-".join(parts[1:-1]))  # <engine>-<voice>-<k>
