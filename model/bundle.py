@@ -41,6 +41,18 @@ def task_dirs(bundle: str | os.PathLike) -> dict[str, Path]:
     return {task: bundle / sub for task, sub in TASK_DIRS.items() if (bundle / sub / CONFIG_FILE).is_file()}
 
 
+def training_steps(config: dict[str, Any]) -> int | None:
+    """Steps that trained a model (a config.json as a dict): its run's, plus those of the model it continued when
+    it was warm-started from a model of its own task (``speechflow finetune --init`` a fine-tuned model); None when
+    the config does not say. A fine-tuning from the pre-trained model counts its own steps only."""
+    extra = config.get("extra", {})
+    step = extra.get("training", {}).get("step")
+    init = extra.get("init", {})
+    if step is not None and init.get("task") == config.get("task") and init.get("pretrain_step") is not None:
+        return step + init["pretrain_step"]
+    return step
+
+
 def write_bundle(
     out: str | os.PathLike,
     models: dict[str, str | os.PathLike],
@@ -57,8 +69,7 @@ def write_bundle(
             raise CheckpointError(f"unknown bundle entry {task!r}; expected one of {sorted(dirs)}")
         config = read_config(src)
         save_model_dir(out / dirs[task], config, read_weights(src), dtype=dtype)
-        entries[task] = {"dir": dirs[task], "preset": config.get("preset"),
-                         "training": config.get("extra", {}).get("training", {}).get("step")}
+        entries[task] = {"dir": dirs[task], "preset": config.get("preset"), "training": training_steps(config)}
     previous = read_bundle_info(out) if (out / BUNDLE_FILE).is_file() else {}
     tasks = set(previous.get("tasks", [])) | (set(models) & set(TASK_DIRS))
     bundle = {**previous, **(info or {}), "tasks": sorted(tasks),

@@ -79,6 +79,23 @@ def test_finetuning_enhancement_lowers_the_loss_and_resumes(debug_model, tiny_co
     assert SpeechFlowModel.from_pretrained(out).config.extra["training"]["step"] == 45
 
 
+def test_a_continued_finetuning_counts_the_steps_of_the_model_it_continued(debug_model, tiny_corpus, tmp_path):
+    from model.bundle import read_bundle_info, write_bundle
+
+    debug_model.save_pretrained(tmp_path / "pre")
+    cuts = to_cuts(tiny_corpus)
+    first = finetune("enhance", tmp_path / "pre", cuts, tmp_path / "enh", TrainConfig(steps=4, **FAST))
+    again = finetune("enhance", first, cuts, tmp_path / "enh2", TrainConfig(steps=3, **FAST))
+    init = SpeechFlowModel.from_pretrained(again).config.extra["init"]
+    assert init["task"] == "enhance" and init["pretrain_step"] == 4
+    third = finetune("enhance", again, cuts, tmp_path / "enh3", TrainConfig(steps=2, **FAST))
+    write_bundle(tmp_path / "b", {"pretrain": tmp_path / "pre", "enhance": third})
+    models = read_bundle_info(tmp_path / "b")["models"]
+    assert models["enhance"]["training"] == 4 + 3 + 2 and models["pretrain"]["training"] is None
+    write_bundle(tmp_path / "b", {"enhance": first})  # from the pre-trained model: its own steps only
+    assert read_bundle_info(tmp_path / "b")["models"]["enhance"]["training"] == 4
+
+
 def test_finetuning_separation_runs(debug_model, tiny_corpus, tmp_path):
     debug_model.save_pretrained(tmp_path / "pre")
     out = finetune("separate", tmp_path / "pre", to_cuts(_with_speakers(tiny_corpus)), tmp_path / "sep",

@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from model.checkpoint import read_weights
+from model.bundle import training_steps
+from model.checkpoint import read_config, read_weights
 from model.config import ModelConfig
 from model.errors import ConfigError
 from model.modeling import SpeechFlowModel
@@ -81,8 +82,9 @@ def init_from_pretrained(init: str | os.PathLike, task: str) -> SpeechFlowModel:
     model.net.load_state_dict({**target, **state})
     if fresh:
         log.info("initialised fresh (no pre-trained counterpart): %s", ", ".join(fresh))
-    model.config.extra["init"] = {"from": str(init), "tiled": sorted(tiled), "fresh": fresh,
-                                  "pretrain_step": pretrained.config.extra.get("training", {}).get("step")}
+    # pretrain_step: the steps behind the init (all of them when it was itself a continuation: `training_steps`)
+    model.config.extra["init"] = {"from": str(init), "task": pretrained.config.task, "tiled": sorted(tiled),
+                                  "fresh": fresh, "pretrain_step": training_steps(read_config(init))}
     return model
 
 
