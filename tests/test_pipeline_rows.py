@@ -1,6 +1,7 @@
 """Every task's plan through one live batch, next to other requests that join late or leave: the audio equals the
-offline pipeline's for the request alone (float32; tolerance on waveforms in [-1, 1]: 1e-4 through the mask
-reconstruction, 1e-3 through Griffin-Lim, whose iterations amplify float rounding in the features)."""
+offline pipeline's for the request alone (float32; tolerance relative to the waveform's peak, or absolute for
+waveforms in [-1, 1]: 1e-4 through the mask reconstruction, 1e-3 through Griffin-Lim, whose iterations amplify float
+rounding in the features)."""
 
 import warnings
 from dataclasses import asdict
@@ -64,7 +65,9 @@ def test_a_request_joined_mid_way_next_to_others_sounds_as_it_does_alone(pipe, t
     plans = [plan(pipe, task, w, seed=10 + i) for i, w in enumerate(wavs)]
     # plan 0 starts alone, plan 2 joins after one step and leaves (cancelled) two steps later, plan 1 joins late
     together = run_together(pipe, task, plans, join_after=[0, 2, 1], leave=(2, 3))
-    atol = 1e-3 if task == "infill" else 1e-4
+    tol = 1e-3 if task == "infill" else 1e-4
     for i in range(2):
-        np.testing.assert_allclose(together[i], offline(pipe, task, wavs[i], seed=10 + i), atol=atol)
+        alone = offline(pipe, task, wavs[i], seed=10 + i)
+        # relative to the peak: the untrained debug model's infill through Griffin-Lim peaks near 80, not 1
+        np.testing.assert_allclose(together[i], alone, atol=tol * max(1.0, float(np.abs(alone).max())))
     assert together[2] is None  # its rows never finished
