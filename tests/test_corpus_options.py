@@ -253,6 +253,9 @@ def test_pairing_prefers_the_supervisions_gender(builds: tuple[Path, Path, Corpu
     for cut in cuts:
         speaker, gender = cut.supervisions[0].speaker, cut.supervisions[0].gender
         assert keys[speaker][2] == (gender[0] if gender else name_gender(speaker))
+    cut = next(c for c in cuts if c.supervisions[0].speaker == linda)
+    cut.supervisions[0].gender = "female"  # a supervision that disagrees with the name wins
+    assert speaker_keys([cut])[0][2] == "f"
 
 
 def test_a_rich_corpus_resumes_only_with_its_options(builds: tuple[Path, Path, CorpusOptions],
