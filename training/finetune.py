@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from model.bundle import training_steps
-from model.checkpoint import read_config, read_weights
+from model.checkpoint import read_weights
 from model.config import ModelConfig
 from model.errors import ConfigError
 from model.modeling import SpeechFlowModel
@@ -84,7 +84,7 @@ def init_from_pretrained(init: str | os.PathLike, task: str) -> SpeechFlowModel:
         log.info("initialised fresh (no pre-trained counterpart): %s", ", ".join(fresh))
     # pretrain_step: the steps behind the init (all of them when it was itself a continuation: `training_steps`)
     model.config.extra["init"] = {"from": str(init), "task": pretrained.config.task, "tiled": sorted(tiled),
-                                  "fresh": fresh, "pretrain_step": training_steps(read_config(init))}
+                                  "fresh": fresh, "pretrain_step": training_steps(pretrained.config.to_dict())}
     return model
 
 
