@@ -263,3 +263,39 @@ def test_cli(librispeech: Path, tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert err.startswith("error: ") and "nope" in err
     assert not (tmp_path / "x.jsonl.gz").exists()
     assert main(["librispeech", str(tmp_path / "nope"), str(tmp_path / "y")]) == 2
+
+
+def test_combine_shuffles_corpora_into_one_manifest_with_unique_ids(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """Two corpora that reuse ids (as two builds of the synthetic corpus do) and relative paths -> one manifest:
+    every cut once, ids prefixed by their folder, absolute paths that still find the audio, the order mixed and
+    fixed by the seed."""
+    for name, freq in (("corpus", 220.0), ("rich", 330.0)):
+        rows = []
+        for k in range(6):
+            write_tone(tmp_path / name / "wavs" / f"{k}.wav", 0.5, freq=freq)
+            rows.append({"audio": f"wavs/{k}.wav", "duration": 0.5, "speaker": f"s{k % 2}", "text": "ha"})
+        (tmp_path / name / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        assert main(["convert", str(tmp_path / name / "train.jsonl"), str(tmp_path / name / "cuts.jsonl.gz")]) == 0
+    inputs = [str(tmp_path / name / "cuts.jsonl.gz") for name in ("corpus", "rich")]
+    assert {r["id"] for r in rows_of(Path(inputs[0]))} == {r["id"] for r in rows_of(Path(inputs[1]))}  # collide
+    out = tmp_path / "both" / "train_cuts.jsonl.gz"
+    capsys.readouterr()
+    assert main(["combine", str(out), *inputs, "--seed", "3"]) == 0
+    assert "wrote 12 cuts" in capsys.readouterr().out
+    rows = rows_of(out)
+    ids = [r["id"] for r in rows]
+    assert len(set(ids)) == 12 and sum(i.startswith("corpus-") for i in ids) == 6
+    assert {i.split("-")[0] for i in ids[:6]} == {"corpus", "rich"}  # not one corpus after the other
+    for r in rows:
+        path = Path(audio_path(r))
+        assert path.is_absolute() and path.parent.parent.name == r["id"].split("-")[0] and path.is_file()
+    again = tmp_path / "again.jsonl.gz"
+    assert main(["combine", str(again), *inputs, "--seed", "3"]) == 0 and [r["id"] for r in rows_of(again)] == ids
+    assert main(["combine", str(again), *inputs, "--seed", "4"]) == 0 and [r["id"] for r in rows_of(again)] != ids
+    assert len(read_manifest(out)) == 12  # the training reader takes it as it is
+    capsys.readouterr()
+    assert main(["combine", str(tmp_path / "x.jsonl.gz"), inputs[0]]) == 2
+    assert "two or more" in capsys.readouterr().err
+    assert main(["combine", str(tmp_path / "x.jsonl.gz"), inputs[0], str(tmp_path / "rich")]) == 2
+    assert "Shar" in capsys.readouterr().err and not (tmp_path / "x.jsonl.gz").exists()

@@ -4,10 +4,13 @@ Corpora with a Lhotse recipe go through it: ``librispeech``, ``libritts``, ``lib
 write one ``<part>_cuts.jsonl.gz`` per corpus part (``train-clean-100``, ``small``, ...) into OUT_DIR, with absolute
 audio paths, and Lhotse's supervisions (text, speaker). The layouts Lhotse has no recipe for are ours
 (`training.corpora`): ``tree`` (any folder of audio), ``voicebank``, ``librimix`` (a metadata CSV). ``convert``
-turns a manifest of the JSONL format used before CutSets into one.
+turns a manifest of the JSONL format used before CutSets into one; ``combine`` shuffles several into one
+(`training.manifest.combine_cuts`), to train on two corpora at once.
 
     speechflow manifest librilight /data/libri-light data/librilight/ --jobs 8
     speechflow manifest convert old/train.jsonl data/train_cuts.jsonl.gz
+    speechflow manifest combine data/both/train_cuts.jsonl.gz data/corpus/train_cuts.jsonl.gz \
+        data/rich/train_cuts.jsonl.gz
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from pathlib import Path
 
 from lhotse import CutSet
 
-from .manifest import ManifestError, write_cuts
+from .manifest import ManifestError, combine_cuts, write_cuts
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +118,10 @@ def build_parser(prog: str = "speechflow manifest") -> argparse.ArgumentParser:
     conv = sub.add_parser("convert", help="a JSONL manifest of the format before CutSets -> a CutSet")
     conv.add_argument("old", type=Path)
     conv.add_argument("out", type=Path, help="CutSet to write (.jsonl.gz)")
+    comb = sub.add_parser("combine", help="several CutSets -> one, shuffled (ids prefixed by their folder's name)")
+    comb.add_argument("out", type=Path, help="CutSet to write (.jsonl.gz)")
+    comb.add_argument("inputs", type=Path, nargs="+", help="cut manifests (.jsonl.gz), two or more")
+    comb.add_argument("--seed", type=int, default=0, help="of the shuffle")
     return parser
 
 
@@ -136,6 +143,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "speechflow manifest") -
                             for split, n in counts.items()))
         elif args.command == "librimix":
             n = corpora.librimix_manifest(args.csv, args.out, root=args.root)
+            print(f"wrote {n} cuts to {args.out}")
+        elif args.command == "combine":
+            n = combine_cuts(args.inputs, args.out, seed=args.seed)
             print(f"wrote {n} cuts to {args.out}")
         else:
             n = convert_manifest(args.old, args.out)

@@ -19,7 +19,8 @@ from __future__ import annotations
 import gzip
 import json
 import os
-from collections.abc import Iterable
+import random
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -113,6 +114,29 @@ def write_cuts(path: str | os.PathLike, cuts: Iterable[Cut]) -> Path:
     CutSet(cuts).to_file(tmp)
     tmp.replace(path)
     return path
+
+
+def combine_cuts(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, seed: int = 0) -> int:
+    """Several cut manifests -> one shuffled manifest with absolute audio paths; returns the cuts written.
+
+    Training reads a manifest through a shuffle buffer (`TrainConfig.shuffle_buffer`), so a plain concatenation
+    would train on one corpus, then the other: the cuts are shuffled here, with ``seed``. Each cut's id is
+    prefixed with its manifest's folder name (``corpus-wavs_espeak-...``; the input's position where two folders
+    share a name), since two corpora built by the same tool reuse ids. Eager: for manifests that fit in memory.
+    """
+    paths = [Path(p) for p in inputs]
+    if len(paths) < 2:
+        raise ManifestError(f"combine needs two or more manifests, got {len(paths)}")
+    for path in paths:
+        if path.is_dir():
+            raise ManifestError(f"{path}: combine reads cut manifests (.jsonl.gz), not Shar directories")
+    labels = [p.absolute().parent.name or str(k) for k, p in enumerate(paths)]
+    if len(set(labels)) < len(labels):
+        labels = [str(k) for k in range(len(paths))]
+    cuts = [cut.with_id(f"{label}-{cut.id}") for path, label in zip(paths, labels) for cut in open_cuts(path)]
+    random.Random(seed).shuffle(cuts)
+    write_cuts(out, cuts)
+    return len(cuts)
 
 
 # --------------------------------------------------------------------------------------------- what a cut carries
