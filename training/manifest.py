@@ -133,7 +133,8 @@ def combine_cuts(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, se
     labels = [p.absolute().parent.name or str(k) for k, p in enumerate(paths)]
     if len(set(labels)) < len(labels):
         labels = [str(k) for k in range(len(paths))]
-    cuts = [cut.with_id(f"{label}-{cut.id}") for path, label in zip(paths, labels) for cut in open_cuts(path)]
+    cuts = [cut.with_id(f"{label}-{cut.id}")
+            for path, label in zip(paths, labels, strict=True) for cut in open_cuts(path)]
     random.Random(seed).shuffle(cuts)
     write_cuts(out, cuts)
     return len(cuts)
