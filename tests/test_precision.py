@@ -159,11 +159,12 @@ print(rss_mb() - start)
 
 def test_bf16_kernel_caches_are_bounded_so_new_shapes_do_not_grow_memory():
     # a server meets a new shape with every live batch length; oneDNN keeps a compiled kernel per shape (~0.5 MB),
-    # 1,024 of them per cache by default: 250 new shapes grew RSS by ~140 MB before the bound, ~0 after it
+    # 1,024 of them per cache by default: 250 new shapes grew RSS by ~140 MB before the bound, ~0 after it; on an
+    # AMX CPU 170 MB before and 33-40 MB after (the allocator's own growth), so the line sits between the two
     import subprocess
     import sys
 
     env = {k: v for k, v in os.environ.items() if k not in ("LRU_CACHE_CAPACITY", "ONEDNN_PRIMITIVE_CACHE_CAPACITY")}
     grown = float(subprocess.run([sys.executable, "-c", KERNEL_CACHE_PROBE], capture_output=True, text=True,
                                  check=True, env=env, cwd=Path(__file__).resolve().parents[1]).stdout)
-    assert grown < 40, f"RSS grew {grown:.0f} MB over 250 new matmul shapes"
+    assert grown < 80, f"RSS grew {grown:.0f} MB over 250 new matmul shapes"
