@@ -130,26 +130,21 @@ def main(argv: Sequence[str] | None = None, prog: str = "speechflow manifest") -
     from .convert import convert_manifest
 
     args = build_parser(prog).parse_args(argv)
-    try:
-        if args.command in RECIPES:
-            counts = prepare(args.command, args.root, args.outdir, jobs=args.jobs, parts=args.parts)
-            print(", ".join(f"wrote {n} cuts to {args.outdir / f'{part}_cuts.jsonl.gz'}" for part, n in counts.items()))
+    try:  # every command -> {manifest written: cuts in it}
+        if args.command in RECIPES or args.command == "voicebank":
+            parts = (prepare(args.command, args.root, args.outdir, jobs=args.jobs, parts=args.parts)
+                     if args.command in RECIPES else corpora.voicebank_demand_manifest(args.root, args.outdir))
+            written = {args.outdir / f"{part}_cuts.jsonl.gz": n for part, n in parts.items()}
         elif args.command == "tree":
-            n = corpora.audio_tree_manifest(args.root, args.out, exts=tuple(args.ext), min_duration=args.min_duration)
-            print(f"wrote {n} cuts to {args.out}")
-        elif args.command == "voicebank":
-            counts = corpora.voicebank_demand_manifest(args.root, args.outdir)
-            print(", ".join(f"wrote {n} cuts to {args.outdir / f'{split}_cuts.jsonl.gz'}"
-                            for split, n in counts.items()))
+            written = {args.out: corpora.audio_tree_manifest(args.root, args.out, exts=tuple(args.ext),
+                                                             min_duration=args.min_duration)}
         elif args.command == "librimix":
-            n = corpora.librimix_manifest(args.csv, args.out, root=args.root)
-            print(f"wrote {n} cuts to {args.out}")
+            written = {args.out: corpora.librimix_manifest(args.csv, args.out, root=args.root)}
         elif args.command == "combine":
-            n = combine_cuts(args.inputs, args.out, seed=args.seed)
-            print(f"wrote {n} cuts to {args.out}")
+            written = {args.out: combine_cuts(args.inputs, args.out, seed=args.seed)}
         else:
-            n = convert_manifest(args.old, args.out)
-            print(f"wrote {n} cuts to {args.out}")
+            written = {args.out: convert_manifest(args.old, args.out)}
+        print(", ".join(f"wrote {n} cuts to {path}" for path, n in written.items()))
     except ManifestError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
