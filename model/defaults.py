@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from .errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Sampling:
@@ -26,20 +28,30 @@ class Sampling:
     solver: str = "midpoint"
     sway: float = 0.0  # time-grid bend (model.solvers.step_times): < 0 takes small steps early; 0 = uniform
     guidance_until: float = 1.0  # guidance only while t < this (1 = the whole path)
+    ensemble: int = 1  # enhancement / separation: independent draws whose masks are averaged (each costs a row)
 
 
 TASK_SAMPLING: dict[str, Sampling] = {
     "pretrain": Sampling(steps=32, guidance=1.0),
-    "enhance": Sampling(steps=4, guidance=2.0, solver="euler", sway=-1.0),
-    "separate": Sampling(steps=4, guidance=2.0, solver="euler", sway=-1.0),
+    "enhance": Sampling(steps=4, guidance=2.0, solver="euler", sway=-1.0, ensemble=4),
+    "separate": Sampling(steps=2, guidance=2.0, solver="euler", sway=-1.0, ensemble=8),
     "tts": Sampling(steps=4, guidance=1.5, solver="euler", sway=-1.0),
 }
 
 
+MAX_ENSEMBLE = 16  # draws per window: each is a full row of network passes
+
+
+def check_ensemble(ensemble: int) -> None:
+    if not 1 <= ensemble <= MAX_ENSEMBLE:
+        raise ConfigError(f"ensemble must be between 1 and {MAX_ENSEMBLE}, got {ensemble}")
+
+
 def sampling(task: str, steps: int | None = None, guidance: float | None = None,
              solver: str | None = None, sway: float | None = None,
-             guidance_until: float | None = None) -> Sampling:
+             guidance_until: float | None = None, ensemble: int | None = None) -> Sampling:
     """The task's defaults with whatever the caller gave on top (None = the default)."""
     base = TASK_SAMPLING[task]
-    given = {"steps": steps, "guidance": guidance, "solver": solver, "sway": sway, "guidance_until": guidance_until}
+    given = {"steps": steps, "guidance": guidance, "solver": solver, "sway": sway, "guidance_until": guidance_until,
+             "ensemble": ensemble}
     return replace(base, **{k: v for k, v in given.items() if v is not None})

@@ -20,7 +20,7 @@ from .aligner import PromptAligner
 from .audio import prepare_waveform, resample
 from .bundle import ALIGNER_DIR, BUNDLE_FILE, DURATION_DIR, VOCODER_DIR, read_bundle_info, task_dirs
 from .checkpoint import CONFIG_FILE
-from .defaults import Sampling, sampling
+from .defaults import Sampling, check_ensemble, sampling
 from .devices import dtype_name, resolve_device, resolve_dtype, use_tf32
 from .duration import DurationModel
 from .errors import CheckpointError, ConfigError
@@ -29,7 +29,7 @@ from .generation import Plan, Row, generate_rows
 from .joining import join_with_crossfade
 from .modeling import SpeechFlowModel
 from .packing import pack
-from .reconstruct import mask_reconstruction, separation_masks
+from .reconstruct import mask_reconstruction, mean_mask_features, separation_masks
 from .stages import stage
 from .text import PhoneVocab
 from .tts import (
@@ -210,33 +210,40 @@ class SpeechFlowPipeline:
         guidance: float | None = None,
         sway: float | None = None,
         guidance_until: float | None = None,
+        ensemble: int | None = None,
         seed: int | Sequence[int] = 0,
         reconstruction: str = "mask",
         window_s: float = WINDOW_S,
     ) -> list[tuple[np.ndarray, int]]:
         """The shared task path; sampling settings left None take the task's defaults (`model.defaults`)."""
         seeds = [seed + i for i in range(len(items))] if isinstance(seed, int) else list(seed)
-        s = sampling(task, steps, guidance, solver, sway, guidance_until)
+        s = sampling(task, steps, guidance, solver, sway, guidance_until, ensemble)
         plans = [self.plan_task(task, wav, sr, seed=k, sampling=s, reconstruction=reconstruction, window_s=window_s)
                  for (wav, sr), k in zip(items, seeds, strict=True)]
         return [(audio, sr) for audio, (_, sr) in zip(self.run(plans), items, strict=True)]
 
     def plan_task(self, task: str, wav: np.ndarray, sr: int, *, seed: int, sampling: Sampling,
                   reconstruction: str = "mask", window_s: float = WINDOW_S, overlap_s: float = OVERLAP_S) -> Plan:
-        """Enhancement or separation of one recording as rows: long inputs in overlapping windows, window k seeded
-        with (seed, k); the result is stitched, reconstructed and resampled to the input's rate and length."""
+        """Enhancement or separation of one recording as rows: long inputs in overlapping windows, each drawn
+        ``sampling.ensemble`` times (window k, draw j seeded with (seed, k, j)) and the draws' masks averaged
+        (`mean_mask_features`); the result is stitched, reconstructed and resampled to the input's rate and length."""
         if reconstruction not in RECONSTRUCTIONS:
             raise ConfigError(f"reconstruction must be one of {RECONSTRUCTIONS}, got {reconstruction!r}")
+        check_ensemble(sampling.ensemble)
         model = self.model(task)  # fail before any work if the bundle lacks the task
         wav16 = prepare_waveform(wav, sr, self.sample_rate)
         with stage("features"):
             feats, _ = self.features([wav16])
         cond = feats[0]  # (T, n_mels)
         spans = window_spans(cond.shape[0], self.sample_rate / self.mel_config.hop_length, window_s, overlap_s)
-        rows = [Row(cond[a:b], (seed + 1_000_003 * k) % 2**31) for k, (a, b) in enumerate(spans)]
+        draws = sampling.ensemble
+        rows = [Row(cond[a:b], (seed + 1_000_003 * k + 999_983 * j) % 2**31)
+                for k, (a, b) in enumerate(spans) for j in range(draws)]
         n_streams = model.config.network.x_dim // self.mel_config.n_mels
 
-        def assemble(windows: list[Tensor]) -> np.ndarray:
+        def assemble(outputs: list[Tensor]) -> np.ndarray:
+            windows = [mean_mask_features(cond[a:b], outputs[k * draws:(k + 1) * draws], self.mel)
+                       for k, (a, b) in enumerate(spans)]
             out = stitch(windows, spans, cond.shape[0], n_streams)
             audio = self.reconstruct(task, wav16, out, reconstruction)  # (n,) or (2, n) at 16 kHz
             audio = np.stack([resample(a, self.sample_rate, sr) for a in audio]) if audio.ndim == 2 else \
@@ -283,6 +290,7 @@ class SpeechFlowPipeline:
         frames known) and seeded seed + chunk; each chunk is vocoded as it finishes, then joined with short
         cross-fades, so the chunks can be streamed in order. ``prompt_alignment`` ((phone, frames) pairs, e.g.
         stored with an uploaded voice by `align_prompt`) skips aligning the prompt again."""
+        only_one_draw(sampling, "tts")
         vocab = self._tts_vocab()
         wav, prompt_text = self._prompt(prompt_wav, prompt_sr, prompt_text, voice)
         prompt_feats, prompt = self._aligned_prompt(wav, prompt_text, vocab, prompt_alignment)
@@ -354,9 +362,10 @@ class SpeechFlowPipeline:
         guidance: float | None = None,
         sway: float | None = None,
         guidance_until: float | None = None,
+        ensemble: int | None = None,
         seed: int | Sequence[int] = 0,
     ) -> list[tuple[np.ndarray, int]]:
-        s = sampling("pretrain", steps, guidance, solver, sway, guidance_until)
+        s = sampling("pretrain", steps, guidance, solver, sway, guidance_until, ensemble)
         seeds = [seed + i for i in range(len(requests))] if isinstance(seed, int) else list(seed)
         plans = [self.plan_infill(r, sampling=s, seed=k) for r, k in zip(requests, seeds, strict=True)]
         return [(audio, r.sr) for audio, r in zip(self.run(plans), requests, strict=True)]
@@ -364,6 +373,7 @@ class SpeechFlowPipeline:
     def plan_infill(self, request: InfillRequest, *, sampling: Sampling, seed: int) -> Plan:
         """Infilling as one row: the recording's features with the spans' frames masked out (to generate) and the
         rest known; the generated audio is spliced into the original inside the spans."""
+        only_one_draw(sampling, "infilling")
         self.model("pretrain")
         wav = prepare_waveform(request.wav, request.sr, self.sample_rate)
         feats, mask = self.features([wav])
@@ -388,6 +398,13 @@ class SpeechFlowPipeline:
                 raise ConfigError(f"span ({start}, {end}) must satisfy 0 <= start < end and start < {duration:.2f} s")
             frames[int(np.floor(start * fps)) : int(np.ceil(min(end, duration) * fps)) + 1] = True
         return frames
+
+
+def only_one_draw(s: Sampling, what: str) -> None:
+    """Averaging draws is a mask estimate; generated speech (TTS, infilling) would only blur."""
+    if s.ensemble != 1:
+        raise ConfigError(f"ensemble averages the masks of enhancement and separation; {what} takes one draw "
+                          f"(ensemble=1), got {s.ensemble}")
 
 
 def splice(original: np.ndarray, generated: np.ndarray, spans: Sequence[Span], sr: int) -> np.ndarray:

@@ -109,15 +109,17 @@ def profile_tts(pipe: Any, text: str, voice: str | None = None, repeats: int = 3
     return {"task": "tts", "text": text, "voice": voice, **row, **tts_kwargs}
 
 
-def profile_enhance(pipe: Any, seconds: float = 4.0, repeats: int = 3, **kwargs: Any) -> dict[str, Any]:
-    """One enhancement of ``seconds`` of noisy speech (the example sentence in pink noise at 5 dB, repeated to
-    length), end to end and per stage (features, sampling; the rest is reconstruction and resampling)."""
-    from .examples import noisy_example
+def profile_task(pipe: Any, task: str, seconds: float = 4.0, repeats: int = 3, **kwargs: Any) -> dict[str, Any]:
+    """One enhancement of ``seconds`` of noisy speech (the example sentence in pink noise at 5 dB) or one
+    separation of as much of the two-voice example mixture (either repeated to length), end to end and per stage
+    (features, sampling; the rest is reconstruction and resampling)."""
+    from .examples import mixture_example, noisy_example
 
-    noisy, _ = noisy_example()
-    noisy = np.resize(noisy, int(seconds * pipe.sample_rate))
-    row = _profile(lambda: pipe.enhance(noisy, pipe.sample_rate, **kwargs)[0], pipe, repeats)
-    return {"task": "enhance", **row, **kwargs}
+    wav = noisy_example()[0] if task == "enhance" else mixture_example()[0]
+    wav = np.resize(wav, int(seconds * pipe.sample_rate))
+    run = pipe.enhance if task == "enhance" else pipe.separate
+    row = _profile(lambda: run(wav, pipe.sample_rate, **kwargs)[0], pipe, repeats)
+    return {"task": task, **row, **kwargs}
 
 
 def _profile(run: Callable[[], np.ndarray], pipe: Any, repeats: int) -> dict[str, Any]:
@@ -125,7 +127,7 @@ def _profile(run: Callable[[], np.ndarray], pipe: Any, repeats: int) -> dict[str
     total = statistics.median(seconds for seconds, _, _ in runs)
     names = sorted({name for _, stages, _ in runs for name in stages})
     stages = {name: round(statistics.median(s.get(name, 0.0) for _, s, _ in runs), 4) for name in names}
-    seconds = len(runs[-1][2]) / pipe.sample_rate
+    seconds = runs[-1][2].shape[-1] / pipe.sample_rate  # of audio in (a separation returns (2, n))
     return {"audio_s": round(seconds, 3), "seconds": round(total, 4), "rtf": round(total / seconds, 4),
             "stages_s": stages, "other_s": round(total - sum(stages.values()), 4),  # the stages do not nest
             "dtype": pipe.dtype_name, "device": str(pipe.device)}

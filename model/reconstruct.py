@@ -15,6 +15,8 @@ from torch import Tensor
 
 from .features import MelConfig, MelSpectrogram, mel_filterbank
 
+MASK_FLOOR = 1e-5  # a mean mask of 0 (every draw silenced a band) as a finite log-mel: -100 dB
+
 
 @functools.lru_cache(maxsize=4)
 def _band_to_bin(cfg_key: tuple) -> Tensor:
@@ -57,3 +59,32 @@ def separation_masks(mixture: Tensor, stacked: Tensor, mel: MelSpectrogram) -> T
     energies = torch.exp(mel.denormalize(stacked.float())).unflatten(-1, (2, -1))  # (B, T, 2, n_mels)
     shares = energies / energies.sum(dim=2, keepdim=True).clamp_min(1e-10)
     return torch.stack([_apply_band_gains(mixture, shares[:, :, k], mel) for k in range(2)], dim=1)
+
+
+def mean_mask_features(cond: Tensor, draws: list[Tensor], mel: MelSpectrogram) -> Tensor:
+    """Independent draws of one window -> the features whose mask is the draws' mean mask.
+
+    cond: the input's normalised log-mel (T, n_mels); draws: E generated windows (T, S n_mels), S = 1 (enhancement)
+    or 2 (separation, stacked speakers). The masks `mask_reconstruction` / `separation_masks` would apply are
+    averaged (separation: each draw's speaker order matched to the first's) and turned back into features that give
+    exactly that mask; since a mask is linear in the output, this is the average of the draws' outputs, an estimate
+    of the posterior-mean mask with less sampling noise than any one draw. One draw is returned as it is.
+    -> (T, S n_mels).
+    """
+    if len(draws) == 1:
+        return draws[0]
+    log_input = mel.denormalize(cond.float())  # (T, n_mels)
+    streams = draws[0].shape[-1] // log_input.shape[-1]
+    masks = []
+    for d in draws:
+        log_out = mel.denormalize(d.float()).unflatten(-1, (streams, -1))  # (T, S, n_mels)
+        if streams == 1:
+            masks.append(torch.exp(log_out - log_input[:, None]).clamp(0.0, 1.0))
+            continue
+        energies = torch.exp(log_out)
+        shares = energies / energies.sum(dim=1, keepdim=True).clamp_min(1e-10)
+        if masks and (shares.flip(1) - masks[0]).abs().sum() < (shares - masks[0]).abs().sum():
+            shares = shares.flip(1)  # the speakers came out the other way round
+        masks.append(shares)
+    mean = torch.stack(masks).mean(0).clamp_min(MASK_FLOOR)  # (T, S, n_mels)
+    return mel.normalize(torch.log(mean) + log_input[:, None]).flatten(-2).to(draws[0].dtype)

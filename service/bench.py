@@ -87,6 +87,7 @@ class BenchConfig:
     steps: int | None = None
     solver: str | None = None
     guidance: float | None = None
+    ensemble: int | None = None  # enhance / separate: draws averaged
     timeout_s: float = 120.0  # per request
     max_duration_s: float = 600.0  # no new requests after this
     seed: int = 0
@@ -152,7 +153,7 @@ def pipeline_baseline(cfg: BenchConfig, audio: bytes) -> dict[str, Any]:
     audio_s = len(wav) / SAMPLE_RATE
     assert cfg.steps is not None and cfg.solver is not None and cfg.guidance is not None, "resolved by run_bench"
     # the task's full defaults under the bench's choices, as the service resolves them (its time grid included)
-    params = TaskParams(sampling(cfg.task, cfg.steps, cfg.guidance, cfg.solver), seed=cfg.seed)
+    params = TaskParams(sampling(cfg.task, cfg.steps, cfg.guidance, cfg.solver, ensemble=cfg.ensemble), seed=cfg.seed)
 
     def run(b: int) -> None:  # fresh plans each time: a plan's rows carry their generation state
         engine.pipeline.run([engine.prepare(cfg.task, wav, params) for _ in range(b)])
@@ -196,8 +197,9 @@ async def run_bench(cfg: BenchConfig, transport: httpx.AsyncBaseTransport | None
     if cfg.baseline is not None:  # the same sampling settings on both sides: no server defaults left implicit
         from model.defaults import sampling
 
-        chosen = sampling(cfg.task, cfg.steps, cfg.guidance, cfg.solver)
-        cfg = replace(cfg, steps=chosen.steps, solver=chosen.solver, guidance=chosen.guidance)
+        chosen = sampling(cfg.task, cfg.steps, cfg.guidance, cfg.solver, ensemble=cfg.ensemble)
+        cfg = replace(cfg, steps=chosen.steps, solver=chosen.solver, guidance=chosen.guidance,
+                      ensemble=chosen.ensemble)
         baseline = await asyncio.to_thread(pipeline_baseline, cfg, inputs[0][0])
     headers = {"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else {}
     # open loop: the client's connection pool must not become the queue (nor turn server queueing into pool

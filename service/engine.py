@@ -142,7 +142,8 @@ class SamplingKey:
 
     @classmethod
     def of(cls, task: str, params: TaskParams) -> SamplingKey:
-        return cls(task, params.sampling, params.reconstruction)
+        # the draws of an ensemble are ordinary rows: requests that average different numbers still step together
+        return cls(task, replace(params.sampling, ensemble=1), params.reconstruction)
 
 
 class PipelineEngine:

@@ -198,7 +198,8 @@ class ServiceRuntime:
     # --- requests -----------------------------------------------------------------------------------------------
     async def process(self, task: str, upload: UploadFile, form: TaskForm, request: Request) -> Response:
         engine = self._serving(task)
-        params = self._params(task, form.steps, form.solver, form.guidance, form.seed, form.reconstruction)
+        params = self._params(task, form.steps, form.solver, form.guidance, form.seed, form.reconstruction,
+                              form.ensemble)
         if len((await request.form()).getlist("file")) > 1:  # already parsed: the form is cached on the request
             raise InvalidParameter("send one file per request (the form has several 'file' fields)", param="file")
         check_upload_type(upload.content_type)
@@ -208,7 +209,8 @@ class ServiceRuntime:
                                           max_decoded_bytes=self.settings.max_decoded_bytes)
         frames = engine.frames(len(decoded.wav))
         key = SamplingKey.of(task, params)
-        estimate = self._check_cost(key, window_count(frames), frames, "file")
+        draws = params.sampling.ensemble  # every draw of every window is a row
+        estimate = self._check_cost(key, draws * window_count(frames), draws * frames, "file")
         job = self.loop.submit(key, decoded.wav, params, self.settings.request_timeout_s, estimate_s=estimate)
         result = await self._await(job, request.receive)
         audio, media_type = await asyncio.to_thread(render_audio, result.output, engine.sample_rate, decoded,
@@ -354,10 +356,10 @@ class ServiceRuntime:
                              param="model")
 
     def _params(self, task: str, steps: int | None, solver: str | None, guidance: float | None, seed: int | None,
-                reconstruction: str) -> TaskParams:
+                reconstruction: str, ensemble: int | None = None) -> TaskParams:
         """A request's sampling settings: its own, else the server's defaults, else the task's (model/defaults.py)."""
         s = self.settings
-        chosen = sampling(task, steps or s.default_steps, guidance, solver or s.default_solver)
+        chosen = sampling(task, steps or s.default_steps, guidance, solver or s.default_solver, ensemble=ensemble)
         if not steps:  # a default never exceeds the server's cap; a request that asks for more is refused
             chosen = replace(chosen, steps=min(chosen.steps, s.max_steps))
         if chosen.steps > s.max_steps:
@@ -472,7 +474,8 @@ async def _wait_for_disconnect(receive: Receive) -> None:
 def _sampling_headers(params: TaskParams, sample_rate: int, channels: int) -> dict[str, str]:
     """What every audio answer says about how it was made (a streamed one knows no more before its first byte)."""
     return {"X-Seed": str(params.seed), "X-Steps": str(params.sampling.steps), "X-Solver": params.sampling.solver,
-            "X-Sample-Rate": str(sample_rate), "X-Channels": str(channels)}
+            "X-Ensemble": str(params.sampling.ensemble), "X-Sample-Rate": str(sample_rate),
+            "X-Channels": str(channels)}
 
 
 def _result_headers(filename: str, params: TaskParams, result: RequestResult, sample_rate: int,

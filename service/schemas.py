@@ -6,7 +6,7 @@ from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from model.defaults import TASK_SAMPLING
+from model.defaults import MAX_ENSEMBLE, TASK_SAMPLING
 
 from .settings import Solver
 
@@ -65,6 +65,10 @@ class TaskForm(StrictForm):
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="noise seed; default: random (echoed in X-Seed)")
     guidance: float | None = Field(None, ge=0.0, le=10.0, description="classifier-free guidance weight (1 = none); "
                                    "default: the task's (2 for enhance and separate)")
+    ensemble: int | None = Field(None, ge=1, le=MAX_ENSEMBLE, description="independent draws whose masks are "
+                                 "averaged (less sampling noise; each costs a full sampling run); default: the "
+                                 f"task's ({TASK_SAMPLING['enhance'].ensemble} for enhance, "
+                                 f"{TASK_SAMPLING['separate'].ensemble} for separate)")
     reconstruction: Reconstruction = Field("mask", description="mask: per-band mask on the input's STFT (keeps its "
                                            "phase); vocoder: the bundle's vocoder")
     response_format: ResponseFormat = Field("wav", description="pcm = raw 16-bit little-endian, interleaved")

@@ -21,7 +21,7 @@ class Settings(BaseSettings):
     # matrix units), fp16 on older GPUs, else fp32 (model/devices.py). The ODE state and audio stay float32.
     dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     # None: each task's own default (model/defaults.py: Euler NFE 4 + guidance 2 for enhance/separate, Euler
-    # NFE 4 + guidance 2 for tts, all on a swayed time grid)
+    # NFE 4 + guidance 1.5 for tts, all on a swayed time grid)
     default_steps: int | None = Field(None, ge=1, le=256)
     default_solver: Solver | None = None
     max_steps: int = Field(128, ge=1, le=1024)  # a request cannot buy more network evaluations than this
@@ -51,9 +51,10 @@ class Settings(BaseSettings):
     max_audio_seconds: float = Field(60.0, gt=0)
     max_text_chars: int = Field(2000, ge=1)
     max_prompt_text_chars: int = Field(500, ge=1)  # the transcript of an uploaded prompt (a 15 s prompt: ~250)
-    # bounded work per request (refused up front with 413 request_too_costly): generation rows (windows, text
-    # chunks), generated frames, and the estimated compute time, which must fit in request_timeout_s
-    max_request_rows: int = Field(32, ge=1)
+    # bounded work per request (refused up front with 413 request_too_costly): generation rows (windows times
+    # ensemble draws, text chunks), generated frames, and the estimated compute time, which must fit in
+    # request_timeout_s. 128 rows: a max_audio_seconds upload (12 windows) at the largest default ensemble (8)
+    max_request_rows: int = Field(128, ge=1)
     max_request_frames: int = Field(60_000, ge=1)
 
     # uploaded voices (POST /v1/audio/voices): a SQLite table and their audio, kept across restarts

@@ -44,7 +44,7 @@ class LoopLimits:
     max_batch_size: int = 16  # rows of one live batch
     max_wait_s: float = 0.01  # a new live batch waits this long for company
     max_queue: int = 64  # requests not yet started, before 429
-    max_request_rows: int = 32  # rows (windows, chunks) one request may need
+    max_request_rows: int = 128  # rows (windows times ensemble draws, text chunks) one request may need
     max_request_frames: int = 60_000  # frames one request may generate (all rows)
     policy: Policy = "step"
 
@@ -131,7 +131,7 @@ class StepLoop:
         if estimate > timeout_s:
             raise RequestTooCostly(f"this request needs about {estimate:.0f} s of compute on this server, more than "
                                    f"its timeout of {timeout_s:g} s (request_timeout_s); send less, or ask for fewer "
-                                   "steps", param=param)
+                                   "steps or a smaller ensemble", param=param)
         return estimate
 
     def check_size(self, rows: int, frames: int, param: str) -> None:

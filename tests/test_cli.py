@@ -85,12 +85,17 @@ def test_evaluate_from_the_command_line(debug_model, tiny_corpus, tmp_path, caps
     debug_model.save_pretrained(tmp_path / "enh")
     write_bundle(tmp_path / "b", {"enhance": tmp_path / "enh"})
     code = main(["evaluate", "--task", "enhance", "--bundle", str(tmp_path / "b"), "--data", str(tiny_corpus),
-                 "--n", "2", "--nfe", "2", "--device", "cpu", "--no-dnsmos", "--json", str(tmp_path / "r.json"),
-                 "--report", str(tmp_path / "r.md")])
+                 "--n", "2", "--nfe", "2", "--ensemble", "2", "--device", "cpu", "--no-dnsmos", "--json",
+                 str(tmp_path / "r.json"), "--report", str(tmp_path / "r.md")])
     assert code == 0, capsys.readouterr().err
     results = json.loads((tmp_path / "r.json").read_text())
     assert set(results["overall"]) >= {"input", "ours", "spectral_gating"}
+    assert results["config"]["ensemble"] == 2 and results["config"]["steps"] == 2  # what ran is on record
     assert "| SpeechFlow (ours) |" in (tmp_path / "r.md").read_text()
+    sf.write(tmp_path / "noisy.wav", speechlike(0.5, seed=1), 16000)
+    assert main(["enhance", str(tmp_path / "noisy.wav"), str(tmp_path / "out.wav"), "--bundle", str(tmp_path / "b"),
+                 "--ensemble", "17"]) == 2
+    assert "ensemble must be between 1 and 16, got 17" in capsys.readouterr().err
 
 
 def test_evaluate_a_vocoder_run_by_copy_synthesis(debug_model, tiny_corpus, tmp_path, capsys):

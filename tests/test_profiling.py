@@ -36,3 +36,7 @@ def test_enhance_profile_times_the_request_and_its_stages(tmp_path):
     [row] = json.loads(out.read_text())
     assert row["task"] == "enhance" and row["audio_s"] == 1.5 and {"features", "sampling"} <= set(row["stages_s"])
     assert row["stages_s"]["sampling"] < row["seconds"]
+    assert main(["profile", "--separate", "1.5", "--bundle", str(BUNDLE), "--nfe", "1", "--ensemble", "2",
+                 "--dtype", "fp32", "--repeats", "1", "--json", str(out)]) == 0
+    [row] = json.loads(out.read_text())
+    assert row["task"] == "separate" and row["audio_s"] == 1.5 and row["ensemble"] == 2 and row["steps"] == 1

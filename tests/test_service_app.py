@@ -69,9 +69,24 @@ def test_enhance_returns_audio_at_the_inputs_rate_and_length(fmt):
         audio, sr = sf.read(io.BytesIO(r.content), always_2d=True)
         assert sr == 44100 and audio.shape == (int(1.3 * 44100), 1)
         assert r.headers["x-seed"] == "7" and r.headers["x-steps"] == "4" and r.headers["x-batch-size"] == "1.0"
+        assert r.headers["x-ensemble"] == str(TASK_SAMPLING["enhance"].ensemble)  # the task's default
         assert "queue;dur=" in r.headers["server-timing"] and r.headers["x-request-id"]
 
     scenario(test)
+
+
+def test_every_ensemble_draw_counts_against_the_request_row_limit():
+    """1 s is one window: 3 draws fit max_request_rows=3, 4 do not (413 naming the upload, nothing queued)."""
+    async def test(client, app, engine):
+        ok = await client.post("/v1/enhance", files=upload(wav(1.0)), data={"ensemble": "3"})
+        assert ok.status_code == 200 and ok.headers["x-ensemble"] == "3"
+        assert engine.prepared[-1][2].sampling.ensemble == 3
+        error = assert_error(await client.post("/v1/enhance", files=upload(wav(1.0)), data={"ensemble": "4"}),
+                             413, "request_too_costly")
+        assert error["param"] == "file" and "4 generation rows" in error["message"]
+        assert len(engine.prepared) == 1
+
+    scenario(test, max_request_rows=3)
 
 
 def test_separate_returns_one_two_channel_file_and_raw_pcm():
@@ -252,6 +267,7 @@ def test_415_for_non_audio_uploads_and_non_multipart_requests():
                                              ({"solver": "magic"}, "solver"), ({"response_format": "aac"},
                                                                                "response_format"),
                                              ({"seed": "-1"}, "seed"), ({"guidance": "x"}, "guidance"),
+                                             ({"ensemble": "0"}, "ensemble"), ({"ensemble": "17"}, "ensemble"),
                                              ({"stepz": "4"}, None)])
 def test_422_for_invalid_parameters(form, param):
     async def test(client, app, engine):

@@ -36,7 +36,7 @@ def _engine_wer(report: Mapping[str, Any]) -> str:
 def _config(report: Mapping[str, Any]) -> dict[str, Any]:
     c = report["config"]
     return {"dtype": c.get("dtype", "fp32"), "solver": c["solver"], "nfe": c["steps"], "guidance": c["guidance"],
-            "sway": c.get("sway", 0.0), "until": c.get("guidance_until", 1.0)}
+            "sway": c.get("sway", 0.0), "until": c.get("guidance_until", 1.0), "ensemble": c.get("ensemble", 1)}
 
 
 def _guidance(c: Mapping[str, Any]) -> str:
@@ -44,12 +44,13 @@ def _guidance(c: Mapping[str, Any]) -> str:
 
 
 def _passes(c: Mapping[str, Any]) -> int:
-    """Sequences per row through the network over the whole path: the cost, whatever the machine."""
+    """Sequences per window through the network over the whole path, every draw of an ensemble counted: the
+    cost, whatever the machine."""
     from model.defaults import Sampling
     from model.solvers import network_passes
 
-    return network_passes(Sampling(steps=c["nfe"], guidance=c["guidance"], solver=c["solver"], sway=c["sway"],
-                                   guidance_until=c["until"]))
+    return c["ensemble"] * network_passes(Sampling(steps=c["nfe"], guidance=c["guidance"], solver=c["solver"],
+                                                   sway=c["sway"], guidance_until=c["until"]))
 
 
 def _fmt(value: Any) -> str:
@@ -66,19 +67,19 @@ def load(directory: Path) -> dict[str, list[dict[str, Any]]]:
             by_task.setdefault(report["task"], []).append(report)
     for reports in by_task.values():
         reports.sort(key=lambda r: (_config(r)["dtype"], _config(r)["solver"], _config(r)["sway"],
-                                    -_config(r)["until"], _config(r)["nfe"]))
+                                    -_config(r)["until"], _config(r)["ensemble"], _config(r)["nfe"]))
     return by_task
 
 
 def table(task: str, reports: list[dict[str, Any]]) -> list[str]:
     names = [name for name, _ in METRICS[task]]
-    lines = ["| dtype | solver | NFE | sway | guidance | network passes | " + " | ".join(names) + " |",
-             "|---|---|---:|---:|---:|---:|" + "---:|" * len(names)]
+    lines = ["| dtype | solver | NFE | sway | guidance | ensemble | network passes | " + " | ".join(names) + " |",
+             "|---|---|---:|---:|---:|---:|---:|" + "---:|" * len(names)]
     for r in reports:
         c = _config(r)
         values = " | ".join(_fmt(get(r)) for _, get in METRICS[task])
-        lines.append(f"| {c['dtype']} | {c['solver']} | {c['nfe']} | {c['sway']:g} | {_guidance(c)} | {_passes(c)} | "
-                     f"{values} |")
+        lines.append(f"| {c['dtype']} | {c['solver']} | {c['nfe']} | {c['sway']:g} | {_guidance(c)} | "
+                     f"{c['ensemble']} | {_passes(c)} | {values} |")
     return lines
 
 
@@ -93,7 +94,8 @@ def plot(task: str, reports: list[dict[str, Any]], out: Path) -> None:
     curves: dict[str, list[dict[str, Any]]] = {}
     for r in reports:
         c = _config(r)
-        curves.setdefault(f"{c['dtype']} {c['solver']} sway {c['sway']:g} guidance {_guidance(c)}", []).append(r)
+        curves.setdefault(f"{c['dtype']} {c['solver']} sway {c['sway']:g} guidance {_guidance(c)} "
+                          f"ensemble {c['ensemble']}", []).append(r)
     for ax, (name, get) in zip(axes[0], numeric, strict=True):
         for label, rs in curves.items():
             rs = sorted(rs, key=lambda r: _config(r)["nfe"])
@@ -114,7 +116,8 @@ def write_report(directory: Path) -> Path:
     lines = ["# Sampling: quality against network evaluations", "",
              "Each row is one `speechflow evaluate` run (JSON beside this file) on the same utterances of the "
              "unseen-speaker test split, the same seed and the shipped bundle. The cost column is what a row puts "
-             "through the network over its whole path (an evaluation, twice where guidance applies): time scales "
+             "through the network over its whole path (an evaluation, twice where guidance applies, times the "
+             "draws of an ensemble, whose masks are averaged): time scales "
              "with it on any machine (see `speechflow profile` for seconds).", ""]
     for task, reports in by_task.items():
         n = {r["n"] for r in reports}

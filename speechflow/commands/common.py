@@ -9,13 +9,14 @@ DEFAULT_BUNDLE = "checkpoints/demo"
 
 
 def sampling_kwargs(task: str, args: argparse.Namespace) -> dict:
-    """steps / guidance / solver / sway / guidance_until: the flags given, else the task's defaults (spelled out,
-    so reports show them)."""
+    """steps / guidance / solver / sway / guidance_until / ensemble: the flags given, else the task's defaults
+    (spelled out, so reports show them)."""
     from model.defaults import sampling
 
     nfe = args.nfe[0] if isinstance(args.nfe, list) else args.nfe  # `profile --nfe` takes a list
     return dataclasses.asdict(sampling(task, nfe, getattr(args, "guidance", None), args.solver,
-                                       getattr(args, "sway", None), getattr(args, "guidance_until", None)))
+                                       getattr(args, "sway", None), getattr(args, "guidance_until", None),
+                                       getattr(args, "ensemble", None)))
 
 
 def add_inference_args(p: argparse.ArgumentParser) -> None:
@@ -42,5 +43,12 @@ def add_device_args(p: argparse.ArgumentParser, default: str | None = "auto") ->
 def add_task_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guidance", type=float, default=None,
                    help="classifier-free guidance weight (1 = none; default: the task's, see model/defaults.py)")
+    add_ensemble_arg(p)
     p.add_argument("--reconstruction", default="mask", choices=["mask", "vocoder"],
                    help="mask: per-band mask on the input's STFT (keeps its phase); vocoder: the bundle's vocoder")
+
+
+def add_ensemble_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ensemble", type=int, default=None,
+                   help="independent draws whose masks are averaged, 1-16; each costs a full sampling run "
+                        "(default: the task's, see model/defaults.py)")

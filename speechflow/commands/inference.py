@@ -8,7 +8,7 @@ from pathlib import Path
 
 from model.errors import SpeechFlowError
 
-from .common import DEFAULT_BUNDLE, add_inference_args, add_task_args, sampling_kwargs
+from .common import DEFAULT_BUNDLE, add_ensemble_arg, add_inference_args, add_task_args, sampling_kwargs
 
 
 def cmd_tts(args: argparse.Namespace) -> None:
@@ -108,21 +108,23 @@ def cmd_profile(args: argparse.Namespace) -> None:
     from model.config import ModelConfig, preset
     from model.devices import resolve_device, resolve_dtype
     from model.modeling import SpeechFlowModel
-    from model.profiling import profile_enhance, profile_tts, time_sampler
+    from model.profiling import profile_task, profile_tts, time_sampler
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     rows = []
     for dtype in dict.fromkeys(resolve_dtype(d, device) for d in args.dtype):
-        if args.tts is not None or args.enhance is not None:
+        task = next((t for t in ("tts", "enhance", "separate") if getattr(args, t) is not None), None)
+        if task is not None:
             from model.pipeline import SpeechFlowPipeline
 
             pipe = SpeechFlowPipeline.from_pretrained(args.bundle, device=device, dtype=dtype)
-            if args.tts is not None:
+            if task == "tts":
                 row = profile_tts(pipe, args.tts, args.voice, repeats=args.repeats, **sampling_kwargs("tts", args))
             else:
-                row = profile_enhance(pipe, args.enhance, repeats=args.repeats, **sampling_kwargs("enhance", args))
+                row = profile_task(pipe, task, getattr(args, task), repeats=args.repeats,
+                                   **sampling_kwargs(task, args))
             rows.append(row)
             print(json.dumps(row))
             continue
@@ -197,14 +199,19 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     source.add_argument("--tts", metavar="TEXT", help="profile one TTS request of this text with --bundle")
     source.add_argument("--enhance", metavar="SECONDS", type=float,
                         help="profile one enhancement of this many seconds of noisy speech with --bundle")
-    p.add_argument("--bundle", default=DEFAULT_BUNDLE, help="the bundle for --tts / --enhance")
+    source.add_argument("--separate", metavar="SECONDS", type=float,
+                        help="profile one separation of this many seconds of a two-voice mixture with --bundle")
+    p.add_argument("--bundle", default=DEFAULT_BUNDLE, help="the bundle for --tts / --enhance / --separate")
     p.add_argument("--voice", help="built-in voice for --tts (default: the bundle's first)")
     p.add_argument("--seconds", type=float, default=10.0, help="audio per row for the sampler timing")
     p.add_argument("--nfe", type=int, nargs="+", help="network evaluations (sampler: 8 16 32; tts: the default)")
     p.add_argument("--solver", choices=["euler", "midpoint", "heun", "rk4"])
-    p.add_argument("--guidance", type=float, help="guidance for --tts / --enhance (default: the task's)")
-    p.add_argument("--sway", type=float, help="time-grid bend for --tts / --enhance (default: the task's)")
+    p.add_argument("--guidance", type=float, help="guidance for a --tts / --enhance / --separate request "
+                                                  "(default: the task's)")
+    p.add_argument("--sway", type=float, help="time-grid bend for a --tts / --enhance / --separate request "
+                                              "(default: the task's)")
     p.add_argument("--guidance-until", type=float, help="guidance only while t < this (default: the task's)")
+    add_ensemble_arg(p)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3, help="timed runs after one warm-up run (median reported)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
