@@ -359,6 +359,8 @@ class ServiceRuntime:
                 reconstruction: str, ensemble: int | None = None) -> TaskParams:
         """A request's sampling settings: its own, else the server's defaults, else the task's (model/defaults.py)."""
         s = self.settings
+        if task != "tts" and ensemble is None:
+            ensemble = s.default_ensemble
         chosen = sampling(task, steps or s.default_steps, guidance, solver or s.default_solver, ensemble=ensemble)
         if not steps:  # a default never exceeds the server's cap; a request that asks for more is refused
             chosen = replace(chosen, steps=min(chosen.steps, s.max_steps))

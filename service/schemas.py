@@ -67,7 +67,7 @@ class TaskForm(StrictForm):
                                    "default: the task's (2 for enhance and separate)")
     ensemble: int | None = Field(None, ge=1, le=MAX_ENSEMBLE, description="independent draws whose masks are "
                                  "averaged (less sampling noise; each costs a full sampling run); default: the "
-                                 f"task's ({TASK_SAMPLING['enhance'].ensemble} for enhance, "
+                                 f"server's default_ensemble if set, else the task's ({TASK_SAMPLING['enhance'].ensemble} for enhance, "
                                  f"{TASK_SAMPLING['separate'].ensemble} for separate)")
     reconstruction: Reconstruction = Field("mask", description="mask: per-band mask on the input's STFT (keeps its "
                                            "phase); vocoder: the bundle's vocoder")

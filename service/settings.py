@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from model.defaults import MAX_ENSEMBLE
+
 Solver = Literal["euler", "midpoint", "heun", "rk4"]
 
 
@@ -24,6 +26,8 @@ class Settings(BaseSettings):
     # NFE 4 + guidance 1.5 for tts, all on a swayed time grid)
     default_steps: int | None = Field(None, ge=1, le=256)
     default_solver: Solver | None = None
+    # enhance / separate: draws whose masks are averaged (None: the task's, 4 / 8); 1 buys throughput with quality
+    default_ensemble: int | None = Field(None, ge=1, le=MAX_ENSEMBLE)
     max_steps: int = Field(128, ge=1, le=1024)  # a request cannot buy more network evaluations than this
 
     # network; loopback by default, the Docker image sets 0.0.0.0

@@ -75,6 +75,18 @@ def test_enhance_returns_audio_at_the_inputs_rate_and_length(fmt):
     scenario(test)
 
 
+def test_the_servers_default_ensemble_applies_to_enhance_and_separate_and_a_request_wins():
+    async def test(client, app, engine):
+        for path, data, expected in [("/v1/enhance", {}, "2"), ("/v1/separate", {}, "2"),
+                                     ("/v1/enhance", {"ensemble": "3"}, "3")]:
+            r = await client.post(path, files=upload(wav(0.5)), data=data)
+            assert r.status_code == 200 and r.headers["x-ensemble"] == expected, (path, r.text)
+        r = await client.post("/v1/tts", data={"text": "Hello.", "voice": "alice"})
+        assert r.status_code == 200 and r.headers["x-ensemble"] == "1", r.text  # TTS: one draw, whatever the setting
+
+    scenario(test, FakeEngine(["enhance", "separate", "tts"]), default_ensemble=2)
+
+
 def test_every_ensemble_draw_counts_against_the_request_row_limit():
     """1 s is one window: 3 draws fit max_request_rows=3, 4 do not (413 naming the upload, nothing queued)."""
     async def test(client, app, engine):

@@ -1,5 +1,5 @@
-"""NFE-vs-quality curves from a directory of ``speechflow evaluate --json`` reports (scripts/eval-sampling.sh):
-one Markdown table per task and one plot per task, written next to the reports.
+"""Quality-vs-cost curves (NFE, ensemble) from a directory of ``speechflow evaluate --json`` reports
+(scripts/eval-sampling.sh): one Markdown table per task and one plot per task, written next to the reports.
 
     python -m training.sampling_report docs/eval/sampling
 """
@@ -91,21 +91,24 @@ def plot(task: str, reports: list[dict[str, Any]], out: Path) -> None:
 
     numeric = [(name, get) for name, get in METRICS[task] if not isinstance(get(reports[0]), str)]
     fig, axes = plt.subplots(1, len(numeric), figsize=(4.2 * len(numeric), 3.4), squeeze=False)
+    # one curve per setting, along NFE, or along the ensemble where reports differ in it (docs/eval/ensemble)
+    by_ensemble = len({_config(r)["ensemble"] for r in reports}) > 1
     curves: dict[str, list[dict[str, Any]]] = {}
     for r in reports:
         c = _config(r)
-        curves.setdefault(f"{c['dtype']} {c['solver']} sway {c['sway']:g} guidance {_guidance(c)} "
-                          f"ensemble {c['ensemble']}", []).append(r)
+        swept = f"NFE {c['nfe']}" if by_ensemble else f"ensemble {c['ensemble']}"
+        curves.setdefault(f"{c['dtype']} {c['solver']} sway {c['sway']:g} guidance {_guidance(c)} {swept}",
+                          []).append(r)
     for ax, (name, get) in zip(axes[0], numeric, strict=True):
         for label, rs in curves.items():
-            rs = sorted(rs, key=lambda r: _config(r)["nfe"])
-            ax.plot([_config(r)["nfe"] for r in rs], [get(r) for r in rs], marker="o", label=label)
+            rs = sorted(rs, key=lambda r: _passes(_config(r)))
+            ax.plot([_passes(_config(r)) for r in rs], [get(r) for r in rs], marker="o", label=label)
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("network evaluations (NFE)")
+        ax.set_xlabel("network passes per window (cost)")
         ax.set_title(name)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
-    fig.suptitle(f"{task}: quality against NFE (unseen-speaker test split)")
+    fig.suptitle(f"{task}: quality against cost (unseen-speaker test split)")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -113,12 +116,12 @@ def plot(task: str, reports: list[dict[str, Any]], out: Path) -> None:
 
 def write_report(directory: Path) -> Path:
     by_task = load(directory)
-    lines = ["# Sampling: quality against network evaluations", "",
+    lines = ["# Sampling: quality against network passes", "",
              "Each row is one `speechflow evaluate` run (JSON beside this file) on the same utterances of the "
              "unseen-speaker test split, the same seed and the shipped bundle. The cost column is what a row puts "
-             "through the network over its whole path (an evaluation, twice where guidance applies, times the "
-             "draws of an ensemble, whose masks are averaged): time scales "
-             "with it on any machine (see `speechflow profile` for seconds).", ""]
+             "through the network over its whole path (an evaluation, twice where guidance applies) times the "
+             "draws of an ensemble (whose masks are averaged): time scales with it on any machine (see "
+             "`speechflow profile` for seconds).", ""]
     for task, reports in by_task.items():
         n = {r["n"] for r in reports}
         lines += [f"## {task} ({', '.join(map(str, sorted(n)))} utterances)", "", *table(task, reports), "",
