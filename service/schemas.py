@@ -22,6 +22,10 @@ Reconstruction = Literal["mask", "vocoder"]
 MAX_SEED = 2**31 - 1
 UPLOAD_FIELDS = {"file"}  # multipart file fields of the task endpoints
 MIN_SPEED, MAX_SPEED = 0.25, 4.0  # model.duration.SPEED_RANGE (also OpenAI's range)
+ENSEMBLE_HELP = ("independent draws whose masks are averaged (less sampling noise; each costs a full sampling run); "
+                 "default: the server's default_ensemble if set, else the task's "
+                 f"({TASK_SAMPLING['enhance'].ensemble} for enhance, {TASK_SAMPLING['separate'].ensemble} for "
+                 "separate)")
 TTS_GUIDANCE = f"classifier-free guidance weight (1 = none; default {TASK_SAMPLING['tts'].guidance:g})"
 
 
@@ -65,10 +69,7 @@ class TaskForm(StrictForm):
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="noise seed; default: random (echoed in X-Seed)")
     guidance: float | None = Field(None, ge=0.0, le=10.0, description="classifier-free guidance weight (1 = none); "
                                    "default: the task's (2 for enhance and separate)")
-    ensemble: int | None = Field(None, ge=1, le=MAX_ENSEMBLE, description="independent draws whose masks are "
-                                 "averaged (less sampling noise; each costs a full sampling run); default: the "
-                                 f"server's default_ensemble if set, else the task's ({TASK_SAMPLING['enhance'].ensemble} for enhance, "
-                                 f"{TASK_SAMPLING['separate'].ensemble} for separate)")
+    ensemble: int | None = Field(None, ge=1, le=MAX_ENSEMBLE, description=ENSEMBLE_HELP)
     reconstruction: Reconstruction = Field("mask", description="mask: per-band mask on the input's STFT (keeps its "
                                            "phase); vocoder: the bundle's vocoder")
     response_format: ResponseFormat = Field("wav", description="pcm = raw 16-bit little-endian, interleaved")

@@ -207,6 +207,7 @@ def test_enhance_and_separate_through_the_page_in_a_headless_browser(live_server
 
     browser.find_element(By.ID, "steps").clear()
     browser.find_element(By.ID, "seed").send_keys("7")
+    browser.find_element(By.ID, "ensemble").send_keys("2")
     browser.find_element(By.ID, "submit").click()
     link = wait.until(ready.presence_of_element_located((By.ID, "task-download")))
     assert not browser.find_elements(By.ID, "steps-error")  # cleared by the new run
@@ -214,11 +215,13 @@ def test_enhance_and_separate_through_the_page_in_a_headless_browser(live_server
     assert link.get_attribute("href").startswith("blob:") and link.get_attribute("download") == "enhanced.wav"
     assert not browser.find_element(By.ID, "task-error").is_displayed()
     timings = browser.find_element(By.CSS_SELECTOR, "#task-result .timings").text
-    assert all(label in timings for label in ("Total time", "Queue wait", "Batch size\n1", "Seed\n7")), timings
+    assert all(label in timings for label in ("Total time", "Queue wait", "Batch size\n1", "Seed\n7",
+                                              "Draws averaged\n2")), timings
     downloaded = browser.execute_async_script(FETCH_DOWNLOAD, "task-download")
     result, rate = sf.read(io.BytesIO(base64.b64decode(downloaded)), dtype="float32")
     assert rate == 16000 and result.shape == noisy.shape and abs(result - noisy / 2).max() < 1e-3  # fake: x / 2
-    assert [(task, len(wav), p.seed) for task, wav, p in engine.prepared] == [("enhance", len(noisy), 7)]
+    assert [(task, len(wav), p.seed, p.sampling.ensemble) for task, wav, p in engine.prepared] == [
+        ("enhance", len(noisy), 7, 2)]
 
     before, after = browser.execute_script(SPECTROGRAMS, "#task-result")
     assert before["label"] == "Input (before) (2.0 s)" and after["label"] == "Enhanced (after) (2.0 s)"

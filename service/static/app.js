@@ -8,11 +8,13 @@ const $ = (id) => document.getElementById(id);
 const TIMINGS = [  // response header, label, unit
   ["X-Process-Time-Ms", "Total time", " ms"], ["X-Queue-Time-Ms", "Queue wait", " ms"],
   ["X-Inference-Time-Ms", "Inference", " ms"], ["X-First-Chunk-Ms", "First chunk ready", " ms"],
-  ["X-Batch-Size", "Batch size", ""], ["X-Steps", "Steps", ""], ["X-Solver", "Solver", ""], ["X-Seed", "Seed", ""],
+  ["X-Batch-Size", "Batch size", ""], ["X-Steps", "Steps", ""], ["X-Solver", "Solver", ""],
+  ["X-Ensemble", "Draws averaged", ""], ["X-Seed", "Seed", ""],
 ];
 // Which control an API error's "param" is about, per form; an unlisted param goes to the form's error box.
 const CONTROLS = {
-  task: { file: "file", steps: "steps", solver: "solver", seed: "seed", response_format: "format" },
+  task: { file: "file", steps: "steps", solver: "solver", ensemble: "ensemble", seed: "seed",
+    response_format: "format" },
   tts: { input: "tts-text", voice: "tts-voice", speed: "tts-speed", response_format: "tts-format",
     stream_format: "tts-stream" },
   voice: { audio_sample: "prompt-file", transcript: "voice-transcript", name: "voice-name",
@@ -286,7 +288,7 @@ async function runTask(event) {
   if (!state.input) return fieldError($("file"), "Choose an audio file or record something first.");
   const body = new FormData();
   body.append("file", state.input.blob, state.input.name);
-  for (const name of ["steps", "solver", "seed", "response_format"]) {
+  for (const name of ["steps", "solver", "ensemble", "seed", "response_format"]) {
     const value = form.elements[name].value.trim();
     if (value !== "") body.append(name, value);
   }
