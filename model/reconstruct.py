@@ -43,21 +43,30 @@ def _apply_band_gains(wav: Tensor, gains: Tensor, mel: MelSpectrogram) -> Tensor
                        length=wav.shape[-1])
 
 
+def enhancement_gains(log_enhanced: Tensor, log_noisy: Tensor) -> Tensor:
+    """Band gains of the enhancement mask: log-mels (..., n_mels) -> (..., n_mels) in [0, 1]."""
+    return torch.exp(log_enhanced - log_noisy).clamp(0.0, 1.0)
+
+
+def speaker_shares(log_stacked: Tensor) -> Tensor:
+    """Band gains of the separation masks: each speaker's share of the two estimated mel energies (an estimated
+    ideal ratio mask, so the two outputs add up to the mixture). Stacked log-mels (..., 2 n_mels) ->
+    (..., 2, n_mels)."""
+    energies = torch.exp(log_stacked).unflatten(-1, (2, -1))
+    return energies / energies.sum(dim=-2, keepdim=True).clamp_min(1e-10)
+
+
 def mask_reconstruction(noisy: Tensor, enhanced: Tensor, mel: MelSpectrogram) -> Tensor:
     """Enhancement: noisy (B, N) waveform, enhanced normalised log-mel (B, T, n_mels) -> (B, N) waveform."""
     t = min(noisy.shape[-1] // mel.cfg.hop_length + 1, enhanced.shape[1])
-    gains = torch.exp(mel.denormalize(enhanced[:, :t].float()) - mel.log_mel(noisy)[:, :t]).clamp(0.0, 1.0)
+    gains = enhancement_gains(mel.denormalize(enhanced[:, :t].float()), mel.log_mel(noisy)[:, :t])
     return _apply_band_gains(noisy, gains, mel)
 
 
 def separation_masks(mixture: Tensor, stacked: Tensor, mel: MelSpectrogram) -> Tensor:
-    """Separation: mixture (B, N), both speakers' normalised log-mels stacked (B, T, 2 n_mels) -> (B, 2, N).
-
-    Each speaker's band gain is its share of the two estimated mel energies (an estimated ideal ratio mask), so the
-    two outputs add up to the mixture.
-    """
-    energies = torch.exp(mel.denormalize(stacked.float())).unflatten(-1, (2, -1))  # (B, T, 2, n_mels)
-    shares = energies / energies.sum(dim=2, keepdim=True).clamp_min(1e-10)
+    """Separation: mixture (B, N), both speakers' normalised log-mels stacked (B, T, 2 n_mels) -> (B, 2, N), each
+    the mixture under that speaker's `speaker_shares`."""
+    shares = speaker_shares(mel.denormalize(stacked.float()))  # (B, T, 2, n_mels)
     return torch.stack([_apply_band_gains(mixture, shares[:, :, k], mel) for k in range(2)], dim=1)
 
 
@@ -74,15 +83,14 @@ def mean_mask_features(cond: Tensor, draws: list[Tensor], mel: MelSpectrogram) -
     if len(draws) == 1:
         return draws[0]
     log_input = mel.denormalize(cond.float())  # (T, n_mels)
-    streams = draws[0].shape[-1] // log_input.shape[-1]
-    masks = []
+    separation = draws[0].shape[-1] == 2 * log_input.shape[-1]
+    masks: list[Tensor] = []  # (T, S, n_mels) each
     for d in draws:
-        log_out = mel.denormalize(d.float()).unflatten(-1, (streams, -1))  # (T, S, n_mels)
-        if streams == 1:
-            masks.append(torch.exp(log_out - log_input[:, None]).clamp(0.0, 1.0))
+        log_out = mel.denormalize(d.float())
+        if not separation:
+            masks.append(enhancement_gains(log_out, log_input)[:, None])
             continue
-        energies = torch.exp(log_out)
-        shares = energies / energies.sum(dim=1, keepdim=True).clamp_min(1e-10)
+        shares = speaker_shares(log_out)
         if masks and (shares.flip(1) - masks[0]).abs().sum() < (shares - masks[0]).abs().sum():
             shares = shares.flip(1)  # the speakers came out the other way round
         masks.append(shares)
