@@ -20,6 +20,8 @@ from dataclasses import dataclass, replace
 
 from .errors import ConfigError
 
+MAX_ENSEMBLE = 16  # draws per window: each is a full row of network passes
+
 
 @dataclass(frozen=True)
 class Sampling:
@@ -30,6 +32,10 @@ class Sampling:
     guidance_until: float = 1.0  # guidance only while t < this (1 = the whole path)
     ensemble: int = 1  # enhancement / separation: independent draws whose masks are averaged (each costs a row)
 
+    def __post_init__(self) -> None:
+        if not 1 <= self.ensemble <= MAX_ENSEMBLE:
+            raise ConfigError(f"ensemble must be between 1 and {MAX_ENSEMBLE}, got {self.ensemble}")
+
 
 TASK_SAMPLING: dict[str, Sampling] = {
     "pretrain": Sampling(steps=32, guidance=1.0),
@@ -38,13 +44,6 @@ TASK_SAMPLING: dict[str, Sampling] = {
     "tts": Sampling(steps=4, guidance=1.5, solver="euler", sway=-1.0),
 }
 
-
-MAX_ENSEMBLE = 16  # draws per window: each is a full row of network passes
-
-
-def check_ensemble(ensemble: int) -> None:
-    if not 1 <= ensemble <= MAX_ENSEMBLE:
-        raise ConfigError(f"ensemble must be between 1 and {MAX_ENSEMBLE}, got {ensemble}")
 
 
 def sampling(task: str, steps: int | None = None, guidance: float | None = None,

@@ -20,7 +20,7 @@ from .aligner import PromptAligner
 from .audio import prepare_waveform, resample
 from .bundle import ALIGNER_DIR, BUNDLE_FILE, DURATION_DIR, VOCODER_DIR, read_bundle_info, task_dirs
 from .checkpoint import CONFIG_FILE
-from .defaults import Sampling, check_ensemble, sampling
+from .defaults import Sampling, sampling
 from .devices import dtype_name, resolve_device, resolve_dtype, use_tf32
 from .duration import DurationModel
 from .errors import CheckpointError, ConfigError
@@ -229,7 +229,6 @@ class SpeechFlowPipeline:
         (`mean_mask_features`); the result is stitched, reconstructed and resampled to the input's rate and length."""
         if reconstruction not in RECONSTRUCTIONS:
             raise ConfigError(f"reconstruction must be one of {RECONSTRUCTIONS}, got {reconstruction!r}")
-        check_ensemble(sampling.ensemble)
         model = self.model(task)  # fail before any work if the bundle lacks the task
         wav16 = prepare_waveform(wav, sr, self.sample_rate)
         with stage("features"):

@@ -25,6 +25,21 @@ def debug_model() -> SpeechFlowModel:
     return model.eval()
 
 
+@pytest.fixture
+def task_pipe(debug_model, tmp_path):
+    """A bundle of debug-preset models for pretrain / enhance / separate, the separator with a random output layer
+    (so its speakers differ), loaded as a CPU `SpeechFlowPipeline`."""
+    from model.bundle import write_bundle
+    from model.pipeline import SpeechFlowPipeline
+
+    debug_model.save_pretrained(tmp_path / "pre")
+    sep = random_output_layer(SpeechFlowModel(ModelConfig(task="separate", network=preset("debug", x_dim=160))), 1)
+    sep.save_pretrained(tmp_path / "sep")
+    write_bundle(tmp_path / "b", {"pretrain": tmp_path / "pre", "enhance": tmp_path / "pre",
+                                  "separate": tmp_path / "sep"})
+    return SpeechFlowPipeline.from_pretrained(tmp_path / "b", device="cpu")
+
+
 def random_output_layer(model: SpeechFlowModel, seed: int, std: float = 0.1) -> SpeechFlowModel:
     """A seeded non-zero output projection. The network zero-initialises it, so a fresh model's velocity is 0
     everywhere: samples never consult the network, and batching, windowing or speaker-order tests would pass

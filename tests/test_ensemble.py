@@ -10,7 +10,6 @@ from model.features import MelSpectrogram
 from model.reconstruct import mask_reconstruction, mean_mask_features, separation_masks
 from service.engine import SamplingKey, TaskParams
 from tests.conftest import speechlike
-from tests.test_pipeline import task_pipe  # noqa: F401 (fixture)
 
 MEL = MelSpectrogram()
 
@@ -54,7 +53,7 @@ def test_separation_ensemble_matches_speaker_order_before_averaging():
         torch.testing.assert_close(mean.sum(0), wav, atol=1e-4, rtol=0)  # still a split of the mixture
 
 
-def test_pipeline_ensemble_is_the_mean_of_single_draws_at_the_draw_seeds(task_pipe):  # noqa: F811
+def test_pipeline_ensemble_is_the_mean_of_single_draws_at_the_draw_seeds(task_pipe):
     wav = speechlike(1.5, seed=6)
     ensemble, _ = task_pipe.enhance(wav, 16000, steps=2, seed=3, ensemble=3)
     singles = [task_pipe.enhance(wav, 16000, steps=2, seed=3 + 999_983 * j, ensemble=1)[0] for j in range(3)]
@@ -69,7 +68,7 @@ def test_pipeline_ensemble_is_the_mean_of_single_draws_at_the_draw_seeds(task_pi
     np.testing.assert_allclose(alone.sum(0), long, atol=1e-3)
 
 
-def test_ensemble_bounds_and_tasks(task_pipe):  # noqa: F811
+def test_ensemble_bounds_and_tasks(task_pipe):
     wav = speechlike(0.5, seed=1)
     for bad in (0, MAX_ENSEMBLE + 1):
         with pytest.raises(ConfigError, match="ensemble must be between 1 and"):

@@ -7,7 +7,7 @@ import torch
 
 from model.errors import AudioError, CheckpointError, ConfigError
 from model.pipeline import SpeechFlowPipeline, splice
-from tests.conftest import random_output_layer, speechlike
+from tests.conftest import speechlike
 
 
 @pytest.fixture
@@ -67,20 +67,6 @@ def test_splice_crossfades():
     a, b = np.zeros(1000, np.float32), np.ones(1000, np.float32)
     out = splice(a, b, [(0.02, 0.04)], sr=10000)  # samples 200..400, 100-sample fades
     assert out[150] == pytest.approx(0.5, abs=0.02) and out[250] == 1.0 and out[99] == 0.0 and out[500] == 0.0
-
-
-@pytest.fixture
-def task_pipe(debug_model, tmp_path) -> SpeechFlowPipeline:
-    from model.bundle import write_bundle
-    from model.config import ModelConfig, preset
-    from model.modeling import SpeechFlowModel
-
-    debug_model.save_pretrained(tmp_path / "pre")
-    sep = random_output_layer(SpeechFlowModel(ModelConfig(task="separate", network=preset("debug", x_dim=160))), 1)
-    sep.save_pretrained(tmp_path / "sep")
-    write_bundle(tmp_path / "b", {"pretrain": tmp_path / "pre", "enhance": tmp_path / "pre",
-                                  "separate": tmp_path / "sep"})
-    return SpeechFlowPipeline.from_pretrained(tmp_path / "b", device="cpu")
 
 
 @pytest.mark.parametrize("sr", [8000, 16000, 48000])
