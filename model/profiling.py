@@ -124,10 +124,11 @@ def profile_task(pipe: Any, task: str, seconds: float = 4.0, repeats: int = 3, *
 
 def _profile(run: Callable[[], np.ndarray], pipe: Any, repeats: int) -> dict[str, Any]:
     runs = timed_runs(run, pipe.device, repeats)
-    total = statistics.median(seconds for seconds, _, _ in runs)
+    # every figure from the rounded ones reported beside it, so the row agrees with itself
+    total = round(statistics.median(seconds for seconds, _, _ in runs), 4)
     names = sorted({name for _, stages, _ in runs for name in stages})
     stages = {name: round(statistics.median(s.get(name, 0.0) for _, s, _ in runs), 4) for name in names}
-    seconds = runs[-1][2].shape[-1] / pipe.sample_rate  # of audio in (a separation returns (2, n))
-    return {"audio_s": round(seconds, 3), "seconds": round(total, 4), "rtf": round(total / seconds, 4),
+    audio_s = round(runs[-1][2].shape[-1] / pipe.sample_rate, 3)  # of audio in (a separation returns (2, n))
+    return {"audio_s": audio_s, "seconds": total, "rtf": round(total / audio_s, 4),
             "stages_s": stages, "other_s": round(total - sum(stages.values()), 4),  # the stages do not nest
             "dtype": pipe.dtype_name, "device": str(pipe.device)}
