@@ -1,17 +1,17 @@
 """Sampling defaults per task: what a request gets when it names no NFE, guidance or solver.
 
-Chosen by measurement on the shipped bundle's `tiny` models, on the unseen-speaker test split (docs/eval/sampling:
-quality against network evaluations per task). Enhancement and separation: classifier-free guidance 2 (worth more
-than any step count, README "Sampling defaults"), and 4 Euler steps on a swayed grid (sway -1: small steps early)
-score at least as well as the earlier 16-evaluation midpoint default at a quarter of the network passes; more
-steps, midpoint at the same cost, or guidance stopped half-way do not do better. TTS: 4 Euler steps on the swayed
-grid match the earlier 32 uniform midpoint evaluations on WER ratio and speaker similarity at an eighth of the
-passes; 8 Euler steps (``steps=8``) score better still, for twice the time. TTS guidance 1.5 rather than 2: lower
-guidance trades the recogniser's WER on flite/festival voices for signal quality (DNSMOS) and speaker similarity,
-and 1.5 is where DNSMOS comes within 0.2 of the recordings' with similarity up and the WER on the two readable
-voices mixed (README "Bundle-quality training": guidance 1 to 2 on 100 cases). Infilling
-with the pre-trained model is unconditional on text, so guidance does nothing there. Torch-free, so the service's
-request schemas can import it.
+Each default is the cheapest setting that scores as well as the costlier ones on the shipped bundle's `tiny` models
+and the unseen-speaker test split; the tables and the commands that produce them are in docs/results/sampling.md
+(steps, solver, guidance) and docs/results/ensemble.md (draws). Enhancement and separation: classifier-free guidance
+2 is worth more than any step count, and a few Euler steps on a swayed grid (sway -1: small steps early) do at
+least as well as 16 midpoint evaluations at a fraction of the network passes; more steps, midpoint at the same
+cost, or guidance stopped half-way do not do better. The masks of several draws are averaged (`ensemble`): the gain
+flattens after 4-8 draws, and separation does as well with 2 steps and more draws as with 4 steps and fewer. TTS:
+4 Euler steps on the swayed grid match 32 uniform midpoint evaluations at an eighth of the passes; 8 Euler steps
+(``steps=8``) score better still, for twice the time. TTS guidance 1.5 rather than 2: lower guidance trades the
+recogniser's WER on flite/festival voices for signal quality (DNSMOS) and speaker similarity. Infilling with the
+pre-trained model is unconditional on text, so guidance does nothing there. Torch-free, so the service's request
+schemas can import it.
 """
 
 from __future__ import annotations

@@ -16,9 +16,9 @@ from .errors import ConfigError
 
 # oneDNN (bf16 matmuls and convolutions on a CPU) keeps a compiled kernel per input shape, in two caches of 1,024
 # entries by default (ideep's and oneDNN's own), about 0.5 MB each: a server sees a new shape with every new live
-# batch length, so its memory grew by 1.6 GB in a 10-minute soak and was still growing. 128 kernels hold every
-# shape of a few live batches; a miss costs about 0.2 ms. Read on first use, so setting them here (before any
-# model runs) is early enough; a value in the environment wins.
+# batch length, so with the default sizes its memory keeps growing while it serves (see docs/serving.md). 128
+# kernels hold every shape of a few live batches; a miss costs about 0.2 ms. Read on first use, so setting them here
+# (before any model runs) is early enough; a value in the environment wins.
 KERNEL_CACHE_ENTRIES = "128"
 for _var in ("LRU_CACHE_CAPACITY", "ONEDNN_PRIMITIVE_CACHE_CAPACITY"):
     os.environ.setdefault(_var, KERNEL_CACHE_ENTRIES)
@@ -78,12 +78,12 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
 
 @functools.cache
 def cpu_has_fast_bf16() -> bool:
-    """Whether bf16 linear layers beat fp32 on this CPU (with AMX they are several times faster; without bf16
-    units, emulated, several times slower). The ISA flags are hidden by some hypervisors, so a probe decides: bf16
-    must be at least 1.3x faster. Single-threaded, best of ten runs each taken in turns: it compares the kernels, and
-    a busy machine cannot tip it (measured beside two other torch processes: 2 threads, fp32 12-16 ms vs bf16 3-8
-    ms, the wrong answer, because the OpenMP team waits for descheduled threads; 1 thread, 0.4 vs 4 ms every time).
-    A wrong bf16 pick costs 8x where bf16 is emulated. About 50 ms on a CPU without bf16 units, once per process."""
+    """Whether bf16 linear layers beat fp32 on this CPU (with AMX they are several times faster; without bf16 units,
+    emulated, several times slower). The ISA flags are hidden by some hypervisors, so a probe decides: bf16 must be at
+    least 1.3x faster. Single-threaded, best of ten runs each taken in turns: it compares the kernels, and a busy
+    machine cannot tip it (with several threads beside other torch processes the OpenMP team waits for descheduled
+    threads, which can make emulated bf16 look faster than fp32; one thread gives the right answer every time). A wrong
+    bf16 pick costs 8x where bf16 is emulated. About 50 ms on a CPU without bf16 units, once per process."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

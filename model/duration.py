@@ -1,8 +1,8 @@
 """Duration model for TTS: how many frames each phone lasts, given the phones and the durations of a prompt's phones.
 
-Voicebox-style: the model sees the whole phone sequence (the prompt's transcript followed by the new text) and the
-known durations of some of its phones (the prompt's), and predicts the others, so that pace and rhythm follow the
-prompt speaker. Trained (`training/duration.py`) like the acoustic model: 70-100 % of an utterance's phones are masked
+Voicebox-style: the model sees the whole phone sequence (the prompt's transcript followed by the new text) and the known
+durations of some of its phones (the prompt's), and predicts the others, so that pace and rhythm follow the prompt
+speaker. Trained (`training/trainers/duration.py`) like the acoustic model: 70-100 % of an utterance's phones are masked
 in spans (all of them with probability `p_uncond`, so it also works without a prompt) and the loss counts the masked
 phones only.
 

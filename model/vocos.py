@@ -2,7 +2,7 @@
 
 ConvNeXt blocks over mel frames predict one STFT frame per mel frame (log-magnitude and phase); an inverse STFT with
 the same hop turns them into audio. Nothing is upsampled by transposed convolutions, so the network runs at the frame
-rate (100 frames/s) and is cheap on a CPU. Trained by `training/vocoder.py`; saved as a model directory whose
+rate (100 frames/s) and is cheap on a CPU. Trained by `training/trainers/vocoder.py`; saved as a model directory whose
 config.json says `"kind": "vocos"`, so it can never be loaded as a flow model (or the other way round).
 """
 

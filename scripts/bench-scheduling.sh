@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's scheduling tables: for each policy (step, request) start `speechflow serve --scheduling POLICY` on
 # BUNDLE, run the same open-loop Poisson mix of enhancement and TTS against it for DURATION seconds, then the
-# scheduler scenarios (service/bench_scenarios.py); finally the simulated-GPU comparison (no server). One JSON per
+# scheduler scenarios (bench/scenarios.py); finally the simulated-GPU comparison (no server). One JSON per
 # run in OUT. Nothing else should use the CPU (or GPU) meanwhile.
 #   scripts/bench-scheduling.sh [BUNDLE] [OUT]
 #   (environment: POLICIES, PROCESSING=auto|engine|worker, MIXED=0|1, SCENARIOS=0|1, SIMULATE=0|1, RATE, DURATION,
@@ -28,16 +28,16 @@ for policy in ${POLICIES:-step request}; do
     echo "mixed traffic, $policy: $OUT/mixed-$policy.json"
   fi
   if [ "${SCENARIOS:-1}" = 1 ]; then
-    "$BIN/python" -m service.bench_scenarios --url "$url" --json "$OUT/scenarios-$policy.json" > /dev/null
+    "$BIN/python" -m bench.scenarios --url "$url" --json "$OUT/scenarios-$policy.json" > /dev/null
     echo "scenarios, $policy: $OUT/scenarios-$policy.json"
   fi
   kill $server; wait $server 2>/dev/null || true
 done
 if [ "${MIXED:-1}" = 1 ]; then
-  "$BIN/python" -m service.bench_table --mixed "$OUT"/mixed-*.json
+  "$BIN/python" -m bench.table --mixed "$OUT"/mixed-*.json
 fi
 if [ "${SIMULATE:-1}" = 1 ]; then
   "$BIN/speechflow" bench --simulate 0.015,0.0005 --mix enhance:0.5,tts:0.5 --mode poisson --rate 10 \
     --requests 300 --seed 0 --json "$OUT/simulated-gpu.json" > /dev/null
-  "$BIN/python" -m service.bench_table --mixed "$OUT/simulated-gpu.json"
+  "$BIN/python" -m bench.table --mixed "$OUT/simulated-gpu.json"
 fi

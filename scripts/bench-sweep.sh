@@ -29,4 +29,4 @@ for frames in $BUDGETS; do
   done
   kill $server; wait $server 2>/dev/null || true
 done
-"$BIN/python" -m service.bench_table "$OUT"
+"$BIN/python" -m bench.table "$OUT"

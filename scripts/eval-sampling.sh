@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # NFE-vs-quality curves (docs/eval/sampling): `speechflow evaluate` on the same N utterances of the unseen-speaker
 # test split for each (task, dtype, solver, NFE, sway), at the task's default guidance, then the tables and plots
-# (python -m training.sampling_report). Nothing else should use the CPU meanwhile (RTF is part of the report).
+# (python -m training.evaluation.sampling_report). Nothing else should use the CPU meanwhile (RTF is part of the report).
 #   scripts/eval-sampling.sh TEST_MANIFEST [BUNDLE] [OUT]    (N, TASKS, CONFIGS_<TASK>: environment)
 # A config is DTYPE:SOLVER:NFE:SWAY[:UNTIL] (UNTIL: guidance only while t < UNTIL; default 1, the whole path).
 # Runs whose JSON exists are skipped, so an interrupted sweep resumes.
@@ -33,4 +33,4 @@ for task in ${TASKS:-enhance separate tts}; do
     echo "$task $config: $json"
   done
 done
-"$BIN/python" -m training.sampling_report "$OUT"
+"$BIN/python" -m training.evaluation.sampling_report "$OUT"

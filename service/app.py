@@ -1,5 +1,6 @@
-"""The FastAPI app, built by `create_app` (no module-level state: tests build as many apps as they like, each
-with its own engine, batcher and metrics registry)."""
+"""The FastAPI app, built by `create_app`: the runtime, the middleware, one router per resource (service/routes/),
+the error envelope and the demo page. No module-level state: tests build as many apps as they like, each with its
+own engine, step loop and metrics registry."""
 
 from __future__ import annotations
 
@@ -7,51 +8,27 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, File, Form, Request, UploadFile
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from . import paths
 from .engine import Engine
 from .errors import ServiceError, error_body, error_response
+from .lifecycle import ServiceRuntime
 from .middleware import AdmissionMiddleware, RequestContextMiddleware
-from .openapi import strict_openapi
-from .runtime import ServiceRuntime
-from .schemas import (
-    ErrorEnvelope,
-    Health,
-    ModelList,
-    SpeechRequest,
-    StoredVoiceCard,
-    StoredVoiceList,
-    TaskForm,
-    TtsForm,
-    VoiceDeleted,
-    VoiceForm,
-    VoiceList,
-)
+from .openapi import ERROR_RESPONSES, strict_openapi
+from .routes import models, speech, tasks, voices
+from .schemas import TaskForm, TtsForm, VoiceForm
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-AUDIO_RESPONSE: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"audio/wav": {}, "audio/flac": {}, "audio/ogg": {}, "audio/L16": {}, "audio/mpeg": {},
-                      "text/event-stream": {}},
-          "description": "the result as an audio file"},
-}
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorEnvelope, "description": text} for status, text in {
-        400: "bad audio", 401: "missing or wrong API key", 403: "not yours to delete", 404: "no such model or route",
-        413: "too large or too long",
-        415: "not multipart or not audio", 422: "invalid parameters", 429: "queue full (see Retry-After)",
-        503: "not ready or shutting down", 504: "deadline passed"}.items()
-}
 _STATUS_CODES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed"}
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 STATIC_DIR = Path(__file__).parent / "static"  # the demo page: plain HTML/JS/CSS, no build step
@@ -78,82 +55,12 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.add_middleware(AdmissionMiddleware, runtime=runtime)
     app.add_middleware(RequestContextMiddleware, metrics=runtime.metrics)  # added last = outermost
     _add_error_handlers(app, runtime)
-    app.include_router(_probes(runtime))
-    app.include_router(_api(runtime), dependencies=[Depends(_bearer)], responses=ERROR_RESPONSES)
+    app.include_router(models.probes(runtime))
+    for resource in (tasks, speech, voices, models):
+        app.include_router(resource.router(runtime), dependencies=[Depends(_bearer)], responses=ERROR_RESPONSES)
     _demo(app)
     app.openapi = strict_openapi(app, (TaskForm, TtsForm, VoiceForm))  # type: ignore[method-assign]
     return app
-
-
-def _api(runtime: ServiceRuntime) -> APIRouter:
-    router = APIRouter()
-
-    @router.post(paths.ENHANCE, response_class=Response, responses=AUDIO_RESPONSE, tags=["tasks"])
-    async def enhance(request: Request, file: Annotated[UploadFile, File(description="noisy speech, any format "
-                                                                         "libsndfile reads, any rate")],
-                      form: Annotated[TaskForm, Form()]) -> Response:
-        """Noisy speech in, clean speech out (at the input's rate and length)."""
-        return await runtime.process("enhance", file, form, request)
-
-    @router.post(paths.SEPARATE, response_class=Response, responses=AUDIO_RESPONSE, tags=["tasks"])
-    async def separate(request: Request, file: Annotated[UploadFile, File(description="a two-talker mixture")],
-                       form: Annotated[TaskForm, Form()]) -> Response:
-        """A two-talker mixture in; one audio file with two channels (speaker 1, speaker 2) out."""
-        return await runtime.process("separate", file, form, request)
-
-    @router.post(paths.TTS, response_class=Response, responses=AUDIO_RESPONSE, tags=["tts"])
-    async def tts(request: Request, form: Annotated[TtsForm, Form()],
-                  prompt: Annotated[UploadFile | None, File(description="0.5-15 s of the voice to use (any format "
-                                                            "libsndfile reads, any rate), with prompt_text")] = None,
-                  ) -> Response:
-        """Zero-shot TTS: ``text`` in a built-in ``voice`` or in the voice of an uploaded ``prompt`` whose transcript
-        is ``prompt_text``. Returns 16 kHz mono audio. Text longer than the server's max_text_chars: 413
-        text_too_long; a prompt over 15 s: 413 audio_too_long, under 0.5 s: 422. 404 without a TTS model."""
-        return await runtime.tts(form, prompt, request)
-
-    @router.post(paths.SPEECH, response_class=Response, responses=AUDIO_RESPONSE, tags=["tts"])
-    async def speech(request: Request, body: SpeechRequest) -> Response:
-        """OpenAI-compatible speech: ``input`` in a built-in ``voice`` (unknown: 422 listing the voices). ``model``
-        is 'tts' (what /v1/models lists) or one of OpenAI's tts-1, tts-1-hd, gpt-4o-mini-tts (others: 404).
-        ``response_format`` wav, flac, ogg or pcm, all 16 kHz mono (mp3, opus, aac: 422)."""
-        return await runtime.speech(body, request)
-
-    @router.get(paths.VOICES, response_model=VoiceList, tags=["tts"])
-    async def voices() -> VoiceList:
-        """Every voice the ``voice`` parameter takes: the built-in ones (with the OpenAI names that are aliases of
-        them) and the uploaded ones, with what their prompts say."""
-        return runtime.voice_list()
-
-    @router.post(paths.AUDIO_VOICES, response_model=StoredVoiceCard, tags=["tts"])
-    async def create_voice(form: Annotated[VoiceForm, Form()],
-                           audio_sample: Annotated[UploadFile, File(description="0.5-15 s of the voice, any format "
-                                                                    "libsndfile reads")]) -> StoredVoiceCard:
-        """Store a voice (kept across restarts) to use by its id wherever a voice is taken. ``consent`` must be
-        true. Without ``transcript`` the server transcribes the sample and says so (``transcribed``)."""
-        return await runtime.voice_api.create(form, audio_sample)
-
-    @router.get(paths.AUDIO_VOICES, response_model=StoredVoiceList, tags=["tts"])
-    async def list_voices() -> StoredVoiceList:
-        """The uploaded voices."""
-        return await runtime.voice_api.list()
-
-    @router.delete(paths.AUDIO_VOICES + "/{voice_id}", response_model=VoiceDeleted, tags=["tts"])
-    async def delete_voice(voice_id: str) -> VoiceDeleted:
-        """Delete an uploaded voice (with API keys: only the key that created it may)."""
-        return await runtime.voice_api.delete(voice_id)
-
-    @router.get(paths.MODELS, response_model=ModelList, tags=["service"])
-    async def models() -> ModelList:
-        """The bundle's models and the endpoints that serve them."""
-        return runtime.model_list()
-
-    @router.get(paths.METRICS, tags=["service"], response_class=Response)
-    async def metrics() -> Response:
-        """Prometheus metrics (behind the API key only when protect_metrics is set)."""
-        body, media_type = runtime.metrics.render()
-        return Response(body, media_type=media_type)
-
-    return router
 
 
 def _demo(app: FastAPI) -> None:
@@ -163,25 +70,6 @@ def _demo(app: FastAPI) -> None:
     @app.get("/", include_in_schema=False)
     async def demo() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html")
-
-
-def _probes(runtime: ServiceRuntime) -> APIRouter:
-    router = APIRouter(tags=["service"])
-
-    @router.get(paths.LIVEZ, response_model=Health)
-    async def livez() -> Health:
-        """The process answers (no model work)."""
-        return Health(status="ok")
-
-    @router.get(paths.READYZ, response_model=Health, responses={503: {"model": ErrorEnvelope}})
-    async def readyz() -> Health:
-        """200 once the model is loaded and warm; 503 before that and while shutting down."""
-        error = runtime.admission_error()
-        if error is not None:
-            raise error
-        return Health(status="ready")
-
-    return router
 
 
 def _add_error_handlers(app: FastAPI, runtime: ServiceRuntime) -> None:

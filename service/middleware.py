@@ -32,7 +32,7 @@ from .metrics import Metrics
 from .voices import key_owner, request_owner
 
 if TYPE_CHECKING:
-    from .runtime import ServiceRuntime
+    from .lifecycle import ServiceRuntime
 
 REQUEST_ID_KEY = "speechflow.request_id"  # in the ASGI scope
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")

@@ -16,6 +16,21 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic import AliasChoices, BaseModel
 
+from .schemas import ErrorEnvelope
+
+# what the routes declare about their answers
+AUDIO_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"audio/wav": {}, "audio/flac": {}, "audio/ogg": {}, "audio/L16": {}, "audio/mpeg": {},
+                      "text/event-stream": {}},
+          "description": "the result as an audio file"},
+}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorEnvelope, "description": text} for status, text in {
+        400: "bad audio", 401: "missing or wrong API key", 403: "not yours to delete", 404: "no such model or route",
+        413: "too large or too long",
+        415: "not multipart or not audio", 422: "invalid parameters", 429: "queue full (see Retry-After)",
+        503: "not ready or shutting down", 504: "deadline passed"}.items()
+}
 REF_PREFIX = "#/components/schemas/"
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-# Padded feature frames per live batch when the settings leave it open. CPU: measured with scripts/bench-sweep.sh on
-# the demo bundle (README): at NFE 16 + guidance 2 a CPU forward is already at the machine's matmul peak, so larger
-# batches only add padding and latency (1,600 frames: 98 % of the pipeline's best throughput at concurrency 16;
-# 24,000: 81 %). GPU: a wide budget, where batching pays; bound it by activation memory.
+# Padded feature frames per live batch when the settings leave it open. CPU: a forward of a few rows already
+# reaches the machine's matmul peak, so larger batches only add padding and latency (the sweep that chose it:
+# docs/results/scheduling.md#frame-budget). GPU: a wide budget, where batching pays; bound it by activation memory.
 CPU_BATCH_FRAMES = 1_600
 GPU_BATCH_FRAMES = 24_000
 
@@ -20,8 +19,8 @@ def default_batch_frames(device: str) -> int:
 def processing_worker(mode: str, device: str) -> ThreadPoolExecutor | None:
     """The thread for pre- and post-processing, or None to run them on the engine thread between steps.
     ``auto``: a worker on an accelerator (its CPU work then overlaps the device's steps); on a CPU the engine
-    thread, because there the two compete for the same cores (README, "Serving benchmark"). A CPU worker runs
-    torch single-threaded: a second multi-threaded OpenMP team would fight the engine's."""
+    thread, because there the two compete for the same cores (docs/results/scheduling.md#processing-thread). A
+    CPU worker runs torch single-threaded: a second multi-threaded OpenMP team would fight the engine's."""
     on_cpu = device in ("cpu", "fake")
     if mode == "engine" or (mode == "auto" and on_cpu):
         return None

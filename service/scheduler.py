@@ -20,7 +20,7 @@ Pure bookkeeping (no model, no tensors, no asyncio), so every rule is unit-teste
   (`StepLoop.submit`) lets a request in only when all admitted work plus its own fits in its timeout, which is
   exactly EDF's condition, so under overload admitted requests finish in time instead of every request sharing
   the engine until the long ones (TTS) miss their deadlines; with deadlines far off, as usual, nothing changes.
-- ``policy="request"``: request-level batching, the old engine, kept for comparison: a batch forms only when no
+- ``policy="request"``: request-level batching, kept for comparison: a batch forms only when no
   batch runs, from the key with the oldest waiting row, and runs to the end without joiners or turns.
 - A key with no live batch waits up to ``max_wait_s`` for company before its first step, unless its waiting rows
   already fill the budget or the scheduler is draining.

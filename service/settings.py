@@ -36,12 +36,12 @@ class Settings(BaseSettings):
 
     # scheduling (service/scheduler.py): rows of one sampling key share a live batch that advances one ODE step at
     # a time; a live batch holds at most max_batch_size rows and max_batch_frames padded feature frames (100/s).
-    # None: chosen for the device (placement.default_batch_frames: measured on CPU, README "Serving benchmark")
+    # None: chosen for the device (placement.default_batch_frames; docs/results/scheduling.md#frame-budget)
     max_batch_frames: int | None = Field(None, ge=1)
     max_batch_size: int = Field(16, ge=1)
     max_wait_ms: float = Field(10.0, ge=0)  # a new live batch waits this long for company before its first step
     max_queue: int = Field(64, ge=1)  # admitted requests not yet started (all tasks) before 429
-    # step: rows join and leave between steps, live batches take turns; request: the old request-level batching
+    # step: rows join and leave between steps, live batches take turns; request: request-level batching
     # (a batch forms when none runs and runs to the end), kept for comparison
     scheduling: Literal["step", "request"] = "step"
     # where pre- and post-processing (features, text frontend, durations, prompt alignment, vocoder, stitching)

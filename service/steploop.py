@@ -29,24 +29,14 @@ import numpy as np
 
 from model.joining import CrossfadeJoiner
 
+from .admission import LoopLimits, check_size, request_estimate
 from .engine import Engine, Payload, SamplingKey, StepBatch, TaskParams
-from .errors import DeadlineExceeded, QueueFull, RequestTooCostly, ServiceError, ShuttingDown
+from .errors import DeadlineExceeded, QueueFull, ServiceError, ShuttingDown
 from .metrics import Metrics
 from .request import Request, RequestResult
-from .scheduler import Budget, Entry, Policy, Scheduler, Turn
+from .scheduler import Budget, Entry, Scheduler, Turn
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class LoopLimits:
-    max_batch_frames: int = 24_000  # padded frames of one live batch
-    max_batch_size: int = 16  # rows of one live batch
-    max_wait_s: float = 0.01  # a new live batch waits this long for company
-    max_queue: int = 64  # requests not yet started, before 429
-    max_request_rows: int = 128  # rows (windows times ensemble draws, text chunks) one request may need
-    max_request_frames: int = 60_000  # frames one request may generate (all rows)
-    policy: Policy = "step"
 
 
 @dataclass
@@ -121,28 +111,8 @@ class StepLoop:
 
     # --- admission ----------------------------------------------------------------------------------------------
     def check_cost(self, rows: int, frames: int, sampling_evals: int, timeout_s: float, param: str) -> float:
-        """Refuse (413) a request whose cost alone exceeds what this server allows: too many rows or frames, or
-        an estimated compute time beyond its deadline (from the measured cost of a frame-evaluation). Returns that
-        estimate in seconds (0 before the cost model is measured), for ``submit``."""
-        self.check_size(rows, frames, param)
-        if self.cost is None:
-            return 0.0
-        estimate = self.cost * frames * sampling_evals
-        if estimate > timeout_s:
-            raise RequestTooCostly(f"this request needs about {estimate:.0f} s of compute on this server, more than "
-                                   f"its timeout of {timeout_s:g} s (request_timeout_s); send less, or ask for fewer "
-                                   "steps or a smaller ensemble", param=param)
-        return estimate
-
-    def check_size(self, rows: int, frames: int, param: str) -> None:
-        """413 for more rows or frames than one request may have."""
-        lim = self.limits
-        if rows > lim.max_request_rows:
-            raise RequestTooCostly(f"this request needs {rows} generation rows (windows or text chunks); the limit "
-                                   f"is {lim.max_request_rows} (max_request_rows)", param=param)
-        if frames > lim.max_request_frames:
-            raise RequestTooCostly(f"this request would generate {frames} frames ({frames / 100:.0f} s); the limit "
-                                   f"is {lim.max_request_frames} (max_request_frames)", param=param)
+        """413 for a request too costly alone (`admission.request_estimate`); else its estimated engine seconds."""
+        return request_estimate(self.limits, self.cost, rows, frames, sampling_evals, timeout_s, param)
 
     def submit(self, key: SamplingKey, payload: Payload, params: TaskParams, timeout_s: float,
                stream: bool = False, estimate_s: float = 0.0) -> Request:
@@ -273,7 +243,7 @@ class StepLoop:
         for request in requests:
             try:
                 plan = self.engine.prepare(request.task, request.payload, request.params)
-                self.check_size(len(plan.rows), plan.frames, "input")
+                check_size(self.limits, len(plan.rows), plan.frames, "input")
                 plans.append(plan)
             except Exception as e:
                 plans.append(e)

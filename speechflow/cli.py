@@ -25,8 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["manifest"]:  # its own parser (training.lhotse_recipes), options and --help included
-        from training.lhotse_recipes import main as manifest_main
+    if argv[:1] == ["manifest"]:  # its own parser (training.data.lhotse_recipes), options and --help included
+        from training.data.lhotse_recipes import main as manifest_main
 
         return manifest_main(argv[1:], prog="speechflow manifest")
     args = build_parser().parse_args(argv)

@@ -104,9 +104,9 @@ def write_aligned_corpus(root: Path, sentences: list[str]) -> Path:
 def write_tts_bundle(root: Path, manifest: Path, voice_text: str, steps: int) -> Path:
     """A debug bundle with a TTS model, its duration model and one built-in voice "anna" (the manifest's u0.wav)."""
     from model.bundle import write_bundle, write_voices
-    from training.duration import train_duration
-    from training.finetune import finetune
-    from training.trainer import TrainConfig
+    from training.trainers.duration import train_duration
+    from training.trainers.finetune import finetune
+    from training.trainers.trainer import TrainConfig
 
     SpeechFlowModel(ModelConfig(network=preset("debug"))).save_pretrained(root / "pre")
     tts = finetune("tts", root / "pre", manifest, root / "tts", TrainConfig(steps=steps, **TTS_TRAIN))

@@ -16,8 +16,8 @@ from model.duration import DurationError, DurationModel
 from model.errors import CheckpointError
 from model.text import PhoneVocab
 from tests.conftest import write_aligned_corpus
-from training.aligner import compare_prompt_aligners, default_train_config, train_aligner
-from training.manifest import read_manifest
+from training.data.manifest import read_manifest
+from training.trainers.aligner import compare_prompt_aligners, default_train_config, train_aligner
 
 VOCAB = PhoneVocab.default()
 
@@ -116,7 +116,7 @@ def test_training_learns_alignments_better_than_chance(tmp_path: Path) -> None:
 
 
 def test_flite_boundaries_compare_phone_ends_with_flites_own(monkeypatch) -> None:
-    import training.aligner as aligner_module
+    import training.trainers.aligner as aligner_module
 
     spoken = []
 

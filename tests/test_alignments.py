@@ -1,4 +1,4 @@
-"""training.alignments: frame labels, durations (cumulative rounding), TextGrid parsing, ARPAbet mapping."""
+"""training.data.alignments: frame labels, durations (cumulative rounding), TextGrid parsing, ARPAbet mapping."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from model.duration import cumulative_round, expand_durations
 from model.text import UNK_ID, PhoneVocab
-from training.alignments import (
+from training.data.alignments import (
     ARPABET_TO_ESPEAK,
     AlignmentError,
     durations_from_phones,

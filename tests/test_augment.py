@@ -11,20 +11,10 @@ from scipy.signal import correlate, welch
 
 from model.errors import ConfigError
 from tests.conftest import speechlike
-from training.augment import (
-    PEAK,
-    SOUND_ICONS_DIR,
-    AugmentConfig,
-    NoiseBank,
-    active_power,
-    load_clips,
-    make_noisy,
-    mean_power,
-    mix_at_snr,
-    mix_speakers,
-    reverberate,
-    synthetic_rir,
-)
+from training.augmentation.levels import active_power, mean_power
+from training.augmentation.mixing import PEAK, AugmentConfig, make_noisy, mix_at_snr, mix_speakers
+from training.augmentation.noise import SOUND_ICONS_DIR, NoiseBank, load_clips
+from training.augmentation.rooms import reverberate, synthetic_rir
 
 SR = 16000
 N = 8000  # half a second is plenty for every property checked here

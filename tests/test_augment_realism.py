@@ -14,8 +14,7 @@ from scipy.signal import welch
 
 from model.errors import ConfigError
 from tests.conftest import speechlike
-from training.augment import ALSA_SOUNDS_DIR, AugmentConfig, NoiseBank, active_power, load_clips, make_noisy
-from training.colouration import (
+from training.augmentation.colouration import (
     ColourConfig,
     apply_chain,
     chain_response_db,
@@ -24,12 +23,15 @@ from training.colouration import (
     peaking,
     shelf,
 )
-from training.corpus import make_speakers
-from training.data import BatchKey
-from training.manifest import open_cuts
-from training.pairing import MixtureConfig, pick_partner, speaker_engine, speaker_gender, speaker_keys
-from training.rooms import RoomConfig, decay_rt60, reverberate, room_rir
-from training.tasks import MixtureDataset, NoisyCropDataset
+from training.augmentation.levels import active_power
+from training.augmentation.mixing import AugmentConfig, make_noisy
+from training.augmentation.noise import ALSA_SOUNDS_DIR, NoiseBank, load_clips
+from training.augmentation.pairing import MixtureConfig, pick_partner, speaker_engine, speaker_gender, speaker_keys
+from training.augmentation.rooms import RoomConfig, decay_rt60, reverberate, room_rir
+from training.data.loading import BatchKey
+from training.data.manifest import open_cuts
+from training.synthetic.corpus import make_speakers
+from training.tasks.enhance_separate import MixtureDataset, NoisyCropDataset
 
 SR = 16000
 
@@ -174,7 +176,7 @@ def test_training_config_reverberates_with_simulated_rooms(bank: NoiseBank) -> N
 
 
 def test_rooms_fall_back_to_synthetic_rirs_without_pyroomacoustics(bank: NoiseBank, monkeypatch) -> None:
-    monkeypatch.setattr("training.augment.rooms_available", lambda: False)
+    monkeypatch.setattr("training.augmentation.mixing.rooms_available", lambda: False)
     cfg = AugmentConfig.training(p_reverb=1.0, p_room=1.0)
     *_, info = make_noisy(np.random.default_rng(0), speechlike(0.5, seed=3), bank, cfg)
     assert info["reverb"] and info["rir"] == "synthetic"

@@ -8,14 +8,16 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.config import BenchConfig, parse_mix
+from bench.fake_engine import FAKE_SECONDS_PER_CHAR, FakeEngine
+from bench.inprocess import serving
+from bench.run import run_bench
+from bench.table import main as table_main
+from bench.table import mixed_runs, mixed_table
+from bench.traffic import Outcome, apportion, build_plan, input_audio, integrity
 from model.errors import SpeechFlowError
 from service.app import create_app
-from service.bench import BenchConfig, run_bench
-from service.bench_table import main as table_main
-from service.bench_table import mixed_runs, mixed_table
-from service.bench_traffic import Outcome, apportion, build_plan, input_audio, integrity, parse_mix
 from service.settings import Settings
-from service.testing import FAKE_SECONDS_PER_CHAR, FakeEngine, serving
 from speechflow.cli import main as cli_main
 
 MIX = "enhance:0.5,tts:0.5"
@@ -156,7 +158,7 @@ def test_the_cli_runs_a_simulation_and_refuses_what_makes_no_sense(tmp_path, cap
 
 
 def test_the_scheduler_scenarios_run_end_to_end_and_report_each_target():
-    from service.bench_scenarios import run_scenarios
+    from bench.scenarios import run_scenarios
 
     # a TTS step of 50 ms per row, so the long TTS is still running while the enhancements go through
     engine = FakeEngine(tasks=("enhance", "tts"), step_cost=(0.05, 0.0))

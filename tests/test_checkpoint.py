@@ -153,7 +153,7 @@ def test_small_models_and_bundles_fail_naming_the_damaged_file(debug_model, tmp_
 
 
 def test_a_damaged_training_state_fails_naming_it(debug_model, tmp_path):
-    from training.trainer import STATE_FILE, TrainConfig, Trainer
+    from training.trainers.trainer import STATE_FILE, TrainConfig, Trainer
 
     def objective(net, batch, rng, gen):
         return net(batch["x"], torch.zeros(2), batch["x"], torch.ones(2, 5, dtype=torch.bool)).pow(2).mean()

@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from training.corpora import audio_tree_manifest, librimix_manifest, voicebank_demand_manifest
-from training.lhotse_recipes import main
-from training.manifest import ManifestError, open_cuts, read_manifest
+from training.data.corpora import audio_tree_manifest, librimix_manifest, voicebank_demand_manifest
+from training.data.cuts import ManifestError
+from training.data.lhotse_recipes import main
+from training.data.manifest import open_cuts, read_manifest
 
 SR = 16000
 
@@ -115,7 +116,7 @@ def test_voicebank_pairs(tmp_path: Path) -> None:
 
 def test_real_pairs_and_mixtures_feed_the_task_datasets(tmp_path: Path) -> None:
     """A VoiceBank cut gives the same crop of its clean and noisy files; a LibriMix cut its mixture and sources."""
-    from training.tasks import MixtureDataset, NoisyCropDataset
+    from training.tasks.enhance_separate import MixtureDataset, NoisyCropDataset
 
     root = tmp_path / "vbd"
     make_voicebank(root)

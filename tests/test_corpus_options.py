@@ -1,5 +1,5 @@
-"""The richer synthetic corpus (training.corpus.CorpusOptions): defaults unchanged, more speakers, prosody, long
-utterances, gender metadata, and the pairing's use of it."""
+"""The richer synthetic corpus (training.synthetic.corpus.CorpusOptions): defaults unchanged, more speakers, prosody,
+long utterances, gender metadata, and the pairing's use of it."""
 
 from __future__ import annotations
 
@@ -20,12 +20,19 @@ from lhotse import CutSet
 
 from model import espeak
 from model.espeak import EspeakError
-from training import corpus
-from training import corpus_voices as voices
-from training.corpus import CorpusError, CorpusOptions, build_corpus, make_population, make_speakers, plan_jobs
-from training.pairing import speaker_gender as name_gender
-from training.pairing import speaker_keys
-from training.prosody import Prosody
+from training.augmentation.pairing import speaker_gender as name_gender
+from training.augmentation.pairing import speaker_keys
+from training.synthetic import corpus
+from training.synthetic import engine_voices as voices
+from training.synthetic.corpus import (
+    CorpusError,
+    CorpusOptions,
+    build_corpus,
+    make_population,
+    make_speakers,
+    plan_jobs,
+)
+from training.synthetic.prosody import Prosody
 
 # Taken with the corpus builder as it was before CorpusOptions existed (seed 0).
 FROZEN = {"speakers": "97491bb063fcbec0", "held": "e067a02dd400cd82", "sentences": "5b1f71dda83cc7da",
@@ -277,7 +284,8 @@ def test_the_corpus_command_passes_its_options(monkeypatch: pytest.MonkeyPatch, 
     from speechflow.cli import main
 
     seen = []
-    monkeypatch.setattr("training.corpus.build_corpus", lambda out, **kw: seen.append(kw["options"]) or Path(out))
+    monkeypatch.setattr("training.synthetic.corpus.build_corpus",
+                        lambda out, **kw: seen.append(kw["options"]) or Path(out))
     assert main(["corpus", "--out", str(tmp_path)]) == 0
     assert main(["corpus", "--out", str(tmp_path), "--espeak-speakers", "60", "--prosody", "--long-fraction", "0.2",
                  "--max-sentences", "3", "--gender"]) == 0

@@ -7,7 +7,7 @@ import torch
 from model.examples import noisy_example
 from model.pipeline import SpeechFlowPipeline
 from tests.test_shipped_bundle import BUNDLE
-from training.metrics import si_sdr
+from training.evaluation.metrics import si_sdr
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -35,8 +35,8 @@ def _free_port() -> int:
 
 def _instrument(rank: int, job: dict, drawn: list) -> None:
     """Record this rank's batches by data position; poison and signal at the job's positions."""
-    from training.data import CutStream
-    from training.pretrain import PretrainObjective
+    from training.data.loading import CutStream
+    from training.tasks.pretraining import PretrainObjective
 
     poisoned: list[bool] = []
     real_keys, real_call = CutStream.keys, PretrainObjective.__call__
@@ -63,8 +63,8 @@ def _rank_main(rank: int, port: int, job: dict) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    from training.pretrain import pretrain
-    from training.trainer import TrainConfig, Trainer
+    from training.trainers.pretrain import pretrain
+    from training.trainers.trainer import TrainConfig, Trainer
 
     drawn: list = []
     _instrument(rank, job, drawn)
@@ -110,7 +110,7 @@ def _weights(tmp: Path, name: str, rank: int) -> dict[str, torch.Tensor]:
 def runs(request, tmp_path_factory) -> dict:
     """An uninterrupted run, and the same run stopped by a SIGTERM to rank 1 and resumed (three launches), from the
     CutSet manifest or from its Shar shards (4 shards of 2 cuts)."""
-    from training.shar import export_shar
+    from training.data.shar_export import export_shar
 
     tmp = tmp_path_factory.mktemp(f"ddp-{request.param}")
     corpus = to_cuts(write_tiny_corpus(tmp))

@@ -36,3 +36,4 @@ def test_dockerfile_runs_the_install_script_as_non_root_with_a_healthcheck():
     assert "COPY --chown=speechflow checkpoints/demo" in text
     for path in ("model", "service", "training", "speechflow"):
         assert f"COPY {path} ./{path}" in text
+    assert "bench" not in text  # the load generators and the fake engine stay out of the serving image

@@ -1,5 +1,5 @@
-"""model.duration + training.duration: checkpoints, prediction rules (speed, minimums, prompts), prompt alignment,
-and a short training run on a manifest made with espeak-ng."""
+"""model.duration + training.trainers.duration: checkpoints, prediction rules (speed, minimums, prompts), prompt
+alignment, and a short training run on a manifest made with espeak-ng."""
 
 from __future__ import annotations
 
@@ -25,17 +25,18 @@ from model.duration import (
 )
 from model.errors import CheckpointError, ConfigError
 from model.text import PhoneVocab
-from training.aligner import compare_prompt_aligners
-from training.duration import (
+from training.data.cuts import ManifestError
+from training.data.manifest import read_manifest
+from training.tasks.masking import pretraining_masks
+from training.trainers.aligner import compare_prompt_aligners
+from training.trainers.duration import (
     DurationObjective,
     PhoneDurationDataset,
     collate_phones,
     rows_with_phones,
     train_duration,
 )
-from training.manifest import ManifestError, read_manifest
-from training.masking import pretraining_masks
-from training.trainer import TrainConfig
+from training.trainers.trainer import TrainConfig
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",

@@ -1,4 +1,5 @@
-"""model.espeak (libespeak-ng through ctypes, phone timings, phonemizer) and the espeak part of the corpus builder."""
+"""model.espeak + model.espeak_engine (libespeak-ng through ctypes, phone timings, phonemizer) and the espeak part
+of the corpus builder."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model import espeak
+from model import espeak, espeak_engine
 from model.espeak import EspeakError, EspeakTextError, is_pause, phonemize, synthesize
-from training.corpus import build_corpus, split_cuts
-from training.manifest import read_manifest
+from training.data.manifest import read_manifest
+from training.synthetic.corpus import build_corpus, split_cuts
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",
@@ -43,8 +44,8 @@ def _check_tiling(phones: list, duration: float) -> None:
 
 
 def test_event_struct_matches_the_x86_64_layout() -> None:
-    offsets = {name: getattr(espeak._Event, name).offset for name, _ in espeak._Event._fields_}
-    assert ctypes.sizeof(espeak._Event) == 40
+    offsets = {name: getattr(espeak_engine._Event, name).offset for name, _ in espeak_engine._Event._fields_}
+    assert ctypes.sizeof(espeak_engine._Event) == 40
     assert offsets == {"type": 0, "unique_identifier": 4, "text_position": 8, "length": 12, "audio_position": 16,
                        "sample": 20, "user_data": 24, "id": 32}
 
@@ -118,10 +119,10 @@ def test_bad_voice_and_parameters_are_clear_errors() -> None:
 
 
 def test_missing_library_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(espeak, "LIBRARY_NAMES", ("libespeak-ng-missing.so.9",))
+    monkeypatch.setattr(espeak_engine, "LIBRARY_NAMES", ("libespeak-ng-missing.so.9",))
     monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
     with pytest.raises(EspeakError, match="apt-get install libespeak-ng1"):
-        espeak._load_library()
+        espeak_engine._load_library()
 
 
 def test_a_dead_helper_process_is_replaced() -> None:

@@ -17,9 +17,9 @@ pytest.importorskip("pystoi")
 
 from model.audio import SAMPLE_RATE, load_audio
 from tests.conftest import speechlike
-from training import metrics
-from training.augment import NoiseBank
-from training.evaluate import (
+from training.augmentation.noise import NoiseBank
+from training.evaluation import metrics
+from training.evaluation.evaluate import (
     enhancement_cases,
     evaluate_enhancement,
     evaluate_separation,

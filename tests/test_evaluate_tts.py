@@ -13,8 +13,9 @@ import pytest
 import soundfile as sf
 
 from model.audio import SAMPLE_RATE, load_audio
-from training import evaluate_tts as ev
-from training.manifest import ManifestError, read_manifest
+from training.data.cuts import ManifestError
+from training.data.manifest import read_manifest
+from training.evaluation import evaluate_tts as ev
 
 pytest.importorskip("pocketsphinx")
 pytest.importorskip("jiwer")

@@ -6,11 +6,11 @@ from lhotse import CutSet
 
 from model.modeling import SpeechFlowModel
 from tests.test_training import to_cuts
-from training.data import collate_waveforms
-from training.finetune import finetune, init_from_pretrained
-from training.manifest import open_cuts
-from training.tasks import MixtureDataset, NoisyCropDataset, SeparateObjective
-from training.trainer import TrainConfig
+from training.data.loading import collate_waveforms
+from training.data.manifest import open_cuts
+from training.tasks.enhance_separate import MixtureDataset, NoisyCropDataset, SeparateObjective
+from training.trainers.finetune import finetune, init_from_pretrained
+from training.trainers.trainer import TrainConfig
 
 FAST = dict(lr=3e-3, warmup=5, batch_seconds=4.0, max_seconds=1.0, log_every=5, precision="fp32", num_workers=0,
             device="cpu")
@@ -52,7 +52,7 @@ def test_task_datasets_make_aligned_pairs_and_mixtures(tiny_corpus):
 
 
 def test_pit_loss_is_invariant_to_speaker_order(debug_model, tiny_corpus):
-    from training.finetune import task_config
+    from training.trainers.finetune import task_config
 
     model = SpeechFlowModel(task_config(debug_model.config, "separate"))
     torch.nn.init.normal_(model.net.out_proj.weight, std=0.1)

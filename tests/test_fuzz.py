@@ -25,10 +25,10 @@ from hypothesis import strategies as st
 from schemathesis.checks import positive_data_acceptance
 from starlette.types import Receive, Scope, Send
 
+from bench.fake_engine import FakeEngine
 from model.audio import encode_audio
 from service.app import create_app
 from service.settings import Settings
-from service.testing import FakeEngine
 from tests.test_service_app import assert_error, scenario
 
 DEEPER = os.environ.get("SPEECHFLOW_FUZZ_EXAMPLES")

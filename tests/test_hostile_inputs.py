@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from bench.fake_engine import FakeEngine
 from model.audio import encode_audio
-from service.testing import FakeEngine
 from tests.test_service_app import scenario
 
 

@@ -1,4 +1,4 @@
-"""Phone labels for manifest rows without alignments, by the prompt aligner (`training/labelling.py`)."""
+"""Phone labels for manifest rows without alignments, by the prompt aligner (`training/data/labelling.py`)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from model.aligner import AlignerConfig, PromptAligner
 from model.duration import expand_durations
 from model.text import PhoneVocab, text_to_phones
 from tests.conftest import speechlike, write_aligned_corpus
-from training.alignments import durations_from_phones, phones_to_frames
-from training.labelling import SOURCE, SOURCE_KEY, frames_to_phone_times, label_manifest
-from training.manifest import read_manifest, rows_with_phones
+from training.data.alignments import durations_from_phones, phones_to_frames
+from training.data.labelling import SOURCE, SOURCE_KEY, frames_to_phone_times, label_manifest
+from training.data.manifest import read_manifest, rows_with_phones
 
 VOCAB = PhoneVocab.default()
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from model.config import FlowConfig
-from training.masking import pretraining_masks, span_mask
+from training.tasks.masking import pretraining_masks, span_mask
 
 
 def _spans(mask):

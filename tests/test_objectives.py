@@ -5,8 +5,8 @@ import numpy as np
 import torch
 
 from model.config import ModelConfig, preset
-from training.tasks import drop_condition
-from training.tts import TTSObjective
+from training.tasks.enhance_separate import drop_condition
+from training.tasks.tts import TTSObjective
 
 
 def test_drop_condition_zeroes_whole_samples_at_the_rate_p():

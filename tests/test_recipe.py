@@ -9,8 +9,8 @@ from model.defaults import TASK_SAMPLING
 from model.pipeline import SpeechFlowPipeline
 from model.vocos import VocosVocoder
 from tests.conftest import speechlike
-from training.manifest import read_manifest
-from training.recipe import RecipeConfig, run_recipe, trained_steps
+from training.data.manifest import read_manifest
+from training.trainers.recipe import RecipeConfig, run_recipe, trained_steps
 
 
 def test_debug_recipe_end_to_end_and_resumable(tmp_path, capsys):

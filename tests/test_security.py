@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from bench.fake_engine import FakeEngine
 from model.audio import encode_audio
-from service.testing import FakeEngine
 from service.uploads import decode_upload
 from service.voices import VoiceStore
 from tests.test_service_app import assert_error, scenario

@@ -6,26 +6,22 @@ against the real models of the shipped bundle (checkpoints/demo on the CPU), eve
 
 import asyncio
 import base64
-import contextlib
 import io
-import os
-import socket
-import threading
+import re
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 import soundfile as sf
-import uvicorn
 
+from bench.fake_engine import FakeEngine
+from bench.inprocess import serving
 from model.audio import encode_audio
 from service.app import STATIC_DIR, create_app
 from service.settings import Settings
-from service.testing import FakeEngine, serving, wait_until_ready
 from tests.conftest import speechlike
-
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+from tests.page_harness import FETCH_DOWNLOAD, SPECTROGRAMS, drawn, headless_chromium, running_server, save_screenshot
 
 
 def test_the_page_and_its_files_are_served_without_a_key_while_the_api_needs_one():
@@ -34,9 +30,10 @@ def test_the_page_and_its_files_are_served_without_a_key_while_the_api_needs_one
         async with serving(app) as client:
             page = await client.get("/")
             assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-            assert 'src="/static/app.js"' in page.text and 'href="/static/style.css"' in page.text
-            for name, media_type in [("app.js", "javascript"), ("spectrogram.js", "javascript"),
-                                     ("style.css", "text/css")]:
+            scripts = re.findall(r'<script src="/static/([\w.]+)"', page.text)
+            assert scripts[-1] == "app.js" and {"spectrogram.js", "api.js"} <= set(scripts)
+            assert 'href="/static/style.css"' in page.text
+            for name, media_type in [*((s, "javascript") for s in scripts), ("style.css", "text/css")]:
                 r = await client.get(f"/static/{name}")
                 assert r.status_code == 200 and media_type in r.headers["content-type"], (name, r.text)
             missing = await client.get("/static/nothing.js")
@@ -55,53 +52,6 @@ def test_the_page_fetches_nothing_from_elsewhere():
         assert "://" not in path.read_text(), f"{path.name} refers to another site; the page must work offline"
 
 
-
-
-@contextlib.contextmanager
-def running_server(engine, ready_attempts: int = 2000, **settings):
-    """Base URL of a uvicorn server for ``engine`` (None: the bundle in ``settings``, loaded and warmed up at start)
-    on a free loopback port, in a thread, once it is ready."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    app = create_app(Settings(**{"max_wait_ms": 0, **settings}), engine)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    try:
-        with httpx.Client(base_url=url) as client:
-            wait_until_ready(client, ready_attempts)
-        yield url
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
-
-
-@contextlib.contextmanager
-def headless_chromium(profile: Path):
-    """A selenium driver for Debian's headless Chromium (skips the test when it is not installed). Its microphone
-    is Chromium's fake one (a beeping tone, permission granted without asking), and audio may start without a
-    gesture, so that recording and streamed playback run unattended."""
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        pytest.skip("needs Debian's chromium and chromium-driver (make system-deps installs them)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                 "--autoplay-policy=no-user-gesture-required",
-                 "--window-size=900,1300", f"--user-data-dir={profile}"]:
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
-    driver.set_script_timeout(10)
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 @pytest.fixture
@@ -128,50 +78,6 @@ def tts_server(tmp_path):
 def browser(tmp_path):
     with headless_chromium(tmp_path / "profile") as driver:
         yield driver
-
-
-def save_screenshot(browser, name: str) -> None:
-    """SPEECHFLOW_DEMO_SCREENSHOTS=dir keeps a picture of each flow's end (to look at the page, not asserted)."""
-    if directory := os.environ.get("SPEECHFLOW_DEMO_SCREENSHOTS"):
-        Path(directory).mkdir(parents=True, exist_ok=True)
-        browser.set_window_size(900, browser.execute_script("return document.body.scrollHeight + 40"))
-        browser.save_screenshot(str(Path(directory) / f"{name}.png"))
-
-
-# The download link's bytes, base64 (read as a data URL: spreading a long array into fromCharCode overflows)
-FETCH_DOWNLOAD = """
-const done = arguments[arguments.length - 1];
-fetch(document.getElementById(arguments[0]).href).then((r) => r.blob()).then((blob) => {
-  const reader = new FileReader();
-  reader.onload = () => done(reader.result.split(",")[1]);
-  reader.readAsDataURL(blob);
-}).catch((error) => done("failed: " + error));
-"""
-
-# What a spectrogram canvas shows: its size, how many distinct colours and its mean brightness (0-255), read back
-# from its pixels; and where its playhead is (percent of the width) and what its player is at.
-SPECTROGRAMS = """
-return [...document.querySelectorAll(arguments[0] + " figure.spectrogram")].map((figure) => {
-  const canvas = figure.querySelector("canvas");
-  const pixels = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
-  const colours = new Set();
-  let brightness = 0;
-  for (let i = 0; i < pixels.length; i += 4) {
-    colours.add((pixels[i] << 16) | (pixels[i + 1] << 8) | pixels[i + 2]);
-    brightness += (pixels[i] + pixels[i + 1] + pixels[i + 2]) / 3;
-  }
-  const audio = figure.querySelector("audio");
-  return {label: figure.querySelector("figcaption").textContent, width: canvas.width, height: canvas.height,
-          colours: colours.size, brightness: brightness / (pixels.length / 4),
-          playhead: parseFloat(figure.querySelector(".playhead").style.left), time: audio.currentTime,
-          duration: audio.duration, src: audio.src};
-});
-"""
-
-
-def drawn(picture: dict, seconds: float) -> bool:
-    """A canvas with one column per 10 ms frame, 80 mel rows and a picture on it (not one flat colour)."""
-    return picture["width"] == int(seconds * 100) + 1 and picture["height"] == 80 and picture["colours"] > 20
 
 
 def test_enhance_and_separate_through_the_page_in_a_headless_browser(live_server, browser, tmp_path):

@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from bench.inprocess import serving
 from model.audio import encode_audio
 from model.bundle import write_bundle
 from model.config import ModelConfig, preset
@@ -17,7 +18,6 @@ from model.modeling import SpeechFlowModel
 from model.pipeline import SpeechFlowPipeline
 from service.app import create_app
 from service.settings import Settings
-from service.testing import serving
 from tests.conftest import speechlike
 
 
@@ -81,7 +81,8 @@ def test_a_debug_bundle_served_end_to_end(bundle, processing):
 def test_bench_compares_the_server_with_the_pipeline_alone(bundle):
     import httpx
 
-    from service.bench import BenchConfig, run_bench
+    from bench.config import BenchConfig
+    from bench.run import run_bench
 
     app = create_app(Settings(bundle=str(bundle), device="cpu", max_wait_ms=1))
     cfg = BenchConfig(url="http://127.0.0.1", task="enhance", concurrency=2, requests=4, audio_seconds=0.5,

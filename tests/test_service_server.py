@@ -13,11 +13,13 @@ import httpx
 import pytest
 import uvicorn
 
+from bench.config import BenchConfig, check_loopback
+from bench.fake_engine import FakeEngine
+from bench.inprocess import wait_until_ready
+from bench.run import run_bench
 from service.app import create_app
-from service.bench import BenchConfig, check_loopback, run_bench
 from service.server import GracefulServer
 from service.settings import Settings
-from service.testing import FakeEngine, wait_until_ready
 from speechflow.cli import main
 
 
@@ -162,7 +164,7 @@ SERVE_SLOWLY = """
 import sys
 from service import app as app_module, server
 from service.settings import Settings
-from service.testing import FakeEngine
+from bench.fake_engine import FakeEngine
 
 # every ODE step takes 0.25 s, so the requests are still running when the test sends SIGTERM
 server.create_app = lambda settings: app_module.create_app(
@@ -186,8 +188,8 @@ def test_sigterm_finishes_every_admitted_request_refuses_new_ones_and_exits_0(tm
     import numpy as np
     import soundfile as sf
 
+    from bench.fake_engine import FAKE_SECONDS_PER_CHAR
     from model.audio import encode_audio
-    from service.testing import FAKE_SECONDS_PER_CHAR
     from tests.conftest import speechlike
 
     with socket.socket() as s:
@@ -282,7 +284,8 @@ SERVE_WITH_A_BROKEN_SCHEDULER = """
 import sys, threading, httpx
 from service import app as app_module, scheduler, server
 from service.settings import Settings
-from service.testing import FakeEngine, wait_until_ready
+from bench.fake_engine import FakeEngine
+from bench.inprocess import wait_until_ready
 
 original = scheduler.Scheduler.next
 def broken(self, now=None, need=None):

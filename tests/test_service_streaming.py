@@ -13,10 +13,10 @@ import openai
 import pytest
 import soundfile as sf
 
+from bench.fake_engine import FakeEngine
 from model.audio import encode_audio
 from service.streaming import StreamEncoder, wav_stream_header
-from service.testing import FakeEngine
-from tests.test_service_demo import running_server
+from tests.page_harness import running_server
 
 THREE = "One sentence. Another sentence here. And the third one."
 BODY = {"model": "tts-1", "input": THREE, "voice": "alice", "steps": 2, "solver": "euler", "seed": 7}
@@ -159,7 +159,7 @@ def threading_wait(seconds: float) -> None:
 
 
 def test_the_streaming_bench_measures_first_audio_before_the_end():
-    from service.bench_streaming import run, table
+    from bench.streaming import run, table
 
     with running_server(_held_engine()) as url:
         report = asyncio.run(run(url, repeats=1, sentences=(1, 3)))

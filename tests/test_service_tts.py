@@ -12,14 +12,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from bench.fake_engine import FAKE_VOICES, FakeEngine
+from bench.inprocess import serving, until
 from model.audio import encode_audio, resample
 from model.bundle import write_bundle
 from model.defaults import TASK_SAMPLING
 from service.app import create_app
 from service.engine import PipelineEngine, VoiceInfo
+from service.openai_names import OPENAI_VOICES
 from service.settings import Settings
-from service.speech import OPENAI_VOICES
-from service.testing import FAKE_VOICES, FakeEngine, serving, until
 from tests.conftest import TTS_SENTENCES, speechlike, write_aligned_corpus, write_tts_bundle
 from tests.test_service_app import assert_error, metric
 
@@ -363,7 +364,7 @@ def test_one_failing_tts_request_fails_alone():
 @pytest.fixture
 def tts_page(tmp_path):
     """(base URL, fake engine, headless Chromium) for the demo page of a server whose bundle has TTS."""
-    from tests.test_service_demo import headless_chromium, running_server
+    from tests.page_harness import headless_chromium, running_server
 
     engine = FakeEngine(tasks=("enhance", "separate", "tts"))
     with headless_chromium(tmp_path / "profile") as driver, running_server(engine) as url:

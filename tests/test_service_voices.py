@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from bench.fake_engine import FakeEngine
+from bench.inprocess import serving
 from model.audio import encode_audio
 from service.app import create_app
 from service.settings import Settings
-from service.testing import FakeEngine, serving
 from tests.test_service_app import assert_error, scenario
 from tests.test_shipped_bundle import BUNDLE
 

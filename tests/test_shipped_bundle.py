@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from bench.inprocess import serving
 from model.examples import mixture_example, noisy_example
 from service.app import create_app
 from service.settings import Settings
-from service.testing import serving
-from training.metrics import si_sdr
+from training.evaluation.metrics import si_sdr
 
 BUNDLE = Path(__file__).resolve().parents[1] / "checkpoints" / "demo"
 

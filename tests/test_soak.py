@@ -1,13 +1,13 @@
-"""The soak script (service/bench_soak.py) for a few seconds against a real server on the fake engine, so that it
+"""The soak script (bench/soak.py) for a few seconds against a real server on the fake engine, so that it
 cannot rot: every kind of outcome it reports happens, and nothing is lost."""
 
 import json
 import os
 
+from bench.fake_engine import FakeEngine
+from bench.soak import main, read_rss_bytes
 from service.app import create_app
-from service.bench_soak import main, read_rss_bytes
 from service.settings import Settings
-from service.testing import FakeEngine
 from tests.test_service_server import running
 
 

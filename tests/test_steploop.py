@@ -8,13 +8,15 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from bench.fake_engine import FakeEngine
+from bench.inprocess import serving, until
 from model.defaults import Sampling
+from service.admission import LoopLimits
 from service.app import create_app
 from service.engine import SamplingKey, TaskParams, TtsInput
 from service.errors import DeadlineExceeded, QueueFull, RequestTooCostly, ShuttingDown
 from service.settings import Settings
-from service.steploop import LoopLimits, StepLoop
-from service.testing import FakeEngine, serving, until
+from service.steploop import StepLoop
 
 TTS = TaskParams(Sampling(steps=4, solver="euler", guidance=2.0), seed=0, reconstruction="vocoder")
 ENH = TaskParams(Sampling(steps=4, solver="euler", guidance=2.0), seed=0)

@@ -13,11 +13,21 @@ from safetensors import safe_open
 
 from model.config import ModelConfig, preset
 from model.modeling import SpeechFlowModel
-from training.convert import convert_manifest
-from training.data import BatchKey, CropBudget, CutBatchDataset, CutStream, DataPosition, SamplerConfig, crop_cut
-from training.manifest import ManifestError, open_cuts
-from training.pretrain import PretrainObjective, pretrain
-from training.trainer import STATE_FILE, TrainConfig
+from training.data.convert import convert_manifest
+from training.data.cuts import ManifestError
+from training.data.loading import (
+    BatchKey,
+    CropBudget,
+    CutBatchDataset,
+    CutStream,
+    DataPosition,
+    SamplerConfig,
+    crop_cut,
+)
+from training.data.manifest import open_cuts
+from training.tasks.pretraining import PretrainObjective
+from training.trainers.pretrain import pretrain
+from training.trainers.trainer import STATE_FILE, TrainConfig
 
 FAST = dict(lr=3e-3, warmup=5, batch_seconds=4.0, max_seconds=1.0, log_every=5, precision="fp32", num_workers=0,
             device="cpu")
@@ -82,7 +92,7 @@ def test_killed_run_resumes_to_the_same_weights(tiny_cuts, tmp_path, monkeypatch
     cfg = TrainConfig(steps=20, save_every=10, **{**FAST, "num_workers": workers})
     pretrain(tiny_corpus, tmp_path / "a", "debug", cfg)
 
-    import training.data as data_module
+    import training.data.loading as data_module
 
     real_make_loader = data_module.make_loader
 
@@ -262,7 +272,7 @@ def test_warm_start_from_a_model_directory(debug_model, tiny_cuts, tmp_path):
 
 
 def test_a_non_finite_step_is_skipped_not_applied(debug_model, tmp_path):
-    from training.trainer import Trainer
+    from training.trainers.trainer import Trainer
 
     calls = []
 
@@ -315,7 +325,7 @@ def test_a_resume_across_a_skipped_step_is_exact(debug_model, tmp_path):
 
     from safetensors.torch import load_file
 
-    from training.trainer import Trainer
+    from training.trainers.trainer import Trainer
 
     def objective(net, batch, rng, gen):
         x = batch["x"]
@@ -346,8 +356,8 @@ def test_a_resume_across_a_skipped_step_is_exact(debug_model, tmp_path):
 
 def test_data_bench_reports_throughput(tiny_cuts, tmp_path):
     """`speechflow data-bench` on a manifest and on its shards: cuts/s and audio s/s, total and per worker."""
-    from training.data_bench import run_bench
-    from training.shar import export_shar
+    from training.data.shar_export import export_shar
+    from training.trainers.data_bench import run_bench
 
     export_shar(tiny_cuts, tmp_path / "shards", shard_size=4)
     for data in (tiny_cuts, tmp_path / "shards"):

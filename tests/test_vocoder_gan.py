@@ -1,5 +1,6 @@
-"""training.discriminators + the adversarial vocoder objective: what each loss reaches, that the critic learns, and
-that an adversarial run (critic weights and optimizer in its state) resumes exactly and only as it was started."""
+"""training.trainers.discriminators + the adversarial vocoder objective: what each loss reaches, that the critic
+learns, and that an adversarial run (critic weights and optimizer in its state) resumes exactly and only as it was
+started."""
 
 import json
 
@@ -11,9 +12,9 @@ from safetensors import safe_open
 from model.errors import CheckpointError
 from model.vocos import VocosConfig, VocosVocoder
 from tests.conftest import speechlike
-from training.discriminators import Discriminators, discriminator_loss
-from training.trainer import STATE_FILE, TrainConfig
-from training.vocoder import AdversarialVocoderObjective, VocoderObjective, train_vocoder
+from training.trainers.discriminators import Discriminators, discriminator_loss
+from training.trainers.trainer import STATE_FILE, TrainConfig
+from training.trainers.vocoder import AdversarialVocoderObjective, VocoderObjective, train_vocoder
 
 TINY = dict(dim=32, intermediate_dim=64, layers=2)
 FAST = dict(lr=2e-3, warmup=5, batch_seconds=4.0, max_seconds=1.0, log_every=5, precision="fp32", num_workers=0,
@@ -84,7 +85,7 @@ def test_an_adversarial_run_resumes_to_the_same_weights_and_only_as_started(tiny
     cfg = TrainConfig(steps=12, save_every=6, **FAST)
     train_vocoder(tiny_corpus, tmp_path / "a", VocosConfig(**TINY), cfg, adversarial=True)
 
-    import training.data as data_module
+    import training.data.loading as data_module
 
     real_make_loader = data_module.make_loader
 

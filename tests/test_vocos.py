@@ -1,4 +1,5 @@
-"""model.vocos + training.vocoder: length contract, checkpoints and strict loading, masked losses, training/resume."""
+"""model.vocos + training.trainers.vocoder: length contract, checkpoints and strict loading, masked losses,
+training/resume."""
 
 import json
 from pathlib import Path
@@ -12,10 +13,10 @@ from model.errors import CheckpointError, ConfigError
 from model.features import MelConfig
 from model.modeling import SpeechFlowModel
 from model.vocos import VocosConfig, VocosVocoder
-from training.data import BatchKey, CutBatchDataset
-from training.manifest import open_cuts
-from training.trainer import TrainConfig
-from training.vocoder import MultiResolutionSTFTLoss, VocoderObjective, train_vocoder
+from training.data.loading import BatchKey, CutBatchDataset
+from training.data.manifest import open_cuts
+from training.trainers.trainer import TrainConfig
+from training.trainers.vocoder import MultiResolutionSTFTLoss, VocoderObjective, train_vocoder
 
 TINY = dict(dim=32, intermediate_dim=64, layers=2)
 FAST = dict(lr=2e-3, warmup=5, batch_seconds=4.0, max_seconds=1.0, log_every=10, precision="fp32", num_workers=0,
@@ -144,8 +145,8 @@ def test_training_lowers_the_loss_writes_a_vocoder_and_resumes(tiny_corpus, tmp_
 
 
 def test_a_new_run_warm_starts_from_a_vocoder_directory(tiny_corpus, tmp_path):
-    # the run state of a long vocoder training is gone with its machine; its shipped weights are where the next
-    # session starts: the new run begins at those weights (its first loss is theirs, not a fresh network's)
+    # the run state of a long vocoder training is gone with its machine; its shipped weights are where the next run
+    # starts: the new run begins at those weights (its first loss is theirs, not a fresh network's)
     batch = _fixed_batch(tiny_corpus)
     first = train_vocoder(tiny_corpus, tmp_path / "a", VocosConfig(**TINY), TrainConfig(steps=30, **FAST))
     trained = _fixed_loss(VocosVocoder.from_pretrained(first), batch)

@@ -11,7 +11,7 @@ from .common import add_inference_args, add_task_args, sampling_kwargs
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from model.pipeline import SpeechFlowPipeline
-    from training.evaluate import run_evaluation
+    from training.evaluation.evaluate import run_evaluation
 
     pipe = SpeechFlowPipeline.from_pretrained(args.bundle, device=args.device, dtype=args.dtype)
     if args.vocoder:
@@ -20,9 +20,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         _evaluate_vocoder(args, pipe)
         return
     if args.task == "align":
-        from training.aligner import prompt_alignment_report
-        from training.evaluate import write_json
-        from training.manifest import read_manifest
+        from training.data.manifest import read_manifest
+        from training.evaluation.evaluate import write_json
+        from training.trainers.aligner import prompt_alignment_report
 
         report = prompt_alignment_report(read_manifest(args.data), pipe.aligner, pipe.durations, n=args.n,
                                          flite_n=args.n if shutil.which("flite") else None)
@@ -31,7 +31,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         print(json.dumps(report, indent=2))
         return
     if args.task == "tts":
-        from training.evaluate_tts import pipeline_synthesizer, run_tts_evaluation
+        from training.evaluation.evaluate_tts import pipeline_synthesizer, run_tts_evaluation
 
         tts_kwargs = {**sampling_kwargs("tts", args), "seed": args.seed}
         res = run_tts_evaluation(pipeline_synthesizer(pipe, **tts_kwargs), args.data, n=args.n, seed=args.seed,

@@ -24,7 +24,14 @@ def cmd_serve(args: argparse.Namespace) -> None:
 def cmd_bench(args: argparse.Namespace) -> None:
     import asyncio
 
-    from service.bench import BenchConfig, run_bench
+    try:
+        from bench.config import BenchConfig
+        from bench.run import run_bench
+    except ModuleNotFoundError as e:
+        if e.name != "bench":
+            raise
+        raise SpeechFlowError("speechflow bench runs from a source checkout (pip install -e '.[serve]'); the "
+                              "serving image ships no benchmark code") from None
 
     if (args.task is None) == (args.mix is None):
         raise SpeechFlowError("give either --task (one task) or --mix (e.g. enhance:0.5,tts:0.5)")
@@ -92,7 +99,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "model's step is launch-bound and an extra row nearly free: 16 rows cost ~1.5x one, so "
                         "batching pays and how rows join decides latency); CPU-like: B close to A. E.g. --mix "
                         "enhance:0.5,tts:0.5 --mode poisson --rate 10 --requests 300")
-    p.add_argument("--label", help="names this run in `python -m service.bench_table --mixed` (e.g. the server's "
+    p.add_argument("--label", help="names this run in `python -m bench.table --mixed` (e.g. the server's "
                                    "--scheduling)")
     p.add_argument("--concurrency", type=int, default=4, help="clients (closed loop)")
     p.add_argument("--requests", type=int, default=32, help="requests in all (at most 10000)")

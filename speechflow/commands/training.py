@@ -14,14 +14,14 @@ from model.errors import SpeechFlowError
 from .common import DEFAULT_BUNDLE
 
 if TYPE_CHECKING:
-    from training.trainer import TrainConfig
+    from training.trainers.trainer import TrainConfig
 
 BUNDLE_ENTRIES = ("pretrain", "enhance", "separate", "tts", "vocoder", "duration", "aligner")  # model.bundle's dirs
 
 
 def _train_config(args: argparse.Namespace, **defaults):
     """TrainConfig from the command line; ``defaults`` are the command's own defaults, flags win."""
-    from training.trainer import TrainConfig
+    from training.trainers.trainer import TrainConfig
 
     names = ("steps", "lr", "warmup", "betas", "batch_seconds", "max_seconds", "save_every", "log_every", "seed",
              "precision", "num_workers", "device", "threads", "num_buckets", "shuffle_buffer")
@@ -32,7 +32,7 @@ def _train_config(args: argparse.Namespace, **defaults):
 
 
 def cmd_corpus(args: argparse.Namespace) -> None:
-    from training.corpus import CorpusOptions, build_corpus
+    from training.synthetic.corpus import CorpusOptions, build_corpus
 
     splits = tuple(args.splits.split(","))
     options = CorpusOptions(espeak_speakers=args.espeak_speakers, prosody=args.prosody,
@@ -44,14 +44,14 @@ def cmd_corpus(args: argparse.Namespace) -> None:
 
 
 def cmd_shard(args: argparse.Namespace) -> None:
-    from training.shar import export_shar
+    from training.data.shar_export import export_shar
 
     n = export_shar(args.data, args.out, shard_size=args.shard_size, audio_format=args.format, num_jobs=args.jobs)
     print(f"wrote {n} shard(s) to {args.out}")
 
 
 def cmd_data_bench(args: argparse.Namespace) -> None:
-    from training.data_bench import run_bench
+    from training.trainers.data_bench import run_bench
 
     print(json.dumps(run_bench(args.data, batches=args.batches, workers=args.num_workers,
                                batch_seconds=args.batch_seconds, max_seconds=args.max_seconds, task=args.task),
@@ -59,21 +59,21 @@ def cmd_data_bench(args: argparse.Namespace) -> None:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
-    from training.pretrain import pretrain
+    from training.trainers.pretrain import pretrain
 
     out = pretrain(args.data, args.out, args.preset, _train_config(args), resume=args.resume, init=args.init)
     print(f"model saved to {out}")
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
-    from training.finetune import finetune
+    from training.trainers.finetune import finetune
 
     out = finetune(args.task, args.init, args.data, args.out, _train_config(args), resume=args.resume)
     print(f"model saved to {out}")
 
 
 def cmd_vocoder(args: argparse.Namespace) -> None:
-    from training.vocoder import train_vocoder
+    from training.trainers.vocoder import train_vocoder
 
     defaults = dict(max_seconds=1.0, batch_seconds=16.0)
     if args.adversarial:  # HiFi-GAN's optimiser settings; half the batch, as the discriminators cost ~2x the vocoder
@@ -90,7 +90,7 @@ def _small_model_train_config(args: argparse.Namespace, defaults: TrainConfig) -
 
 
 def cmd_duration(args: argparse.Namespace) -> None:
-    from training.duration import default_train_config, train_duration
+    from training.trainers.duration import default_train_config, train_duration
 
     out = train_duration(args.data, args.out, None, _small_model_train_config(args, default_train_config()),
                          resume=args.resume)
@@ -98,7 +98,7 @@ def cmd_duration(args: argparse.Namespace) -> None:
 
 
 def cmd_aligner(args: argparse.Namespace) -> None:
-    from training.aligner import default_train_config, train_aligner
+    from training.trainers.aligner import default_train_config, train_aligner
 
     out = train_aligner(args.data, args.out, None, _small_model_train_config(args, default_train_config()),
                         resume=args.resume)
@@ -109,7 +109,7 @@ def cmd_label(args: argparse.Namespace) -> None:
     from model.aligner import PromptAligner
     from model.bundle import ALIGNER_DIR
     from model.devices import resolve_device
-    from training.labelling import label_manifest
+    from training.data.labelling import label_manifest
 
     path = Path(args.aligner)
     if (path / ALIGNER_DIR).is_dir():  # a bundle: its TTS prompt aligner
@@ -121,7 +121,7 @@ def cmd_label(args: argparse.Namespace) -> None:
 
 
 def cmd_recipe(args: argparse.Namespace) -> None:
-    from training.recipe import RecipeConfig, run_recipe
+    from training.trainers.recipe import RecipeConfig, run_recipe
 
     cfg = RecipeConfig(work=Path(args.work), out=Path(args.out), preset=args.preset, hours=args.hours, seed=args.seed,
                        device=args.device, pretrain_steps=args.pretrain_steps, vocoder_steps=args.vocoder_steps,
@@ -145,7 +145,7 @@ def cmd_bundle(args: argparse.Namespace) -> None:
     out = write_bundle(args.out, models, dtype=None if args.fp32 else torch.float16, info=info)
     if args.voices:
         from model.bundle import write_voices
-        from training.voices import pick_voices
+        from training.data.voices import pick_voices
 
         write_voices(out, pick_voices(args.voices))
     print(f"bundle written to {out} ({', '.join(models)})")

@@ -16,11 +16,13 @@ from typing import Any
 import numpy as np
 
 from model.audio import SAMPLE_RATE, load_audio
-from training.augment import AugmentConfig, NoiseBank, make_noisy, mix_speakers
+from training.augmentation.mixing import AugmentConfig, make_noisy, mix_speakers
+from training.augmentation.noise import NoiseBank
+from training.data.cuts import ManifestError
+from training.data.manifest import Utterance
 from training.evaluation.common import engine, utterances
-from training.manifest import ManifestError, Utterance
 
-log = logging.getLogger("training.evaluate")  # the public module's name, as before the split
+log = logging.getLogger("training.evaluation.evaluate")  # the public module's name: one logger per evaluation
 
 LEVEL_SPLIT_DB = 2.5  # separation classes: talkers at similar level vs one clearly louder
 SNR_BUCKET_DB = 5.0

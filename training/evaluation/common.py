@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from training.manifest import Utterance, read_manifest
+from training.data.manifest import Utterance, read_manifest
 
 ENGINES = ("espeak", "flite", "festival")  # corpus speaker names start with the engine
 

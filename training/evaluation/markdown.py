@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from model.audio import SAMPLE_RATE
-from training import metrics
+from training.evaluation import metrics
 from training.evaluation.common import finite
 
 Picture = tuple[str, np.ndarray, np.ndarray, np.ndarray]  # (caption, input or prompt, ours, reference)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from training import metrics
+from training.evaluation import metrics
 from training.evaluation.cases import Case
 from training.evaluation.common import finite
 from training.evaluation.markdown import (

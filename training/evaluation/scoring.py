@@ -1,8 +1,8 @@
 """Scoring and running the enhancement and separation evaluations: per-utterance scores, the batch loop, summaries.
 
 Each system (the unprocessed input, ours, a classical peer) is scored by the same functions from
-`training.metrics`; means skip NaNs (metrics that are undefined for an utterance) and the summary counts them. The
-per-case scorers are top-level functions so that worker processes can run them while the model works.
+`training.evaluation.metrics`; means skip NaNs (metrics that are undefined for an utterance) and the summary counts
+them. The per-case scorers are top-level functions so that worker processes can run them while the model works.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from model.audio import SAMPLE_RATE
 from model.errors import ConfigError
-from training import metrics
+from training.evaluation import metrics
 from training.evaluation.cases import Case, snr_bucket
 from training.evaluation.common import checked, nanmean
 

@@ -17,10 +17,11 @@ import numpy as np
 
 from model.audio import SAMPLE_RATE, load_audio
 from model.recognizer import normalize_transcript as normalize_text
+from training.data.cuts import ManifestError
+from training.data.manifest import Utterance
 from training.evaluation.common import engine, utterances
-from training.manifest import ManifestError, Utterance
 
-log = logging.getLogger("training.evaluate_tts")  # the public module's name, as before the split
+log = logging.getLogger("training.evaluation.evaluate_tts")  # the public module's name: one logger per evaluation
 
 PROMPT_SECONDS = 3.0
 TARGET_RANGE_S = (2.0, 10.0)  # DNSMOS needs >= 1 s; very short sentences have too few words for a WER

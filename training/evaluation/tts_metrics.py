@@ -13,12 +13,12 @@ import numpy as np
 from model.audio import SAMPLE_RATE, resample
 from model.recognizer import normalize_transcript as normalize_text
 from model.recognizer import transcribe
-from training import metrics
+from training.evaluation import metrics
 
-# Pocketsphinx decodes the audio as it is: no dither, no added noise floor. Both were tried against the digital
-# silence of synthetic speech (12-15 real recordings of each unseen corpus speaker): they moved espeak-ng voices'
-# WER from ~0.95 to ~0.90 but made flite / festival worse (0.21 -> 0.24-0.32), and pocketsphinx's dither is random per
-# call (the same espeak-ng clip decoded with 4 to 8 errors out of 9 words). Each clip is decoded from a fresh stream
+# Pocketsphinx decodes the audio as it is: no dither, no added noise floor. Against the digital silence of synthetic
+# speech either one helps the espeak-ng voices' WER a little (~0.95 to ~0.90 on the recordings of the unseen corpus
+# speakers) and hurts flite / festival more (0.21 to 0.24-0.32), and pocketsphinx's dither is random per call (the
+# same espeak-ng clip decoded with 4 to 8 errors out of 9 words). Each clip is decoded from a fresh stream
 # (`reinit_feat`): without it, the transcript of a clip depends on the clips decoded before it.
 MIN_EMBED_SECONDS = 0.1  # after resemblyzer's silence trimming; less than this is no voice to compare
 

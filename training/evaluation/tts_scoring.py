@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from model.audio import SAMPLE_RATE
 from model.recognizer import transcribe
-from training import metrics
+from training.evaluation import metrics
 from training.evaluation.common import checked, finite, nanmean
 from training.evaluation.tts_cases import TTSCase
 from training.evaluation.tts_metrics import cosine, speaker_embedding, word_errors

@@ -21,10 +21,10 @@ from tqdm import tqdm
 
 from model.audio import SAMPLE_RATE, load_audio
 from model.features import MelSpectrogram
-from training import metrics
+from training.data.manifest import Utterance
+from training.evaluation import metrics
 from training.evaluation.common import checked, engine, nanmean, utterances, write_json
 from training.evaluation.markdown import config_lines, fmt, table_header, table_row
-from training.manifest import Utterance
 
 Vocode = Callable[[torch.Tensor], torch.Tensor]  # normalised log-mel (1, T, n_mels) -> waveform (1, T * hop)
 

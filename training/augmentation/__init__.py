@@ -1,0 +1,1 @@
+"""Seeded augmentation: noise, levels, mixing, reverberation, colouration and who is mixed with whom."""

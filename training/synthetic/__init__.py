@@ -1,0 +1,1 @@
+"""The synthetic speech corpus: engine voices, per-utterance prosody and the corpus builder."""

@@ -1,0 +1,81 @@
+"""TTS fine-tuning data and objective (Voicebox-style): frame-aligned phones plus a span-masked audio context.
+
+The model sees the phone of every frame and the audio of the unmasked frames, and learns to generate the masked
+(70-100 %) frames; condition dropout (audio context and phones together) trains the unconditional branch for
+classifier-free guidance.
+"""
+
+from __future__ import annotations
+
+import os
+from itertools import islice
+
+import numpy as np
+import torch
+from lhotse.cut import Cut
+from torch import Tensor, nn
+
+from model.config import ModelConfig
+from model.features import MelSpectrogram
+from model.flow import FlowMatching
+from model.text import PhoneVocab
+from training.data.alignments import phones_to_frames
+from training.data.cuts import ManifestError, cut_phones, has_phones
+from training.data.loading import CutBatchDataset, crop_cut, load_mono
+from training.data.manifest import open_cuts
+
+from .masking import pretraining_masks
+from .pretraining import frame_mask
+
+
+class AlignedCropDataset(CutBatchDataset):
+    """Cut with phones -> {"wav": (n,), "phones": (n // hop + 1,) int64 frame labels of that crop}."""
+
+    def __init__(self, max_seconds: float, vocab: PhoneVocab, sample_rate: int = 16000, hop: int = 160,
+                 seed: int = 0) -> None:
+        super().__init__(max_seconds, sample_rate, seed)
+        self.vocab, self.hop = vocab, hop
+
+    def item(self, cut: Cut, seed: int) -> dict[str, np.ndarray]:
+        crop, start = crop_cut(cut, self.max_seconds, seed)
+        wav = load_mono(crop, self.sample_rate)
+        frames = len(wav) // self.hop + 1
+        labels = phones_to_frames(cut_phones(cut), frames, self.vocab, fps=self.sample_rate // self.hop, start=start)
+        return {"wav": wav, "phones": labels}
+
+    def collate(self, items: list[dict[str, np.ndarray]]) -> dict[str, Tensor]:
+        return collate_aligned(items)
+
+
+def require_phones(data: str | os.PathLike, probe: int = 5000) -> None:
+    """A clear error, before training starts, when the first ``probe`` cuts carry no phone alignments."""
+    if not any(has_phones(cut) for cut in islice(open_cuts(data), probe)):
+        raise ManifestError(f"{data}: no cuts with phone alignments among the first {probe}: build the corpus with "
+                            "espeak-ng speakers, import MFA alignments, or label it (`speechflow label`)")
+
+
+def collate_aligned(items: list[dict[str, np.ndarray]]) -> dict[str, Tensor]:
+    """-> {"wav": (B, N) float, "lengths": (B,) samples, "phones": (B, T) int64, 0-padded}."""
+    lengths = torch.tensor([len(i["wav"]) for i in items])
+    wav = torch.zeros(len(items), int(lengths.max()))
+    phones = torch.zeros(len(items), max(len(i["phones"]) for i in items), dtype=torch.long)
+    for k, item in enumerate(items):
+        wav[k, : len(item["wav"])] = torch.from_numpy(item["wav"])
+        phones[k, : len(item["phones"])] = torch.from_numpy(item["phones"])
+    return {"wav": wav, "lengths": lengths, "phones": phones}
+
+
+class TTSObjective:
+    def __init__(self, config: ModelConfig) -> None:
+        self.config, self.mel, self.flow = config, MelSpectrogram(config.mel), FlowMatching(config.flow)
+
+    def __call__(self, net: nn.Module, batch: dict[str, Tensor], rng: np.random.Generator,
+                 gen: torch.Generator) -> Tensor:
+        self.mel = self.mel.to(batch["wav"].device)
+        x1 = self.mel(batch["wav"])  # (B, T, n_mels)
+        mask = frame_mask(self.mel, batch["lengths"], x1.shape[1])
+        phones = batch["phones"][:, : x1.shape[1]] * mask  # (B, T), 0 on padding
+        masked = pretraining_masks(rng, mask.sum(1).tolist(), x1.shape[1], self.config.flow).to(x1.device)
+        keep = (torch.rand(x1.shape[0], device=x1.device, generator=gen) >= self.config.flow.p_uncond)[:, None]
+        cond = x1 * (~masked & keep)[..., None]
+        return self.flow.loss(net, x1, cond, mask, masked, generator=gen, phones=phones * keep)
