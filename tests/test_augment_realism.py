@@ -25,11 +25,12 @@ from training.augmentation.colouration import (
 )
 from training.augmentation.levels import active_power
 from training.augmentation.mixing import AugmentConfig, make_noisy
-from training.augmentation.noise import ALSA_SOUNDS_DIR, NoiseBank, load_clips
+from training.augmentation.noise import NoiseBank, load_training_music
 from training.augmentation.pairing import MixtureConfig, pick_partner, speaker_engine, speaker_gender, speaker_keys
 from training.augmentation.rooms import RoomConfig, decay_rt60, reverberate, room_rir
 from training.data.loading import BatchKey
 from training.data.manifest import open_cuts
+from training.data.real_corpus import TEST_MUSIC
 from training.synthetic.corpus import make_speakers
 from training.tasks.enhance_separate import MixtureDataset, NoisyCropDataset
 
@@ -150,7 +151,7 @@ def test_plain_config_draws_no_new_stage(bank: NoiseBank) -> None:
     clean = speechlike(0.5, seed=7)
     *_, info = make_noisy(np.random.default_rng(0), clean, bank, AugmentConfig())
     assert info["rir"] is None and info["colour"] is None and info["level_dbfs"] is None and info["clip"] is None
-    assert info["noise"] != "voices"  # off by default: the evaluation's noise kinds are unchanged
+    assert info["noise"] != "music"  # off by default: the evaluation's noise kinds are unchanged
 
 
 def test_training_config_sets_the_level_and_keeps_a_clean_level_matched_target(bank: NoiseBank) -> None:
@@ -182,14 +183,26 @@ def test_rooms_fall_back_to_synthetic_rirs_without_pyroomacoustics(bank: NoiseBa
     assert info["reverb"] and info["rir"] == "synthetic"
 
 
-def test_recorded_voices_come_from_alsa_only_where_installed(tmp_path: Path) -> None:
-    voices = load_clips(ALSA_SOUNDS_DIR, exclude=("Noise.wav",))
-    assert ("voices" in NoiseBank().available) == bool(voices)
-    if not voices:
-        pytest.skip("alsa-utils' sounds are not installed here")
-    assert len(voices) == len(load_clips(ALSA_SOUNDS_DIR)) - 1  # Noise.wav (synthetic) is left out
-    noise, kind = NoiseBank().sample(np.random.default_rng(0), 2 * SR, {"voices": 1.0})
-    assert kind == "voices" and noise.shape == (2 * SR,)
+def test_music_is_the_music_on_hold_but_the_held_out_track(tmp_path: Path) -> None:
+    from tests.test_real_speech import write_g722
+
+    for name, seed in (("track-a", 1), ("track-b", 2), (TEST_MUSIC[0], 3)):
+        write_g722(tmp_path / f"{name}.g722", speechlike(1.0 + seed, seed=seed))
+    tracks = load_training_music(tmp_path)
+    assert sorted(len(x) for x in tracks) == [2 * SR, 3 * SR]  # the 4 s held-out test track is not noise
+    bank = NoiseBank(music_dir=tmp_path)
+    noise, kind = bank.sample(np.random.default_rng(0), 5 * SR, {"music": 1.0})  # longer than a track: looped
+    assert kind == "music" and noise.shape == (5 * SR,) and float(np.mean(noise**2)) > 1e-4
+    assert "music" not in NoiseBank(music_dir=tmp_path / "missing").available
+    assert AugmentConfig.training().noise_weights["music"] > 0 and AugmentConfig().noise_weights["music"] == 0
+
+
+def test_no_reserved_material_is_noise() -> None:
+    """alsa-utils' sounds are held out for independent figures: the noise bank's default folders are others."""
+    import inspect
+
+    folders = [p.default for p in inspect.signature(NoiseBank).parameters.values() if isinstance(p.default, Path)]
+    assert len(folders) == 2 and not any(f.is_relative_to("/usr/share/sounds/alsa") for f in folders)
 
 
 # -------------------------------------------------------------------------------------------------- separation

@@ -114,7 +114,7 @@ class AugmentConfig:
         """The enhancement fine-tuning distribution. Plain items stay the majority (the evaluation and most uses are
         dry close-talk), reverberant ones are mostly simulated rooms, half get a microphone colouration, every one a
         new level between a quiet phone (-45 dBFS) and a hot close mic (-12 dBFS), a few are clipped."""
-        weights = dict(DEFAULT_NOISE_WEIGHTS) | {"voices": 1.0}
+        weights = dict(DEFAULT_NOISE_WEIGHTS) | {"music": 1.0}
         fields: dict[str, Any] = {"p_reverb": 0.35, "p_room": 0.7, "p_colour": 0.5, "level_dbfs": (-45.0, -12.0),
                                   "p_clip": 0.05, "noise_weights": weights}
         return cls(**(fields | overrides))

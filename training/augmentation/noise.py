@@ -4,9 +4,10 @@ Every random choice comes from an explicit `np.random.Generator`, so a (seed, it
 noise and data-loader workers never share global state. Waveforms are float32 (n,).
 
 Noise kinds: white, pink (1/f), brown (1/f^2), tones (mains hum + whines), babble (other speakers supplied by the
-caller), clips (Debian's `sound-icons` effects) and voices (the recorded human voice of alsa-utils' speaker-test
-clips, a real talker in the background). Babble is offered only when sources are given, clips and voices only when
-their directory exists and holds readable audio, so a machine without those packages simply never draws that kind.
+caller), clips (Debian's `sound-icons` effects) and music (the Asterisk music-on-hold tracks, real recorded music,
+less the track held out for the real test conditions). Babble is offered only when sources are given, clips and
+music only when their directory exists and holds readable audio, so a machine without those packages simply never
+draws that kind. (alsa-utils' recorded voice clips are reserved for independent evaluation: never noise here.)
 """
 
 from __future__ import annotations
@@ -22,13 +23,15 @@ import soundfile as sf
 
 from model.audio import SAMPLE_RATE, prepare_waveform
 from model.errors import AudioError, ConfigError
+from training.data.asterisk import MOH_DIR, load_music, music_files
+from training.data.real_corpus import TEST_MUSIC
 
 from .levels import SILENT_POWER, active_power, mean_power
 from .rooms import as_wave
 
 log = logging.getLogger(__name__)
 
-NOISE_KINDS = ("white", "pink", "brown", "tones", "babble", "clips", "voices")
+NOISE_KINDS = ("white", "pink", "brown", "tones", "babble", "clips", "music")
 DEFAULT_NOISE_WEIGHTS: dict[str, float] = {
     "white": 1.0,
     "pink": 1.0,
@@ -36,10 +39,9 @@ DEFAULT_NOISE_WEIGHTS: dict[str, float] = {
     "tones": 1.0,
     "babble": 2.0,  # the hardest and most realistic interferer: speech that is not the target
     "clips": 1.0,
-    "voices": 0.0,  # off unless asked for (AugmentConfig.training): the evaluation's test sets do not draw it
+    "music": 0.0,  # off unless asked for (AugmentConfig.training): the synthetic test split does not draw it
 }
 SOUND_ICONS_DIR = Path("/usr/share/sounds/sound-icons")
-ALSA_SOUNDS_DIR = Path("/usr/share/sounds/alsa")  # alsa-utils: "Front left" ... in one recorded voice, + Noise.wav
 
 NOISE_RMS = 0.1  # generators return noise at about -20 dBFS; mix_at_snr sets the real level anyway
 
@@ -192,6 +194,33 @@ def load_clips(directory: str | Path = SOUND_ICONS_DIR, exclude: tuple[str, ...]
     return _load_clip_dir(str(Path(directory).resolve()), tuple(exclude))
 
 
+def music_noise(rng: np.random.Generator, n: int, tracks: Sequence[np.ndarray]) -> np.ndarray:
+    """A random stretch of one music track (n,), looped when the track is shorter."""
+    _check_length(n)
+    if not tracks:
+        raise ValueError("music noise needs at least one track")
+    return _normalize_rms(_fit_length(rng, tracks[int(rng.integers(len(tracks)))], n))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_music_dir(directory: str) -> tuple[np.ndarray, ...]:
+    names = [name for name in music_files(directory) if name not in TEST_MUSIC]
+    try:
+        tracks = load_music(directory, names)
+    except AudioError as e:
+        log.warning("no music noise: %s", e)
+        return ()
+    for track in tracks:
+        track.setflags(write=False)  # shared through the cache
+    return tuple(t for t in tracks if mean_power(t) >= SILENT_POWER)
+
+
+def load_training_music(directory: str | Path = MOH_DIR) -> tuple[np.ndarray, ...]:
+    """The music-on-hold tracks of ``directory`` but the held-out test track, float32 (m,) at 16 kHz, read once per
+    process; empty when the directory is missing."""
+    return _load_music_dir(str(Path(directory).resolve())) if Path(directory).is_dir() else ()
+
+
 # ------------------------------------------------------------------------------------------------------ noise bank
 
 
@@ -211,14 +240,13 @@ class NoiseBank:
         self,
         babble_sources: Sequence[np.ndarray] | None = None,
         clip_dir: str | Path | None = SOUND_ICONS_DIR,
-        voice_dir: str | Path | None = ALSA_SOUNDS_DIR,
+        music_dir: str | Path | None = MOH_DIR,
         weights: Mapping[str, float] | None = None,
     ) -> None:
         sources = [as_wave(s, "babble source") for s in babble_sources or ()]
         self.babble_sources = [s for s in sources if mean_power(s) >= SILENT_POWER]
         self.clips = load_clips(clip_dir) if clip_dir is not None else ()
-        # alsa's Noise.wav is stationary synthetic noise (pink already covers it): only the spoken clips count.
-        self.voices = load_clips(voice_dir, exclude=("Noise.wav",)) if voice_dir is not None else ()
+        self.music = load_training_music(music_dir) if music_dir is not None else ()
         self.weights = dict(DEFAULT_NOISE_WEIGHTS if weights is None else weights)
         check_weights(self.weights)
         self._generators: dict[str, Generator] = {
@@ -231,8 +259,8 @@ class NoiseBank:
             self._generators["babble"] = functools.partial(babble_noise, sources=self.babble_sources)
         if self.clips:
             self._generators["clips"] = functools.partial(clip_noise, clips=self.clips)
-        if self.voices:
-            self._generators["voices"] = functools.partial(clip_noise, clips=self.voices)
+        if self.music:
+            self._generators["music"] = functools.partial(music_noise, tracks=self.music)
 
     @property
     def available(self) -> tuple[str, ...]:

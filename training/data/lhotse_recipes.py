@@ -119,6 +119,17 @@ def build_parser(prog: str = "speechflow manifest") -> argparse.ArgumentParser:
     conv = sub.add_parser("convert", help="a JSONL manifest of the format before CutSets -> a CutSet")
     conv.add_argument("old", type=Path)
     conv.add_argument("out", type=Path, help="CutSet to write (.jsonl.gz)")
+    ast = sub.add_parser("asterisk", help="real speech from Debian's asterisk-core-sounds-*-g722 and asterisk-prompt-* "
+                         "packages -> OUTDIR/{train,valid,test}_cuts.jsonl.gz (16 kHz FLAC; Allison Smith is the "
+                         "test split) and OUTDIR/music/ from asterisk-moh-opsound-*")
+    ast.add_argument("outdir", type=Path)
+    ast.add_argument("--sounds", type=Path, default=None, help="the packages' sounds folder (default: "
+                     "/usr/share/asterisk/sounds)")
+    ast.add_argument("--doc", type=Path, action="append", default=None, help="a folder holding "
+                     "asterisk-core-sounds-<lang>/core-sounds-<lang>.txt.gz transcripts (repeatable; default: "
+                     "/usr/share/doc)")
+    ast.add_argument("--moh", type=Path, default=None,
+                     help="the music-on-hold folder (default: /usr/share/asterisk/moh)")
     comb = sub.add_parser("combine", help="several CutSets -> one, shuffled (ids prefixed by their folder's name)")
     comb.add_argument("out", type=Path, help="CutSet to write (.jsonl.gz)")
     comb.add_argument("inputs", type=Path, nargs="+", help="cut manifests (.jsonl.gz), two or more")
@@ -141,6 +152,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "speechflow manifest") -
                                                              min_duration=args.min_duration)}
         elif args.command == "librimix":
             written = {args.out: corpora.librimix_manifest(args.csv, args.out, root=args.root)}
+        elif args.command == "asterisk":
+            written = {args.outdir / f"{split}_cuts.jsonl.gz": n for split, n in _asterisk(args).items()}
         elif args.command == "combine":
             written = {args.out: combine_cuts(args.inputs, args.out, seed=args.seed)}
         else:
@@ -150,6 +163,14 @@ def main(argv: Sequence[str] | None = None, prog: str = "speechflow manifest") -
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def _asterisk(args: argparse.Namespace) -> dict[str, int]:
+    from . import asterisk, real_corpus
+
+    utterances = asterisk.list_utterances(sounds_dir=args.sounds or asterisk.SOUNDS_DIR,
+                                          doc_dirs=tuple(args.doc or (asterisk.DOC_DIR,)))
+    return real_corpus.write_corpus(args.outdir, utterances, moh_dir=args.moh or asterisk.MOH_DIR)
 
 
 if __name__ == "__main__":
