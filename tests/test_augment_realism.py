@@ -190,19 +190,23 @@ def test_music_is_the_music_on_hold_but_the_held_out_track(tmp_path: Path) -> No
         write_g722(tmp_path / f"{name}.g722", speechlike(1.0 + seed, seed=seed))
     tracks = load_training_music(tmp_path)
     assert sorted(len(x) for x in tracks) == [2 * SR, 3 * SR]  # the 4 s held-out test track is not noise
-    bank = NoiseBank(music_dir=tmp_path)
+    bank = NoiseBank(music=tracks)
     noise, kind = bank.sample(np.random.default_rng(0), 5 * SR, {"music": 1.0})  # longer than a track: looped
     assert kind == "music" and noise.shape == (5 * SR,) and float(np.mean(noise**2)) > 1e-4
-    assert "music" not in NoiseBank(music_dir=tmp_path / "missing").available
+    assert load_training_music(tmp_path / "missing") == () and "music" not in NoiseBank(music=()).available
     assert AugmentConfig.training().noise_weights["music"] > 0 and AugmentConfig().noise_weights["music"] == 0
 
 
 def test_no_reserved_material_is_noise() -> None:
-    """alsa-utils' sounds are held out for independent figures: the noise bank's default folders are others."""
+    """alsa-utils' sounds are held out for independent figures: the noise bank's folders are others."""
     import inspect
 
-    folders = [p.default for p in inspect.signature(NoiseBank).parameters.values() if isinstance(p.default, Path)]
-    assert len(folders) == 2 and not any(f.is_relative_to("/usr/share/sounds/alsa") for f in folders)
+    from training.augmentation import noise
+
+    folders = [p.default for p in inspect.signature(noise.load_training_music).parameters.values()]
+    folders += [p.default for p in inspect.signature(NoiseBank).parameters.values() if isinstance(p.default, Path)]
+    assert folders == [noise.MOH_DIR, noise.SOUND_ICONS_DIR]
+    assert not any(f.is_relative_to("/usr/share/sounds/alsa") for f in folders)
 
 
 # -------------------------------------------------------------------------------------------------- separation

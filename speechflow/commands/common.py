@@ -24,7 +24,7 @@ def add_inference_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nfe", "--steps", dest="nfe", type=int, default=None,
                    help="network evaluations of the ODE solver (default: the task's, see model/defaults.py)")
     p.add_argument("--solver", default=None, choices=["euler", "midpoint", "heun", "rk4"],
-                   help="ODE solver (default: midpoint)")
+                   help="ODE solver (default: the task's, see model/defaults.py)")
     p.add_argument("--sway", type=float, default=None,
                    help="time-grid bend in [-1, 1], < 0 = small steps early (default: the task's)")
     p.add_argument("--guidance-until", type=float, default=None,

@@ -10,8 +10,14 @@ from .common import add_inference_args, add_task_args, sampling_kwargs
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
+    import torch
+
     from model.pipeline import SpeechFlowPipeline
     from training.evaluation.evaluate import run_evaluation
+    from training.evaluation.peers import PEERS
+
+    if args.threads:
+        torch.set_num_threads(args.threads)  # the neural peers run one thread: --threads 1 compares like with like
 
     pipe = SpeechFlowPipeline.from_pretrained(args.bundle, device=args.device, dtype=args.dtype)
     if args.vocoder:
@@ -47,10 +53,13 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     def process(wavs):
         return [out for out, _ in run([(w, pipe.sample_rate) for w in wavs], seed=args.seed, **kwargs)]
 
+    peers = [p for p in (args.peers or "").split(",") if p]
     results = run_evaluation(args.task, process, args.data, n=args.n, seed=args.seed, json_out=args.json,
                              report_out=args.report, batch_size=args.batch_size, workers=args.workers,
                              peers=not args.no_peers, use_dnsmos=not args.no_dnsmos,
-                             extra_config={"bundle": str(args.bundle), "dtype": pipe.dtype_name, **kwargs})
+                             extra_config={"bundle": str(args.bundle), "dtype": pipe.dtype_name,
+                                           "threads": torch.get_num_threads(), **kwargs},
+                             conditions=args.conditions, neural_peers=PEERS if peers == ["all"] else peers)
     print(json.dumps(results.get("overall", results), indent=2, default=str))
 
 
@@ -94,6 +103,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--workers", type=int, default=0, help="processes computing metrics while the model runs")
     p.add_argument("--no-peers", action="store_true", help="skip spectral gating / oracle IRM")
+    p.add_argument("--peers", help="enhancement: neural peers to run and time beside ours, comma-separated "
+                   "(deepfilternet3, dtln, gtcrn, rnnoise) or 'all'")
+    p.add_argument("--conditions", default="synthetic", choices=["synthetic", "real"],
+                   help="real: --data is the real corpus's test_cuts.jsonl.gz (scripts/real-speech-corpus.sh) and "
+                        "the cases are its real conditions: babble of real talkers, held-out music, white and pink "
+                        "noise at 0/5/10 dB; separation with a real second talker at 0 dB")
+    p.add_argument("--threads", type=int, default=None, help="torch threads for our model (default: all cores)")
     p.add_argument("--no-dnsmos", action="store_true")
     add_inference_args(p)
     add_task_args(p)

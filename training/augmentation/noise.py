@@ -240,13 +240,14 @@ class NoiseBank:
         self,
         babble_sources: Sequence[np.ndarray] | None = None,
         clip_dir: str | Path | None = SOUND_ICONS_DIR,
-        music_dir: str | Path | None = MOH_DIR,
+        music: Sequence[np.ndarray] | None = None,
         weights: Mapping[str, float] | None = None,
     ) -> None:
         sources = [as_wave(s, "babble source") for s in babble_sources or ()]
         self.babble_sources = [s for s in sources if mean_power(s) >= SILENT_POWER]
         self.clips = load_clips(clip_dir) if clip_dir is not None else ()
-        self.music = load_training_music(music_dir) if music_dir is not None else ()
+        # the music-on-hold training tracks unless given (the real test conditions give the held-out track)
+        self.music = [as_wave(m, "music") for m in (load_training_music() if music is None else music)]
         self.weights = dict(DEFAULT_NOISE_WEIGHTS if weights is None else weights)
         check_weights(self.weights)
         self._generators: dict[str, Generator] = {

@@ -13,7 +13,7 @@ unprocessed input, ours, a classical peer) is scored by the same functions from 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from model.errors import ConfigError
@@ -29,6 +29,8 @@ from training.evaluation.cases import (
 )
 from training.evaluation.common import ENGINES, write_json
 from training.evaluation.markdown import Picture, save_spectrograms
+from training.evaluation.peers import load_peers
+from training.evaluation.real_cases import REAL_NOISES, REAL_SNRS_DB, real_enhancement_cases, real_separation_cases
 from training.evaluation.report import METRIC_LABELS, UPPER_BOUNDS, picture_collector, write_report
 from training.evaluation.scoring import (
     ENHANCE_METRICS,
@@ -75,6 +77,7 @@ __all__ = [
 ]
 
 TASKS = ("enhance", "separate")
+CONDITIONS = ("synthetic", "real")
 
 
 def run_evaluation(
@@ -95,6 +98,8 @@ def run_evaluation(
     max_seconds: float | None = None,
     progress: bool = True,
     extra_config: Mapping[str, Any] | None = None,
+    conditions: str = "synthetic",
+    neural_peers: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Build the test set, evaluate `process` and its peers, write JSON and/or the Markdown report -> results.
 
@@ -102,19 +107,32 @@ def run_evaluation(
     by the model). DNSMOS (enhancement only) is the slowest metric, ~0.2-0.5 s per utterance and system on a CPU core.
 
     `extra_config` (e.g. the bundle path, solver, steps, the command line) is recorded in the results and report.
+    ``conditions="real"``: `manifest` is a real corpus's test split and the cases are its real conditions
+    (`training.evaluation.real_cases`; enhancement: n // 12 utterances, each in all 12 conditions).
+    ``neural_peers`` names the enhancement peers (`training.evaluation.peers`) run and timed beside ours.
     """
     if task not in TASKS:
         raise ConfigError(f"unknown evaluation task {task!r}; expected one of {', '.join(TASKS)}")
+    if conditions not in CONDITIONS:
+        raise ConfigError(f"unknown conditions {conditions!r}; expected one of {', '.join(CONDITIONS)}")
+    if neural_peers and task != "enhance":
+        raise ConfigError("the neural peers are enhancement models: give them with --task enhance")
     pictures: list[Picture] = []
     hook = picture_collector(task, n_pictures, pictures)
-    config: dict[str, Any] = {"task": task, "manifest": str(manifest), "seed": seed, "batch_size": batch_size}
+    config: dict[str, Any] = {"task": task, "manifest": str(manifest), "seed": seed, "batch_size": batch_size,
+                              "conditions": conditions, "neural_peers": list(neural_peers)}
+    real = conditions == "real"
     common: dict[str, Any] = {"batch_size": batch_size, "workers": workers, "progress": progress, "on_output": hook}
     if task == "enhance":
-        cases = enhancement_cases(manifest, n, seed, snr_db=snr_db, max_seconds=max_seconds)
-        config["snr_db"] = list(snr_db)
-        results = evaluate_enhancement(process, cases, peers, use_dnsmos=use_dnsmos, **common)
+        grid = len(REAL_NOISES) * len(REAL_SNRS_DB)  # real: every utterance in every condition
+        cases = (real_enhancement_cases(manifest, max(1, n // grid), seed) if real
+                 else enhancement_cases(manifest, n, seed, snr_db=snr_db, max_seconds=max_seconds))
+        config["snr_db"] = list(REAL_SNRS_DB if real else snr_db)
+        results = evaluate_enhancement(process, cases, peers, use_dnsmos=use_dnsmos,
+                                       neural_peers=load_peers(tuple(neural_peers)), **common)
     else:
-        cases = separation_cases(manifest, n, seed, max_seconds=max_seconds)
+        cases = (real_separation_cases(manifest, n, seed) if real
+                 else separation_cases(manifest, n, seed, max_seconds=max_seconds))
         results = evaluate_separation(process, cases, peers, **common)
     results["config"] = config | dict(extra_config or {})
     if json_out is not None:

@@ -117,6 +117,9 @@ def _notes(results: Mapping[str, Any]) -> list[str]:
         "",
         f"- Processing (ours): {timing['process_s']:.1f} s for {timing['audio_s']:.1f} s of audio "
         f"(real-time factor {_fmt('rtf', timing['rtf'])}).",
+        *[f"- Processing ({results['system_labels'].get(name, name)}): {spent['process_s']:.1f} s, real-time factor "
+          f"{_fmt('rtf', spent['rtf'])}, one utterance at a time." for name, spent in timing.get("systems", {}).items()
+          if name != "ours"],
         "- Means skip utterances where a metric is undefined (silent reference, too little speech; DNSMOS needs"
         " >= 1 s).",
     ]

@@ -14,7 +14,7 @@ import multiprocessing
 import re
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
@@ -26,6 +26,7 @@ from model.errors import ConfigError
 from training.evaluation import metrics
 from training.evaluation.cases import Case, snr_bucket
 from training.evaluation.common import checked, nanmean
+from training.evaluation.peers import PEER_LABELS
 
 ENHANCE_METRICS = ("pesq_wb", "estoi", "si_sdr", "dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak")
 SEPARATE_METRICS = ("si_sdr", "si_sdri", "pesq_wb", "estoi")
@@ -34,6 +35,7 @@ SYSTEM_LABELS = {
         "input": "noisy input",
         "ours": "SpeechFlow (ours)",
         "spectral_gating": "spectral gating (noisereduce)",
+        **PEER_LABELS,
     },
     "separate": {
         "input": "mixture (no processing)",
@@ -44,6 +46,7 @@ SYSTEM_LABELS = {
 
 Batch = list[np.ndarray]
 Process = Callable[[Batch], Sequence[np.ndarray]]
+Peer = Callable[[np.ndarray], np.ndarray]  # one utterance in, one out (a neural peer, `training.evaluation.peers`)
 OnOutput = Callable[[Case, np.ndarray], None]
 Row = tuple[dict[str, Any], dict[str, int]]  # (per-utterance record, PESQ failures while scoring it)
 
@@ -82,11 +85,13 @@ def _row(case: Case, groups: dict[str, str], scores: dict, failures_before: Coun
 
 
 def score_enhancement_case(
-    case: Case, ours: np.ndarray, peers: bool = True, use_dnsmos: bool = True, threads: int | None = None
+    case: Case, ours: np.ndarray, others: dict[str, np.ndarray] | None = None, peers: bool = True,
+    use_dnsmos: bool = True, threads: int | None = None,
 ) -> Row:
-    """One utterance: every system's scores, its groups, PESQ failures (top-level: worker processes can run it)."""
+    """One utterance: every system's scores (``others``: outputs of neural peers, run by the caller), its groups,
+    PESQ failures (top-level: worker processes can run it)."""
     before = metrics.pesq_failures.copy()
-    outputs = {"input": case.noisy, "ours": ours}
+    outputs = {"input": case.noisy, "ours": ours, **(others or {})}
     if peers:
         outputs["spectral_gating"] = metrics.spectral_gating(case.noisy)
     scores = {name: _enhancement_scores(wav, case.clean, use_dnsmos, threads) for name, wav in outputs.items()}
@@ -94,10 +99,11 @@ def score_enhancement_case(
     return _row(case, groups, scores, before)
 
 
-def score_separation_case(case: Case, ours: np.ndarray, peers: bool = True) -> Row:
+def score_separation_case(case: Case, ours: np.ndarray, others: dict[str, np.ndarray] | None = None,
+                          peers: bool = True) -> Row:
     """One mixture: the mixture itself, ours and (with peers) the oracle IRM, each after its best permutation."""
     before = metrics.pesq_failures.copy()
-    outputs = {"input": np.stack([case.noisy, case.noisy]), "ours": ours}
+    outputs = {"input": np.stack([case.noisy, case.noisy]), "ours": ours, **(others or {})}
     if peers:
         outputs["oracle_irm"] = metrics.oracle_irm_separation(case.noisy, case.clean)
     scores = {name: _separation_scores(est, case.clean, case.noisy) for name, est in outputs.items()}
@@ -125,14 +131,16 @@ def _run(
     process: Process,
     cases: Sequence[Case],
     ndim: int,
-    score: Callable[[Case, np.ndarray], Row],
+    score: Callable[[Case, np.ndarray, dict[str, np.ndarray]], Row],
     *,
     batch_size: int,
     workers: int,
     progress: bool,
     on_output: OnOutput | None,
-) -> tuple[list[Row], float]:
-    """Feed cases to `process` in chunks and score each output -> (rows in case order, seconds inside `process`).
+    others: Mapping[str, Peer] | None = None,
+) -> tuple[list[Row], dict[str, float]]:
+    """Feed cases to `process` in chunks, run each of ``others`` on every case, and score the outputs -> (rows in
+    case order, seconds spent in `process` ("ours") and in each of ``others``).
 
     With workers > 0 the scoring runs in worker processes while `process` works on the next chunk (metrics on CPU,
     the model on its device); at most 2 x workers outputs wait, so memory stays bounded.
@@ -143,7 +151,7 @@ def _run(
         raise ConfigError(f"need batch_size >= 1 and workers >= 0, got {batch_size} and {workers}")
     rows: list[Row] = []
     pending: deque[Future] = deque()
-    spent = 0.0
+    spent = dict.fromkeys(["ours", *(others or {})], 0.0)
     desc = "evaluate " + ("enhance" if ndim == 1 else "separate")
     with _pool(workers) as pool, tqdm(total=len(cases), desc=desc, unit="utt", disable=not progress) as bar:
 
@@ -156,14 +164,20 @@ def _run(
             chunk = list(cases[start : start + batch_size])
             t0 = time.perf_counter()
             outs = list(process([c.noisy for c in chunk]))
-            spent += time.perf_counter() - t0
+            spent["ours"] += time.perf_counter() - t0
             if len(outs) != len(chunk):
                 raise ValueError(f"the process returned {len(outs)} outputs for a batch of {len(chunk)}")
             for case, out in zip(chunk, outs, strict=True):
                 ours = checked(out, case.id, ndim)
                 if on_output is not None:
                     on_output(case, ours)
-                pending.append(pool.submit(score, case, ours) if pool is not None else _done(score(case, ours)))
+                extra = {}
+                for name, peer in (others or {}).items():
+                    t0 = time.perf_counter()
+                    extra[name] = checked(peer(case.noisy), f"{case.id} ({name})", ndim)
+                    spent[name] += time.perf_counter() - t0
+                pending.append(pool.submit(score, case, ours, extra) if pool is not None
+                               else _done(score(case, ours, extra)))
                 collect(block=False)
         collect(block=True)
     return rows, spent
@@ -179,8 +193,10 @@ def evaluate_enhancement(
     use_dnsmos: bool = True,
     progress: bool = True,
     on_output: OnOutput | None = None,
+    neural_peers: Mapping[str, Peer] | None = None,
 ) -> dict[str, Any]:
-    """Score the noisy input, `process` (list of (n,) -> list of (n,), 16 kHz) and, with `peers`, spectral gating.
+    """Score the noisy input, `process` (list of (n,) -> list of (n,), 16 kHz), with `peers` spectral gating, and
+    each of ``neural_peers`` (timed like ours, in this process, one utterance at a time).
 
     Per utterance: PESQ-WB, ESTOI, SI-SDR against the clean target and DNSMOS (OVRL/SIG/BAK, no reference needed).
     -> results dict (see `_summarize`), grouped by SNR bucket and by noise kind. `workers` > 0 scores in that many
@@ -189,9 +205,8 @@ def evaluate_enhancement(
     # one ONNX thread per worker: N workers x all-core thread pools would only fight over the cores
     threads = 1 if workers else None
     score = functools.partial(score_enhancement_case, peers=peers, use_dnsmos=use_dnsmos, threads=threads)
-    rows, spent = _run(
-        process, cases, 1, score, batch_size=batch_size, workers=workers, progress=progress, on_output=on_output
-    )
+    rows, spent = _run(process, cases, 1, score, batch_size=batch_size, workers=workers, progress=progress,
+                       on_output=on_output, others=neural_peers)
     names = [*ENHANCE_METRICS] if use_dnsmos else [m for m in ENHANCE_METRICS if not m.startswith("dnsmos")]
     return _summarize("enhance", rows, names, spent, _audio_seconds(cases))
 
@@ -213,9 +228,8 @@ def evaluate_separation(
     ESTOI, averaged over the two speakers. Grouped by relative level and by the engines of the two speakers.
     """
     score = functools.partial(score_separation_case, peers=peers)
-    rows, spent = _run(
-        process, cases, 2, score, batch_size=batch_size, workers=workers, progress=progress, on_output=on_output
-    )
+    rows, spent = _run(process, cases, 2, score, batch_size=batch_size, workers=workers, progress=progress,
+                       on_output=on_output)
     return _summarize("separate", rows, list(SEPARATE_METRICS), spent, _audio_seconds(cases))
 
 
@@ -236,7 +250,8 @@ def _bucket_order(label: str) -> tuple[float, str]:
     return (float(match.group()) if match else math.inf, label)
 
 
-def _summarize(task: str, scored: list[Row], names: list[str], process_s: float, audio_s: float) -> dict[str, Any]:
+def _summarize(task: str, scored: list[Row], names: list[str], spent: dict[str, float],
+               audio_s: float) -> dict[str, Any]:
     """The results dict: overall means per system and metric, the same per group bucket (with its size), NaN counts,
     PESQ failures during this run, timing of the process (real-time factor), and every per-utterance row."""
     rows = [row for row, _ in scored]
@@ -262,6 +277,11 @@ def _summarize(task: str, scored: list[Row], names: list[str], process_s: float,
         "groups": groups,
         "nan_counts": nan_counts,
         "pesq_failures": dict(failures),
-        "timing": {"process_s": process_s, "audio_s": audio_s, "rtf": process_s / audio_s if audio_s else math.nan},
+        "timing": {"process_s": spent["ours"], "audio_s": audio_s, "rtf": _rtf(spent["ours"], audio_s),
+                   "systems": {s: {"process_s": v, "rtf": _rtf(v, audio_s)} for s, v in spent.items()}},
         "cases": rows,
     }
+
+
+def _rtf(seconds: float, audio_s: float) -> float:
+    return seconds / audio_s if audio_s else math.nan
