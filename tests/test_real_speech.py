@@ -151,3 +151,33 @@ def test_the_installed_english_package():
     assert thanks.transcript == "Thank you."
     wav = asterisk.load(thanks.path, "g722")
     assert 0.02 < float(np.sqrt(np.mean(wav**2))) < 0.5
+
+
+def test_real_tts_cases_clone_the_held_out_speaker_in_english(tmp_path):
+    from training.evaluation.real_cases import real_tts_cases
+
+    sounds, doc = tmp_path / "sounds", tmp_path / "doc" / "asterisk-core-sounds-en"
+    lines = []
+    for k in range(4):
+        write_g722(sounds / EN.folder / f"sentence-{k}.g722", speechlike(3.5 + 0.5 * k, seed=k))
+        lines.append(f"sentence-{k}: Sentence number {k} is spoken here.")
+    write_g722(sounds / ES.folder / "frase.g722", speechlike(4.0, seed=9))  # her Spanish: never an English target
+    for k in range(6):
+        write_g722(sounds / FR.folder / f"phrase-{k}.g722", speechlike(4.0, seed=20 + k))
+    doc.mkdir(parents=True)
+    with gzip.open(doc / "core-sounds-en.txt.gz", "wt") as f:
+        f.write("\n".join(lines) + "\n")
+    fr_doc = tmp_path / "doc" / "asterisk-core-sounds-fr"
+    fr_doc.mkdir()
+    with gzip.open(fr_doc / "core-sounds-fr.txt.gz", "wt") as f:
+        f.write("".join(f"phrase-{k}: Phrase {k}.\n" for k in range(6)))
+    utts = asterisk.list_utterances((EN, ES, FR), sounds, (tmp_path / "doc",))
+    real_corpus.write_corpus(tmp_path / "real", utts, valid_fraction=1.0, moh_dir=None)  # June: all valid
+
+    cases = real_tts_cases(tmp_path / "real" / "test_cuts.jsonl.gz", n=3)
+    assert len(cases) == 3
+    for case in cases:
+        assert case.info["speaker"] == "allison-smith" and case.text.startswith("Sentence number")
+        assert case.prompt_text.startswith("Sentence number") and case.prompt_text != case.text
+        assert 3.0 <= case.info["prompt_s"] <= 6.0
+        assert case.info["other_speaker"] == "june-wallack"  # a real talker of the valid split

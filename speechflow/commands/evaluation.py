@@ -43,7 +43,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         res = run_tts_evaluation(pipeline_synthesizer(pipe, **tts_kwargs), args.data, n=args.n, seed=args.seed,
                                  json_out=args.json, report_out=args.report, use_dnsmos=not args.no_dnsmos,
                                  extra_config={"bundle": str(args.bundle), "dtype": pipe.dtype_name,
-                                               "vocoder": args.vocoder or pipe.vocoder_name, **tts_kwargs})
+                                               "threads": torch.get_num_threads(),
+                                               "vocoder": args.vocoder or pipe.vocoder_name, **tts_kwargs},
+                                 conditions=args.conditions)
         print(json.dumps({k: res[k] for k in ("overall", "wer_ratio", "similarity_position")}, indent=2,
                          default=str))
         return
@@ -108,7 +110,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--conditions", default="synthetic", choices=["synthetic", "real"],
                    help="real: --data is the real corpus's test_cuts.jsonl.gz (scripts/real-speech-corpus.sh) and "
                         "the cases are its real conditions: babble of real talkers, held-out music, white and pink "
-                        "noise at 0/5/10 dB; separation with a real second talker at 0 dB")
+                        "noise at 0/5/10 dB; separation with a real second talker at 0 dB; tts: the held-out speaker "
+                        "cloned from her own 3-6 s prompts")
     p.add_argument("--threads", type=int, default=None, help="torch threads for our model (default: all cores)")
     p.add_argument("--no-dnsmos", action="store_true")
     add_inference_args(p)

@@ -6,10 +6,11 @@ with its transcript, of about 3 s. The system under test gets (target text, prom
 returns the new sentence only (16 kHz, without the prompt); its output is compared with the real recording of the
 same sentence:
 
-- **Intelligibility**: WER of pocketsphinx's transcript (its bundled US-English model, offline) against the text.
-  Pocketsphinx is weak on synthetic voices (on the corpus's espeak-ng voices it misses most words even on the real
-  recordings), so the ground-truth recordings of the same sentences are transcribed too, and the figure is the ratio
-  WER(ours) / WER(ground truth), both corpus-level (summed errors / summed reference words, not a mean of ratios).
+- **Intelligibility**: WER of the recogniser's transcript (`model.recognizer`: Whisper tiny.en, offline, else
+  pocketsphinx) against the text. A recogniser can be weak on synthetic voices (pocketsphinx misses most words of
+  espeak-ng speech even as recorded), so the ground-truth recordings of the same sentences are transcribed too,
+  and the figure is the ratio WER(ours) / WER(ground truth), both corpus-level (summed errors / summed reference
+  words, not a mean of ratios).
 - **Speaker similarity**: cosine of resemblyzer d-vectors, ours vs the prompt, next to two references: the real
   recording vs the prompt (same speaker, different sentence: what a perfect clone would score) and the real recording
   vs a different unseen speaker's prompt (what no cloning at all scores).
@@ -37,12 +38,15 @@ from typing import Any
 
 import numpy as np
 
+from model import recognizer
 from model.audio import SAMPLE_RATE, resample
+from model.errors import ConfigError
 from model.recognizer import normalize_transcript as normalize_text
 from model.recognizer import transcribe
 from training.data.manifest import Utterance
 from training.evaluation.common import write_json
 from training.evaluation.markdown import Picture
+from training.evaluation.real_cases import real_tts_cases
 from training.evaluation.tts_cases import PROMPT_SECONDS, TARGET_RANGE_S, TTSCase, tts_cases
 from training.evaluation.tts_metrics import (
     MIN_EMBED_SECONDS,
@@ -117,13 +121,20 @@ def run_tts_evaluation(
     use_dnsmos: bool = True,
     n_pictures: int = 3,
     progress: bool = True,
+    conditions: str = "synthetic",
 ) -> dict[str, Any]:
     """Build the cross-sentence test set, evaluate `synthesize`, write JSON and/or the Markdown report -> results.
+    ``conditions="real"``: `manifest` is the real corpus's test split (`real_cases.real_tts_cases`: 3-6 s prompts).
 
-    Cost per case besides synthesis: two pocketsphinx decodes (~0.3x real time each on a CPU core), four speaker
+    Cost per case besides synthesis: two recogniser decodes (~0.2-0.3x real time each on a CPU core), four speaker
     embeddings and, with DNSMOS, two DNSMOS runs. `extra_config` (bundle, steps, ...) goes into results and report.
     """
-    cases = tts_cases(manifest, n, seed, prompt_seconds, target_range=target_range)
+    if conditions == "real":
+        if not isinstance(manifest, str | os.PathLike):
+            raise ConfigError("real conditions read the real corpus beside the manifest: give its path")
+        cases = real_tts_cases(manifest, n, seed)
+    else:
+        cases = tts_cases(manifest, n, seed, prompt_seconds, target_range=target_range)
     pictures: list[Picture] = []
 
     def keep(case: TTSCase, out: np.ndarray) -> None:
@@ -132,8 +143,9 @@ def run_tts_evaluation(
 
     results = evaluate_tts(synthesize, cases, use_dnsmos=use_dnsmos, progress=progress, on_output=keep)
     source = manifest if isinstance(manifest, str | os.PathLike) else "(utterance list)"
-    results["config"] = {"task": "tts", "manifest": str(source), "seed": seed, "prompt_seconds": prompt_seconds,
-                         **dict(extra_config or {})}
+    results["config"] = {"task": "tts", "manifest": str(source), "seed": seed, "conditions": conditions,
+                         "prompt_seconds": "3-6 (real)" if conditions == "real" else prompt_seconds,
+                         "recogniser": recognizer.backend(), **dict(extra_config or {})}
     if json_out is not None:
         write_json(results, json_out)
     if report_out is not None:

@@ -1,6 +1,8 @@
 """The real-speech test conditions, built from the real corpus (`training.data.real_corpus`): its test split is the
 held-out speaker's recordings, and the interferers are real too.
 
+TTS: the held-out speaker cloned from her own 3-6 s English prompts, saying her other English prompts.
+
 Enhancement: every one of ``utterances`` English test prompts (3 s or longer, a seeded pick) under every noise kind
 (white, pink, babble of 3-6 other real talkers from the corpus's valid split, never trained on, and the held-out
 music track) at every SNR (0, 5, 10 dB on active speech): 8 x 4 x 3 = 96 cases by default. Separation: a test
@@ -25,6 +27,7 @@ from training.data.cuts import ManifestError
 from training.data.manifest import Utterance
 from training.evaluation.cases import Case, level_class
 from training.evaluation.common import utterances
+from training.evaluation.tts_cases import TTSCase, tts_cases
 
 REAL_NOISES = ("white", "pink", "babble", "music")
 REAL_SNRS_DB = (0.0, 5.0, 10.0)
@@ -94,6 +97,16 @@ def real_separation_cases(manifest: str | os.PathLike, n: int, seed: int = 0, la
                 "engine_pair": "real+real", "level": level_class(mix_info["rel_db"])} | mix_info
         cases.append(Case(f"{i:04d}-{utt.audio.stem}+{other.audio.stem}", mixture, np.stack([s1, s2]), info))
     return cases
+
+
+def real_tts_cases(manifest: str | os.PathLike, n: int, seed: int = 0, language: str = "en-US",
+                   prompt_range: tuple[float, float] = (3.0, 6.0)) -> list[TTSCase]:
+    """``n`` cross-sentence cases cloning the held-out speaker from her own 3-6 s recordings in ``language``; the
+    different-speaker references are real talkers of the corpus's valid split."""
+    folder = _corpus(manifest)
+    test = [u for u in utterances(manifest) if _language(u) == language]
+    return tts_cases([*test, *utterances(folder / "valid_cuts.jsonl.gz")], n, seed, prompt_range=prompt_range,
+                     is_target=lambda u: _language(u) == language)
 
 
 def _language(utt: Utterance) -> str | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +57,7 @@ def tts_cases(
     prompt_seconds: float = PROMPT_SECONDS,
     prompt_range: tuple[float, float] | None = None,
     target_range: tuple[float, float] = TARGET_RANGE_S,
+    is_target: Callable[[Utterance], bool] | None = None,
 ) -> list[TTSCase]:
     """n cross-sentence cases from a manifest of unseen speakers (rows with audio, duration, speaker, text).
 
@@ -65,6 +66,8 @@ def tts_cases(
     prompt_seconds - 0.5 .. prompt_seconds + 1.5, i.e. 2.5-4.5 s for 3 s), drawn per case; the different-speaker
     reference prompt is drawn from another speaker the same way. Needs >= 2 such speakers. Rows without speaker or
     text are ignored; the manifest should hold speakers unseen in training (the corpus's test split does).
+    ``is_target`` limits the targets (and so the cloned speakers), e.g. to one language; the others still serve as
+    different-speaker references.
     """
     if n < 1:
         raise ValueError(f"need n >= 1 cases, got {n}")
@@ -88,7 +91,8 @@ def tts_cases(
         key = normalize_text(_text(utts[k]))
         return [p for p in prompts.get(_speaker(utts[k]), []) if normalize_text(_text(utts[p])) != key]
 
-    targets = [k for k, u in enumerate(utts) if target_range[0] <= u.duration <= target_range[1] and prompts_for(k)]
+    targets = [k for k, u in enumerate(utts) if target_range[0] <= u.duration <= target_range[1]
+               and (is_target is None or is_target(u)) and prompts_for(k)]
     if not targets:
         raise ManifestError(f"no target utterances of {target_range[0]:g}-{target_range[1]:g} s with a prompt")
     if n > len(targets):

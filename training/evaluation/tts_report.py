@@ -61,7 +61,7 @@ def _wer_caveat(results: Mapping[str, Any], limit: float = UNINFORMATIVE_WER) ->
         return []
     usable = [f"{bucket} ({_headline(entry)})" for bucket, entry in results["groups"]["engine"].items()
               if finite(entry["overall"]["ground_truth"]["wer"]) and entry["overall"]["ground_truth"]["wer"] <= limit]
-    return [f"- Pocketsphinx misses more than {limit:.0%} of the words of the real recordings, so the overall WER ratio"
+    return [f"- The recogniser misses more than {limit:.0%} of the words of the recordings, so the overall WER ratio"
             " says little; " + ("read it per engine where the ground truth is recognised: " + "; ".join(usable)
                                 if usable else "no engine's recordings are recognised well enough") + "."]
 
@@ -76,6 +76,7 @@ def write_tts_report(
     out_md = Path(out_md)
     out_md.parent.mkdir(parents=True, exist_ok=True)
     prompts, timing = results["prompts"], results["timing"]
+    recogniser = results.get("config", {}).get("recogniser") or "pocketsphinx"
     lines = ["# SpeechFlow evaluation: zero-shot text-to-speech", "", *config_lines(results)]
     lines += [
         f"- cases: {results['n']} (cross-sentence: unseen speakers, prompt = another utterance of the same speaker; "
@@ -87,9 +88,9 @@ def write_tts_report(
         *_rows(results, results),
         "",
         f"- {_headline(results)}.",
-        "- WER ratio: pocketsphinx's WER on ours divided by its WER on the real recordings of the same sentences (the"
-        " recogniser is weak on synthetic voices, so the ratio, not the absolute WER, is the figure; 1 = as"
-        " intelligible as the real recording).",
+        f"- WER ratio: the recogniser's ({recogniser}) WER on ours divided by its WER on the recordings of the same"
+        " sentences (a recogniser can be weak on synthetic voices, so the ratio, not the absolute WER, is the figure;"
+        " 1 = as intelligible as the recording).",
         "- Similarity position: (ours - different speaker) / (ground truth - different speaker) of the speaker"
         " similarities; 0 = no closer to the prompt's voice than another speaker, 1 = as close as the speaker's own"
         " recording of another sentence.",
@@ -106,7 +107,7 @@ def write_tts_report(
         f"- Synthesis (ours): {timing['synthesis_s']:.1f} s for {timing['audio_s']:.1f} s of audio (real-time factor "
         f"{_fmt('rtf', timing['rtf'])}).",
         "- WER is corpus-level (summed errors / summed reference words); text is lower-cased with punctuation removed,"
-        " numbers are not spelled out. Pocketsphinx decodes each clip whole with its bundled US-English model.",
+        f" numbers are not spelled out. The recogniser ({recogniser}) decodes each clip whole.",
         "- Speaker similarity: cosine of resemblyzer embeddings. Ground truth row = the real recording vs the prompt"
         " (same speaker); different speaker row = the real recording vs another unseen speaker's prompt.",
         "- Prompts are whole utterances (no crop: a crop would cut the transcript mid-word).",
