@@ -181,3 +181,16 @@ def test_real_tts_cases_clone_the_held_out_speaker_in_english(tmp_path):
         assert case.prompt_text.startswith("Sentence number") and case.prompt_text != case.text
         assert 3.0 <= case.info["prompt_s"] <= 6.0
         assert case.info["other_speaker"] == "june-wallack"  # a real talker of the valid split
+
+
+def test_band_limited_cuts_are_no_enhancement_or_separation_targets(tree, tmp_path):
+    from training.data.loading import wideband
+
+    real_corpus.write_corpus(tmp_path / "real", listing(tree), moh_dir=None)
+    cuts = [*CutSet.from_file(tmp_path / "real" / "train_cuts.jsonl.gz"),
+            *(CutSet.from_file(tmp_path / "real" / "test_cuts.jsonl.gz"))]
+    kept = {c.supervisions[0].speaker for c in cuts if wideband()(c)}
+    dropped = {c.supervisions[0].speaker for c in cuts if not wideband()(c)}
+    assert dropped == {"menardi"} and kept == {"allison-smith", "june-wallack"}  # 8 kHz WAV vs G.722
+    synthetic = next(iter(CutSet.from_file(tmp_path / "real" / "train_cuts.jsonl.gz"))).drop_supervisions()
+    assert wideband()(synthetic)  # a cut that says nothing of its bandwidth is kept

@@ -273,6 +273,9 @@ def sampler_config(train: Any, **overrides: Any) -> SamplerConfig:
     return SamplerConfig(**(fields | overrides))
 
 
+WIDEBAND_HZ = 7000.0  # G.722 and every 16 kHz recording hold this much; telephone-band sources do not
+
+
 def min_duration(seconds: float) -> Callable[[Cut], bool]:
     return _MinDuration(seconds)
 
@@ -283,6 +286,21 @@ class _MinDuration:  # a class, not a lambda: CutSet filters may be pickled
 
     def __call__(self, cut: Cut) -> bool:
         return cut.duration >= self.seconds
+
+
+def wideband(min_hz: float = WIDEBAND_HZ) -> Callable[[Cut], bool]:
+    """Cuts fit to be an enhancement or separation target: none of their supervisions says the audio stops short of
+    ``min_hz`` (``bandwidth_hz``, which the real corpus records; an 8 kHz source resampled to 16 kHz holds nothing
+    above 4 kHz, and as a target it would teach the model to low-pass)."""
+    return _Wideband(min_hz)
+
+
+@dataclass(frozen=True)
+class _Wideband:
+    min_hz: float
+
+    def __call__(self, cut: Cut) -> bool:
+        return all((s.custom or {}).get("bandwidth_hz", self.min_hz) >= self.min_hz for s in cut.supervisions)
 
 
 def all_of(*predicates: Callable[[Cut], bool]) -> Callable[[Cut], bool]:

@@ -17,7 +17,7 @@ from model.errors import ConfigError
 from model.modeling import SpeechFlowModel
 from model.text import PhoneVocab
 from training.augmentation.mixing import AugmentConfig
-from training.data.loading import CutBatchDataset, all_of, loader_factory, min_duration, sampler_config
+from training.data.loading import CutBatchDataset, all_of, loader_factory, min_duration, sampler_config, wideband
 from training.tasks.enhance_separate import EnhanceObjective, MixtureDataset, NoisyCropDataset, SeparateObjective
 from training.tasks.tts import AlignedCropDataset, TTSObjective, has_phones, require_phones
 
@@ -110,6 +110,8 @@ def finetune(
     sr = model.config.mel.sample_rate
     keep = min_duration(0.5)
     dataset: CutBatchDataset
+    if task in ("enhance", "separate"):  # targets must be wideband; a band-limited one teaches low-passing
+        keep = all_of(keep, wideband())
     if task == "enhance":
         dataset = NoisyCropDataset(data, train.max_seconds, augment, sr, seed=train.seed)
         objective = EnhanceObjective(model.config)
