@@ -61,8 +61,11 @@ def _whisper() -> Any:  # faster_whisper.WhisperModel, built once per process
 
 
 def _whisper_transcribe(x: np.ndarray) -> str:
-    # temperature 0 only: no sampled fallback, so the same audio always gives the same transcript
-    segments, _ = _whisper().transcribe(x, language="en", beam_size=5, temperature=0.0,
+    # Temperature 0 only (no sampled fallback), so the same audio always gives the same transcript. Greedy decoding
+    # can fall into a repetition loop on speech it cannot read (some synthetic voices: hundreds of inserted words
+    # that would swamp a corpus-level WER); no trigram may repeat, which ends a loop and costs a real sentence only
+    # when it says the same three words twice.
+    segments, _ = _whisper().transcribe(x, language="en", beam_size=5, temperature=0.0, no_repeat_ngram_size=3,
                                         condition_on_previous_text=False, vad_filter=False)
     return " ".join(s.text.strip() for s in segments)  # decoding happens while the segments are iterated
 
@@ -80,9 +83,8 @@ def transcribe(wav: np.ndarray, sr: int = SAMPLE_RATE, recogniser: str | None = 
     """The recogniser's transcript of a waveform (any rate), normalised; ``recogniser`` picks one ("whisper",
     "pocketsphinx"), else `backend`'s.
 
-    Deterministic: Whisper decodes greedily-by-beam at temperature 0; pocketsphinx decodes each clip whole from a
-    fresh stream, so the same audio always gives the same transcript, whatever was decoded before. Empty audio
-    gives "".
+    Deterministic: Whisper decodes at temperature 0 only; pocketsphinx decodes each clip whole from a fresh stream;
+    so the same audio always gives the same transcript, whatever was decoded before. Empty audio gives "".
     """
     x = np.asarray(wav, dtype=np.float32)
     if x.ndim != 1:
