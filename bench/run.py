@@ -39,7 +39,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from .config import BenchConfig, parse_mix, validate
+from .config import TASKS, BenchConfig, parse_mix, validate
 from .traffic import (
     REJECTED,
     Outcome,
@@ -61,7 +61,6 @@ OPEN_LOOP_CONNECTIONS = 1_024
 # The simulated server: a new live batch waits 5 ms for company, a GPU-sized frame budget, and a queue and timeout
 # large enough that an overloaded policy shows as latency rather than as refusals.
 SIM_SETTINGS: dict[str, Any] = {"max_wait_ms": 5.0, "max_batch_frames": 24_000, "max_queue": 1_024}
-SIM_TASKS = ("enhance", "separate", "tts")
 SIM_URL = "http://127.0.0.1"  # the in-process app's base URL (no socket)
 
 def pipeline_baseline(cfg: BenchConfig, audio: bytes) -> dict[str, Any]:
@@ -170,7 +169,7 @@ async def simulate(cfg: BenchConfig) -> dict[str, Any]:
     reports: dict[str, dict[str, Any]] = {}
     for policy in POLICIES:
         settings = Settings(scheduling=policy, request_timeout_s=cfg.timeout_s, api_keys=[], **SIM_SETTINGS)
-        app = create_app(settings, FakeEngine(tasks=SIM_TASKS, step_cost=(a, b)))
+        app = create_app(settings, FakeEngine(tasks=TASKS, step_cost=(a, b)))
         async with serving(app):
             await app.state.runtime.wait_ready()
             reports[policy] = await run_bench(replace(inner, label=policy), transport=httpx.ASGITransport(app=app))

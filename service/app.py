@@ -4,7 +4,6 @@ own engine, step loop and metrics registry."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,8 +25,6 @@ from .openapi import ERROR_RESPONSES, strict_openapi
 from .routes import models, speech, tasks, voices
 from .schemas import TaskForm, TtsForm, VoiceForm
 from .settings import Settings
-
-log = logging.getLogger(__name__)
 
 _STATUS_CODES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed"}
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")

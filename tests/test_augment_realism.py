@@ -28,9 +28,9 @@ from training.augmentation.mixing import AugmentConfig, make_noisy
 from training.augmentation.noise import NoiseBank, load_training_music
 from training.augmentation.pairing import MixtureConfig, pick_partner, speaker_engine, speaker_gender, speaker_keys
 from training.augmentation.rooms import RoomConfig, decay_rt60, reverberate, room_rir
+from training.data.asterisk import TEST_MUSIC
 from training.data.loading import BatchKey
 from training.data.manifest import open_cuts
-from training.data.real_corpus import TEST_MUSIC
 from training.synthetic.corpus import make_speakers
 from training.tasks.enhance_separate import MixtureDataset, NoisyCropDataset
 

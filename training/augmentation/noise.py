@@ -23,8 +23,7 @@ import soundfile as sf
 
 from model.audio import SAMPLE_RATE, prepare_waveform
 from model.errors import AudioError, ConfigError
-from training.data.asterisk import MOH_DIR, load_music, music_files
-from training.data.real_corpus import TEST_MUSIC
+from training.data.asterisk import MOH_DIR, TEST_MUSIC, load_music, music_files
 
 from .levels import SILENT_POWER, active_power, mean_power
 from .rooms import as_wave
@@ -202,9 +201,14 @@ def music_noise(rng: np.random.Generator, n: int, tracks: Sequence[np.ndarray]) 
     return _normalize_rms(_fit_length(rng, tracks[int(rng.integers(len(tracks)))], n))
 
 
+def training_music_files(directory: str | Path = MOH_DIR) -> list[str]:
+    """The names of the music-on-hold tracks of ``directory`` but the held-out test track (none when missing)."""
+    return [name for name in music_files(directory) if name not in TEST_MUSIC] if Path(directory).is_dir() else []
+
+
 @functools.lru_cache(maxsize=4)
 def _load_music_dir(directory: str) -> tuple[np.ndarray, ...]:
-    names = [name for name in music_files(directory) if name not in TEST_MUSIC]
+    names = training_music_files(directory)
     try:
         tracks = load_music(directory, names)
     except AudioError as e:
@@ -246,8 +250,10 @@ class NoiseBank:
         sources = [as_wave(s, "babble source") for s in babble_sources or ()]
         self.babble_sources = [s for s in sources if mean_power(s) >= SILENT_POWER]
         self.clips = load_clips(clip_dir) if clip_dir is not None else ()
-        # the music-on-hold training tracks unless given (the real test conditions give the held-out track)
-        self.music = [as_wave(m, "music") for m in (load_training_music() if music is None else music)]
+        # the music-on-hold training tracks unless given (the real test conditions give the held-out track); those
+        # are decoded on first use: seconds of work that a bank with music off (the synthetic evaluation) never needs
+        self._music = None if music is None else [as_wave(m, "music") for m in music]
+        has_music = bool(self._music) if music is not None else bool(training_music_files())
         self.weights = dict(DEFAULT_NOISE_WEIGHTS if weights is None else weights)
         check_weights(self.weights)
         self._generators: dict[str, Generator] = {
@@ -260,8 +266,13 @@ class NoiseBank:
             self._generators["babble"] = functools.partial(babble_noise, sources=self.babble_sources)
         if self.clips:
             self._generators["clips"] = functools.partial(clip_noise, clips=self.clips)
-        if self.music:
-            self._generators["music"] = functools.partial(music_noise, tracks=self.music)
+        if has_music:
+            self._generators["music"] = self._music_noise
+
+    def _music_noise(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        if self._music is None:
+            self._music = list(load_training_music())
+        return music_noise(rng, n, self._music)
 
     @property
     def available(self) -> tuple[str, ...]:

@@ -34,9 +34,9 @@ import logging
 import os
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import soundfile as sf
@@ -62,6 +62,7 @@ NON_SPEECH_IDS = frozenset({"beep", "beeperr", "ascending-2tone", "descending-2t
                             "confbridge-leave", "tt-monkeys"})
 NON_SPEECH_DIRS = frozenset({"silence"})
 
+TEST_MUSIC = ("reno_project-system",)  # held out of the training noise: an artist absent from the other tracks
 MIN_DURATION = 0.5  # s: shorter prompts are single syllables or clipped letters, of little use as training audio
 
 
@@ -124,7 +125,6 @@ class PromptAudio:
     sample_rate: int  # of the source file
     duration: float  # s
     transcript: str | None
-    meta: dict[str, Any] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------------------------------ transcripts

