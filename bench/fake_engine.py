@@ -35,6 +35,7 @@ class FakeRow:
     seed: int
     step: int = 0
     output: Any = None
+    sampling: Any = None  # its plan's Sampling (set by Plan): how many steps it takes
 
 
 class FakeBatch:
@@ -43,7 +44,6 @@ class FakeBatch:
 
     def __init__(self, engine: FakeEngine, key: SamplingKey) -> None:
         self.engine, self.key = engine, key
-        self.steps = num_steps(key.sampling.solver, key.sampling.steps)
         self.rows: list[FakeRow] = []
         self._joined: list[FakeRow] = []
 
@@ -52,6 +52,8 @@ class FakeBatch:
 
     def join(self, rows: Sequence[FakeRow]) -> None:
         for row in rows:
+            if row.sampling.solver != self.key.solver:
+                raise ValueError(f"a {row.sampling.solver} row cannot join a {self.key.solver} batch")
             row.step, row.output = 0, None
         self.rows.extend(rows)
         self._joined.extend(rows)
@@ -76,7 +78,7 @@ class FakeBatch:
             time.sleep(a + b * len(self.rows))
         for row in self.rows:
             row.step += 1
-        done = [r for r in self.rows if r.step >= self.steps]
+        done = [r for r in self.rows if r.step >= num_steps(r.sampling.solver, r.sampling.steps)]
         for row in done:
             row.output = row.seed
         self.leave(done)
@@ -158,14 +160,18 @@ class FakeEngine:
                 raise ConfigError(f"unknown voice {payload.voice!r}")
             sentences = [p for p in re.split(r"(?<=[.!?])\s+", payload.text.strip()) if p]
             tones = [self._speak(p, payload.speed) for p in sentences]
-            rows = [FakeRow(self.frames(len(t)), params.seed + i) for i, t in enumerate(tones)]
+            rows = [FakeRow(self.frames(len(t)), params.seed + i, sampling=sampling) for i, t in enumerate(tones)]
             return Plan(task, sampling, rows, piece=lambda i, _: tones[i],
                         assemble=lambda pieces: np.concatenate(pieces), chunk_fade=0)
         assert isinstance(payload, np.ndarray)
         half = 0.5 * payload
         out = half if task == "enhance" else np.stack([half, half])
-        return Plan(task, sampling, [FakeRow(self.frames(len(payload)), params.seed)], piece=lambda i, _: out,
+        return Plan(task, sampling, [FakeRow(self.frames(len(payload)), params.seed, sampling=sampling)],
+                    piece=lambda i, _: out,
                     assemble=lambda pieces: pieces[0])
+
+    def synchronize(self) -> None:
+        pass  # the fake's steps are done when they return
 
     def pieces(self, finished: Sequence[tuple[Plan, int]]) -> list[Any]:
         self.post_calls.append(len(finished))

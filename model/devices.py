@@ -111,3 +111,11 @@ def linear_seconds(dtype: torch.dtype, n: int = 256, repeats: int = 3, device: s
 
 def dtype_name(dtype: torch.dtype) -> str:
     return next(name for name, d in DTYPES.items() if d == dtype)
+
+
+def synchronize(device: torch.device) -> None:
+    """Block until ``device`` has finished its queued work (a no-op on the CPU, where calls return when done)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()

@@ -31,7 +31,7 @@ PAD, UNK = "<pad>", "<unk>"
 PAD_ID, UNK_ID = 0, 1
 SILENCE = "_"  # espeak's short pause; also what MFA's silences and the frames after the last phone map to
 PAUSES = ("_", "_:", "_!", "_|")
-DEFAULT_MAX_CHUNK_CHARS = 200  # about 12 s of speech: one chunk of long text
+MAX_CHUNK_CHARS = 200  # about 12 s of speech: one chunk (TTS row) of long text
 
 # Every symbol espeak-ng's English accents produced for 1,500 Debian fortunes plus numbers, dates, e-mail addresses
 # and accented words, in each of the corpus accents (en-us, en-gb, en-gb-scotland, en-029, en-gb-x-rp, en-us-nyc,
@@ -182,7 +182,7 @@ def _fit(sentence: str, max_chars: int) -> list[str]:
     return _pack(words, max_chars)
 
 
-def split_sentences(text: str, max_chars: int = DEFAULT_MAX_CHUNK_CHARS) -> list[str]:
+def split_sentences(text: str, max_chars: int = MAX_CHUNK_CHARS) -> list[str]:
     """Long text -> normalised chunks of at most `max_chars`, one per sentence (blank lines end sentences too);
     a longer sentence is cut at commas / semicolons / colons, then between words, a longer word hard.
 

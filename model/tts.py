@@ -22,7 +22,7 @@ from .audio import load_audio
 from .duration import DurationModel, expand_durations, rescaled_prompt_durations
 from .errors import AudioError
 from .stages import stage
-from .text import PhoneVocab, split_sentences, text_to_phones
+from .text import MAX_CHUNK_CHARS, PhoneVocab, split_sentences, text_to_phones
 
 MIN_PROMPT_S = 0.5
 MAX_PROMPT_S = 15.0
@@ -88,7 +88,7 @@ def known_prompt(alignment: Sequence[tuple[str, int]], vocab: PhoneVocab, frames
 
 
 def plan_chunks(text: str, vocab: PhoneVocab, durations: DurationModel, prompt: Prompt, speed: float = 1.0,
-                max_chars: int = 200) -> list[Chunk]:
+                max_chars: int = MAX_CHUNK_CHARS) -> list[Chunk]:
     """Split the text at sentence boundaries and predict each chunk's phone durations given the prompt's."""
     chunks = []
     for piece in split_sentences(text, max_chars):

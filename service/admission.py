@@ -18,6 +18,8 @@ class LoopLimits:
     max_request_rows: int = 128  # rows (windows times ensemble draws, text chunks) one request may need
     max_request_frames: int = 60_000  # frames one request may generate (all rows)
     policy: Policy = "step"
+    max_step_failures: int = 8  # failed steps in a row before the engine is declared broken (service.faults)
+    stream_in_order: bool = False  # a streamed request's chunks join one after another (where rows cost alike)
 
 
 def request_estimate(limits: LoopLimits, cost: float | None, rows: int, frames: int, sampling_evals: int,

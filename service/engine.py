@@ -28,14 +28,13 @@ if TYPE_CHECKING:
     from model.generation import Plan
 
 SERVED_TASKS = ("enhance", "separate", "tts")  # tasks with an endpoint (a bundle may hold others, e.g. pretrain)
-TTS_FRAMES_PER_CHAR = 8  # ~12.5 characters per second of speech at 100 frames/s: the cost estimate
-TTS_CHUNK_CHARS = 200  # the pipeline's longest chunk (model.text.split_sentences), each generated after the prompt
+TTS_FRAMES_PER_CHAR = 8  # ~12.5 characters per second of speech at 100 frames/s, at speed 1: the cost estimate
 WARMUP_TEXT = "Hello there."
 
 
 @dataclass(frozen=True)
 class TaskParams:
-    """Settings of one request. All but ``seed`` are part of the batch key, so a batch shares them."""
+    """Settings of one request (the batch key takes only the task and the solver: `SamplingKey`)."""
 
     sampling: Sampling
     seed: int
@@ -67,17 +66,18 @@ class VoiceInfo:
 Payload = np.ndarray | TtsInput  # float32 mono waveform at the engine's rate, or a TTS request
 
 
-def tts_cost(text: str, prompt_frames: int) -> tuple[int, int]:
+def tts_cost(text: str, prompt_frames: int, speed: float = 1.0) -> tuple[int, int]:
     """Estimated (rows, frames) of a TTS request before its text is phonemised: a row per sentence, as the pipeline
-    splits it (a long sentence is cut), and the frames it will generate (from the text's length) plus the prompt's
-    frames once per row (every chunk is generated after the prompt)."""
-    from model.text import TextError, split_sentences
+    splits it (a long sentence is cut), and the frames it will generate (from the text's length; ``speed`` 0.5
+    makes twice as many) plus the prompt's frames once per row (every chunk is generated after the prompt). The
+    step loop re-makes the estimate from the prepared plan's true frames."""
+    from model.text import MAX_CHUNK_CHARS, TextError, split_sentences
 
     try:
-        rows = len(split_sentences(text, TTS_CHUNK_CHARS))
+        rows = len(split_sentences(text, MAX_CHUNK_CHARS))
     except TextError:  # nothing speakable: the pipeline's own error (422) will say so
-        rows = max(1, math.ceil(len(text) / TTS_CHUNK_CHARS))
-    return rows, TTS_FRAMES_PER_CHAR * len(text) + rows * prompt_frames
+        rows = max(1, math.ceil(len(text) / MAX_CHUNK_CHARS))
+    return rows, math.ceil(TTS_FRAMES_PER_CHAR * len(text) / speed) + rows * prompt_frames
 
 
 class StepBatch(Protocol):
@@ -124,6 +124,9 @@ class Engine(Protocol):
     def new_batch(self, key: SamplingKey) -> StepBatch:
         """An empty live batch for rows of ``key``."""
 
+    def synchronize(self) -> None:
+        """Wait until the device has done the work queued so far (a step's time is then the device's time)."""
+
     def pieces(self, finished: Sequence[tuple[Plan, int]]) -> list[Any]:
         """The pieces of rows that finished ((plan, row index), ``output`` set), made together where that pays
         (one vocoder batch for TTS chunks of several requests)."""
@@ -134,16 +137,16 @@ class Engine(Protocol):
 
 @dataclass(frozen=True)
 class SamplingKey:
-    """What rows must share to step together: the model and every per-call sampler setting."""
+    """What rows must share to step together: the model and the solver (the shape of a step's network calls). NFE,
+    time grid and guidance are per row in a live batch (`model.generation.LiveBatch`), the ensemble's draws are
+    ordinary rows and the reconstruction is post-processing, so requests that differ in any of them step together."""
 
     task: str
-    sampling: Sampling
-    reconstruction: str = "mask"
+    solver: str
 
     @classmethod
     def of(cls, task: str, params: TaskParams) -> SamplingKey:
-        # the draws of an ensemble are ordinary rows: requests that average different numbers still step together
-        return cls(task, replace(params.sampling, ensemble=1), params.reconstruction)
+        return cls(task, params.sampling.solver)
 
 
 class PipelineEngine:
@@ -201,8 +204,10 @@ class PipelineEngine:
         plan = self.prepare(task, wav, params)
         batch = self.new_batch(SamplingKey.of(task, params))
         batch.join(plan.rows)
+        self.synchronize()
         start = time.perf_counter()
         batch.step()
+        self.synchronize()
         return (time.perf_counter() - start) / plan.frames
 
     def prepare(self, task: str, payload: Payload, params: TaskParams) -> Plan:
@@ -223,7 +228,12 @@ class PipelineEngine:
     def new_batch(self, key: SamplingKey) -> StepBatch:
         from model.generation import LiveBatch
 
-        return LiveBatch(self.pipeline.model(key.task), key.sampling)
+        return LiveBatch(self.pipeline.model(key.task), key.solver)
+
+    def synchronize(self) -> None:
+        from model.devices import synchronize
+
+        synchronize(self.pipeline.device)
 
     def pieces(self, finished: Sequence[tuple[Plan, int]]) -> list[Any]:
         return self.pipeline.pieces(finished)

@@ -62,7 +62,7 @@ def submit(runtime: ServiceRuntime, key: SamplingKey, payload: Any, params: Task
     """Queue a job after its cost check: 413 naming ``param`` when the request alone exceeds the server's bounds
     (rows, frames, compute estimated from measured steps against the request timeout)."""
     timeout_s = runtime.settings.request_timeout_s
-    estimate = runtime.loop.check_cost(rows, frames, network_passes(key.sampling), timeout_s, param)
+    estimate = runtime.loop.check_cost(rows, frames, network_passes(params.sampling), timeout_s, param)
     return runtime.loop.submit(key, payload, params, timeout_s, stream=stream, estimate_s=estimate)
 
 

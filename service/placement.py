@@ -16,6 +16,13 @@ def default_batch_frames(device: str) -> int:
     return CPU_BATCH_FRAMES if device in ("cpu", "fake") else GPU_BATCH_FRAMES
 
 
+def stream_in_order(device: str) -> bool:
+    """Whether a streamed request's chunks run one after another rather than side by side. On a CPU a step costs
+    in proportion to its rows, so the first chunk alone is out after one chunk's generation and the whole takes no
+    longer; on an accelerator rows of one step cost about the same as one, so the chunks run together."""
+    return device in ("cpu", "fake")
+
+
 def processing_worker(mode: str, device: str) -> ThreadPoolExecutor | None:
     """The thread for pre- and post-processing, or None to run them on the engine thread between steps.
     ``auto``: a worker on an accelerator (its CPU work then overlaps the device's steps); on a CPU the engine

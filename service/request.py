@@ -40,9 +40,7 @@ class Request:
     steps_seen: int = 0  # steps its live batch took while it was in it ...
     live_rows_sum: int = 0  # ... and the rows of those steps, for its mean live rows
     drop_reason: str | None = None  # why the future was cancelled (client_disconnected, deadline_exceeded)
-    alone: bool = False  # retried after its live batch failed: runs with no other request's rows
-    attempt: int = 0  # bumped by a retry: pieces of an earlier attempt still being post-processed are dropped
-    estimate_s: float = 0.0  # estimated engine seconds (the cost model), for admission
+    estimate_s: float = 0.0  # estimated engine seconds (the cost model; from its plan once prepared), for admission
     engine_s: float = 0.0  # engine seconds it has had: its share of every step it was in
     _streamed: int = 0
     _joiner: CrossfadeJoiner | None = None
@@ -50,6 +48,24 @@ class Request:
     @property
     def task(self) -> str:
         return self.key.task
+
+    def stream(self, now: float) -> None:
+        """Hand the finished chunks of a chunked plan over in order, as soon as every earlier one is there (on the
+        event loop, after post-processing wrote the pieces)."""
+        plan = self.plan
+        if plan is None or plan.chunk_fade is None:
+            return
+        while self._streamed in self.pieces:
+            if self.first_chunk_at is None:
+                self.first_chunk_at = now
+            if self.chunks is not None:
+                if self._joiner is None:
+                    self._joiner = CrossfadeJoiner(plan.chunk_fade)
+                chunk = self._joiner.push(self.pieces[self._streamed])
+                if self._streamed == len(plan.rows) - 1:  # the last chunk carries the held-back fade tail too
+                    chunk = np.concatenate([chunk, self._joiner.close()])
+                self.chunks.put_nowait(chunk)
+            self._streamed += 1
 
     def cancel(self, reason: str) -> None:
         """Stop the request's compute: its rows leave at the next step boundary."""

@@ -24,6 +24,9 @@ Pure bookkeeping (no model, no tensors, no asyncio), so every rule is unit-teste
   batch runs, from the key with the oldest waiting row, and runs to the end without joiners or turns.
 - A key with no live batch waits up to ``max_wait_s`` for company before its first step, unless its waiting rows
   already fill the budget or the scheduler is draining.
+- A failed live batch is bisected by the loop: each half's rows get a ``group`` and run apart from other rows.
+  A row with ``after`` set joins only once that row has left (a streamed request's chunks, one after another, on
+  a device where rows cost in proportion: the first chunk is out after one chunk's generation).
 """
 
 from __future__ import annotations
@@ -57,8 +60,10 @@ class Entry:
     frames: int
     enqueued_at: float
     order: int = 0  # arrival order, set by the scheduler
-    alone: bool = False  # runs in a live batch of its owner's rows only (a retry after its batch failed)
+    group: int | None = None  # a retry after its live batch failed: runs with rows of this group only
     deadline: float = math.inf  # its owner's deadline (time.monotonic())
+    after: Entry | None = None  # joins only once this row has left (a stream's chunks, in order)
+    left: bool = False  # set when the row finished or was removed
 
 
 @dataclass(frozen=True)
@@ -103,6 +108,12 @@ class Scheduler:
             entry.order = self._count
             state.waiting.append(entry)
 
+    def retry(self, key: Hashable, entries: list[Entry]) -> None:
+        """Rows of a failed live batch, back at the head of their key's queue (they were admitted first) with their
+        arrival order kept; ``group`` set by the loop keeps each half of a bisected batch apart."""
+        state = self._keys.setdefault(key, _Key())
+        state.waiting[:0] = entries
+
     def remove(self, owner: Any) -> dict[Hashable, list[Entry]]:
         """Forget every row of ``owner`` (cancelled, expired or failed). Returns its live rows per key: the loop
         takes them out of the live batch before that batch's next step."""
@@ -120,6 +131,8 @@ class Scheduler:
         """After a step of ``key``: the rows that reached t = 1 leave; the step's time is charged to the key."""
         state = self._keys[key]
         done = {id(e) for e in rows}
+        for entry in rows:
+            entry.left = True
         requests = _requests(state)
         state.live = [e for e in state.live if id(e) not in done]
         state.served_s += step_s / requests  # a share per request: a batch of n requests earns n times the steps
@@ -133,7 +146,7 @@ class Scheduler:
             state.served_s += seconds / _requests(state)
 
     def drop_key(self, key: Hashable) -> list[Entry]:
-        """Forget a key's live rows (its live batch failed); returns them."""
+        """Take a key's live rows out (its live batch failed; the loop fails or re-adds them); returns them."""
         state = self._keys.get(key)
         if state is None:
             return []
@@ -204,24 +217,34 @@ class Scheduler:
 
     def _would_fill(self, state: _Key) -> bool:
         """Whether the waiting rows already fill the (empty) batch: waiting longer cannot make it better."""
-        n = self._joinable(state)
-        return n < len(state.waiting) or n >= self.budget.rows
+        queue = self._queue(state)
+        n = self._joinable(state, queue)
+        return n < len(queue) or n >= self.budget.rows
 
     def _admit(self, state: _Key) -> list[Entry]:
-        n = self._joinable(state)
-        joining, state.waiting = state.waiting[:n], state.waiting[n:]
+        queue = self._queue(state)
+        joining = queue[: self._joinable(state, queue)]
+        chosen = {id(e) for e in joining}
+        state.waiting = [e for e in state.waiting if id(e) not in chosen]
         state.live.extend(joining)
         return joining
 
-    def _joinable(self, state: _Key) -> int:
-        """How many waiting rows, in arrival order, may join the key's live batch now."""
+    @staticmethod
+    def _queue(state: _Key) -> list[Entry]:
+        """The waiting rows that may join now, in arrival order: rows of the live batch's retry group only (a
+        bisected batch's halves run apart from everything else), and no row before the row it must follow."""
         company = state.live[:1] or state.waiting[:1]  # whose batch it is (or will be)
-        owner, alone = (company[0].owner, company[0].alone) if company else (None, False)
-        queue = state.waiting
-        for i, entry in enumerate(queue):  # a retried request runs with none but its own rows
-            if entry.owner is not owner and (alone or entry.alone):
-                queue = queue[:i]
-                break
+        group = company[0].group if company else None
+        queue = []
+        for entry in state.waiting:
+            if entry.group != group:
+                break  # strict arrival order: a row that cannot join yet holds back the rows behind it
+            if entry.after is None or entry.after.left:
+                queue.append(entry)
+        return queue
+
+    def _joinable(self, state: _Key, queue: list[Entry]) -> int:
+        """How many of ``queue`` may join the key's live batch now (the frame budget and the row cap)."""
         return joinable(len(state.live), max((e.frames for e in state.live), default=0),
                         [e.frames for e in queue], self.budget.frames, self.budget.rows)
 

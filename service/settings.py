@@ -49,6 +49,13 @@ class Settings(BaseSettings):
     # auto = worker on an accelerator, engine on a CPU (where both would share the same cores)
     processing: Literal["auto", "engine", "worker"] = "auto"
     request_timeout_s: float = Field(60.0, gt=0)  # from queueing to result, else 504
+    # SIGTERM: refuse new work and finish what was admitted for at most this long, then fail the rest (503) and
+    # exit. Keep it within the orchestrator's grace period (the compose file's stop_grace_period, the manifest's
+    # terminationGracePeriodSeconds) less the preStop sleep
+    drain_timeout_s: float = Field(65.0, gt=0)
+    # failed steps in a row (each bisecting its batch) before the engine counts as broken: /readyz 503, exit 1.
+    # Errors the device cannot recover from (CUDA illegal address, device-side assert) end it at once
+    max_step_failures: int = Field(8, ge=1)
 
     # limits on what a request may send
     max_upload_bytes: int = Field(25 * 1024 * 1024, ge=1)  # the whole request body, multipart overhead included

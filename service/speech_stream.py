@@ -44,7 +44,7 @@ async def next_chunk(job: LoopRequest) -> np.ndarray | None:
     assert job.chunks is not None, "submitted without stream=True"
     try:
         return await asyncio.wait_for(job.chunks.get(), timeout=max(0.0, job.deadline - time.monotonic()))
-    except TimeoutError:
+    except asyncio.TimeoutError:  # not the builtin before Python 3.11
         job.cancel("deadline_exceeded")
         return None
 

@@ -8,31 +8,40 @@ post-processed with their plan's ``piece``, complete requests assembled). Each c
 short piece of work, so no request waits for another's whole generation. State lives here (requests) and in the
 scheduler (rows); the engine only executes.
 
+One writer: the loop coroutine alone changes the scheduler's and the requests' state, between steps. Preparation
+and post-processing on the worker thread hand their outcome back through an inbox the loop applies before its next
+decision, so a request that fails while a step is in flight is forgotten when that step has returned.
+
 A chunked plan (TTS) hands its pieces to ``Request.chunks`` in order as they finish, the streaming hook. If a
-live batch's step raises, the requests with rows in it fail; everything else goes on. If the loop itself dies,
-every waiting request fails and ``on_fatal`` is called (the runtime turns /readyz to 503 and the server exits).
+live batch's step raises, its requests are bisected until the culprit fails alone; everything else goes on. If the
+device cannot recover, or the loop itself dies, every waiting request fails and ``on_fatal`` is called (the
+runtime turns /readyz to 503 and the server exits non-zero, for the orchestrator to restart it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import itertools
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from model.joining import CrossfadeJoiner
+from model.solvers import network_passes
 
-from .admission import LoopLimits, check_size, request_estimate
+from .admission import LoopLimits, request_estimate
 from .engine import Engine, Payload, SamplingKey, StepBatch, TaskParams
-from .errors import DeadlineExceeded, QueueFull, ServiceError, ShuttingDown
+from .errors import DeadlineExceeded, QueueFull, ShuttingDown
+from .faults import EngineFailed, StepFailures
 from .metrics import Metrics
+from .postprocess import Posted, post
 from .request import Request, RequestResult
 from .scheduler import Budget, Entry, Scheduler, Turn
 
@@ -41,22 +50,13 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class _TurnResult:
+    batch: StepBatch | None
     finished: list[Entry]
     step_s: float
     rows: int
     padded: int
     real: int
     failed: Exception | None = None
-
-
-@dataclass
-class _Posted:
-    """What post-processing the rows of one step made: requests now complete (with their result) or failed."""
-
-    seconds: float
-    done: list[tuple[Request, np.ndarray]] = field(default_factory=list)
-    errors: dict[Request, Exception] = field(default_factory=dict)
-    touched: list[Request] = field(default_factory=list)  # requests that got pieces (for streaming)
 
 
 class StepLoop:
@@ -79,6 +79,9 @@ class StepLoop:
         self._leaving: dict[SamplingKey, list[Entry]] = {}
         self._preparing: list[Request] = []  # submitted, not prepared yet (oldest first)
         self._requests: set[Request] = set()  # every request not finished yet
+        self._inbox: list[Callable[[], None]] = []  # outcomes of background work, applied between steps
+        self._failures = StepFailures(limits.max_step_failures)
+        self._groups = 0  # retry groups handed out by bisection
         self._task: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Event | None = None
         self._closing = False
@@ -94,14 +97,25 @@ class StepLoop:
         self._task.add_done_callback(self._died)
         self.metrics.scheduler_up.set(1)
 
-    async def drain(self) -> None:
-        """Refuse new requests, finish every admitted one (without waiting for batches to fill), then stop."""
+    async def drain(self, timeout_s: float | None = None) -> None:
+        """Refuse new requests, finish every admitted one (without waiting for batches to fill), then stop. After
+        ``timeout_s`` (the orchestrator's grace period, less its margin) what is still running fails with 503."""
         self._closing = True
         self.scheduler.draining = True
-        if self._task is not None:
+        if self._task is not None and not self._task.done():
             self._poke()
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._task)
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
+            except asyncio.TimeoutError:
+                log.warning("drain timed out after %g s; failing %d unfinished requests", timeout_s,
+                            sum(not r.future.done() for r in self._requests))
+                for request in list(self._requests):
+                    self._fail(request, ShuttingDown("the server stopped before this request finished"))
+                self._task.cancel()  # a step in flight is abandoned: its thread's result is never read
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+            except Exception:  # the loop died: _died answered every request already
+                pass
         if self._owns_executor:
             self._executor.shutdown(wait=False)
 
@@ -168,32 +182,48 @@ class StepLoop:
         assert self._wakeup is not None
         while True:
             self._wakeup.clear()
+            self._apply_inbox()
             now = time.monotonic()
             self._prune(now)
             if self._preparing:  # every waiting request (up to a batch's rows) in one call
                 batch = self._preparing[: self.limits.max_batch_size]
                 del self._preparing[: len(batch)]
                 await self._aside(self._prepare(batch))
+                self._apply_inbox()
             turn = self.scheduler.next(time.monotonic(), self._need_s)  # rows prepared now count as waiting since now
             if turn is not None:
                 await self._step(turn)
                 continue
-            if self._preparing:
+            if self._preparing or self._inbox:
                 continue
             if self._closing and self.scheduler.idle() and not self._background:
                 return
             with contextlib.suppress(asyncio.TimeoutError):  # a timeout means: a waiting key is now due
                 await asyncio.wait_for(self._wakeup.wait(), self.scheduler.due_in(now))
 
-    async def _aside(self, work: Any) -> None:
-        """Run pre- or post-processing: beside the step loop with a worker (the loop goes on stepping; the work
-        pokes it when done), else awaited here, so it holds the engine thread between two steps."""
-        task = asyncio.get_running_loop().create_task(work)
+    async def _aside(self, work: Awaitable[Callable[[], None]]) -> None:
+        """Run pre- or post-processing: beside the step loop with a worker (the loop goes on stepping), else awaited
+        here, so it holds the engine thread between two steps. Either way its outcome is applied by the loop
+        between steps (``_apply_inbox``): the loop coroutine is the one writer of the scheduler's and the requests'
+        state, so nothing changes under a step in flight."""
+        task = asyncio.get_running_loop().create_task(self._deliver(work))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-        task.add_done_callback(lambda _: self._poke())
+        task.add_done_callback(lambda _: self._poke())  # after the discard: a draining loop may stop now
         if self._worker is None:
             await task
+
+    async def _deliver(self, work: Awaitable[Callable[[], None]]) -> None:
+        try:
+            outcome = await work  # then append: the loop swaps the inbox list while work is awaited
+            self._inbox.append(outcome)
+        except Exception as e:  # a bug of the loop's own, not of a request: the loop stops on it as it would inline
+            self._inbox.append(functools.partial(_reraise, e))
+
+    def _apply_inbox(self) -> None:
+        inbox, self._inbox = self._inbox, []
+        for apply in inbox:
+            apply()
 
     def _prune(self, now: float) -> None:
         for request in list(self._requests):
@@ -219,32 +249,40 @@ class StepLoop:
             request.chunks.put_nowait(None)
         self._publish_depth()
 
-    async def _prepare(self, requests: list[Request]) -> None:
+    async def _prepare(self, requests: list[Request]) -> Callable[[], None]:
         wanted = [r for r in requests if not r.future.done()]
-        if not wanted:
-            return
         start = time.perf_counter()
-        plans = await self._on_processing(self._plans, wanted)
+        plans = await self._on_processing(self._plans, wanted) if wanted else []
         self.metrics.inference.labels("prepare").observe(time.perf_counter() - start)
+        return functools.partial(self._prepared, wanted, plans)
+
+    def _prepared(self, requests: list[Request], plans: list[Any]) -> None:
         now = time.monotonic()
-        for request, plan in zip(wanted, plans, strict=True):
+        for request, plan in zip(requests, plans, strict=True):
             if isinstance(plan, Exception):
                 self._fail(request, plan)
             elif request.future.done():  # cancelled while it was being prepared
                 self._forget(request, request.drop_reason)
             else:
-                request.plan = plan
-                self.scheduler.add(request.key, [Entry(row, request, row.frames, now, deadline=request.deadline)
-                                                    for row in plan.rows])
+                request.plan, request.estimate_s = plan
+                entries = [Entry(row, request, row.frames, now, deadline=request.deadline) for row in request.plan.rows]
+                if request.chunks is not None and self.limits.stream_in_order:
+                    for earlier, entry in itertools.pairwise(entries):
+                        entry.after = earlier
+                self.scheduler.add(request.key, entries)
 
     def _plans(self, requests: list[Request]) -> list[Any]:
-        """On the processing thread: each request's plan, or the exception that fails only that request."""
+        """On the processing thread: each request's (plan, estimated engine seconds), or the exception that fails
+        only that request. The estimate is re-made from the plan's true frames (a TTS request's length is known
+        only now, its ``speed`` included): a request that could not finish in its time is refused (413)."""
         plans: list[Any] = []
         for request in requests:
             try:
                 plan = self.engine.prepare(request.task, request.payload, request.params)
-                check_size(self.limits, len(plan.rows), plan.frames, "input")
-                plans.append(plan)
+                estimate = request_estimate(self.limits, self.cost, len(plan.rows), plan.frames,
+                                            network_passes(request.params.sampling),
+                                            request.deadline - request.enqueued_at, "input")
+                plans.append((plan, estimate or request.estimate_s))
             except Exception as e:
                 plans.append(e)
         return plans
@@ -261,125 +299,92 @@ class StepLoop:
                 self.metrics.queue_wait.labels(key.task).observe(now - request.enqueued_at)
         if turn.join:
             self._publish_depth()
-        result = await self._on_engine(self._execute, key, turn, leaving)
+        live = self.scheduler.live(key)  # the rows this step runs, joiners included
+        result = await self._on_engine(self._execute, key, self._batches.get(key), turn.join, leaving, live)
         if result.failed is not None:
             self._batch_failed(key, result.failed)
             return
+        self._failures.succeeded()
+        self._batches[key] = result.batch
         self.scheduler.finished(key, result.finished, result.step_s)
         self.metrics.observe_step(key.task, result.rows, result.padded, result.real, result.step_s)
-        live = self.scheduler.live(key)
-        owners = {id(e.owner): e.owner for e in [*live, *result.finished]}.values()
+        still = self.scheduler.live(key)
+        owners = {id(e.owner): e.owner for e in live}.values()
         for request in owners:
             request.steps_seen += 1
             request.live_rows_sum += result.rows
             request.engine_s += result.step_s / len(owners)
-        if not live and not self._leaving.get(key):
+        if not still and not self._leaving.get(key):
             self._batches.pop(key, None)  # an empty live batch holds no memory
-        wanted = [(e, e.owner.attempt) for e in result.finished if not e.owner.future.done()]
+        wanted = [e for e in result.finished if not e.owner.future.done()]
         if wanted:
             await self._aside(self._postprocess(key, wanted))
 
-    async def _postprocess(self, key: SamplingKey, finished: list[tuple[Entry, int]]) -> None:
-        posted: _Posted = await self._on_processing(self._post, finished)
+    async def _postprocess(self, key: SamplingKey, finished: list[Entry]) -> Callable[[], None]:
+        posted: Posted = await self._on_processing(post, self.engine, finished)
         self.metrics.inference.labels("postprocess").observe(posted.seconds)
+        return functools.partial(self._posted, key, posted)
+
+    def _posted(self, key: SamplingKey, posted: Posted) -> None:
         if self._worker is None:  # it held the engine thread like a step: charged to the key as one
             self.scheduler.charge(key, posted.seconds)
             for request in posted.touched:
                 request.engine_s += posted.seconds / len(posted.touched)
+        now = time.monotonic()
         for request in posted.touched:
-            self._stream(request)
+            request.stream(now)
         for request, output in posted.done:
             self._complete(request, output)
         for request, error in posted.errors.items():
             self._fail(request, error)
 
     def _batch_failed(self, key: SamplingKey, error: Exception) -> None:
-        """A step raised: a request that ran alone fails; requests that shared the batch start again from t = 0,
-        each in a live batch of its own (same seeds, so the same result), so only the culprit fails."""
+        """A step raised. Its rows restart from t = 0 in two halves by request, each half in a live batch apart
+        from other rows (same seeds, so the same results), and a half that fails again is split again: n
+        co-batched requests cost about log2(n) retries, not n serial generations, and only the culprit fails.
+        An error the device cannot recover from, or ``max_step_failures`` in a row, stops the loop instead."""
         self._batches.pop(key, None)
         self._leaving.pop(key, None)
-        owners = {id(e.owner): e.owner for e in self.scheduler.drop_key(key)}
-        alone = len(owners) == 1 or any(r.alone for r in owners.values())
+        entries = [e for e in self.scheduler.drop_key(key) if not e.owner.future.done()]
+        if (fatal := self._failures.failed(error)) is not None:
+            raise fatal from error
+        owners = list({id(e.owner): e.owner for e in entries}.values())
         log.warning("a step of %s failed (%r); %s", key, error,
-                    "failing its request" if alone else f"retrying its {len(owners)} requests one by one")
-        for request in owners.values():
-            if alone or request.future.done():
-                self._fail(request, error)
-                continue
-            self.scheduler.remove(request)
-            request.pieces = {}
-            request.attempt += 1
-            request.alone = True
-            self.scheduler.add(key, [Entry(row, request, row.frames, time.monotonic(), alone=True,
-                                           deadline=request.deadline)
-                                     for row in request.plan.rows])
+                    "failing its request" if len(owners) == 1 else f"bisecting its {len(owners)} requests")
+        if len(owners) == 1:
+            self._fail(owners[0], error)
+            return
+        retried = []
+        for half in (owners[: len(owners) // 2], owners[len(owners) // 2 :]):
+            self._groups += 1
+            members = {id(r) for r in half}
+            for entry in entries:
+                if id(entry.owner) in members:
+                    entry.group = self._groups
+                    retried.append(entry)
+        self.scheduler.retry(key, retried)
 
-    def _execute(self, key: SamplingKey, turn: Turn, leaving: list[Entry]) -> _TurnResult:
-        """On the engine thread: rows leave and join, one step."""
-        batch = self._batches.get(key)
-        if batch is None:
-            batch = self._batches[key] = self.engine.new_batch(key)
+    def _execute(self, key: SamplingKey, batch: StepBatch | None, joining: list[Entry], leaving: list[Entry],
+                 live: list[Entry]) -> _TurnResult:
+        """On the engine thread: rows leave and join, one step, timed to the device's end of it (one
+        synchronisation per step, so its time is charged to this key and not to whichever comes next)."""
         start = time.perf_counter()
         try:
+            if batch is None:
+                batch = self.engine.new_batch(key)
             if leaving:
                 batch.leave([e.row for e in leaving])
-            batch.join([e.row for e in turn.join])
-            rows = self.scheduler.live(key)
-            frames = [e.frames for e in rows]
+            batch.join([e.row for e in joining])
             finished_rows = batch.step()
+            self.engine.synchronize()
         except Exception as e:
-            return _TurnResult([], 0.0, 0, 0, 0, failed=e)
+            return _TurnResult(None, [], 0.0, 0, 0, 0, failed=e)
         step_s = time.perf_counter() - start
         self.metrics.inference.labels("step").observe(step_s)
-        by_row = {id(e.row): e for e in rows}
-        finished = [by_row[id(r)] for r in finished_rows]
-        return _TurnResult(finished, step_s, len(rows), len(rows) * max(frames, default=0), sum(frames))
-
-    def _post(self, finished: list[tuple[Entry, int]]) -> _Posted:
-        """On the processing thread: the pieces of rows that finished in one step (the engine batches them: one
-        vocoder call for every TTS chunk among them), then the result of each request that now has all its pieces.
-        The only writer of ``Request.pieces`` (the loop reads them, to stream). A failure fails only its request."""
-        start = time.perf_counter()
-        posted = _Posted(0.0)
-        items = [(e, e.owner, _index_of(e)) for e, attempt in finished
-                 if not e.owner.future.done() and e.owner.attempt == attempt]
-        try:
-            pieces: list[Any] = self.engine.pieces([(r.plan, i) for _, r, i in items])
-        except Exception:  # find the culprit: one by one, so only its request fails
-            pieces = [_one_piece(self.engine, r.plan, i) for _, r, i in items]
-        for (_, request, index), piece in zip(items, pieces, strict=True):
-            if isinstance(piece, Exception):
-                posted.errors[request] = piece
-            elif request not in posted.errors:
-                request.pieces[index] = piece
-                if request not in posted.touched:
-                    posted.touched.append(request)
-        for request in posted.touched:
-            plan = request.plan
-            if request not in posted.errors and len(request.pieces) == len(plan.rows):
-                try:
-                    posted.done.append((request, plan.assemble([request.pieces[i] for i in range(len(plan.rows))])))
-                except Exception as e:
-                    posted.errors[request] = e
-        posted.seconds = time.perf_counter() - start
-        return posted
-
-    def _stream(self, request: Request) -> None:
-        """Hand the finished chunks of a chunked plan over in order, as soon as every earlier one is there."""
-        plan = request.plan
-        if plan is None or plan.chunk_fade is None:
-            return
-        while request._streamed in request.pieces:
-            if request.first_chunk_at is None:
-                request.first_chunk_at = time.monotonic()
-            if request.chunks is not None:
-                if request._joiner is None:
-                    request._joiner = CrossfadeJoiner(plan.chunk_fade)
-                chunk = request._joiner.push(request.pieces[request._streamed])
-                if request._streamed == len(plan.rows) - 1:  # the last chunk carries the held-back fade tail too
-                    chunk = np.concatenate([chunk, request._joiner.close()])
-                request.chunks.put_nowait(chunk)
-            request._streamed += 1
+        by_row = {id(e.row): e for e in live}
+        frames = [e.frames for e in live]
+        return _TurnResult(batch, [by_row[id(r)] for r in finished_rows], step_s, len(live),
+                           len(live) * max(frames, default=0), sum(frames))
 
     def _complete(self, request: Request, output: np.ndarray) -> None:
         now = time.monotonic()
@@ -415,9 +420,11 @@ class StepLoop:
         self.dead = error
         self.metrics.scheduler_up.set(0)
         log.error("the step loop stopped", exc_info=error)
+        failure = error if isinstance(error, EngineFailed) else EngineFailed("the scheduler stopped; the server is "
+                                                                            "restarting")
         for request in list(self._requests):
             if not request.future.done():
-                request.future.set_exception(ServiceError("the scheduler stopped; the server is restarting"))
+                request.future.set_exception(failure)
             if request.chunks is not None:
                 request.chunks.put_nowait(None)
         self._requests.clear()
@@ -429,13 +436,6 @@ class StepLoop:
         self.metrics.live_rows.set(self.scheduler.live_rows())
 
 
-def _index_of(entry: Entry) -> int:
-    """The row's index in its request's plan."""
-    return next(i for i, r in enumerate(entry.owner.plan.rows) if r is entry.row)
 
-
-def _one_piece(engine: Engine, plan: Any, index: int) -> Any:
-    try:
-        return engine.pieces([(plan, index)])[0]
-    except Exception as e:
-        return e
+def _reraise(error: Exception) -> None:
+    raise error

@@ -131,12 +131,30 @@ def test_beside_other_work_a_newcomer_does_not_wait_for_company():
     assert s.next(6.0).key == A  # B has work, so A does not wait for company behind B's next step either
 
 
-def test_a_retried_request_runs_with_its_own_rows_only():
+def test_the_halves_of_a_failed_batch_run_apart_at_the_head_of_the_queue():
     s = Scheduler(Budget(frames=10_000, rows=16))
-    s.add(A, [Entry("p0", "p", 10, 0.0, alone=True), Entry("p1", "p", 10, 0.0, alone=True), *entries("q", [10])])
-    assert names(s.next(0.0)) == ["p0", "p1"]
+    s.add(A, entries("q", [10]))  # arrived after the failed batch started
+    halves = [Entry(f"{o}0", o, 10, 0.0, group=g) for o, g in (("p", 1), ("r", 1), ("u", 2))]
+    s.retry(A, halves)
+    assert names(s.next(0.0)) == ["p0", "r0"]  # group 1 first, alone: neither group 2 nor q joins it
+    assert names(s.next(0.0)) == []
+    s.finished(A, s.live(A), 1.0)
+    assert names(s.next(0.0)) == ["u0"]
     s.finished(A, s.live(A), 1.0)
     assert names(s.next(0.0)) == ["q0"]
+
+
+def test_a_row_with_a_predecessor_joins_once_it_has_left():
+    s = Scheduler(Budget(frames=10_000, rows=16))
+    chunks = entries("stream", [10, 10, 10])
+    chunks[1].after, chunks[2].after = chunks[0], chunks[1]
+    s.add(A, chunks + entries("other", [10]))
+    assert names(s.next(0.0)) == ["stream0", "other0"]  # the held chunks do not hold back another request
+    assert names(s.next(0.0)) == []
+    s.finished(A, [chunks[0]], 1.0)
+    assert names(s.next(0.0)) == ["stream1"]
+    s.remove("stream")  # cancelled: its last chunk goes with it
+    assert s.live(A)[0].row == "other0" and s.waiting_rows() == 0
 
 
 def test_turns_are_shared_per_request_not_per_batch():

@@ -150,7 +150,7 @@ async def _run(runtime: ServiceRuntime, job: SpeechJob, request: Request) -> Res
     payload, params, fmt = job.payload, job.params, job.response_format
     timeout_s = runtime.settings.request_timeout_s
     queued = submit(runtime, SamplingKey.of("tts", params), payload, params,
-                    *tts_cost(payload.text, _prompt_frames(engine, payload)), job.names.text,
+                    *tts_cost(payload.text, _prompt_frames(engine, payload), payload.speed), job.names.text,
                     stream=job.stream_format is not None)
     runtime.metrics.audio_seconds.labels("tts", "in").inc(job.prompt_seconds)
     translate = lambda e: _tts_error(e, payload, job.names)  # noqa: E731
