@@ -173,14 +173,14 @@ class SpeechFlowPipeline:
         return out
 
     def run(self, plans: Sequence[Plan]) -> list[np.ndarray]:
-        """Generate every plan's rows (plans that share a model and sampling settings share live batches, under
-        MAX_BATCH_FRAMES) and assemble each plan's result."""
-        groups: dict[tuple[str, Sampling], list[Row]] = {}
+        """Generate every plan's rows (plans that share a model and solver share live batches, under
+        MAX_BATCH_FRAMES, each row on its own plan's sampling settings) and assemble each plan's result."""
+        groups: dict[tuple[str, str], list[Row]] = {}
         for plan in plans:
-            groups.setdefault((plan.task, plan.sampling), []).extend(plan.rows)
-        for (task, s), rows in groups.items():
+            groups.setdefault((plan.task, plan.sampling.solver), []).extend(plan.rows)
+        for (task, solver), rows in groups.items():
             with stage("sampling"):
-                generate_rows(self.model(task), s, rows, MAX_BATCH_FRAMES)
+                generate_rows(self.model(task), solver, rows, MAX_BATCH_FRAMES)
         finished = [(plan, i) for plan in plans for i in range(len(plan.rows))]
         pieces = iter(self.pieces(finished))
         return [plan.assemble([next(pieces) for _ in plan.rows]) for plan in plans]

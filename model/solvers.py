@@ -7,9 +7,8 @@ turns it into steps of its own order.
 
 from __future__ import annotations
 
-import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -62,12 +61,23 @@ def network_passes(sampling: Sampling) -> int:
     """Sequences one row puts through the network over its whole path: one per evaluation, two where guidance
     applies (t < guidance_until). What the cost bounds charge a row per frame."""
     steps = num_steps(sampling.solver, sampling.steps)
-    offsets = SOLVERS[sampling.solver][1]
-    if sampling.guidance == 1.0:
-        return steps * len(offsets)
     grid = step_times(steps, sway=sampling.sway).tolist()
-    return sum(2 if t0 + f * (t1 - t0) < sampling.guidance_until else 1
-               for t0, t1 in itertools.pairwise(grid) for f in offsets)
+    evaluations = len(SOLVERS[sampling.solver][1])
+    guided = (guided_evaluations(sampling.solver, grid, k, sampling.guidance, sampling.guidance_until)
+              for k in range(steps))
+    return sum(evaluations + sum(g) for g in guided)
+
+
+def guided_evaluations(solver: str, grid: Sequence[float], k: int, guidance: float,
+                       guidance_until: float) -> tuple[bool, ...]:
+    """Whether each network evaluation of step ``k`` on ``grid`` (steps + 1 host floats) is guided: the guidance
+    weight is not 1 and the evaluation's time, grid[k] + offset * (grid[k + 1] - grid[k]), is below
+    ``guidance_until``. Decided on the host, so a batch of rows at different times needs nothing from the device
+    to know which rows take the unconditional pass."""
+    if guidance == 1.0:
+        return (False,) * len(SOLVERS[solver][1])
+    t0, t1 = grid[k], grid[k + 1]
+    return tuple(t0 + f * (t1 - t0) < guidance_until for f in SOLVERS[solver][1])
 
 
 def num_steps(solver: str, nfe: int) -> int:
@@ -96,10 +106,16 @@ def advance(solver: str, v: VelocityFn, x: Tensor, k: Tensor, grid: Tensor) -> T
     -> x at grid[k + 1]. Rows at different steps share the call; each moves by its own dt."""
     if solver not in SOLVERS:
         raise ConfigError(f"unknown solver {solver!r}; choose one of {sorted(SOLVERS)}")
-    grid = grid.to(x.device)
-    t = grid[k]
-    dt = grid[k + 1] - t
+    t, dt = row_times(grid.to(x.device).expand(x.shape[0], -1), k)
     return SOLVERS[solver][0](v, x, t, dt.to(x.dtype))
+
+
+def row_times(grids: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
+    """Each row's time grid (B, K + 1) (a shorter grid padded at its end) and step index k (B,) (long), on the
+    device -> the rows' time t = grids[k] and step dt = grids[k + 1] - t, each (B,). Device-side gathers: a batch
+    stepping rows of different grids reads nothing back."""
+    t = grids.gather(1, k[:, None])[:, 0]
+    return t, grids.gather(1, k[:, None] + 1)[:, 0] - t
 
 
 def integrate(v: VelocityFn, x0: Tensor, *, solver: str = "midpoint", nfe: int = 32, t0: float = 0.0,

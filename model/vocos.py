@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .checkpoint import NetModel, check_fields
@@ -121,6 +122,62 @@ class ISTFTHead(nn.Module):
             return torch.istft(spec, n_fft=self.n_fft, hop_length=self.hop, win_length=self.n_fft,
                                window=self.window.float(), center=True, length=spec.shape[-1] * self.hop)
 
+    def waveforms(self, spec: Tensor, lengths: Sequence[int]) -> Tensor:
+        """Complex STFT (B, F, T_max) of rows of ``lengths`` frames (host ints) -> waveform (B, T_max * hop): row i
+        is `waveform` of its own frames alone (up to float rounding) in its first lengths[i] * hop samples, 0 after.
+
+        The inverse STFT of the whole padded batch at once: one inverse FFT, the padded frames zeroed, one
+        overlap-add, and each row divided by its own window-square envelope (the sum of the squared windows of its
+        frames only), so a row's last samples never see the padded frames, as its own inverse STFT would not.
+        """
+        b, _, t = spec.shape
+        if len(lengths) != b:
+            raise ValueError(f"{len(lengths)} lengths for a batch of {b} rows")
+        dev = spec.device
+        n = torch.tensor(lengths, device=dev)[:, None]  # (B, 1)
+        with torch.autocast(device_type=dev.type, enabled=False):
+            window = self.window.float()
+            valid = torch.arange(t, device=dev)[None] < n  # (B, T)
+            # (B, T, F) contiguous: the CPU FFT over a strided last axis takes twice as long
+            spec = spec.transpose(1, 2).contiguous()
+            torch.view_as_real(spec).mul_(valid[..., None, None])  # the padded frames' spectra zeroed, in place
+            frames = torch.fft.irfft(spec, n=self.n_fft, dim=-1).mul_(window)  # (B, T, n_fft)
+            out = self._overlap_add(frames)
+            envelope = self._envelope(valid.float(), window)
+            # center=True: frame j is centred on sample j * hop, so the signal starts n_fft // 2 into the sum
+            cut = slice(self.n_fft // 2, self.n_fft // 2 + t * self.hop)
+            out, envelope = out[:, cut], envelope[:, cut]
+            # samples past a row's end are cut to 0; its envelope falls towards 0 there, so it is never divided by
+            keep = torch.arange(t * self.hop, device=dev)[None] < n * self.hop
+            return torch.where(keep, out / torch.where(keep, envelope, 1.0), 0.0)
+
+    def _hops(self) -> int:
+        return -(-self.n_fft // self.hop)  # r: hops a frame spans, ceil(n_fft / hop)
+
+    def _overlap_add(self, frames: Tensor) -> Tensor:
+        """(B, T, n_fft) frames -> (B, (T + r - 1) * hop) samples (r = ceil(n_fft / hop)), frame j added in at
+        sample j * hop: r shifted adds of hop-wide slices, far cheaper on a CPU than a generic col2im (F.fold)."""
+        b, t, _ = frames.shape
+        r = self._hops()
+        if r * self.hop != self.n_fft:
+            frames = F.pad(frames, (0, r * self.hop - self.n_fft))
+        parts = frames.view(b, t, r, self.hop)
+        out = frames.new_zeros(b, t + r - 1, self.hop)
+        for k in range(r):  # the k-th hop of every frame lands k hops after the frame's start
+            out[:, k : k + t] += parts[:, :, k]
+        return out.view(b, -1)
+
+    def _envelope(self, valid: Tensor, window: Tensor) -> Tensor:
+        """Frame mask (B, T) float -> each row's window-square envelope (B, (T + r - 1) * hop): the overlap-add of
+        the squared window over the row's own frames, without building (B, T, n_fft)."""
+        b, t = valid.shape
+        r = self._hops()
+        square = F.pad(window**2, (0, r * self.hop - self.n_fft)).view(r, self.hop)
+        out = valid.new_zeros(b, t + r - 1, self.hop)
+        for k in range(r):
+            out[:, k : k + t] += valid[..., None] * square[k]
+        return out.view(b, -1)
+
     def forward(self, x: Tensor) -> Tensor:
         return self.waveform(self.spectrum(x))
 
@@ -185,13 +242,16 @@ class VocosVocoder(NetModel):
 
     @torch.no_grad()
     def batch(self, feats: Sequence[Tensor]) -> list[Tensor]:
-        """Several (T_i, n_mels) feature sequences in one padded network call -> one float32 waveform (T_i * hop,)
-        each, equal to vocoding each alone (up to float rounding): the network masks the padding, and each row's
-        inverse STFT runs on its own frames (overlap-add at a row's end must not see the padded frames)."""
+        """Several (T_i, n_mels) feature sequences in one padded network call and one batched inverse STFT -> one
+        float32 waveform (T_i * hop,) each, equal to vocoding each alone (up to float rounding): the network masks
+        the padding, and the inverse STFT normalises each row by its own frames' window envelope
+        (`ISTFTHead.waveforms`)."""
         with self.eval_mode():
             param = next(self.net.parameters())
-            lengths = torch.tensor([f.shape[0] for f in feats], device=param.device)
+            lengths = [int(f.shape[0]) for f in feats]
             padded = nn.utils.rnn.pad_sequence([f.to(param.device, param.dtype) for f in feats], batch_first=True)
-            mask = torch.arange(padded.shape[1], device=param.device)[None] < lengths[:, None]
+            frames = torch.tensor(lengths, device=param.device)
+            mask = torch.arange(padded.shape[1], device=param.device)[None] < frames[:, None]
             spec = self.net.head.spectrum(self.net.frames(padded, mask))  # (B, F, T_max)
-            return [self.net.head.waveform(spec[i : i + 1, :, :n])[0] for i, n in enumerate(lengths.tolist())]
+            wavs = self.net.head.waveforms(spec, lengths)  # (B, T_max * hop)
+            return [wavs[i, : n * self.config.hop] for i, n in enumerate(lengths)]

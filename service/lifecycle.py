@@ -77,6 +77,10 @@ class ServiceRuntime:
         self._loop = StepLoop(self._engine, limits, self.metrics, executor=self._engine_thread, worker=self._worker,
                               on_fatal=self._fatal)
         self._loop.start()
+        # decoding uploads, encoding results and the voice store run on asyncio's default pool (asyncio.to_thread):
+        # bounded here, so a burst of large uploads cannot start a decode per core and starve the engine
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(max_workers=s.io_threads, thread_name_prefix="speechflow-io"))
         self._ready = asyncio.Event()
         self._warmup = asyncio.create_task(self._warm_up(), name="speechflow-warmup")
 
@@ -95,7 +99,7 @@ class ServiceRuntime:
         log.info("warm and ready (bundle tasks: %s)", ", ".join(self.engine.tasks))
 
     async def on_engine_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run ``fn`` on the engine's thread (model work outside the step loop: loading, warm-up, prompt alignment)."""
+        """Run ``fn`` on the engine's thread (model work before the step loop serves: loading, warm-up)."""
         return await asyncio.get_running_loop().run_in_executor(self._engine_thread, fn, *args)
 
     async def wait_ready(self) -> None:

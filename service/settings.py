@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     # auto = worker on an accelerator, engine on a CPU (where both would share the same cores)
     processing: Literal["auto", "engine", "worker"] = "auto"
     request_timeout_s: float = Field(60.0, gt=0)  # from queueing to result, else 504
+    # threads that decode uploads, encode results and read the voice store, beside the engine's (a bound: a burst
+    # of large uploads decodes this many at a time)
+    io_threads: int = Field(4, ge=1)
     # SIGTERM: refuse new work and finish what was admitted for at most this long, then fail the rest (503) and
     # exit. Keep it within the orchestrator's grace period (the compose file's stop_grace_period, the manifest's
     # terminationGracePeriodSeconds) less the preStop sleep

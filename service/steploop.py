@@ -80,6 +80,7 @@ class StepLoop:
         self._preparing: list[Request] = []  # submitted, not prepared yet (oldest first)
         self._requests: set[Request] = set()  # every request not finished yet
         self._inbox: list[Callable[[], None]] = []  # outcomes of background work, applied between steps
+        self._side: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []  # `process` jobs not started
         self._failures = StepFailures(limits.max_step_failures)
         self._groups = 0  # retry groups handed out by bisection
         self._task: asyncio.Task[None] | None = None
@@ -151,13 +152,31 @@ class StepLoop:
         self._poke()
         return request
 
+    async def process(self, fn: Callable[..., Any], *args: Any, timeout_s: float) -> Any:
+        """Model work that is not generation (a voice upload's transcription and prompt alignment) on the
+        processing thread, admitted like a request (503 while draining, 429 when ``max_queue`` wait) and run by
+        the loop between steps, or beside them with a worker: it never competes with a step for the engine
+        thread. Its exception is raised here; past ``timeout_s``, DeadlineExceeded (504)."""
+        if not self.accepting or self._task is None:
+            raise ShuttingDown()
+        if (full := self.queue_full()) is not None:
+            raise full
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._side.append((functools.partial(fn, *args), future))
+        self._poke()
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout_s)
+        except asyncio.TimeoutError:
+            future.cancel()
+            raise DeadlineExceeded("the request's deadline passed before it finished") from None
+
     def queue_full(self) -> QueueFull | None:
         """429 when ``max_queue`` admitted requests have not started (the middleware asks before the body)."""
         return QueueFull(self.retry_after_s()) if self.depth() >= self.limits.max_queue else None
 
     def depth(self) -> int:
-        """Requests admitted and still wanted that have not started stepping."""
-        return sum(not r.future.done() and r.started_at is None for r in self._requests)
+        """Requests (and side jobs: `process`) admitted and still wanted that have not started."""
+        return sum(not r.future.done() and r.started_at is None for r in self._requests) + len(self._side)
 
     def backlog_s(self) -> float:
         """Engine seconds the admitted, unfinished requests still need: their estimates, scaled by what requests
@@ -190,11 +209,15 @@ class StepLoop:
                 del self._preparing[: len(batch)]
                 await self._aside(self._prepare(batch))
                 self._apply_inbox()
+            if self._side:
+                jobs, self._side = self._side, []
+                await self._aside(self._side_jobs(jobs))
+                self._apply_inbox()
             turn = self.scheduler.next(time.monotonic(), self._need_s)  # rows prepared now count as waiting since now
             if turn is not None:
                 await self._step(turn)
                 continue
-            if self._preparing or self._inbox:
+            if self._preparing or self._inbox or self._side:
                 continue
             if self._closing and self.scheduler.idle() and not self._background:
                 return
@@ -270,6 +293,11 @@ class StepLoop:
                     for earlier, entry in itertools.pairwise(entries):
                         entry.after = earlier
                 self.scheduler.add(request.key, entries)
+
+    async def _side_jobs(self, jobs: list[tuple[Callable[[], Any], asyncio.Future[Any]]]) -> Callable[[], None]:
+        wanted = [(fn, future) for fn, future in jobs if not future.done()]
+        outcomes = await self._on_processing(_outcomes, [fn for fn, _ in wanted])
+        return functools.partial(_settle, [future for _, future in wanted], outcomes)
 
     def _plans(self, requests: list[Request]) -> list[Any]:
         """On the processing thread: each request's (plan, estimated engine seconds), or the exception that fails
@@ -439,3 +467,24 @@ class StepLoop:
 
 def _reraise(error: Exception) -> None:
     raise error
+
+
+def _outcomes(fns: list[Callable[[], Any]]) -> list[Any]:
+    """On the processing thread: each side job's result, or the exception it raised."""
+    outcomes: list[Any] = []
+    for fn in fns:
+        try:
+            outcomes.append(fn())
+        except Exception as e:
+            outcomes.append(e)
+    return outcomes
+
+
+def _settle(futures: list[asyncio.Future[Any]], outcomes: list[Any]) -> None:
+    for future, outcome in zip(futures, outcomes, strict=True):
+        if future.done():
+            continue  # its caller gave up (deadline)
+        if isinstance(outcome, Exception):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)

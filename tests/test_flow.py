@@ -5,8 +5,8 @@ import torch
 
 from model.config import FlowConfig
 from model.errors import ConfigError
-from model.flow import FlowMatching, seeded_noise
-from model.solvers import SOLVERS, integrate, num_steps
+from model.flow import FlowMatching, PackedRows, seeded_noise
+from model.solvers import SOLVERS, guided_evaluations, integrate, num_steps, step_times
 
 
 def test_path_endpoints_and_target():
@@ -97,3 +97,45 @@ def test_nfe_to_steps_and_bad_solver():
         num_steps("dopri5", 8)
     with pytest.raises(ConfigError):
         num_steps("euler", 0)
+
+
+class CondNet(torch.nn.Module):
+    """v = lin(x) t + cond: guidance with weight w turns the condition's share into w * cond."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 3)
+
+    def forward(self, x, t, cond, mask):
+        return self.lin(x) * t[:, None, None] + cond
+
+
+def test_each_row_is_guided_at_the_evaluations_the_host_names_with_its_own_weight():
+    torch.manual_seed(0)
+    net, flow = CondNet(), FlowMatching(FlowConfig())
+    x, cond = torch.randn(3, 4, 3), torch.randn(3, 4, 3)
+    mask = torch.ones(3, 4, dtype=torch.bool)
+    mask[2, 3:] = False
+    batch = PackedRows(net, cond, mask, [4, 4, 3], [3.0, 1.0, 2.0], {})
+    t, dt = torch.tensor([0.2, 0.6, 0.0]), torch.tensor([0.1, 0.2, 0.5])
+    # midpoint: row 0 guided at its first evaluation only, row 2 at both, row 1 never
+    out = flow.step(net, x, t, dt, batch, solver="midpoint", guided=[(0, 2), (2,)])
+    with torch.no_grad():
+        for i, (w1, w2) in enumerate([(3.0, 1.0), (1.0, 1.0), (2.0, 2.0)]):
+            keep = mask[i, :, None].float()
+
+            def v(x, t, w, i=i, keep=keep):
+                return (net.lin(x) * t + w * cond[i]) * keep
+
+            half = x[i] + dt[i] / 2 * v(x[i], t[i], w1)
+            torch.testing.assert_close(out[i], x[i] + dt[i] * v(half, t[i] + dt[i] / 2, w2))
+    with pytest.raises(ValueError, match="evaluates 2 times"):
+        flow.step(net, x, t, dt, batch, solver="midpoint", guided=[()])
+
+
+def test_guided_evaluations_follow_the_grid_and_guidance_until():
+    grid = step_times(4).tolist()  # 0, 0.25, 0.5, 0.75, 1
+    assert guided_evaluations("midpoint", grid, 1, 2.0, 0.5) == (True, True)  # 0.25, 0.375
+    assert guided_evaluations("midpoint", grid, 2, 2.0, 0.5) == (False, False)  # 0.5 is not below 0.5
+    assert guided_evaluations("heun", grid, 1, 2.0, 0.5) == (True, False)  # 0.25, 0.5
+    assert guided_evaluations("rk4", grid, 0, 1.0, 1.0) == (False,) * 4  # weight 1: nothing to guide

@@ -4,7 +4,7 @@ import torch
 from model.config import PRESETS, ModelConfig, NetworkConfig, preset
 from model.errors import ConfigError
 from model.modeling import SpeechFlowModel
-from model.network import SpeechFlowTransformer, alibi_slopes
+from model.network import SpeechFlowTransformer, alibi_slopes, aligned, kernel_layout
 
 
 def test_preset_parameter_counts():
@@ -66,3 +66,43 @@ def test_alibi_slopes_and_invalid_configs():
         NetworkConfig(depth=3)
     with pytest.raises(ConfigError):
         preset("huge")
+
+
+@pytest.mark.parametrize("attention", ["rows", "mask"])
+def test_a_padded_batch_attends_in_one_call_per_layer_or_row_by_row_alike(debug_model, monkeypatch, attention):
+    net = debug_model.net
+    net.padded_attention = attention
+    gen = torch.Generator().manual_seed(2)
+    lengths = [37, 5, 60]
+    x, cond = torch.randn(3, 60, 80, generator=gen) * 5, torch.randn(3, 60, 80, generator=gen) * 5  # garbage pads
+    t = torch.tensor([0.1, 0.5, 0.9])
+    mask = torch.arange(60)[None] < torch.tensor(lengths)[:, None]
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", counted)
+    out = net(x, t, cond, mask, attention=net.attention_bias(mask, lengths=lengths))
+    assert len(calls) == net.cfg.depth * (1 if attention == "mask" else len(lengths))
+    assert torch.isfinite(out).all()  # padded query positions too: the time token is a key every row can see
+    for i, n in enumerate(lengths):
+        alone = net(x[i : i + 1, :n], t[i : i + 1], cond[i : i + 1, :n], torch.ones(1, n, dtype=torch.bool))
+        torch.testing.assert_close(out[i, :n], alone[0], atol=1e-5, rtol=1e-4)
+    # without host lengths (training) the padding comes from the mask tensor: one masked call per layer
+    calls.clear()
+    torch.testing.assert_close(net(x, t, cond, mask)[mask], out[mask], atol=1e-5, rtol=1e-4)
+    assert len(calls) == net.cfg.depth
+
+
+def test_an_aligned_bias_has_the_same_values_and_kernel_friendly_strides():
+    bias = torch.randn(3, 2, 21, 21)
+    out = aligned(bias, 16)
+    assert torch.equal(out, bias) and out.stride()[-1] == 1
+    assert all(stride % 16 == 0 for stride in out.stride()[:-1])
+    q = torch.randn(3, 2, 21, 8)
+    torch.testing.assert_close(torch.nn.functional.scaled_dot_product_attention(q, q, q, attn_mask=out),
+                               torch.nn.functional.scaled_dot_product_attention(q, q, q, attn_mask=bias))
+    assert kernel_layout(bias) is bias  # off CUDA: as it is

@@ -59,9 +59,9 @@ def test_a_bf16_network_keeps_the_ode_state_in_float32_and_stays_close_to_fp32(d
 def test_the_alibi_bias_is_built_once_and_shared_by_every_row(debug_model):
     net = debug_model.net
     full = torch.ones(3, 25, dtype=torch.bool)
-    bias = net.attention_bias(full, torch.bfloat16)
+    bias = net.attention_bias(full, torch.bfloat16, lengths=[25, 25, 25])
     assert bias.alibi.shape == (1, net.cfg.heads, 26, 26) and bias.alibi.dtype == torch.bfloat16
-    assert bias.lengths is None
+    assert bias.lengths is None and bias.padded is None  # no row is padded: the shared bias is all there is
     assert net.attention_bias(full, torch.bfloat16).alibi.data_ptr() == bias.alibi.data_ptr()  # cached, no copy
     # the time token (position 0) sees and is seen by every frame; between frames -slope * distance
     alibi = bias.alibi[0]
@@ -69,8 +69,16 @@ def test_the_alibi_bias_is_built_once_and_shared_by_every_row(debug_model):
     assert torch.equal(alibi[:, 1, 4], -net.slopes.to(torch.bfloat16) * 3)
     padded = full.clone()
     padded[1, 20:] = False
-    masked = net.attention_bias(padded)
-    assert masked.alibi.shape == (1, net.cfg.heads, 26, 26) and masked.lengths == (26, 21, 26)  # + the time token
+    by_row = net.attention_bias(padded, lengths=[25, 20, 25])  # on a CPU: row by row, from the host's lengths
+    assert by_row.lengths == (26, 21, 26) and by_row.padded is None  # + the time token
+    net.padded_attention = "mask"
+    masked = net.attention_bias(padded, lengths=[25, 20, 25])
+    assert masked.lengths is None and masked.padded.shape == (3, net.cfg.heads, 26, 26)
+    assert torch.equal(masked.padded[1, :, :, :21], masked.alibi[0, :, :, :21])  # ALiBi to the row's own keys ...
+    assert torch.all(masked.padded[1, :, :, 21:] == float("-inf"))  # ... -inf to its padding, from every query
+    assert torch.isfinite(masked.padded[[0, 2]]).all()
+    # with no lengths the padding comes from the mask on its device, never from reading it back
+    assert net.attention_bias(padded).padded is not None
 
 
 def test_sway_bends_the_time_grid_towards_small_early_steps():

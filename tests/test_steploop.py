@@ -218,3 +218,27 @@ def wav_bytes() -> bytes:
     from model.audio import encode_audio
 
     return encode_audio(np.zeros(16000, np.float32), 16000, "wav")
+
+
+def test_side_work_runs_between_steps_admitted_like_a_request():
+    ran = []
+
+    async def scenario(loop, engine):
+        engine.hold()
+        first = loop.submit(SamplingKey.of("enhance", ENH), np.zeros(1600, np.float32), ENH, 30.0)
+        await until(lambda: len(engine.steps) == 1)
+        side = asyncio.create_task(loop.process(lambda x: ran.append(x) or x * 2, 21, timeout_s=30.0))
+        await until(lambda: loop.depth() == 1)
+        await asyncio.sleep(0.02)
+        assert ran == []  # the step in flight holds the engine thread: the side job waits for its end
+        engine.step_once()
+        assert await side == 42 and ran == [21]
+        engine.release()
+        with pytest.raises(ZeroDivisionError):  # its own error, raised to its caller; the loop goes on
+            await loop.process(lambda: 1 / 0, timeout_s=30.0)
+        await first.future
+        await loop.drain()
+        with pytest.raises(ShuttingDown):
+            await loop.process(lambda: None, timeout_s=30.0)
+
+    looped(scenario)

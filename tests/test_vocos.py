@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 from model.errors import CheckpointError, ConfigError
 from model.features import MelConfig
 from model.modeling import SpeechFlowModel
-from model.vocos import VocosConfig, VocosVocoder
+from model.vocos import ISTFTHead, VocosConfig, VocosVocoder
 from training.data.loading import BatchKey, CutBatchDataset
 from training.data.manifest import open_cuts
 from training.trainers.trainer import TrainConfig
@@ -56,6 +56,25 @@ def test_a_padded_batch_vocodes_each_sequence_as_if_alone(vocoder):
     padded = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True)
     unmasked = vocoder.net.head(vocoder.net.frames(padded))[1, : 7 * 160]
     assert (unmasked - together[1]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("n_fft, hop", [(640, 160), (320, 160), (64, 16)])
+def test_the_batched_inverse_stft_equals_each_row_alone(n_fft, hop):
+    # one overlap-add for the padded batch, each row normalised by its own frames' window envelope: a row's last
+    # samples see neither the padded frames' signal nor their window weight
+    head = ISTFTHead(8, n_fft, hop)
+    gen = torch.Generator().manual_seed(0)
+    lengths = [9, 1, 2, 31, 31]
+    spec = torch.complex(torch.randn(5, n_fft // 2 + 1, 31, generator=gen), torch.randn(5, n_fft // 2 + 1, 31,
+                                                                                         generator=gen))
+    together = head.waveforms(spec, lengths)
+    assert together.shape == (5, 31 * hop)
+    for i, n in enumerate(lengths):
+        alone = head.waveform(spec[i : i + 1, :, :n])[0]  # torch.istft of the row's own frames
+        torch.testing.assert_close(together[i, : n * hop], alone, atol=1e-5, rtol=1e-5)
+        assert torch.all(together[i, n * hop :] == 0)
+    # the padded frames hold a signal: without the per-row envelope and frame mask the short rows would differ
+    assert (head.waveform(spec)[0, : 9 * hop] - together[0, : 9 * hop]).abs().max() > 1e-2
 
 
 def test_config_round_trip_and_validation():

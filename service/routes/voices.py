@@ -86,12 +86,15 @@ async def _create(runtime: ServiceRuntime, form: VoiceForm, sample: UploadFile) 
         if not recognizer.available():
             raise InvalidParameter("give the transcript: this server has no speech recogniser installed "
                                    "(pip install 'speechflow[asr]')", param="transcript")
-        transcript, transcribed = await asyncio.to_thread(recognizer.transcribe, decoded.wav), True
+        transcript = await runtime.loop.process(recognizer.transcribe, decoded.wav,
+                                                timeout_s=settings.request_timeout_s)
+        transcribed = True
         if not transcript:
             raise InvalidParameter("the recogniser heard no words in audio_sample; give the transcript",
                                    param="transcript")
     try:
-        alignment = await runtime.on_engine_thread(engine.align_prompt, decoded.wav, transcript)
+        alignment = await runtime.loop.process(engine.align_prompt, decoded.wav, transcript,
+                                               timeout_s=settings.request_timeout_s)
     except (TextError, DurationError, ConfigError) as e:
         raise InvalidParameter(f"the transcript does not fit the audio: {e}", param="transcript") from e
     voice = await asyncio.to_thread(store.add, name, decoded.wav, transcript, transcribed, alignment,
