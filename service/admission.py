@@ -3,7 +3,10 @@ that alone exceeds them, before it is queued."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import RequestTooCostly
 from .scheduler import Policy
@@ -46,3 +49,34 @@ def check_size(limits: LoopLimits, rows: int, frames: int, param: str) -> None:
     if frames > limits.max_request_frames:
         raise RequestTooCostly(f"this request would generate {frames} frames ({frames / 100:.0f} s); the limit "
                                f"is {limits.max_request_frames} (max_request_frames)", param=param)
+
+
+class Backlog:
+    """What the admitted requests still owe the engine, learnt from what finished requests really took: the
+    estimates (the cost model, measured alone) are scaled by a running ratio of real to estimated engine time
+    (batching makes a row cheaper than alone, most of all on a GPU), less what each request has had. Admission
+    and the scheduler's deadline check read it; Retry-After comes from the running request latency."""
+
+    def __init__(self) -> None:
+        self.work_ratio = 1.0  # smoothed engine seconds a request took per estimated second
+        self.latency_s: float | None = None  # smoothed request latency
+
+    def need_s(self, request: Any) -> float:
+        """Engine seconds ``request`` (``estimate_s``, ``engine_s``) still needs."""
+        return max(0.0, request.estimate_s * self.work_ratio - request.engine_s)
+
+    def total_s(self, requests: Iterable[Any]) -> float:
+        return sum(self.need_s(r) for r in requests)
+
+    def ahead_s(self, requests: Iterable[Any], estimate_s: float) -> float:
+        """When a new request of ``estimate_s`` would be done, if admitted now."""
+        return self.total_s(requests) + estimate_s * self.work_ratio
+
+    def finished(self, request: Any, latency_s: float) -> None:
+        self.latency_s = latency_s if self.latency_s is None else 0.8 * self.latency_s + 0.2 * latency_s
+        if request.estimate_s > 0:
+            self.work_ratio = 0.8 * self.work_ratio + 0.2 * request.engine_s / request.estimate_s
+
+    def retry_after_s(self, waiting: int, batch_rows: int) -> float:
+        """Seconds until ``waiting`` queued requests have started, in waves of a live batch's rows."""
+        return (self.latency_s or 1.0) * math.ceil((waiting + 1) / batch_rows)

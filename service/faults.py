@@ -5,7 +5,9 @@ process, so the orchestrator restarts it instead of the server failing request a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import ServiceError
 
@@ -57,3 +59,9 @@ class StepFailures:
             return EngineFailed(f"{self.count} steps failed in a row (max_step_failures), the last with {error!r}; "
                                 "the server is restarting")
         return None
+
+
+def halves(owners: Sequence[Any]) -> tuple[list[Any], list[Any]]:
+    """The two halves a failed batch's requests are retried in (arrival order kept): a culprit among n requests is
+    found in about log2(n) failed steps, while the innocent half runs through at once."""
+    return list(owners[: len(owners) // 2]), list(owners[len(owners) // 2 :])

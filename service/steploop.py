@@ -2,11 +2,10 @@
 
 A request is submitted with its sampling key and queued for preparation. The loop coroutine, on the event loop,
 repeats: forget what nobody waits for (a cancelled future, a passed deadline: its rows leave the live batch before
-the next step), prepare one queued request on the engine thread (its plan's rows go to the scheduler), then ask
-the `Scheduler` for a turn and run it on the engine thread (rows join, one solver step, finished rows are
-post-processed with their plan's ``piece``, complete requests assembled). Each call to the engine thread is one
-short piece of work, so no request waits for another's whole generation. State lives here (requests) and in the
-scheduler (rows); the engine only executes.
+the next step), prepare the queued requests (their plans' rows go to the scheduler), run queued side jobs, then
+ask the `Scheduler` for a turn and run it on the engine thread (rows join, one solver step); finished rows are
+post-processed (`processing`). Each call to the engine thread is one short piece of work, so no request waits for
+another's whole generation. State lives here (requests) and in the scheduler (rows); the engine only executes.
 
 One writer: the loop coroutine alone changes the scheduler's and the requests' state, between steps. Preparation
 and post-processing on the worker thread hand their outcome back through an inbox the loop applies before its next
@@ -25,38 +24,24 @@ import contextlib
 import functools
 import itertools
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from model.solvers import network_passes
-
-from .admission import LoopLimits, request_estimate
+from .admission import Backlog, LoopLimits, request_estimate
 from .engine import Engine, Payload, SamplingKey, StepBatch, TaskParams
 from .errors import DeadlineExceeded, QueueFull, ShuttingDown
-from .faults import EngineFailed, StepFailures
+from .faults import EngineFailed, StepFailures, halves
 from .metrics import Metrics
-from .postprocess import Posted, post
+from .processing import Posted, execute, plans, post
 from .request import Request, RequestResult
 from .scheduler import Budget, Entry, Scheduler, Turn
+from .side_jobs import SideJob, SideJobs, run, settle, wait
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class _TurnResult:
-    batch: StepBatch | None
-    finished: list[Entry]
-    step_s: float
-    rows: int
-    padded: int
-    real: int
-    failed: Exception | None = None
 
 
 class StepLoop:
@@ -80,7 +65,7 @@ class StepLoop:
         self._preparing: list[Request] = []  # submitted, not prepared yet (oldest first)
         self._requests: set[Request] = set()  # every request not finished yet
         self._inbox: list[Callable[[], None]] = []  # outcomes of background work, applied between steps
-        self._side: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []  # `process` jobs not started
+        self._side = SideJobs()  # `process` jobs not started
         self._failures = StepFailures(limits.max_step_failures)
         self._groups = 0  # retry groups handed out by bisection
         self._task: asyncio.Task[None] | None = None
@@ -88,8 +73,7 @@ class StepLoop:
         self._closing = False
         self.dead: BaseException | None = None
         self.cost: float | None = None  # the cost model: seconds per frame per network evaluation (warm-up)
-        self._latency: float | None = None  # smoothed request latency, for Retry-After
-        self._work_ratio = 1.0  # smoothed engine seconds a request took per estimated second (admission)
+        self.backlog = Backlog()
 
     # --- lifecycle ----------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -139,7 +123,7 @@ class StepLoop:
             raise ShuttingDown()
         if (full := self.queue_full()) is not None:
             raise full
-        ahead = self.backlog_s() + estimate_s * self._work_ratio
+        ahead = self.backlog.ahead_s(self._unfinished(), estimate_s)
         if estimate_s and ahead > timeout_s:
             raise QueueFull(ahead - timeout_s)
         now = time.monotonic()
@@ -161,36 +145,27 @@ class StepLoop:
             raise ShuttingDown()
         if (full := self.queue_full()) is not None:
             raise full
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._side.append((functools.partial(fn, *args), future))
+        future = self._side.add(functools.partial(fn, *args))
         self._poke()
-        try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout_s)
-        except asyncio.TimeoutError:
-            future.cancel()
-            raise DeadlineExceeded("the request's deadline passed before it finished") from None
+        return await wait(future, timeout_s)
 
     def queue_full(self) -> QueueFull | None:
         """429 when ``max_queue`` admitted requests have not started (the middleware asks before the body)."""
-        return QueueFull(self.retry_after_s()) if self.depth() >= self.limits.max_queue else None
+        waiting = self.depth()
+        if waiting < self.limits.max_queue:
+            return None
+        return QueueFull(self.backlog.retry_after_s(waiting, self.limits.max_batch_size))
 
     def depth(self) -> int:
         """Requests (and side jobs: `process`) admitted and still wanted that have not started."""
         return sum(not r.future.done() and r.started_at is None for r in self._requests) + len(self._side)
 
     def backlog_s(self) -> float:
-        """Engine seconds the admitted, unfinished requests still need: their estimates, scaled by what requests
-        have really cost so far (batching makes a row cheaper than the alone-measured cost model says, most of all
-        on a GPU), less what each has had."""
-        return sum(self._need_s(r) for r in self._requests if not r.future.done())
+        """Engine seconds the admitted, unfinished requests still need (`admission.Backlog`)."""
+        return self.backlog.total_s(self._unfinished())
 
-    def _need_s(self, request: Request) -> float:
-        """Engine seconds ``request`` still needs (admission and the scheduler's deadline check)."""
-        return max(0.0, request.estimate_s * self._work_ratio - request.engine_s)
-
-    def retry_after_s(self) -> float:
-        waves = math.ceil((self.depth() + 1) / self.limits.max_batch_size)
-        return (self._latency or 1.0) * waves
+    def _unfinished(self) -> list[Request]:
+        return [r for r in self._requests if not r.future.done()]
 
     # --- the loop -----------------------------------------------------------------------------------------------
     def _poke(self) -> None:
@@ -210,10 +185,10 @@ class StepLoop:
                 await self._aside(self._prepare(batch))
                 self._apply_inbox()
             if self._side:
-                jobs, self._side = self._side, []
-                await self._aside(self._side_jobs(jobs))
+                await self._aside(self._side_jobs(self._side.take()))
                 self._apply_inbox()
-            turn = self.scheduler.next(time.monotonic(), self._need_s)  # rows prepared now count as waiting since now
+            # rows prepared just now count as waiting since now
+            turn = self.scheduler.next(time.monotonic(), self.backlog.need_s)
             if turn is not None:
                 await self._step(turn)
                 continue
@@ -275,9 +250,9 @@ class StepLoop:
     async def _prepare(self, requests: list[Request]) -> Callable[[], None]:
         wanted = [r for r in requests if not r.future.done()]
         start = time.perf_counter()
-        plans = await self._on_processing(self._plans, wanted) if wanted else []
+        made = await self._on_processing(plans, self.engine, self.limits, self.cost, wanted) if wanted else []
         self.metrics.inference.labels("prepare").observe(time.perf_counter() - start)
-        return functools.partial(self._prepared, wanted, plans)
+        return functools.partial(self._prepared, wanted, made)
 
     def _prepared(self, requests: list[Request], plans: list[Any]) -> None:
         now = time.monotonic()
@@ -294,26 +269,9 @@ class StepLoop:
                         entry.after = earlier
                 self.scheduler.add(request.key, entries)
 
-    async def _side_jobs(self, jobs: list[tuple[Callable[[], Any], asyncio.Future[Any]]]) -> Callable[[], None]:
-        wanted = [(fn, future) for fn, future in jobs if not future.done()]
-        outcomes = await self._on_processing(_outcomes, [fn for fn, _ in wanted])
-        return functools.partial(_settle, [future for _, future in wanted], outcomes)
-
-    def _plans(self, requests: list[Request]) -> list[Any]:
-        """On the processing thread: each request's (plan, estimated engine seconds), or the exception that fails
-        only that request. The estimate is re-made from the plan's true frames (a TTS request's length is known
-        only now, its ``speed`` included): a request that could not finish in its time is refused (413)."""
-        plans: list[Any] = []
-        for request in requests:
-            try:
-                plan = self.engine.prepare(request.task, request.payload, request.params)
-                estimate = request_estimate(self.limits, self.cost, len(plan.rows), plan.frames,
-                                            network_passes(request.params.sampling),
-                                            request.deadline - request.enqueued_at, "input")
-                plans.append((plan, estimate or request.estimate_s))
-            except Exception as e:
-                plans.append(e)
-        return plans
+    async def _side_jobs(self, jobs: list[SideJob]) -> Callable[[], None]:
+        outcomes = await self._on_processing(run, jobs)
+        return functools.partial(settle, jobs, outcomes)
 
     async def _step(self, turn: Turn) -> None:
         key = turn.key
@@ -328,11 +286,12 @@ class StepLoop:
         if turn.join:
             self._publish_depth()
         live = self.scheduler.live(key)  # the rows this step runs, joiners included
-        result = await self._on_engine(self._execute, key, self._batches.get(key), turn.join, leaving, live)
+        result = await self._on_engine(execute, self.engine, key, self._batches.get(key), turn.join, leaving, live)
         if result.failed is not None:
             self._batch_failed(key, result.failed)
             return
         self._failures.succeeded()
+        self.metrics.inference.labels("step").observe(result.step_s)
         self._batches[key] = result.batch
         self.scheduler.finished(key, result.finished, result.step_s)
         self.metrics.observe_step(key.task, result.rows, result.padded, result.real, result.step_s)
@@ -383,7 +342,7 @@ class StepLoop:
             self._fail(owners[0], error)
             return
         retried = []
-        for half in (owners[: len(owners) // 2], owners[len(owners) // 2 :]):
+        for half in halves(owners):
             self._groups += 1
             members = {id(r) for r in half}
             for entry in entries:
@@ -391,28 +350,6 @@ class StepLoop:
                     entry.group = self._groups
                     retried.append(entry)
         self.scheduler.retry(key, retried)
-
-    def _execute(self, key: SamplingKey, batch: StepBatch | None, joining: list[Entry], leaving: list[Entry],
-                 live: list[Entry]) -> _TurnResult:
-        """On the engine thread: rows leave and join, one step, timed to the device's end of it (one
-        synchronisation per step, so its time is charged to this key and not to whichever comes next)."""
-        start = time.perf_counter()
-        try:
-            if batch is None:
-                batch = self.engine.new_batch(key)
-            if leaving:
-                batch.leave([e.row for e in leaving])
-            batch.join([e.row for e in joining])
-            finished_rows = batch.step()
-            self.engine.synchronize()
-        except Exception as e:
-            return _TurnResult(None, [], 0.0, 0, 0, 0, failed=e)
-        step_s = time.perf_counter() - start
-        self.metrics.inference.labels("step").observe(step_s)
-        by_row = {id(e.row): e for e in live}
-        frames = [e.frames for e in live]
-        return _TurnResult(batch, [by_row[id(r)] for r in finished_rows], step_s, len(live),
-                           len(live) * max(frames, default=0), sum(frames))
 
     def _complete(self, request: Request, output: np.ndarray) -> None:
         now = time.monotonic()
@@ -422,10 +359,7 @@ class StepLoop:
             request.future.set_result(RequestResult(output, started - request.enqueued_at, now - started, first,
                                                     len(request.plan.rows),
                                                     request.live_rows_sum / max(1, request.steps_seen)))
-            latency = now - request.enqueued_at
-            self._latency = latency if self._latency is None else 0.8 * self._latency + 0.2 * latency
-            if request.estimate_s > 0:
-                self._work_ratio = 0.8 * self._work_ratio + 0.2 * request.engine_s / request.estimate_s
+            self.backlog.finished(request, now - request.enqueued_at)
         self._forget(request, None)
 
     def _fail(self, request: Request, error: BaseException) -> None:
@@ -468,23 +402,3 @@ class StepLoop:
 def _reraise(error: Exception) -> None:
     raise error
 
-
-def _outcomes(fns: list[Callable[[], Any]]) -> list[Any]:
-    """On the processing thread: each side job's result, or the exception it raised."""
-    outcomes: list[Any] = []
-    for fn in fns:
-        try:
-            outcomes.append(fn())
-        except Exception as e:
-            outcomes.append(e)
-    return outcomes
-
-
-def _settle(futures: list[asyncio.Future[Any]], outcomes: list[Any]) -> None:
-    for future, outcome in zip(futures, outcomes, strict=True):
-        if future.done():
-            continue  # its caller gave up (deadline)
-        if isinstance(outcome, Exception):
-            future.set_exception(outcome)
-        else:
-            future.set_result(outcome)

@@ -143,7 +143,7 @@ def test_work_that_could_not_finish_by_its_deadline_is_refused_up_front():
         engine.release()
         await first.future, await second.future
         # the fake's steps are instant: requests cost less than estimated, so the admitted work is scaled down
-        assert loop._work_ratio < 0.7 and loop.backlog_s() == 0.0
+        assert loop.backlog.work_ratio < 0.7 and loop.backlog_s() == 0.0
         loop.submit(enhance, np.zeros(1600, np.float32), ENH, 10.0, estimate_s=12.0)  # 12 x ratio < 10 s now
 
     looped(scenario)
