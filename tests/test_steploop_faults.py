@@ -3,7 +3,6 @@ only its request, the neighbours complete and the loop stays up; a batch with a 
 device cannot recover from, or too many failed steps in a row, stops the loop so the process is restarted; a drain
 is bounded."""
 
-import asyncio
 import threading
 from dataclasses import replace
 
