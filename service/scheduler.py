@@ -1,7 +1,7 @@
 """The step scheduler: each turn, which live batch advances one ODE step, and which waiting rows join it at t = 0.
 
 Pure bookkeeping (no model, no tensors, no asyncio), so every rule is unit-tested on its own:
-- Rows are grouped by sampling key (task, solver, NFE, guidance, reconstruction); rows of one key share one live
+- Rows are grouped by sampling key (task, solver: NFE, grid and guidance are per row); rows of one key share one live
   batch. Within a key, waiting rows join strictly in arrival order (oldest first, so none is starved) while the
   live batch stays within the frame budget (padded frames = rows x longest) and the row cap; a row longer than the
   budget runs alone.
