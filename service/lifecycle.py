@@ -72,7 +72,8 @@ class ServiceRuntime:
         device = str(self._engine.describe().get("device", "cpu"))
         frames = s.max_batch_frames or default_batch_frames(device)
         limits = LoopLimits(frames, s.max_batch_size, s.max_wait_s, s.max_queue, s.max_request_rows,
-                            s.max_request_frames, s.scheduling, s.max_step_failures, stream_in_order(device))
+                            s.max_request_frames, s.scheduling, s.max_step_failures,
+                            stream_in_order(s.stream_order, device))
         self._worker = processing_worker(s.processing, device)
         self._loop = StepLoop(self._engine, limits, self.metrics, executor=self._engine_thread, worker=self._worker,
                               on_fatal=self._fatal)
@@ -117,7 +118,7 @@ class ServiceRuntime:
             if self._warmup is not None:
                 await self._warmup  # a thread cannot be interrupted; warm-up is short
             if self._loop is not None:
-                await self._loop.drain(self.settings.drain_timeout_s)
+                await self._loop.drain(self.settings.drain_s)
         finally:
             self._engine_thread.shutdown(wait=False)
             if self._worker is not None:

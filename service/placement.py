@@ -16,11 +16,12 @@ def default_batch_frames(device: str) -> int:
     return CPU_BATCH_FRAMES if device in ("cpu", "fake") else GPU_BATCH_FRAMES
 
 
-def stream_in_order(device: str) -> bool:
-    """Whether a streamed request's chunks run one after another rather than side by side. On a CPU a step costs
-    in proportion to its rows, so the first chunk alone is out after one chunk's generation and the whole takes no
-    longer; on an accelerator rows of one step cost about the same as one, so the chunks run together."""
-    return device in ("cpu", "fake")
+def stream_in_order(order: str, device: str) -> bool:
+    """Whether a streamed request's chunks run one after another rather than side by side (``order``: auto,
+    sequential, together). On a CPU a step costs in proportion to its rows, so the first chunk alone is out after
+    one chunk's generation and the whole takes no longer; on an accelerator rows of one step cost about the same
+    as one, so ``auto`` runs the chunks together there."""
+    return order == "sequential" or (order == "auto" and device in ("cpu", "fake"))
 
 
 def processing_worker(mode: str, device: str) -> ThreadPoolExecutor | None:

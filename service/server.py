@@ -8,6 +8,7 @@ admitted row finishes), and the process exits 0.
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import sys
 import threading
@@ -34,13 +35,11 @@ def _drained(sig: int, frame: FrameType | None) -> None:
     """The handler uvicorn restores and calls after its graceful shutdown: nothing left to do."""
 
 
-DRAIN_MARGIN_S = 5  # on top of the request timeout: the longest an admitted request can still take
-
-
 def drain_timeout_s(settings: Settings) -> int:
-    """How long a SIGTERM waits for admitted requests; orchestrators must allow at least this (compose's
-    stop_grace_period, Kubernetes' terminationGracePeriodSeconds)."""
-    return int(settings.request_timeout_s) + DRAIN_MARGIN_S
+    """How long a SIGTERM waits for admitted requests (`Settings.drain_s`, whole seconds for uvicorn; the step loop
+    fails what is left after it); orchestrators must allow at least this (compose's stop_grace_period, Kubernetes'
+    terminationGracePeriodSeconds)."""
+    return math.ceil(settings.drain_s)
 
 
 def serve(settings: Settings) -> None:

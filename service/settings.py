@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from model.defaults import MAX_ENSEMBLE
 
 Solver = Literal["euler", "midpoint", "heun", "rk4"]
+DRAIN_MARGIN_S = 5.0  # on top of the request timeout: the longest an admitted request can still take
 
 
 class Settings(BaseSettings):
@@ -48,14 +49,18 @@ class Settings(BaseSettings):
     # run: engine = on the engine thread between steps; worker = on a thread of their own beside the steps;
     # auto = worker on an accelerator, engine on a CPU (where both would share the same cores)
     processing: Literal["auto", "engine", "worker"] = "auto"
+    # a streamed TTS request's sentences: sequential = each joins when the one before has finished (its first audio
+    # after one sentence's generation where rows cost in proportion, a CPU); together = all at once (an
+    # accelerator, where a step of several rows costs about one); auto = sequential on a CPU, together elsewhere
+    stream_order: Literal["auto", "sequential", "together"] = "auto"
     request_timeout_s: float = Field(60.0, gt=0)  # from queueing to result, else 504
     # threads that decode uploads, encode results and read the voice store, beside the engine's (a bound: a burst
     # of large uploads decodes this many at a time)
     io_threads: int = Field(4, ge=1)
     # SIGTERM: refuse new work and finish what was admitted for at most this long, then fail the rest (503) and
-    # exit. Keep it within the orchestrator's grace period (the compose file's stop_grace_period, the manifest's
-    # terminationGracePeriodSeconds) less the preStop sleep
-    drain_timeout_s: float = Field(65.0, gt=0)
+    # exit. None: request_timeout_s + 5 s, the longest an admitted request can take. Keep it within the
+    # orchestrator's grace period (compose's stop_grace_period, Kubernetes' terminationGracePeriodSeconds)
+    drain_timeout_s: float | None = Field(None, gt=0)
     # failed steps in a row (each bisecting its batch) before the engine counts as broken: /readyz 503, exit 1.
     # Errors the device cannot recover from (CUDA illegal address, device-side assert) end it at once
     max_step_failures: int = Field(8, ge=1)
@@ -92,6 +97,10 @@ class Settings(BaseSettings):
                 return json.loads(text)
             return [k.strip() for k in text.split(",") if k.strip()]
         return value
+
+    @property
+    def drain_s(self) -> float:
+        return self.drain_timeout_s if self.drain_timeout_s is not None else self.request_timeout_s + DRAIN_MARGIN_S
 
     @property
     def max_wait_s(self) -> float:

@@ -16,7 +16,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from service.settings import Settings
 
     flags = {k: getattr(args, k) for k in ("bundle", "host", "port", "device", "dtype", "scheduling",
-                                           "processing", "max_batch_frames")
+                                           "processing", "stream_order", "max_batch_frames")
              if getattr(args, k) is not None}
     serve(Settings(**flags))  # flags win over SPEECHFLOW_* variables, which win over defaults
 
@@ -74,11 +74,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, help="port (default: SPEECHFLOW_PORT or 8000)")
     add_device_args(p, default=None)
     p.add_argument("--scheduling", choices=["step", "request"],
-                   help="step: rows join and leave the live batch between ODE steps (default); request: the old "
-                        "request-level batching, for comparison")
+                   help="step: rows join and leave the live batch between ODE steps (default); request: request-level "
+                        "batching, kept for comparison")
     p.add_argument("--processing", choices=["auto", "engine", "worker"],
                    help="where pre- and post-processing run: engine = between steps on the engine thread, worker = "
                         "on a thread beside the steps; auto (default) = worker on a GPU, engine on a CPU")
+    p.add_argument("--stream-order", choices=["auto", "sequential", "together"],
+                   help="a streamed TTS request's sentences: sequential = one after another (first audio after one "
+                        "sentence), together = side by side; auto (default) = sequential on a CPU, together on a GPU")
     p.add_argument("--max-batch-frames", type=int, help="padded frames of one live batch (default: by device)")
     p.set_defaults(func=cmd_serve)
 
