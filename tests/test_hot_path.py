@@ -9,59 +9,22 @@ fails on any graph break (each of those reads is one)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any
-
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from model.defaults import Sampling
 from model.flow import PackedRows
 from model.generation import LiveBatch, Row
-
-aten = torch.ops.aten
-READS_BACK = {aten._local_scalar_dense, aten.item, aten.is_nonzero, aten.equal, aten.allclose, aten.nonzero,
-              aten.masked_select, aten._unique, aten._unique2, aten.unique_consecutive, aten.unique_dim,
-              aten.bincount, aten.repeat_interleave}
-INDEXING = (aten.index, aten.index_put, aten.index_put_)  # x[bool_mask] sizes its output by the mask's values
-
-
-class NoReadBack(TorchDispatchMode):
-    """Fails on any op that hands a tensor's values to the host or whose output shape depends on them."""
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
-        if func.overloadpacket in READS_BACK:
-            raise AssertionError(f"the step reads a tensor back: {func}")
-        if func.overloadpacket in INDEXING and any(isinstance(i, torch.Tensor) and i.dtype == torch.bool
-                                                    for i in args[1] if i is not None):
-            raise AssertionError(f"the step indexes with a boolean mask: {func}")
-        return func(*args, **(kwargs or {}))
-
-
-@contextmanager
-def no_read_back() -> Iterator[None]:
-    """The mode, plus the Tensor methods that read a CPU tensor's values without going through the dispatcher."""
-
-    def refuse(name: str) -> Callable[..., None]:
-        def read(*_: Any, **__: Any) -> None:
-            raise AssertionError(f"the step reads a tensor back: Tensor.{name}")
-        return read
-
-    with pytest.MonkeyPatch.context() as patch, NoReadBack():
-        for name in ("tolist", "numpy", "__array__"):
-            patch.setattr(torch.Tensor, name, refuse(name))
-        yield
+from model.profiling import no_host_sync
 
 
 def test_the_guard_catches_what_it_must():
     x = torch.ones(3)
     for read in (lambda: bool(x.all()), lambda: x.sum().item(), lambda: x.nonzero(), lambda: x.tolist(),
                  lambda: x[x > 0], lambda: int(x[0]), lambda: x.numpy()):
-        with pytest.raises(AssertionError, match=r"reads a tensor back|boolean mask"), no_read_back():
+        with pytest.raises(AssertionError, match=r"reads a tensor back|boolean mask"), no_host_sync():
             read()
-    with no_read_back():  # what a step does do: shapes from the host, gathers and copies on the device
+    with no_host_sync():  # what a step does do: shapes from the host, gathers and copies on the device
         mask = torch.arange(2)[None] < torch.tensor([2, 1])[:, None]  # (2, 2)
         picked = x.index_select(0, torch.tensor([0, 2])).index_copy(0, torch.tensor([1]), x[:1])  # (2,)
         assert (picked * mask).shape == (2, 2)
@@ -81,7 +44,7 @@ def test_live_batch_steps_read_nothing_back(debug_model, attention):
     finished = []
     for step in range(20):
         live.join(joins.get(step, []))
-        with no_read_back():
+        with no_host_sync():
             finished += live.step()
         if not len(live):
             break
