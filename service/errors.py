@@ -104,6 +104,16 @@ class ShuttingDown(ServiceError):
         super().__init__(message)
 
 
+class VoicesUnavailable(ServiceError):
+    """The uploaded voices' store cannot be reached (an unwritable data directory, a database that is down): a
+    server fault, said so. Nothing is half-stored, and the next request tries the store again."""
+
+    status, type, code = 503, "service_unavailable", "voices_unavailable"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"Retry-After": "5"})
+
+
 class DeadlineExceeded(ServiceError):
     status, type, code = 504, "timeout_error", "deadline_exceeded"
 

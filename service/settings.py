@@ -76,8 +76,10 @@ class Settings(BaseSettings):
     max_request_rows: int = Field(128, ge=1)
     max_request_frames: int = Field(60_000, ge=1)
 
-    # uploaded voices (POST /v1/audio/voices): a SQLite table and their audio, kept across restarts
+    # uploaded voices (POST /v1/audio/voices), kept across restarts: a SQLite file in data_dir by default
     data_dir: str = "speechflow-data"
+    # postgresql://user:password@host/db: the voices live there instead, shared by every replica (service/voices.py)
+    database_url: str | None = None
     max_voices: int = Field(1000, ge=0)
 
     # security: Bearer keys; empty = open. Probes are always open, /metrics only when protect_metrics is false.

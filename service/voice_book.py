@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 
 from fastapi import UploadFile
 
 from model.tts import MAX_PROMPT_S, MIN_PROMPT_S
 
 from .engine import Engine, TtsInput
-from .errors import InvalidParameter, ServiceError
+from .errors import InvalidParameter, VoicesUnavailable
 from .openai_names import openai_aliases
 from .schemas import VoiceCard, VoiceList
 from .settings import Settings
@@ -27,12 +26,6 @@ from .voices import StoredVoice, VoiceStore, request_owner
 log = logging.getLogger(__name__)
 
 
-class VoicesUnavailable(ServiceError):
-    """The data directory cannot hold the voices (not writable, a broken database): a server fault, said so."""
-
-    status, type, code = 503, "service_unavailable", "voices_unavailable"
-
-
 class VoiceBook:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -40,14 +33,10 @@ class VoiceBook:
 
     @property
     def store(self) -> VoiceStore:
-        """The store, opened on first use."""
+        """The store, opened on first use (a failure to open it is VoicesUnavailable, and the next use tries
+        again): the SQLite file in SPEECHFLOW_DATA_DIR, or the database in SPEECHFLOW_DATABASE_URL."""
         if self._store is None:
-            directory = self.settings.data_dir
-            try:
-                self._store = VoiceStore(directory)
-            except (OSError, sqlite3.Error) as e:
-                raise VoicesUnavailable(f"the voices store in {directory!r} (SPEECHFLOW_DATA_DIR) cannot be opened: "
-                                        f"{e}") from e
+            self._store = VoiceStore(self.settings.data_dir, self.settings.database_url)
         return self._store
 
     def close(self) -> None:

@@ -1,51 +1,51 @@
-"""Uploaded voices (``POST /v1/audio/voices``): a SQLite table in the data directory plus one 16 kHz WAV per voice,
-so they survive restarts and are usable wherever a built-in voice is.
+"""Uploaded voices (``POST /v1/audio/voices``), kept in a database so that they survive restarts and are usable
+wherever a built-in voice is: a SQLite file in the data directory by default (one store per process), or the
+PostgreSQL database in ``SPEECHFLOW_DATABASE_URL``, which every replica behind a load balancer shares
+(service/voice_db.py: tables, backends, schema versions).
 
 A row holds the voice's id (``voice_`` + 16 hex digits, OpenAI's shape), its name, the transcript (given, or
 transcribed by the project's recogniser and marked so), the prompt's phone alignment as the TTS pipeline computed
-it at upload (reused by every request in that voice), when it was made, and a hash of the API key that made it
-(empty when the server has no keys). Writes are atomic: the audio file is complete before its row is committed,
-and a row whose file is gone is not listed.
+it at upload (reused by every request in that voice), when it was made, a hash of the API key that made it (empty
+when the server has no keys) and the audio itself (16 kHz, 16-bit FLAC). A voice is one row, written in one
+transaction: it exists whole or not at all, and no file path is ever stored or taken from a request.
 
 With API keys, a voice belongs to the key that made it: only that key sees it in a list, speaks in it or deletes
 it. ``request_owner`` holds the caller's hash for the request being served (the admission middleware sets it once
-the key is checked), so that every path that resolves a voice asks the same question. A voice id is never a path
-from the request: only ids of the shape this store makes (``VOICE_ID``) are looked up or turned into a file name.
+the key is checked), so that every path that resolves a voice asks the same question.
+
+The database going away (PostgreSQL restarting, the network between) makes each store call raise
+``VoicesUnavailable`` (503 ``voices_unavailable``) rather than hang or half-write; connections are checked before
+use, so the first request after the database is back is served as usual.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
+import logging
 import secrets
-import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
+from sqlalchemy import Connection, Row, delete, select
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from model.audio import SAMPLE_RATE
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS voices (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    transcript TEXT NOT NULL,
-    transcribed INTEGER NOT NULL,
-    alignment TEXT NOT NULL,
-    seconds REAL NOT NULL,
-    created_at INTEGER NOT NULL,
-    owner TEXT NOT NULL
-)
-"""
+from . import voice_db
+from .errors import VoicesUnavailable
+from .voice_db import VOICE_ID, voices
 
+__all__ = ["VOICE_ID", "StoredVoice", "VoiceStore", "key_owner", "request_owner"]
 
-VOICE_ID = re.compile(r"voice_[0-9a-f]{16}")
+log = logging.getLogger(__name__)
+
 # the caller's key_owner() for the request being served ("" without keys); set by the admission middleware
 request_owner: ContextVar[str] = ContextVar("speechflow_request_owner", default="")
 
@@ -60,6 +60,9 @@ class StoredVoice:
     seconds: float
     created_at: int  # unix seconds
     owner: str  # sha256 prefix of the creating API key ("" without keys)
+    # the encoded audio, read with the row by get() so that a voice deleted on another replica between the
+    # lookup and its use cannot leave a request with half a voice; empty in a listing
+    encoded: bytes = field(default=b"", repr=False, compare=False)
 
 
 def key_owner(token: str | None) -> str:
@@ -68,63 +71,116 @@ def key_owner(token: str | None) -> str:
 
 
 class VoiceStore:
-    def __init__(self, directory: str | Path) -> None:
-        self.directory = Path(directory)
-        self.audio_dir = self.directory / "voices"
-        self.audio_dir.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()  # one connection, used from worker threads one at a time
-        self._db = sqlite3.connect(self.directory / "voices.sqlite3", check_same_thread=False)
-        with self._lock, self._db:
-            self._db.execute(SCHEMA)
+    """The voices in ``database_url`` (SQLite or PostgreSQL), or in ``directory``'s SQLite file without one.
+
+    A SQLite file is opened (and migrated) here, as a local file costs nothing to reach; a database server is
+    reached on the first call, which the service makes from a worker thread, never from its event loop."""
+
+    def __init__(self, directory: str | Path, database_url: str | None = None) -> None:
+        try:
+            self.url = voice_db.database_url(database_url, directory)
+        except ValueError as e:
+            raise VoicesUnavailable(f"the voice store cannot be opened: {e}") from e
+        self.sqlite = self.url.get_backend_name() == "sqlite"
+        # a SQLite file's folder: made when missing, and where the first layout kept its audio files
+        self.directory = Path(self.url.database or directory).parent if self.sqlite else None
+        self.setting = "SPEECHFLOW_DATABASE_URL" if database_url else "SPEECHFLOW_DATA_DIR"
+        self.engine = voice_db.create(self.url)
+        self._schema_lock = threading.Lock()
+        self._schema_ready = False
+        if self.sqlite:
+            self._ensure_schema()
 
     def add(self, name: str, wav: np.ndarray, transcript: str, transcribed: bool,
             alignment: list[tuple[str, int]], owner: str) -> StoredVoice:
         voice = StoredVoice(f"voice_{secrets.token_hex(8)}", name, transcript, transcribed, alignment,
                             round(len(wav) / SAMPLE_RATE, 3), int(time.time()), owner)
-        path = self._audio(voice.id)
-        partial = path.with_suffix(".partial")
-        sf.write(partial, wav, SAMPLE_RATE, format="WAV", subtype="PCM_16")
-        partial.replace(path)
-        with self._lock, self._db:
-            self._db.execute("INSERT INTO voices VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                             (voice.id, name, transcript, int(transcribed), json.dumps(alignment), voice.seconds,
-                              voice.created_at, owner))
+        audio = voice_db.encode(wav)
+        with self._transaction() as conn:
+            conn.execute(voices.insert().values(
+                id=voice.id, name=name, transcript=transcript, transcribed=transcribed,
+                alignment=json.dumps(alignment), seconds=voice.seconds, created_at=voice.created_at, owner=owner,
+                audio=audio))
         return voice
 
     def get(self, voice_id: str) -> StoredVoice | None:
         if not VOICE_ID.fullmatch(voice_id):
-            return None  # not one of ours (a path, a typo): no query, no file name
-        with self._lock:
-            row = self._db.execute("SELECT * FROM voices WHERE id = ?", (voice_id,)).fetchone()
-        voice = _voice(row) if row else None
-        return voice if voice is not None and self._audio(voice.id).is_file() else None
+            return None  # not one of ours (a path, a typo): no query
+        with self._transaction() as conn:
+            row = conn.execute(select(voices).where(voices.c.id == voice_id)).first()
+        return _voice(row) if row is not None else None
 
     def audio(self, voice: StoredVoice) -> np.ndarray:
-        wav, _ = sf.read(self._audio(voice.id), dtype="float32")
-        return wav
+        """The voice's samples (float32, SAMPLE_RATE): from the row get() read, else read now."""
+        encoded = voice.encoded
+        if not encoded:
+            with self._transaction() as conn:
+                encoded = conn.execute(select(voices.c.audio).where(voices.c.id == voice.id)).scalar_one()
+        return voice_db.decode(encoded)
 
     def list(self) -> list[StoredVoice]:
-        with self._lock:
-            rows = self._db.execute("SELECT * FROM voices ORDER BY created_at, id").fetchall()
-        return [v for v in map(_voice, rows) if self._audio(v.id).is_file()]
+        with self._transaction() as conn:
+            rows = conn.execute(select(*voice_db.LISTED).order_by(voices.c.created_at, voices.c.id)).all()
+        return [_voice(row) for row in rows]
 
     def delete(self, voice_id: str) -> None:
-        path = self._audio(voice_id)  # checks the id before anything is touched
-        with self._lock, self._db:
-            self._db.execute("DELETE FROM voices WHERE id = ?", (voice_id,))
-        path.unlink(missing_ok=True)
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    def _audio(self, voice_id: str) -> Path:
         if not VOICE_ID.fullmatch(voice_id):
             raise ValueError(f"not a voice id: {voice_id!r}")
-        return self.audio_dir / f"{voice_id}.wav"
+        with self._transaction() as conn:
+            conn.execute(delete(voices).where(voices.c.id == voice_id))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        """One transaction, with the schema in place; the database being unreachable -> VoicesUnavailable."""
+        try:
+            self._ensure_schema()
+            with self.engine.begin() as conn:
+                yield conn
+        except (OperationalError, InterfaceError) as e:
+            raise self._unavailable(e) from e
+
+    def _ensure_schema(self) -> None:
+        with self._schema_lock:
+            if self._schema_ready:
+                return
+            try:
+                if self.directory is not None:
+                    self.directory.mkdir(parents=True, exist_ok=True)
+                with self.engine.begin() as conn:
+                    leftovers = voice_db.migrate(conn, self.directory)
+            except (OSError, OperationalError, InterfaceError) as e:
+                raise self._unavailable(e) from e
+            except RuntimeError as e:  # a layout this server cannot bring up to date: the operator's to resolve
+                log.error("the voice store cannot be migrated: %s", e)
+                raise VoicesUnavailable(f"the voice store ({self.setting}) cannot be opened: {e}") from e
+            self._schema_ready = True
+        if self.directory is not None:
+            _remove(leftovers, self.directory / voice_db.V1_AUDIO_DIR)
+
+    def _unavailable(self, error: Exception) -> VoicesUnavailable:
+        if self.sqlite:  # the operator's own file: say which and why
+            return VoicesUnavailable(f"the voices store in {str(self.directory)!r} ({self.setting}) cannot be used: "
+                                     f"{getattr(error, 'orig', None) or error}")
+        # the details (host, the driver's message) go to the log, not to API clients
+        log.warning("the voices database %s is unreachable: %s", voice_db.describe(self.url),
+                    getattr(error, "orig", None) or error)
+        return VoicesUnavailable("the uploaded voices' database (SPEECHFLOW_DATABASE_URL) cannot be reached; "
+                                 "the voices are kept there: retry once it is back")
 
 
-def _voice(row: tuple) -> StoredVoice:
-    vid, name, transcript, transcribed, alignment, seconds, created_at, owner = row
-    return StoredVoice(vid, name, transcript, bool(transcribed), [tuple(p) for p in json.loads(alignment)],
-                       float(seconds), int(created_at), owner)
+def _remove(files: list[Path], folder: Path) -> None:
+    """Version 1 audio files, once their rows hold the audio (a deleted voice must not live on as a file)."""
+    for path in files:
+        path.unlink(missing_ok=True)
+    with suppress(OSError):
+        folder.rmdir()  # only when empty (or absent): a file that is not ours stays, and so does its folder
+
+
+def _voice(row: Row) -> StoredVoice:
+    m = row._mapping
+    return StoredVoice(m["id"], m["name"], m["transcript"], bool(m["transcribed"]),
+                       [tuple(p) for p in json.loads(m["alignment"])], float(m["seconds"]),
+                       int(m["created_at"]), m["owner"], m.get("audio") or b"")

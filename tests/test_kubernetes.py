@@ -1,5 +1,6 @@
 """The Kubernetes manifests (deploy/kubernetes), checked offline against the Kubernetes API schemas
-(kubernetes-validate) and against what the service does: probes, drain time, the metric the autoscaler reads."""
+(kubernetes-validate, whose schemas ship inside the package: no network) and against what the service does:
+probes, drain time, the metric the autoscaler reads, the voices' database from a Secret."""
 
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import yaml
 
 from service.metrics import Metrics
 from service.settings import Settings
+from service.voice_db import database_url
 
 ROOT = Path(__file__).resolve().parents[1] / "deploy" / "kubernetes"
 MANIFESTS = sorted(p for p in ROOT.rglob("*.yaml") if p.name not in ("kustomization.yaml", "deployment-patch.yaml"))
@@ -52,3 +54,17 @@ def test_the_cpu_profile_drops_the_gpu():
     assert {e["name"]: e["value"] for e in patch["env"]}["SPEECHFLOW_DEVICE"] == "cpu"
     kustomization = load(ROOT / "cpu" / "kustomization.yaml")
     assert all((ROOT / "cpu" / r).resolve().is_file() for r in kustomization["resources"])
+
+
+def test_every_replica_takes_the_voices_database_from_the_documented_secret():
+    [container] = load(ROOT / "deployment.yaml")["spec"]["template"]["spec"]["containers"]
+    [url] = [e for e in container["env"] if e["name"] == "SPEECHFLOW_DATABASE_URL"]
+    ref = url["valueFrom"]["secretKeyRef"]
+    assert not ref.get("optional", False)  # no Secret, no pod: never a pod with voices of its own
+    secret = load(ROOT / "database-secret.example.yaml")
+    assert secret["kind"] == "Secret" and secret["metadata"]["name"] == ref["name"]
+    assert database_url(secret["stringData"][ref["key"]], "unused").drivername == "postgresql+psycopg"
+    assert "SPEECHFLOW_DATA_DIR" not in {e["name"] for e in container["env"]}
+    # the example is applied by hand, never by a kustomization that would overwrite the real Secret
+    for kustomization in ROOT.rglob("kustomization.yaml"):
+        assert all("secret" not in r for r in load(kustomization)["resources"]), kustomization

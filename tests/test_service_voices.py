@@ -1,10 +1,14 @@
-"""Uploaded voices: POST/GET/DELETE /v1/audio/voices, kept in SQLite + WAV files across restarts, usable wherever a
-voice is taken, scoped by API key; the rules against the fake engine, the whole path against the shipped bundle
-(pocketsphinx transcribing a sample that comes without a transcript)."""
+"""Uploaded voices: POST/GET/DELETE /v1/audio/voices, kept in the embedded SQLite store across restarts (audio in the
+rows; a data directory of the first layout, WAV files beside the rows, migrated), usable wherever a voice is taken,
+scoped by API key; the rules against the fake engine, the whole path against the shipped bundle (pocketsphinx
+transcribing a sample that comes without a transcript). Replicas sharing PostgreSQL:
+tests/test_voice_store_postgres.py."""
 
 import asyncio
 import io
+import json
 import shutil
+import sqlite3
 import subprocess
 import warnings
 
@@ -16,7 +20,9 @@ from bench.fake_engine import FakeEngine
 from bench.inprocess import serving
 from model.audio import encode_audio
 from service.app import create_app
+from service.errors import VoicesUnavailable
 from service.settings import Settings
+from service.voices import VoiceStore
 from tests.test_service_app import assert_error, scenario
 from tests.test_shipped_bundle import BUNDLE
 
@@ -134,7 +140,7 @@ def test_the_shipped_bundle_transcribes_stores_and_speaks_in_an_uploaded_voice_a
     assert speech.status_code == again.status_code == 200
     assert speech.content == again.content  # the stored audio, transcript and alignment: the same speech
     audio, sr = sf.read(io.BytesIO(speech.content))
-    assert sr == 16000 and len(audio) > 16000 and np.abs(audio).max() > 0.01
+    assert len(audio) > sr and np.abs(audio).max() > 0.01  # over a second of sound, at the rate the route answers in
 
 
 def test_an_unusable_data_directory_is_a_clear_503_and_the_built_in_voices_still_list(tmp_path):
@@ -150,3 +156,74 @@ def test_an_unusable_data_directory_is_a_clear_503_and_the_built_in_voices_still
         assert tts.status_code == 200  # built-in voices do not need the store
 
     scenario(test, FakeEngine(tasks=("tts",)), data_dir=str(blocker))
+
+
+# the layout the store wrote at schema version 1: rows in voices.sqlite3, one 16-bit WAV per voice in voices/
+V1_SCHEMA = """CREATE TABLE voices (id TEXT PRIMARY KEY, name TEXT NOT NULL, transcript TEXT NOT NULL,
+    transcribed INTEGER NOT NULL, alignment TEXT NOT NULL, seconds REAL NOT NULL, created_at INTEGER NOT NULL,
+    owner TEXT NOT NULL)"""
+
+
+def test_a_data_directory_of_the_first_layout_is_migrated_into_the_rows(tmp_path):
+    kept, lost, orphan = "voice_00000000000000aa", "voice_00000000000000bb", "voice_00000000000000cc"
+    (tmp_path / "voices").mkdir()
+    t = np.arange(32000) / 16000
+    sf.write(tmp_path / "voices" / f"{kept}.wav", (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 16000,
+             subtype="PCM_16")
+    sf.write(tmp_path / "voices" / f"{orphan}.wav", np.zeros(8000, np.float32), 16000, subtype="PCM_16")
+    db = sqlite3.connect(tmp_path / "voices.sqlite3")
+    with db:
+        db.execute(V1_SCHEMA)
+        for vid in (kept, lost):  # `lost`: a row whose file is gone, never listed
+            db.execute("INSERT INTO voices VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (vid, "Old", "hello there", 1, json.dumps([["hello", 40], ["there", 60]]), 2.0, 1700000000,
+                        "0123456789abcdef"))
+    db.close()
+    expected, _ = sf.read(tmp_path / "voices" / f"{kept}.wav", dtype="float32")
+
+    async def test(client, app, engine):
+        listed = (await client.get(VOICES)).json()["data"]
+        assert [(v["id"], v["name"], v["transcript"], v["transcribed"], v["seconds"], v["created_at"])
+                for v in listed] == [(kept, "Old", "hello there", True, 2.0, 1700000000)]
+        assert (await client.post("/v1/tts", data={"text": "Hi.", "voice": kept})).status_code == 200
+        _, payload, _ = engine.prepared[-1]
+        assert np.array_equal(payload.prompt, expected)  # the same samples, now from the row
+        assert list(payload.alignment) == [("hello", 40), ("there", 60)]
+
+    scenario(test, FakeEngine(tasks=("tts",)), data_dir=str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["voices.sqlite3"]  # the WAVs (orphans too) are gone
+    db = sqlite3.connect(tmp_path / "voices.sqlite3")
+    assert db.execute("SELECT version FROM voices_schema").fetchall() == [(2,)]
+    assert db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").fetchall() == \
+        [("voices",), ("voices_schema",)]
+    db.close()
+    store = VoiceStore(tmp_path)  # opening again migrates nothing and keeps the voice
+    assert [v.id for v in store.list()] == [kept] and store.get(kept).owner == "0123456789abcdef"
+    store.close()
+
+
+def test_a_migration_that_cannot_finish_changes_nothing(tmp_path):
+    (tmp_path / "voices").mkdir()
+    (tmp_path / "voices" / "voice_00000000000000aa.wav").write_bytes(b"RIFF, but not audio")
+    db = sqlite3.connect(tmp_path / "voices.sqlite3")
+    with db:
+        db.execute(V1_SCHEMA)
+        db.execute("INSERT INTO voices VALUES ('voice_00000000000000aa', 'Old', 'hi', 0, '[]', 1.0, 1, '')")
+    db.close()
+    with pytest.raises(VoicesUnavailable, match="SPEECHFLOW_DATA_DIR"):
+        VoiceStore(tmp_path)
+    db = sqlite3.connect(tmp_path / "voices.sqlite3")  # still the first layout, whole: the step rolled back
+    assert db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall() == [("voices",)]
+    assert db.execute("SELECT id FROM voices").fetchall() == [("voice_00000000000000aa",)]
+    db.close()
+    assert (tmp_path / "voices" / "voice_00000000000000aa.wav").is_file()
+
+
+def test_a_database_url_that_is_neither_sqlite_nor_postgresql_is_refused_clearly(tmp_path):
+    for url in ("mysql://user@host/db", "not a url", "sqlite://"):
+        with pytest.raises(VoicesUnavailable, match="SPEECHFLOW_DATABASE_URL"):
+            VoiceStore(tmp_path, url)
+    store = VoiceStore(tmp_path / "elsewhere", f"sqlite:///{tmp_path / 'chosen.db'}")  # SQLite by URL works too
+    store.add("Me", np.zeros(8000, np.float32), "hi", False, [("hi", 5)], owner="")
+    assert len(store.list()) == 1 and (tmp_path / "chosen.db").is_file() and not (tmp_path / "elsewhere").exists()
+    store.close()
