@@ -79,7 +79,7 @@ class Settings(BaseSettings):
     # uploaded voices (POST /v1/audio/voices), kept across restarts: a SQLite file in data_dir by default
     data_dir: str = "speechflow-data"
     # postgresql://user:password@host/db: the voices live there instead, shared by every replica (service/voices.py)
-    database_url: str | None = None
+    database_url: SecretStr | None = None  # a secret: it may hold the password (never in repr or logs)
     max_voices: int = Field(1000, ge=0)
 
     # security: Bearer keys; empty = open. Probes are always open, /metrics only when protect_metrics is false.

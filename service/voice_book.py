@@ -36,7 +36,8 @@ class VoiceBook:
         """The store, opened on first use (a failure to open it is VoicesUnavailable, and the next use tries
         again): the SQLite file in SPEECHFLOW_DATA_DIR, or the database in SPEECHFLOW_DATABASE_URL."""
         if self._store is None:
-            self._store = VoiceStore(self.settings.data_dir, self.settings.database_url)
+            url = self.settings.database_url
+            self._store = VoiceStore(self.settings.data_dir, url.get_secret_value() if url else None)
         return self._store
 
     def close(self) -> None:

@@ -33,7 +33,8 @@ def router(runtime: ServiceRuntime) -> APIRouter:
     async def voices() -> VoiceList:
         """Every voice the ``voice`` parameter takes: the built-in ones (with the OpenAI names that are aliases of
         them) and the uploaded ones, with what their prompts say."""
-        return book.catalogue(runtime.serving("tts"))
+        # off the event loop: with PostgreSQL, listing the uploaded voices is a network round trip
+        return await asyncio.to_thread(book.catalogue, runtime.serving("tts"))
 
     @api.post(paths.AUDIO_VOICES, response_model=StoredVoiceCard)
     async def create_voice(form: Annotated[VoiceForm, Form()],
