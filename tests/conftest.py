@@ -12,6 +12,7 @@ import torch
 
 from model.config import ModelConfig, preset
 from model.modeling import SpeechFlowModel
+from service.engine import PipelineEngine
 
 torch.set_num_threads(1)  # tests are tiny: threads only fight for the two cores
 
@@ -115,3 +116,54 @@ def write_tts_bundle(root: Path, manifest: Path, voice_text: str, steps: int) ->
     wav, _ = sf.read(manifest.parent / "u0.wav", dtype="float32")
     write_voices(root / "bundle", {"anna": (wav, voice_text)})
     return root / "bundle"
+
+
+DEMO_BUNDLE = Path(__file__).resolve().parents[1] / "checkpoints" / "demo"
+
+
+class WarmEngine(PipelineEngine):
+    """A `PipelineEngine` on a pipeline that is warm already: ``warmup`` returns the step cost measured when it was
+    warmed instead of running every task again (about 2 s on two cores, for each app a test makes)."""
+
+    def __init__(self, pipeline, cost: float | None) -> None:
+        super().__init__(pipeline)
+        self.cost = cost
+
+    def warmup(self) -> float | None:
+        return self.cost
+
+
+@pytest.fixture(scope="session")
+def demo_pipeline():
+    """The shipped bundle (checkpoints/demo: trained tiny enhance, separate and TTS models, built-in voices, a
+    prompt aligner and a trained Vocos vocoder) on the CPU, warmed up once: (pipeline, the step cost its warm-up
+    measured). Tests about what the models make run on it: its outputs are speech, so a wrong path shows."""
+    import warnings
+
+    if not (DEMO_BUNDLE / "bundle.json").exists():
+        pytest.skip("needs the shipped bundle checkpoints/demo")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        engine = PipelineEngine.load(DEMO_BUNDLE, device="cpu")
+        cost = engine.warmup()
+    return engine.pipeline, cost
+
+
+@pytest.fixture
+def demo_engine(demo_pipeline) -> WarmEngine:
+    """An engine on the shipped bundle for an app to serve (``create_app(settings, demo_engine)``)."""
+    return WarmEngine(*demo_pipeline)
+
+
+# Two TTS answers that must be equal (a request in a shared live batch and the same request alone) differ by float
+# rounding only: the network masks the padding, but a padded batch's matmuls and reductions run over other shapes,
+# and the guided ODE steps and the neural vocoder amplify those last bits. On the shipped bundle, over seeds and
+# join points: up to 7e-5 on waveforms peaking near 0.5 (1.5e-4 of the peak), plus one 16-bit step (3e-5) in an
+# encoded answer. The bound, 2e-3 of the expected peak, is ten times that and 1/500 of the speech; a request that
+# took another path (another seed, other sampling settings) differs at the speech's own scale (0.5-1 of the peak).
+TTS_ROUNDING = 2e-3
+
+
+def assert_same_speech(actual: np.ndarray, expected: np.ndarray) -> None:
+    """``actual`` is ``expected`` up to float rounding (`TTS_ROUNDING` of its peak, sample by sample)."""
+    np.testing.assert_allclose(actual, expected, atol=TTS_ROUNDING * float(np.abs(expected).max()), rtol=0)
