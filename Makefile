@@ -24,11 +24,12 @@ install: system-deps $(STAMP)
 
 # Debian packages: libsndfile (audio I/O), espeak-ng (text frontend, corpus), flite + festival voices, fortunes
 # and sound-icons (synthetic corpus and noise), the English Asterisk prompts and music on hold (real speech and
-# music; scripts/real-speech-corpus.sh installs the other languages), and the PostgreSQL server that the shared
-# voice store's tests start for themselves. Installed when missing and we are root; otherwise we say what to do.
+# music; scripts/real-speech-corpus.sh installs the other languages), the PostgreSQL server that the shared
+# voice store's tests start for themselves, and FAAD2 (an AAC decoder independent of FFmpeg, for the aac tests).
+# Installed when missing and we are root; otherwise we say what to do.
 APT_PACKAGES := espeak-ng libespeak-ng1 libsndfile1 sox flite festival festvox-kallpc16k festvox-kdlpc16k \
 	festvox-us-slt-hts fortunes fortunes-min sound-icons chromium chromium-driver \
-	asterisk-core-sounds-en-g722 asterisk-core-sounds-en asterisk-moh-opsound-g722 postgresql
+	asterisk-core-sounds-en-g722 asterisk-core-sounds-en asterisk-moh-opsound-g722 postgresql faad
 system-deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \

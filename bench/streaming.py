@@ -1,9 +1,9 @@
-"""Time to first audio, streamed vs whole: `python -m bench.streaming --url URL [--json OUT]`.
+"""Time to first audio against the whole: `python -m bench.streaming --url URL [--json OUT]`.
 
-For texts of 1, 2 and 4 sentences (``--sentences``) in the first built-in voice, one request at a time on an
-otherwise idle server: the whole response (no ``stream_format``: the client has audio when the last byte arrives)
-against ``stream_format=audio`` and ``sse`` (the client has audio at the first audio byte; the total is when the
-stream ends). Medians over ``--repeats``; the same seed for every run, so every run generates the same audio.
+For texts of 1-4 sentences (``--sentences``) in the first built-in voice, one request at a time on an otherwise
+idle server: ``/v1/audio/speech`` as OpenAI clients call it (no ``stream_format``: streamed raw as it is
+generated) and with ``stream_format=sse``. The client has audio at the first audio byte and the whole at the end.
+Medians over ``--repeats``; the same seed for every run, so every run generates the same audio.
 """
 
 from __future__ import annotations
@@ -22,55 +22,51 @@ from .config import check_loopback
 from .scenarios import SENTENCES
 
 
-async def _timed(client: httpx.AsyncClient, body: dict[str, Any]) -> tuple[float, float, int]:
-    """(seconds to the first body byte, seconds to the end, bytes) of one request."""
+async def _timed(client: httpx.AsyncClient, body: dict[str, Any]) -> tuple[float, float, float]:
+    """(seconds to the first body byte, seconds to the end, seconds of pcm audio) of one request."""
     t0 = time.perf_counter()
     first = None
     size = 0
     async with client.stream("POST", "/v1/audio/speech", json=body) as r:
         r.raise_for_status()
+        rate = float(r.headers["x-sample-rate"])
         async for chunk in r.aiter_raw():
             if chunk and first is None:
                 first = time.perf_counter() - t0
             size += len(chunk)
     total = time.perf_counter() - t0
-    return (first if first is not None else total), total, size
+    return (first if first is not None else total), total, size / 2 / rate
 
 
-async def run(url: str, repeats: int = 3, fmt: str = "pcm", sentences: tuple[int, ...] = (1, 2, 4)) -> dict[str, Any]:
+async def run(url: str, repeats: int = 3, sentences: tuple[int, ...] = (1, 2, 4)) -> dict[str, Any]:
     check_loopback(url)
     rows = []
     async with httpx.AsyncClient(base_url=url, timeout=600) as client:
         voice = (await client.get("/v1/voices")).json()["voices"][0]["id"]
-        base = {"model": "tts", "voice": voice, "seed": 0, "response_format": fmt}
+        base = {"model": "tts", "voice": voice, "seed": 0, "response_format": "pcm"}
         await _timed(client, {**base, "input": SENTENCES[0]})  # one untimed request first
         for n in sentences:
             text = " ".join(SENTENCES[:n])
-            runs: dict[str, list[tuple[float, float, int]]] = {"whole": [], "audio": [], "sse": []}
+            runs: dict[str, list[tuple[float, float, float]]] = {"audio": [], "sse": []}
             for _ in range(repeats):
-                runs["whole"].append(await _timed(client, {**base, "input": text}))
-                runs["audio"].append(await _timed(client, {**base, "input": text, "stream_format": "audio"}))
+                runs["audio"].append(await _timed(client, {**base, "input": text}))
                 runs["sse"].append(await _timed(client, {**base, "input": text, "stream_format": "sse"}))
-            row: dict[str, Any] = {"sentences": n, "characters": len(text),
-                                   "audio_s": round(runs["whole"][0][2] / 2 / 16000, 2) if fmt == "pcm" else None}
+            row: dict[str, Any] = {"sentences": n, "characters": len(text), "audio_s": round(runs["audio"][0][2], 2)}
             for mode, timings in runs.items():
-                first = statistics.median(t[0] for t in timings)
-                total = statistics.median(t[1] for t in timings)
-                # the whole response is audible only at its end
-                row[mode] = {"first_audio_ms": round(1000 * (total if mode == "whole" else first)),
-                             "total_ms": round(1000 * total)}
+                row[mode] = {"first_audio_ms": round(1000 * statistics.median(t[0] for t in timings)),
+                             "total_ms": round(1000 * statistics.median(t[1] for t in timings))}
             rows.append(row)
-    return {"url": url, "format": fmt, "repeats": repeats, "rows": rows}
+    return {"url": url, "format": "pcm", "repeats": repeats, "rows": rows}
 
 
 def table(report: dict[str, Any]) -> str:
-    lines = ["| sentences | audio (s) | whole response (ms) | streamed: first audio / end (ms) | SSE: first audio / "
-             "end (ms) | first audio, streamed vs whole |", "|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| sentences | audio (s) | streamed: first audio / end (ms) | SSE: first audio / end (ms) | "
+             "first audio, sooner than the end |", "|---:|---:|---:|---:|---:|"]
     for r in report["rows"]:
-        whole, audio, sse = r["whole"]["total_ms"], r["audio"], r["sse"]
-        lines.append(f"| {r['sentences']} | {r['audio_s']} | {whole:,} | {audio['first_audio_ms']:,} / "
-                     f"{audio['total_ms']:,} | {sse['first_audio_ms']:,} / {sse['total_ms']:,} | "
-                     f"{whole / max(audio['first_audio_ms'], 1):.1f}x sooner |")
+        audio, sse = r["audio"], r["sse"]
+        lines.append(f"| {r['sentences']} | {r['audio_s']} | {audio['first_audio_ms']:,} / {audio['total_ms']:,} | "
+                     f"{sse['first_audio_ms']:,} / {sse['total_ms']:,} | "
+                     f"{audio['total_ms'] / max(audio['first_audio_ms'], 1):.1f}x |")
     return "\n".join(lines)
 
 

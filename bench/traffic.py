@@ -62,7 +62,7 @@ class Outcome:
     task: str = "enhance"
     request_id: str = ""  # the X-Request-ID sent
     echoed_id: str | None = None  # the X-Request-ID answered
-    audio_s: float = 0.0  # audio seconds returned (200 only): the input's length, or TTS X-Audio-Seconds
+    audio_s: float = 0.0  # audio seconds returned (200 only): the input's length, or the TTS answer's
     first_chunk_ms: float | None = None  # X-First-Chunk-Ms: server-side admission -> first chunk ready (TTS)
     live_rows: float | None = None  # X-Batch-Size: mean rows of the request's live batch over its steps
 
@@ -161,7 +161,7 @@ def make_sender(client: httpx.AsyncClient, cfg: BenchConfig, voice: str | None) 
         t0 = time.perf_counter()
         try:
             if spec.task == "tts":
-                body = {"model": "tts", "input": spec.text, "voice": voice, "response_format": "wav",
+                body = {"model": "tts", "input": spec.text, "voice": voice, "response_format": "pcm",
                         "seed": spec.seed, **speech}
                 response = await client.post(paths.SPEECH, json=body, headers=headers)
             else:
@@ -176,7 +176,7 @@ def make_sender(client: httpx.AsyncClient, cfg: BenchConfig, voice: str | None) 
         if not ok:
             audio_s = 0.0
         elif spec.task == "tts":
-            audio_s = _number(h.get("x-audio-seconds")) or 0.0
+            audio_s = speech_seconds(response)
         else:
             audio_s = spec.audio_s  # the input's length, as the one-task report counts it
         return Outcome(response.status_code, latency, spec.task, rid, h.get("x-request-id"), audio_s,
@@ -344,3 +344,9 @@ def emit(report: dict[str, Any], path: str | None) -> None:
     if path:
         Path(path).write_text(text + "\n")
     print(text)
+
+
+def speech_seconds(response: httpx.Response) -> float:
+    """Seconds of a ``pcm`` speech answer: 16-bit mono at ``X-Sample-Rate``, whether it was streamed (a stream
+    cannot carry ``X-Audio-Seconds``, which is known only at its end) or whole."""
+    return len(response.content) / 2 / float(response.headers["x-sample-rate"])

@@ -21,8 +21,9 @@ from .schemas import ErrorEnvelope
 # what the routes declare about their answers
 AUDIO_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {"content": {"audio/wav": {}, "audio/flac": {}, "audio/ogg": {}, "audio/L16": {}, "audio/mpeg": {},
-                      "text/event-stream": {}},
-          "description": "the result as an audio file"},
+                      "audio/aac": {}, "text/event-stream": {}},
+          "description": "the result as an audio file (streamed as it is generated where the request asks for it, "
+                         "the default of /v1/audio/speech), or OpenAI's speech events (text/event-stream)"},
 }
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorEnvelope, "description": text} for status, text in {

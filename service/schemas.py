@@ -8,15 +8,19 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from model.defaults import MAX_ENSEMBLE, TASK_SAMPLING
 
+from .openai_names import OPENAI_MAX_INPUT_CHARS, OPENAI_SAMPLE_RATE
 from .settings import Solver
 
 ResponseFormat = Literal["wav", "flac", "ogg", "pcm", "mp3", "opus"]
 RESPONSE_FORMATS: tuple[str, ...] = get_args(ResponseFormat)
-OPENAI_ONLY_FORMATS = ("aac",)  # OpenAI's other speech format: named in the 422, not served
+SPEECH_FORMATS = (*RESPONSE_FORMATS, "aac")  # /v1/audio/speech: OpenAI's six and ogg (aac is speech-only)
 StreamFormat = Literal["audio", "sse"]
-STREAM_FORMAT_HELP = ("audio: stream the audio as each sentence is ready (chunked; not flac); sse: speech.audio.delta "
-                      "events with base64 audio, then speech.audio.done; absent: one complete file with timing "
-                      "headers")
+_STREAM_MODES = ("audio: the audio streamed as each sentence is ready (chunked; flac, whose header needs the total "
+                 "length, comes when generation ends); sse: speech.audio.delta events with base64 audio, then "
+                 "speech.audio.done")
+STREAM_FORMAT_HELP = f"{_STREAM_MODES}; absent: one complete file with timing headers"
+SPEECH_STREAM_FORMAT_HELP = (f"{_STREAM_MODES}. audio is the default, as OpenAI's: a client that reads the whole body "
+                             "gets one complete file")
 MAX_INSTRUCTIONS_CHARS = 4096  # OpenAI's limit
 Reconstruction = Literal["mask", "vocoder"]
 MAX_SEED = 2**31 - 1
@@ -93,8 +97,8 @@ class TtsForm(StrictForm):
                               description=f"{TTS_GUIDANCE}; 'guidance' is accepted too")
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="noise seed; default: random (echoed in X-Seed)")
     response_format: ResponseFormat = Field("wav", validation_alias=AliasChoices("response_format", "format"),
-                                             description="16 kHz mono; pcm = raw 16-bit little-endian; 'format' is "
-                                             "accepted too")
+                                             description="16 kHz mono (the model's rate); pcm = raw 16-bit "
+                                             "little-endian; 'format' is accepted too")
     stream_format: StreamFormat | None = Field(None, description=STREAM_FORMAT_HELP)
 
 
@@ -114,7 +118,9 @@ class SpeechRequest(BaseModel):
 
     model: str = Field("tts", description="the TTS model id that /v1/models lists ('tts'); OpenAI's names tts-1, "
                        "tts-1-hd and gpt-4o-mini-tts are accepted as aliases for it")
-    input: str = Field(description="what to say (at most the server's max_text_chars characters)")
+    input: str = Field(description=f"what to say: at most {OPENAI_MAX_INPUT_CHARS:,} characters, OpenAI's limit "
+                       "(or the server's max_text_chars where it sets one); a text whose generation would not fit "
+                       "the server's cost bounds (request timeout, rows, frames) is refused (413 request_too_costly)")
     voice: str | VoiceRef = Field(description="a voice of /v1/voices: a built-in voice or one of OpenAI's names "
                                   "(alloy, echo, ...; each is an alias of a built-in voice), as a string or as "
                                   '{"id": ...}')
@@ -122,11 +128,11 @@ class SpeechRequest(BaseModel):
                                      description="accepted for compatibility and ignored: this model has no "
                                      "instruction-following (use speed for the rate); the response says so in "
                                      "X-Instructions: ignored")
-    # a str checked by _served_format (so that aac gets its own message), listed as an enum for the schema's readers
-    response_format: str = Field("mp3", description="mp3 (OpenAI's default), opus, wav, flac, ogg or pcm (raw "
-                                 "16-bit little-endian), all 16 kHz mono; OpenAI's aac is not available",
-                                 json_schema_extra={"enum": list(RESPONSE_FORMATS)})
-    stream_format: StreamFormat | None = Field(None, description=STREAM_FORMAT_HELP)
+    # a str checked by _served_format (so that the 422 lists the formats), listed as an enum for the schema's readers
+    response_format: str = Field("mp3", description=f"mp3 (OpenAI's default), opus, aac (ADTS), wav, flac, ogg or "
+                                 f"pcm (raw 16-bit little-endian, no header), all {OPENAI_SAMPLE_RATE // 1000} kHz "
+                                 "mono as OpenAI's", json_schema_extra={"enum": list(SPEECH_FORMATS)})
+    stream_format: StreamFormat = Field("audio", description=SPEECH_STREAM_FORMAT_HELP)
     speed: float = Field(1.0, ge=MIN_SPEED, le=MAX_SPEED, description="speaking rate, 0.25-4")
     steps: int | None = Field(None, ge=1, description="NFE of the ODE solver (default: the server's)")
     solver: Solver | None = Field(None, description="ODE solver (default: the server's)")
@@ -136,10 +142,8 @@ class SpeechRequest(BaseModel):
     @field_validator("response_format")
     @classmethod
     def _served_format(cls, value: str) -> str:
-        if value not in RESPONSE_FORMATS:
-            note = " (this server does not encode aac)" if value in OPENAI_ONLY_FORMATS else ""
-            raise ValueError(f"{value!r} is not supported{note}; use one of: "
-                             f"{', '.join(RESPONSE_FORMATS)}")
+        if value not in SPEECH_FORMATS:
+            raise ValueError(f"{value!r} is not supported; use one of: {', '.join(SPEECH_FORMATS)}")
         return value
 
     @property
@@ -193,10 +197,12 @@ class VoiceList(BaseModel):
 class ModelCard(BaseModel):
     id: str
     object: Literal["model"] = "model"
+    created: int = Field(description="Unix time the bundle was written (else the server's start)")
     owned_by: str = "speechflow"
     task: str
     endpoint: str | None = Field(None, description="where to use it (tts: also /v1/audio/speech); null: in the "
                                  "bundle but not served")
+    alias_of: str | None = Field(None, description="for OpenAI's model names: the model they name on this server")
 
 
 class ModelList(BaseModel):

@@ -1,15 +1,16 @@
 """A streamed TTS response, fed by the step loop's per-chunk hook (``Request.chunks``). It starts with the first
 chunk: until then a failure is still an error response (4xx/5xx JSON); later the stream ends short (raw audio) or
-with an error event (SSE)."""
+with an error event (SSE). Each chunk is resampled to the response's rate and encoded on a worker thread (soxr,
+libsndfile and FFmpeg are CPU work that would otherwise hold up every other request on the event loop)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import numpy as np
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import StreamingResponse
 from starlette.types import Receive
 
 from .engine import TaskParams
@@ -19,24 +20,45 @@ from .streaming import StreamEncoder, sse_delta, sse_done, sse_error
 from .uploads import render_media_type
 
 
-async def stream_response(job: LoopRequest, receive: Receive, translate: Translate, timeout_s: float, fmt: str,
-                          sse: bool, params: TaskParams, sample_rate: int, input_chars: int) -> Response:
-    """Wait for the first chunk (within the deadline; a disconnect cancels), then stream the rest."""
+async def first_chunk(job: LoopRequest, receive: Receive, translate: Translate, timeout_s: float) -> np.ndarray:
+    """The request's first chunk of audio, within its deadline (a disconnect cancels it); a failure before it is
+    raised as the service's error, so that the client gets an ordinary error response."""
     waiter = asyncio.ensure_future(next_chunk(job))
     try:
         await await_event(job, waiter, receive, timeout_s)
-    except BaseException:
+    except BaseException:  # the server cancelled this handler too (the client went away): the rows stop as well
         waiter.cancel()
+        job.cancel("abandoned")
         raise
     first = waiter.result()
     if first is None:  # ended without audio: its failure, or the deadline
         unwrap_or_deadline(job, translate, timeout_s)
+    return first
+
+
+def complete(job: LoopRequest) -> bool:
+    """Whether the request has succeeded: all of its audio is there (it came with the first chunk)."""
+    return job.future.done() and not job.future.cancelled() and job.future.exception() is None
+
+
+def stream_response(job: LoopRequest, first: np.ndarray, fmt: str, sse: bool, params: TaskParams, source_rate: int,
+                    sample_rate: int, input_chars: int, on_end: Callable[[float], None]) -> StreamingResponse:
+    """Stream ``first`` and the chunks after it, at ``sample_rate``. ``on_end`` gets the seconds of audio sent once
+    the stream is over. The headers say what is known at the first chunk: the sampling settings, the rows, the wait
+    for the first step and for the first chunk."""
     headers = {**sampling_headers(params, sample_rate, 1), "Cache-Control": "no-store"}
+    if job.plan is not None:
+        headers["X-Rows"] = str(len(job.plan.rows))
+    if job.started_at is not None:
+        headers["X-Queue-Time-Ms"] = f"{1000 * (job.started_at - job.enqueued_at):.1f}"
     if job.first_chunk_at is not None:
         headers["X-First-Chunk-Ms"] = f"{1000 * (job.first_chunk_at - job.enqueued_at):.1f}"
+    if not sse:
+        headers["Content-Disposition"] = f'attachment; filename="speech.{fmt}"'
     media = "text/event-stream" if sse else render_media_type(fmt, sample_rate)
-    return StreamingResponse(stream_audio(job, first, fmt, sample_rate, sse, input_chars), media_type=media,
-                             headers=headers)
+    encoder = StreamEncoder(fmt, sample_rate, source_rate)
+    return StreamingResponse(stream_audio(job, first, encoder, source_rate, sse, input_chars, on_end),
+                             media_type=media, headers=headers)
 
 
 async def next_chunk(job: LoopRequest) -> np.ndarray | None:
@@ -49,18 +71,21 @@ async def next_chunk(job: LoopRequest) -> np.ndarray | None:
         return None
 
 
-async def stream_audio(job: LoopRequest, first: np.ndarray, fmt: str, sample_rate: int, sse: bool,
-                       input_chars: int) -> AsyncIterator[bytes]:
-    """The body of a streamed response: ``first`` and every later chunk, encoded as one growing ``fmt`` file,
-    raw or as SSE events. If the client goes away (the server cancels this generator) or the deadline passes,
-    the request is cancelled, so its remaining rows stop costing compute at the next step."""
-    encoder = StreamEncoder(fmt, sample_rate)
+async def stream_audio(job: LoopRequest, first: np.ndarray, encoder: StreamEncoder, source_rate: int, sse: bool,
+                       input_chars: int, on_end: Callable[[float], None]) -> AsyncIterator[bytes]:
+    """The body of a streamed response: ``first`` and every later chunk, encoded as one growing file, raw or as
+    SSE events. If the client goes away (the server cancels this generator) or the deadline passes, the request
+    is cancelled, so its remaining rows stop costing compute at the next step."""
     seconds = 0.0
+    closed = False
     try:
         chunk: np.ndarray | None = first
         while chunk is not None:
-            seconds += len(chunk) / sample_rate
-            piece = encoder.push(chunk)
+            seconds += len(chunk) / source_rate
+            # the last chunk's piece carries the file's end too (what the resampler and encoder held back), so
+            # that there is one piece per sentence: the demo page counts SSE deltas as sentences
+            closed = _last(job)
+            piece = await asyncio.to_thread(_encode, encoder, chunk, closed)
             if piece:
                 yield _frame(piece, sse)
             chunk = await next_chunk(job)
@@ -70,7 +95,7 @@ async def stream_audio(job: LoopRequest, first: np.ndarray, fmt: str, sample_rat
                 yield sse_error("synthesis stopped before the end: " + (job.drop_reason or "inference failed"),
                                 job.drop_reason or "inference_failed")
             return  # a raw stream just ends short: the status line went out with the first chunk
-        tail = encoder.close()
+        tail = b"" if closed else await asyncio.to_thread(encoder.close)
         if tail:
             yield _frame(tail, sse)
         if sse:
@@ -78,6 +103,18 @@ async def stream_audio(job: LoopRequest, first: np.ndarray, fmt: str, sample_rat
     finally:
         if not job.future.done():
             job.cancel("client_disconnected")
+        on_end(seconds)
+
+
+def _last(job: LoopRequest) -> bool:
+    """Whether the chunk just taken is the request's last: it succeeded, and only the end marker is left (the
+    step loop queues the last chunk and the marker together, as it completes the request)."""
+    assert job.chunks is not None
+    return complete(job) and job.chunks.qsize() == 1
+
+
+def _encode(encoder: StreamEncoder, chunk: np.ndarray, last: bool) -> bytes:
+    return encoder.push(chunk) + (encoder.close() if last else b"")
 
 
 def _frame(piece: bytes, sse: bool) -> bytes:

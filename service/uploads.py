@@ -33,6 +33,7 @@ from model.errors import AudioError
 
 from .errors import AudioTooLarge, AudioTooLong, BadAudio, UnsupportedMediaType
 from .settings import Settings
+from .streaming import AAC_CONTENT_TYPE, encode_whole
 
 RAW_PCM_TYPES = {"audio/l16", "audio/pcm", "audio/x-pcm", "audio/raw"}
 RAW_PCM_SUFFIXES = (".pcm", ".raw")
@@ -139,9 +140,12 @@ def render_audio(audio: np.ndarray, engine_sr: int, like: DecodedAudio, fmt: str
     return data, _media_type(fmt, rate, len(channels))
 
 
-def render_speech(audio: np.ndarray, sample_rate: int, fmt: str) -> tuple[bytes, str]:
-    """Generated speech (n,) -> file bytes at its own rate, and a media type."""
-    return encode_audio(audio, sample_rate, fmt), _media_type(fmt, sample_rate, 1)
+def render_speech(audio: np.ndarray, source_rate: int, fmt: str, sample_rate: int | None = None) -> tuple[bytes, str]:
+    """Generated speech (n,) at ``source_rate`` -> file bytes at ``sample_rate`` (default: its own), and a media
+    type. The resampler is the one a stream of the same speech uses, so both give the same samples."""
+    rate = source_rate if sample_rate is None else sample_rate
+    data = encode_whole(resample(audio, source_rate, rate), rate, fmt)
+    return data, _media_type(fmt, rate, 1)
 
 
 def render_media_type(fmt: str, sample_rate: int) -> str:
@@ -150,7 +154,7 @@ def render_media_type(fmt: str, sample_rate: int) -> str:
 
 
 def _media_type(fmt: str, sample_rate: int, channels: int) -> str:
-    media = content_type(fmt)
+    media = AAC_CONTENT_TYPE if fmt == "aac" else content_type(fmt)  # aac is speech only, not a model.audio format
     return f"{media};rate={sample_rate};channels={channels}" if fmt == "pcm" else media
 
 

@@ -108,7 +108,6 @@ SPEECH = [
     ("speed huge", {"speed": 1e308}, 422, "speed"),
     ("instructions over OpenAI's limit", {"instructions": "x" * 5000}, 422, "instructions"),
     ("stream_format unknown", {"stream_format": "websocket"}, 422, "stream_format"),
-    ("flac stream", {"response_format": "flac", "stream_format": "audio"}, 422, "stream_format"),
     ("model unknown", {"model": "whisper-1"}, 404, "model"),
 ]
 

@@ -240,7 +240,7 @@ def test_a_recorded_voice_is_saved_spoken_in_with_streaming_and_deleted(tts_serv
     assert not fetched.startswith("failed"), fetched
     downloaded = base64.b64decode(fetched)
     speech, rate = sf.read(io.BytesIO(downloaded), dtype="float32")
-    assert rate == 16000 and np.abs(speech).max() > 0.05  # the fake's 220 Hz tone, all four sentences
+    assert rate == 24000 and np.abs(speech).max() > 0.05  # the fake's 220 Hz tone, all four sentences
     save_screenshot(browser, "voice")
 
     browser.find_element(By.ID, f"delete-{voice}").click()
@@ -426,7 +426,7 @@ def test_every_flow_of_the_page_on_the_shipped_bundle(demo_server, browser, tmp_
     assert result.get_attribute("data-audio-state") == "running"
     speech, speech_rate = sf.read(io.BytesIO(base64.b64decode(browser.execute_async_script(FETCH_DOWNLOAD,
                                                                                           "tts-download"))))
-    assert speech_rate == 16000 and 1.5 < len(speech) / speech_rate < 10 and np.abs(speech).max() > 0.01
+    assert speech_rate == 24000 and 1.5 < len(speech) / speech_rate < 10 and np.abs(speech).max() > 0.01
     (picture,) = browser.execute_script(SPECTROGRAMS, "#tts-result")
     assert abs(picture["duration"] - len(speech) / speech_rate) < 0.05 and picture["colours"] > 20, picture
     assert abs(picture["width"] - len(speech) / speech_rate * 100) < 2, picture

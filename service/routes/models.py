@@ -1,7 +1,12 @@
-"""The service itself: ``GET /v1/models`` (the bundle's models and the endpoints that serve them), ``/metrics``
-(Prometheus), and the probes ``/livez`` and ``/readyz`` (open: orchestrators call them without a key)."""
+"""The service itself: ``GET /v1/models`` (the bundle's models and the endpoints that serve them, and OpenAI's
+names for the TTS model), ``/metrics`` (Prometheus), and the probes ``/livez`` and ``/readyz`` (open:
+orchestrators call them without a key)."""
 
 from __future__ import annotations
+
+import calendar
+import time
+from typing import Any
 
 from fastapi import APIRouter
 from starlette.responses import Response
@@ -9,6 +14,7 @@ from starlette.responses import Response
 from .. import paths
 from ..engine import SERVED_TASKS
 from ..lifecycle import ServiceRuntime
+from ..openai_names import OPENAI_SPEECH_MODELS, TTS_MODEL_ID
 from ..schemas import ErrorEnvelope, Health, ModelCard, ModelList
 
 ENDPOINTS = {"enhance": paths.ENHANCE, "separate": paths.SEPARATE, "tts": paths.TTS}
@@ -16,14 +22,21 @@ ENDPOINTS = {"enhance": paths.ENHANCE, "separate": paths.SEPARATE, "tts": paths.
 
 def router(runtime: ServiceRuntime) -> APIRouter:
     api = APIRouter(tags=["service"])
+    started = int(time.time())
 
     @api.get(paths.MODELS, response_model=ModelList)
     async def models() -> ModelList:
-        """The bundle's models and the endpoints that serve them."""
+        """The bundle's models and the endpoints that serve them; with a TTS model, also OpenAI's names for it
+        (tts-1, tts-1-hd, gpt-4o-mini-tts: ``alias_of`` 'tts', served by /v1/audio/speech)."""
         engine = runtime.engine
-        cards = [ModelCard(id=task, task=task, endpoint=ENDPOINTS.get(task) if task in SERVED_TASKS else None)
-                 for task in engine.tasks]
-        return ModelList(data=cards, engine=engine.describe())
+        info = engine.describe()
+        created = _unix_time(info.get("updated")) or started
+        cards = [ModelCard(id=task, created=created, task=task,
+                           endpoint=ENDPOINTS.get(task) if task in SERVED_TASKS else None) for task in engine.tasks]
+        if "tts" in engine.tasks:
+            cards += [ModelCard(id=name, created=created, task="tts", endpoint=paths.SPEECH,
+                                alias_of=TTS_MODEL_ID) for name in OPENAI_SPEECH_MODELS]
+        return ModelList(data=cards, engine=info)
 
     @api.get(paths.METRICS, response_class=Response)
     async def metrics() -> Response:
@@ -51,3 +64,11 @@ def probes(runtime: ServiceRuntime) -> APIRouter:
         return Health(status="ready")
 
     return api
+
+
+def _unix_time(stamp: Any) -> int | None:
+    """The bundle's "updated" stamp (UTC, ISO 8601 to the second, as model.bundle writes it) -> Unix time."""
+    try:
+        return calendar.timegm(time.strptime(str(stamp), "%Y-%m-%dT%H:%M:%SZ"))
+    except ValueError:
+        return None
