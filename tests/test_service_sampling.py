@@ -10,14 +10,13 @@ requests queue behind a running one and join it mid-way, as they do under load.
 import asyncio
 import io
 import threading
-import warnings
 from dataclasses import dataclass, replace
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from bench.inprocess import serving, until
+from bench.inprocess import until
 from model.audio import encode_audio
 from model.defaults import TASK_SAMPLING
 from model.examples import noisy_example
@@ -25,6 +24,7 @@ from service.app import create_app
 from service.engine import SamplingKey, TaskParams
 from service.settings import Settings
 from tests.conftest import TTS_ROUNDING, WarmEngine, assert_same_speech
+from tests.test_service_tts import run
 
 # An enhancement in a shared live batch and alone differ by float rounding only: the network masks the padding, but a
 # padded batch's matmuls and reductions run over other shapes (about 1e-6 here: the mask reconstruction scales the
@@ -98,17 +98,6 @@ class RecordedBatch:
 @pytest.fixture
 def engine(demo_pipeline) -> RecordingEngine:
     return RecordingEngine(*demo_pipeline)
-
-
-def run(app, test):
-    async def main():
-        async with serving(app) as client:
-            await app.state.runtime.wait_ready()
-            return await test(client, app)
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return asyncio.run(main())
 
 
 async def held_behind_the_first(client, app, engine: RecordingEngine, post, first, *others) -> list:
