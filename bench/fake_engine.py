@@ -15,6 +15,7 @@ import numpy as np
 from model.errors import ConfigError
 from model.generation import Plan
 from model.solvers import num_steps
+from model.tts import WordTime
 from service.engine import Payload, SamplingKey, TaskParams, TtsInput, VoiceInfo
 
 FAKE_VOICES = {"alice": VoiceInfo("alice", "The quick brown fox jumps over the lazy dog.", 2.5)}
@@ -162,7 +163,8 @@ class FakeEngine:
             tones = [self._speak(p, payload.speed) for p in sentences]
             rows = [FakeRow(self.frames(len(t)), params.seed + i, sampling=sampling) for i, t in enumerate(tones)]
             return Plan(task, sampling, rows, piece=lambda i, _: tones[i],
-                        assemble=lambda pieces: np.concatenate(pieces), chunk_fade=0)
+                        assemble=lambda pieces: np.concatenate(pieces), chunk_fade=0,
+                        words=self._words(sentences, [len(t) for t in tones]))
         assert isinstance(payload, np.ndarray)
         half = 0.5 * payload
         out = half if task == "enhance" else np.stack([half, half])
@@ -180,6 +182,16 @@ class FakeEngine:
     def _speak(self, text: str, speed: float) -> np.ndarray:
         n = int(self.sample_rate * FAKE_SECONDS_PER_CHAR * len(text) / speed)
         return (0.1 * np.sin(2 * np.pi * 220 * np.arange(n) / self.sample_rate)).astype(np.float32)
+
+    def _words(self, sentences: list[str], lengths: list[int]) -> list[list[WordTime]]:
+        """Each sentence's words share its tone evenly; the tones are concatenated (no fade)."""
+        out, start = [], 0.0
+        for sentence, n in zip(sentences, lengths, strict=True):
+            words, seconds = [w.strip(".,;:!?") for w in sentence.split()], n / self.sample_rate
+            out.append([WordTime(w, start + seconds * k / len(words), start + seconds * (k + 1) / len(words))
+                        for k, w in enumerate(words)])
+            start += seconds
+        return out
 
     def describe(self) -> dict[str, Any]:
         return {"device": "fake", "sample_rate": self.sample_rate}

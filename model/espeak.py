@@ -153,6 +153,21 @@ def phonemize(text: str, voice: str = "en-us") -> list[str]:
     return [phone.symbol for phone in synthesize(text, voice).phones]
 
 
+def phonemize_words(text: str, voice: str = "en-us") -> tuple[list[str], list[int]]:
+    """`phonemize`'s phones and, for each, the 0-based character offset in ``text`` where the word it voices starts
+    (-1 for pauses and phones before espeak's first word event), from the same synthesis `synthesize` runs."""
+    cap = _run(text, voice, 175, 50)  # synthesize's defaults: the phone sequence does not depend on them anyway
+    n_samples = sum(len(chunk) for chunk in cap.chunks) // 2
+    symbols = [symbol for symbol, _, _ in _tile(cap.phones, n_samples)]
+    owners = [-1] * len(symbols)
+    for position, length, k in cap.words:
+        if length <= 0:
+            continue  # espeak's empty words (after an abbreviation's full stop) voice nothing
+        for i in range(k + 1, len(symbols)):  # +1: the leading silence comes first
+            owners[i] = position - 1
+    return symbols, [-1 if is_pause(s) else owner for s, owner in zip(symbols, owners, strict=True)]
+
+
 def _run(text: str, voice: str, rate: int, pitch: int, extra: tuple[tuple[int, int], ...] = ()) -> Capture:
     text = _check_text(text)
     _check_range("rate", rate, RATE_RANGE)

@@ -38,3 +38,16 @@ def join_with_crossfade(pieces: Sequence[np.ndarray], fade: int) -> np.ndarray:
     """Concatenate 1-D waveforms, overlapping each joint by ``fade`` samples with a linear cross-fade."""
     joiner = CrossfadeJoiner(fade)
     return np.concatenate([*(joiner.push(p) for p in pieces), joiner.close()])
+
+
+def chunk_offsets(lengths: Sequence[int], fade: int) -> list[int]:
+    """Where each chunk starts in the joined audio, in samples: the end of what came before, less the samples it
+    fades into (as `CrossfadeJoiner` lays them out, short chunks included)."""
+    offsets: list[int] = []
+    total = tail = 0  # samples so far; of them, held back for the next fade
+    for length in lengths:
+        overlap = min(fade, tail, length) if offsets else 0
+        offsets.append(total - overlap)
+        tail = min(fade, tail - overlap + length)
+        total += length - overlap
+    return offsets

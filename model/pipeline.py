@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,8 @@ from .duration import DurationModel
 from .errors import CheckpointError, ConfigError
 from .features import MelSpectrogram
 from .generation import Plan, Row, generate_rows
-from .joining import join_with_crossfade
+from .infilling import InfillRequest, Span, span_frames, splice
+from .joining import chunk_offsets, join_with_crossfade
 from .modeling import SpeechFlowModel
 from .packing import pack
 from .reconstruct import mask_reconstruction, mean_mask_features, separation_masks
@@ -36,6 +37,7 @@ from .tts import (
     VOICES_DIR,
     Prompt,
     Voice,
+    WordTime,
     align_prompt,
     check_prompt_length,
     known_prompt,
@@ -46,20 +48,10 @@ from .vocoder import GriffinLimVocoder
 from .vocos import VocosVocoder
 from .windows import OVERLAP_S, WINDOW_S, stitch, window_spans
 
-CROSSFADE_S = 0.01  # splice regenerated spans into the original audio with 10 ms linear fades
 MAX_BATCH_FRAMES = 24_000  # offline: padded frames of the live batch (memory)
 VOCODER_BATCH_FRAMES = 8_000  # padded frames of one vocoder call (its 768-wide activations: ~25 MB in fp32)
 RECONSTRUCTIONS = ("mask", "vocoder")
 TTS_JOIN_FADE_S = 0.02  # chunks of long text are joined with 20 ms cross-fades
-
-Span = tuple[float, float]
-
-
-@dataclass
-class InfillRequest:
-    wav: np.ndarray  # (n,) or (n, channels), any rate
-    sr: int
-    spans: Sequence[Span]  # seconds
 
 
 class SpeechFlowPipeline:
@@ -268,9 +260,15 @@ class SpeechFlowPipeline:
         """Text in the voice of a prompt (audio + its transcript) or of a built-in ``voice`` -> (waveform, 16 kHz).
         Keyword arguments as for `plan_tts`, plus the fields of `model.defaults.Sampling` (``steps``, ``solver``,
         ``guidance``, ``sway``, ``guidance_until``; None: the defaults)."""
+        return self.tts_with_words(text, **kwargs)[:2]
+
+    def tts_with_words(self, text: str, **kwargs) -> tuple[np.ndarray, int, list[WordTime]]:
+        """`tts` plus each word's start and end in seconds of the returned audio (from the phone durations it was
+        generated with, so they cost nothing)."""
         s = sampling("tts", **{f.name: kwargs.pop(f.name, None) for f in fields(Sampling)})
-        [audio] = self.run([self.plan_tts(text, sampling=s, **kwargs)])
-        return audio, self.sample_rate
+        plan = self.plan_tts(text, sampling=s, **kwargs)
+        [audio] = self.run([plan])
+        return audio, self.sample_rate, [w for chunk in plan.words or [] for w in chunk]
 
     def plan_tts(
         self,
@@ -296,7 +294,8 @@ class SpeechFlowPipeline:
         t_p = prompt_feats.shape[0]
         prompt_labels = torch.from_numpy(prompt.labels).to(self.device)
         rows = []
-        for i, chunk in enumerate(plan_chunks(text, vocab, self.durations, prompt, speed)):
+        chunks = plan_chunks(text, vocab, self.durations, prompt, speed)
+        for i, chunk in enumerate(chunks):
             t = t_p + len(chunk.labels)
             cond = torch.zeros(t, prompt_feats.shape[1], device=self.device)
             cond[:t_p] = prompt_feats
@@ -304,8 +303,12 @@ class SpeechFlowPipeline:
             known_mask = torch.arange(t, device=self.device) < t_p
             rows.append(Row(cond, seed + i, known=cond, known_mask=known_mask, extras={"phones": phones}))
         fade = int(TTS_JOIN_FADE_S * self.sample_rate)  # a chunk's piece: its frames after the prompt, vocoded
+        hop = self.mel_config.hop_length  # the vocoder makes hop samples a frame: each piece's length is known now
+        offsets = chunk_offsets([len(c.labels) * hop for c in chunks], fade)
+        words = [[w.shifted(offset / self.sample_rate) for w in c.word_times(hop / self.sample_rate)]
+                 for c, offset in zip(chunks, offsets, strict=True)]
         return Plan("tts", sampling, rows, assemble=lambda p: join_with_crossfade(p, fade), vocode_from=t_p,
-                    chunk_fade=fade)
+                    chunk_fade=fade, words=words)
 
     def align_prompt(self, wav: np.ndarray, sr: int, transcript: str) -> list[tuple[str, int]]:
         """A prompt's phones and their frame counts, as `plan_tts` aligns them (to store with a voice)."""
@@ -376,7 +379,9 @@ class SpeechFlowPipeline:
         self.model("pretrain")
         wav = prepare_waveform(request.wav, request.sr, self.sample_rate)
         feats, mask = self.features([wav])
-        gen = torch.from_numpy(self._span_frames(request.spans, len(wav), mask.shape[1])).to(self.device)
+        fps = self.sample_rate / self.mel_config.hop_length
+        gen = torch.from_numpy(span_frames(request.spans, len(wav) / self.sample_rate, fps, mask.shape[1]))
+        gen = gen.to(self.device)
         row = Row(feats[0] * (~gen)[:, None], seed, known=feats[0], known_mask=~gen)
 
         def assemble(pieces: list[Tensor]) -> np.ndarray:
@@ -386,42 +391,12 @@ class SpeechFlowPipeline:
 
         return Plan("pretrain", sampling, [row], assemble=assemble)
 
-    def _span_frames(self, spans: Sequence[Span], num_samples: int, num_frames: int) -> np.ndarray:
-        duration = num_samples / self.sample_rate
-        frames = np.zeros(num_frames, dtype=bool)
-        if not spans:
-            raise ConfigError("infill needs at least one span (start, end) in seconds")
-        fps = self.sample_rate / self.mel_config.hop_length
-        for start, end in spans:
-            if not (0 <= start < end) or start >= duration:
-                raise ConfigError(f"span ({start}, {end}) must satisfy 0 <= start < end and start < {duration:.2f} s")
-            frames[int(np.floor(start * fps)) : int(np.ceil(min(end, duration) * fps)) + 1] = True
-        return frames
-
 
 def only_one_draw(s: Sampling, what: str) -> None:
     """Averaging draws is a mask estimate; generated speech (TTS, infilling) would only blur."""
     if s.ensemble != 1:
         raise ConfigError(f"ensemble averages the masks of enhancement and separation; {what} takes one draw "
                           f"(ensemble=1), got {s.ensemble}")
-
-
-def splice(original: np.ndarray, generated: np.ndarray, spans: Sequence[Span], sr: int) -> np.ndarray:
-    """Take ``generated`` inside the spans and ``original`` elsewhere, with short linear cross-fades (both 1-D at sr).
-    """
-    n = len(original)
-    generated = np.pad(generated, (0, max(0, n - len(generated))))[:n]
-    weight = np.zeros(n, dtype=np.float32)  # 1 = generated
-    fade = max(1, int(CROSSFADE_S * sr))
-    for start, end in spans:
-        a, b = int(start * sr), min(n, int(end * sr))
-        weight[a:b] = 1.0
-        ramp_in = np.linspace(0.0, 1.0, fade, dtype=np.float32)
-        lo = max(0, a - fade)
-        weight[lo:a] = np.maximum(weight[lo:a], ramp_in[fade - (a - lo):])
-        hi = min(n, b + fade)
-        weight[b:hi] = np.maximum(weight[b:hi], ramp_in[::-1][: hi - b])
-    return (weight * generated + (1 - weight) * original).astype(np.float32)
 
 
 def _output(plan: Plan, index: int) -> Tensor:

@@ -59,6 +59,7 @@ _SILENT_CATEGORIES = frozenset({"Cf"})  # zero-width space/joiner, BOM, soft hyp
 _SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][')\]]))\s+(?=['(\[]?[A-Z0-9])")
 _ABBREVIATION = re.compile(r"(?:\b(?:Mr|Mrs|Ms|Dr|Prof|Sr|Jr|St|Mt|vs|etc|No|Inc|Ltd|Co|Gen|Col|Capt|Lt|Sgt|Rev|"
                            r"Fig|approx|e\.g|i\.e)|\b[A-Z])\.$")
+_CAPTION_PUNCTUATION = ".,;:!?()[]{}'"  # stripped from a caption word's ends ("world," -> "world")
 _LANGUAGE_SWITCH = re.compile(r"^\(.+\)$")  # espeak marks a switch to another language's phonemes as "(ko)"
 
 
@@ -142,6 +143,38 @@ def text_to_phones(text: str, voice: str = "en-us", max_chars: int | None = None
     except espeak.EspeakTextError as e:
         raise TextError(str(e)) from e
     return [p for p in phones if not _LANGUAGE_SWITCH.match(p)]
+
+
+def text_to_phone_words(text: str, voice: str = "en-us",
+                        max_chars: int | None = None) -> tuple[list[str], list[tuple[str, int, int]]]:
+    """`text_to_phones`' phones and the words of the normalised text as (word, first phone, end phone) spans.
+
+    A word is a whitespace-separated token of the normalised text, its leading and trailing punctuation stripped
+    for display; it owns the non-pause phones espeak voiced for the word events that start inside it ("$5.50" is
+    several espeak words, one caption word; bare punctuation is none). The span runs from its first to its last
+    own phone, so pauses between words belong to no word; a token espeak voiced nothing for has no span.
+    """
+    clean = normalize_text(text, max_chars)
+    try:
+        phones, owners = espeak.phonemize_words(clean, voice)
+    except espeak.EspeakTextError as e:
+        raise TextError(str(e)) from e
+    kept = [i for i, p in enumerate(phones) if not _LANGUAGE_SWITCH.match(p)]
+    phones, owners = [phones[i] for i in kept], [owners[i] for i in kept]
+    # a token of bare punctuation ("-") is no word: espeak reports the next word's phones under its event
+    tokens = [(m.start(), m.end()) for m in re.finditer(r"\S+", clean)
+              if m.group().strip(_CAPTION_PUNCTUATION + "-")]
+    spans: dict[int, list[int]] = {}  # token index -> [first phone, end phone]
+    for i, owner in enumerate(owners):
+        token = next((t for t, (_, b) in enumerate(tokens) if owner < b), None) if owner >= 0 else None
+        if token is not None:
+            spans.setdefault(token, [i, i + 1])[1] = i + 1
+    words = []
+    for token, (first, end) in sorted(spans.items()):
+        a, b = tokens[token]
+        word = clean[a:b].strip(_CAPTION_PUNCTUATION) or clean[a:b]
+        words.append((word, first, end))
+    return phones, words
 
 
 # -------------------------------------------------------------------------------------------------------- splitting

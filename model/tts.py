@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,7 @@ from .audio import load_audio
 from .duration import DurationModel, expand_durations, rescaled_prompt_durations
 from .errors import AudioError
 from .stages import stage
-from .text import MAX_CHUNK_CHARS, PhoneVocab, split_sentences, text_to_phones
+from .text import MAX_CHUNK_CHARS, PhoneVocab, split_sentences, text_to_phone_words, text_to_phones
 
 MIN_PROMPT_S = 0.5
 MAX_PROMPT_S = 15.0
@@ -47,6 +47,26 @@ class Chunk:
     ids: list[int]  # the TTS model's phone ids
     durations: np.ndarray  # (N,) predicted frames per phone
     labels: np.ndarray  # (T_c,) frame labels
+    words: list[tuple[str, int, int]] = field(default_factory=list)  # (word, first phone, end phone)
+
+    def word_times(self, frame_s: float) -> list[WordTime]:
+        """Each word's span in seconds from the start of this chunk's audio, from the durations it is generated
+        with (speed included): phone k starts where the frames of the phones before it end."""
+        edges = np.concatenate([[0], np.cumsum(self.durations)]) * frame_s
+        return [WordTime(word, float(edges[a]), float(edges[b])) for word, a, b in self.words]
+
+
+@dataclass(frozen=True)
+class WordTime:
+    word: str
+    start: float  # seconds
+    end: float
+
+    def shifted(self, seconds: float) -> WordTime:
+        return WordTime(self.word, self.start + seconds, self.end + seconds)
+
+    def to_json(self) -> dict[str, str | float]:
+        return {"word": self.word, "start": round(self.start, 3), "end": round(self.end, 3)}
 
 
 @dataclass
@@ -93,7 +113,7 @@ def plan_chunks(text: str, vocab: PhoneVocab, durations: DurationModel, prompt: 
     chunks = []
     for piece in split_sentences(text, max_chars):
         with stage("text frontend"):
-            symbols = text_to_phones(piece)
+            symbols, words = text_to_phone_words(piece)
         ids = vocab.encode(symbols)
         all_ids = np.array(durations.vocab.encode(prompt.symbols + symbols))
         given = np.concatenate([prompt.durations, np.zeros(len(ids))])
@@ -102,7 +122,7 @@ def plan_chunks(text: str, vocab: PhoneVocab, durations: DurationModel, prompt: 
             frames = durations.predict(all_ids, given, known, speed=speed).cpu().numpy()[len(prompt.ids):]
         if frames.sum() == 0:
             frames[:] = 1
-        chunks.append(Chunk(piece, ids, frames, expand_durations(ids, frames)))
+        chunks.append(Chunk(piece, ids, frames, expand_durations(ids, frames), words))
     return chunks
 
 

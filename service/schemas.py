@@ -15,6 +15,9 @@ ResponseFormat = Literal["wav", "flac", "ogg", "pcm", "mp3", "opus"]
 RESPONSE_FORMATS: tuple[str, ...] = get_args(ResponseFormat)
 SPEECH_FORMATS = (*RESPONSE_FORMATS, "aac")  # /v1/audio/speech: OpenAI's six and ogg (aac is speech-only)
 StreamFormat = Literal["audio", "sse"]
+Granularity = Literal["word"]  # word timings come from the phone durations TTS generates with (docs/serving.md)
+TIMESTAMPS_HELP = ('["word"]: each word\'s start and end in seconds of the audio; with stream_format sse as '
+                   "speech.timestamps.delta events, else a JSON body with the audio in base64 and the words")
 _STREAM_MODES = ("audio: the audio streamed as each sentence is ready (chunked; flac, whose header needs the total "
                  "length, comes when generation ends); sse: speech.audio.delta events with base64 audio, then "
                  "speech.audio.done")
@@ -100,6 +103,9 @@ class TtsForm(StrictForm):
                                              description="16 kHz mono (the model's rate); pcm = raw 16-bit "
                                              "little-endian; 'format' is accepted too")
     stream_format: StreamFormat | None = Field(None, description=STREAM_FORMAT_HELP)
+    timestamp_granularities: list[Granularity] | None = Field(
+        None, validation_alias=AliasChoices("timestamp_granularities", "timestamp_granularities[]"),
+        description=TIMESTAMPS_HELP + "; a repeated form field ('timestamp_granularities[]' is accepted too)")
 
 
 class VoiceRef(BaseModel):
@@ -138,6 +144,7 @@ class SpeechRequest(BaseModel):
     solver: Solver | None = Field(None, description="ODE solver (default: the server's)")
     cfg: float | None = Field(None, ge=0.0, le=10.0, description=TTS_GUIDANCE)
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="noise seed; default: random (echoed in X-Seed)")
+    timestamp_granularities: list[Granularity] | None = Field(None, description=TIMESTAMPS_HELP)
 
     @field_validator("response_format")
     @classmethod

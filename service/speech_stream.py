@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import numpy as np
 from starlette.responses import StreamingResponse
@@ -16,7 +17,7 @@ from starlette.types import Receive
 from .engine import TaskParams
 from .jobs import Translate, await_event, sampling_headers, unwrap_or_deadline
 from .request import Request as LoopRequest
-from .streaming import StreamEncoder, sse_delta, sse_done, sse_error
+from .streaming import StreamEncoder, sse_delta, sse_done, sse_error, sse_timestamps
 from .uploads import render_media_type
 
 
@@ -41,11 +42,20 @@ def complete(job: LoopRequest) -> bool:
     return job.future.done() and not job.future.cancelled() and job.future.exception() is None
 
 
+def plan_words(plan: Any) -> list[list[Any]]:
+    """A TTS plan's words per chunk (model.tts.WordTime in seconds of the joined audio); none for an engine that
+    does not time them."""
+    words = getattr(plan, "words", None)
+    return words if words is not None else [[] for _ in getattr(plan, "rows", [])]
+
+
 def stream_response(job: LoopRequest, first: np.ndarray, fmt: str, sse: bool, params: TaskParams, source_rate: int,
-                    sample_rate: int, input_chars: int, on_end: Callable[[float], None]) -> StreamingResponse:
+                    sample_rate: int, input_chars: int, on_end: Callable[[float], None],
+                    words: list[list[Any]] | None = None) -> StreamingResponse:
     """Stream ``first`` and the chunks after it, at ``sample_rate``. ``on_end`` gets the seconds of audio sent once
-    the stream is over. The headers say what is known at the first chunk: the sampling settings, the rows, the wait
-    for the first step and for the first chunk."""
+    the stream is over; ``words`` (per chunk, SSE only) go out as a timestamps event before each chunk's audio. The
+    headers say what is known at the first chunk: the sampling settings, the rows, the wait for the first step and
+    for the first chunk."""
     headers = {**sampling_headers(params, sample_rate, 1), "Cache-Control": "no-store"}
     if job.plan is not None:
         headers["X-Rows"] = str(len(job.plan.rows))
@@ -57,7 +67,7 @@ def stream_response(job: LoopRequest, first: np.ndarray, fmt: str, sse: bool, pa
         headers["Content-Disposition"] = f'attachment; filename="speech.{fmt}"'
     media = "text/event-stream" if sse else render_media_type(fmt, sample_rate)
     encoder = StreamEncoder(fmt, sample_rate, source_rate)
-    return StreamingResponse(stream_audio(job, first, encoder, source_rate, sse, input_chars, on_end),
+    return StreamingResponse(stream_audio(job, first, encoder, source_rate, sse, input_chars, on_end, words),
                              media_type=media, headers=headers)
 
 
@@ -72,7 +82,8 @@ async def next_chunk(job: LoopRequest) -> np.ndarray | None:
 
 
 async def stream_audio(job: LoopRequest, first: np.ndarray, encoder: StreamEncoder, source_rate: int, sse: bool,
-                       input_chars: int, on_end: Callable[[float], None]) -> AsyncIterator[bytes]:
+                       input_chars: int, on_end: Callable[[float], None],
+                       words: list[list[Any]] | None = None) -> AsyncIterator[bytes]:
     """The body of a streamed response: ``first`` and every later chunk, encoded as one growing file, raw or as
     SSE events. If the client goes away (the server cancels this generator) or the deadline passes, the request
     is cancelled, so its remaining rows stop costing compute at the next step."""
@@ -80,7 +91,11 @@ async def stream_audio(job: LoopRequest, first: np.ndarray, encoder: StreamEncod
     closed = False
     try:
         chunk: np.ndarray | None = first
+        index = 0  # chunks come one per row, in order: the plan's words of chunk k go with it
         while chunk is not None:
+            if sse and words is not None and index < len(words):
+                yield sse_timestamps(words[index])
+            index += 1
             seconds += len(chunk) / source_rate
             # the last chunk's piece carries the file's end too (what the resampler and encoder held back), so
             # that there is one piece per sentence: the demo page counts SSE deltas as sentences

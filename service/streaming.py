@@ -206,5 +206,16 @@ def sse_done(input_chars: int, audio_seconds: float) -> bytes:
                                 "input_characters": input_chars, "audio_seconds": round(audio_seconds, 3)}})
 
 
+def sse_timestamps(words: list[Any]) -> bytes:
+    """The timings of the audio in the delta that follows: model.tts.WordTime, seconds from the audio's start."""
+    return sse_event({"type": "speech.timestamps.delta", "words": [w.to_json() for w in words]})
+
+
+def timed_speech(audio: bytes, fmt: str, sample_rate: int, words: list[Any]) -> dict[str, Any]:
+    """The JSON body of a non-SSE request for word timings: the whole file in base64 and its words."""
+    return {"audio": base64.b64encode(audio).decode("ascii"), "format": fmt, "sample_rate": sample_rate,
+            "words": [w.to_json() for w in words]}
+
+
 def sse_error(message: str, code: str) -> bytes:
     return sse_event({"type": "error", "error": {"message": message, "type": "server_error", "code": code}})

@@ -82,4 +82,7 @@ def test_ensemble_bounds_and_tasks(task_pipe):
 def test_requests_with_different_ensembles_share_a_live_batch():
     two, four = (TaskParams(sampling("enhance", ensemble=e), seed=0) for e in (2, 4))
     assert SamplingKey.of("enhance", two) == SamplingKey.of("enhance", four)
-    assert SamplingKey.of("enhance", two) != SamplingKey.of("enhance", TaskParams(sampling("enhance", steps=8), 0))
+    # steps and guidance are per row too; only the solver and the task split live batches
+    assert SamplingKey.of("enhance", two) == SamplingKey.of("enhance", TaskParams(sampling("enhance", steps=8), 0))
+    assert SamplingKey.of("enhance", two) != SamplingKey.of("enhance", TaskParams(sampling("enhance", solver="midpoint"), 0))
+    assert SamplingKey.of("enhance", two) != SamplingKey.of("separate", TaskParams(sampling("separate"), 0))

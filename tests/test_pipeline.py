@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from model.errors import AudioError, CheckpointError, ConfigError
-from model.pipeline import SpeechFlowPipeline, splice
+from model.infilling import splice
+from model.pipeline import SpeechFlowPipeline
 from tests.conftest import speechlike
 
 
@@ -30,7 +31,7 @@ def test_infill_regenerates_only_the_spans(pipe):
 
 
 def test_infill_keeps_the_callers_rate_and_batch_matches_single(pipe):
-    from model.pipeline import InfillRequest
+    from model.infilling import InfillRequest
 
     wav44 = speechlike(1.5, seed=4, sr=44100)
     out, sr = pipe.infill(wav44, 44100, [(0.2, 0.6)], steps=2, seed=7)

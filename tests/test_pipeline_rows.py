@@ -13,8 +13,9 @@ import torch
 from model.config import ModelConfig, preset
 from model.defaults import Sampling
 from model.generation import LiveBatch
+from model.infilling import InfillRequest
 from model.modeling import SpeechFlowModel
-from model.pipeline import InfillRequest, SpeechFlowPipeline
+from model.pipeline import SpeechFlowPipeline
 from tests.conftest import speechlike
 
 S = Sampling(steps=6, guidance=2.0, solver="midpoint")

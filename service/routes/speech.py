@@ -25,11 +25,12 @@ from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, File, Form, Request, UploadFile
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from model.duration import DurationError
 from model.errors import AudioError, ConfigError
 from model.text import TextError, normalize_text
+from model.tts import WordTime
 
 from .. import paths
 from ..engine import Engine, SamplingKey, TaskParams, TtsInput, tts_cost
@@ -41,8 +42,8 @@ from ..openapi import AUDIO_RESPONSE
 from ..request import RequestResult
 from ..schemas import SpeechRequest, TtsForm
 from ..settings import Settings
-from ..speech_stream import complete, first_chunk, stream_response
-from ..streaming import STREAMED_FORMATS, sse_delta, sse_done
+from ..speech_stream import complete, first_chunk, plan_words, stream_response
+from ..streaming import STREAMED_FORMATS, sse_delta, sse_done, sse_timestamps, timed_speech
 from ..uploads import render_speech
 from ..voice_book import decode_prompt
 
@@ -66,6 +67,7 @@ class SpeechJob:
     names: _Names
     sample_rate: int | None = None  # of the answer; None: the model's
     prompt_seconds: float = 0.0
+    word_timings: bool = False  # timestamp_granularities ["word"]
 
 
 def router(runtime: ServiceRuntime) -> APIRouter:
@@ -124,7 +126,8 @@ async def _parse_form(runtime: ServiceRuntime, form: TtsForm, prompt: UploadFile
         payload = TtsInput(text, prompt=decoded.wav, prompt_text=form.prompt_text, speed=form.speed)
         prompt_seconds = decoded.seconds
     params = request_params(settings, "tts", form.steps, form.solver, form.cfg, form.seed, "vocoder")
-    return SpeechJob(payload, params, form.response_format, form.stream_format, names, prompt_seconds=prompt_seconds)
+    return SpeechJob(payload, params, form.response_format, form.stream_format, names, prompt_seconds=prompt_seconds,
+                     word_timings=bool(form.timestamp_granularities))
 
 
 async def _parse_json(runtime: ServiceRuntime, body: SpeechRequest) -> SpeechJob:
@@ -136,7 +139,8 @@ async def _parse_json(runtime: ServiceRuntime, body: SpeechRequest) -> SpeechJob
     text = _check_text(runtime.settings, body.input, names.text, _input_limit(runtime.settings))
     payload = await runtime.voices.tts_input(engine, body.voice_id, text, body.speed, names.voice)
     params = request_params(runtime.settings, "tts", body.steps, body.solver, body.cfg, body.seed, "vocoder")
-    return SpeechJob(payload, params, body.response_format, body.stream_format, names, OPENAI_SAMPLE_RATE)
+    return SpeechJob(payload, params, body.response_format, body.stream_format, names, OPENAI_SAMPLE_RATE,
+                     word_timings=bool(body.timestamp_granularities))
 
 
 def _input_limit(settings: Settings) -> int:
@@ -162,7 +166,9 @@ async def _run(runtime: ServiceRuntime, job: SpeechJob, request: Request) -> Res
     payload, params, fmt = job.payload, job.params, job.response_format
     timeout_s = runtime.settings.request_timeout_s
     # only a format that can be encoded chunk by chunk asks the step loop for chunks (and their in-order schedule)
-    streamed = job.stream_format is not None and fmt in STREAMED_FORMATS
+    # word timings outside SSE come in one JSON body with the whole audio, which cannot stream
+    streamed = (job.stream_format is not None and fmt in STREAMED_FORMATS
+                and (job.stream_format == "sse" or not job.word_timings))
     queued = submit(runtime, SamplingKey.of("tts", params), payload, params,
                     *tts_cost(payload.text, _prompt_frames(engine, payload), payload.speed), job.names.text,
                     stream=streamed)
@@ -173,15 +179,19 @@ async def _run(runtime: ServiceRuntime, job: SpeechJob, request: Request) -> Res
         if not (job.stream_format == "audio" and complete(queued)):
             count = runtime.metrics.audio_seconds.labels("tts", "out").inc
             return stream_response(queued, first, fmt, job.stream_format == "sse", params, engine.sample_rate,
-                                   job.sample_rate or engine.sample_rate, len(payload.text), count)
+                                   job.sample_rate or engine.sample_rate, len(payload.text), count,
+                                   plan_words(queued.plan) if job.word_timings else None)
         result = unwrap(queued, translate)  # all of it came with the first chunk: one file, with every header
     else:
         result = await await_result(queued, request.receive, timeout_s, translate)
-    return await _whole(runtime, job, result)
+    words = plan_words(queued.plan) if job.word_timings else None
+    return await _whole(runtime, job, result, words)
 
 
-async def _whole(runtime: ServiceRuntime, job: SpeechJob, result: RequestResult) -> Response:
-    """The finished speech as one file, or as one SSE delta and the done event (flac over SSE)."""
+async def _whole(runtime: ServiceRuntime, job: SpeechJob, result: RequestResult,
+                 words: list[list[WordTime]] | None = None) -> Response:
+    """The finished speech as one file, or as one SSE delta and the done event (flac over SSE); with ``words``
+    (per chunk) the timings come as one timestamps event before the delta, or in a JSON body with the audio."""
     source_rate = runtime.engine.sample_rate
     rate = job.sample_rate or source_rate
     wav = np.asarray(result.output, dtype=np.float32)
@@ -193,8 +203,12 @@ async def _whole(runtime: ServiceRuntime, job: SpeechJob, result: RequestResult)
     headers["X-Audio-Seconds"] = f"{seconds:.3f}"
     if job.stream_format == "sse":
         del headers["Content-Disposition"]
-        body = sse_delta(audio) + sse_done(len(job.payload.text), seconds)
+        timings = sse_timestamps([w for chunk in words for w in chunk]) if words is not None else b""
+        body = timings + sse_delta(audio) + sse_done(len(job.payload.text), seconds)
         return Response(body, media_type="text/event-stream", headers={**headers, "Cache-Control": "no-store"})
+    if words is not None:
+        del headers["Content-Disposition"]
+        return JSONResponse(timed_speech(audio, fmt, rate, [w for chunk in words for w in chunk]), headers=headers)
     return Response(audio, media_type=media_type, headers=headers)
 
 
