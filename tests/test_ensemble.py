@@ -84,5 +84,6 @@ def test_requests_with_different_ensembles_share_a_live_batch():
     assert SamplingKey.of("enhance", two) == SamplingKey.of("enhance", four)
     # steps and guidance are per row too; only the solver and the task split live batches
     assert SamplingKey.of("enhance", two) == SamplingKey.of("enhance", TaskParams(sampling("enhance", steps=8), 0))
-    assert SamplingKey.of("enhance", two) != SamplingKey.of("enhance", TaskParams(sampling("enhance", solver="midpoint"), 0))
+    midpoint = TaskParams(sampling("enhance", solver="midpoint"), 0)
+    assert SamplingKey.of("enhance", two) != SamplingKey.of("enhance", midpoint)
     assert SamplingKey.of("enhance", two) != SamplingKey.of("separate", TaskParams(sampling("separate"), 0))
