@@ -19,6 +19,7 @@ pauses "_", "_:", "_!", "_|"). `PhoneVocab` fixes their ids and travels in check
 
 from __future__ import annotations
 
+import itertools
 import re
 import unicodedata
 import warnings
@@ -152,7 +153,9 @@ def text_to_phone_words(text: str, voice: str = "en-us",
     A word is a whitespace-separated token of the normalised text, its leading and trailing punctuation stripped
     for display; it owns the non-pause phones espeak voiced for the word events that start inside it ("$5.50" is
     several espeak words, one caption word; bare punctuation is none). The span runs from its first to its last
-    own phone, so pauses between words belong to no word; a token espeak voiced nothing for has no span.
+    own phone, so pauses between words belong to no word. espeak voices some unstressed words together with the
+    word before them under one event ("on the" -> ɔnðə): such a token takes the tail of that span, as many phones
+    as it has alone (`_lend_merged`); a token espeak voiced nothing for has no span.
     """
     clean = normalize_text(text, max_chars)
     try:
@@ -169,12 +172,29 @@ def text_to_phone_words(text: str, voice: str = "en-us",
         token = next((t for t, (_, b) in enumerate(tokens) if owner < b), None) if owner >= 0 else None
         if token is not None:
             spans.setdefault(token, [i, i + 1])[1] = i + 1
+    _lend_merged(spans, [clean[a:b] for a, b in tokens], voice)
     words = []
     for token, (first, end) in sorted(spans.items()):
         a, b = tokens[token]
         word = clean[a:b].strip(_CAPTION_PUNCTUATION) or clean[a:b]
         words.append((word, first, end))
     return phones, words
+
+
+def _lend_merged(spans: dict[int, list[int]], tokens: list[str], voice: str) -> None:
+    """Give each run of tokens without phones, after a token with them, the tail of that token's span: as many
+    phones as the token has voiced alone, while the owner keeps at least one (in place)."""
+    for host in sorted(spans):
+        first, end = spans[host]
+        run = list(itertools.takewhile(lambda t: t not in spans, range(host + 1, len(tokens))))
+        for token in reversed(run):
+            need = sum(1 for p in espeak.phonemize(tokens[token], voice) if not espeak.is_pause(p))
+            take = min(need, end - 1 - first)
+            if take <= 0:
+                break
+            spans[token] = [end - take, end]
+            end -= take
+        spans[host][1] = end
 
 
 # -------------------------------------------------------------------------------------------------------- splitting

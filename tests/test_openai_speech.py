@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 
 import httpx
@@ -217,6 +218,9 @@ def test_models_lists_openais_names_with_created_and_owner(url):
         assert model.object == "model" and model.owned_by == "speechflow" and model.created > 1_600_000_000
     raw = httpx.get(f"{url}/v1/models").json()["data"]
     assert {m["id"]: (m["alias_of"], m["endpoint"]) for m in raw}["tts-1"] == ("tts", "/v1/audio/speech")
+    assert client(url).models.retrieve("tts-1-hd") == models["tts-1-hd"]
+    with pytest.raises(openai.NotFoundError, match=r"no model 'whisper-1': this server has tts, tts-1"):
+        client(url).models.retrieve("whisper-1")
 
 
 def test_an_uploaded_voice_and_instructions_through_the_client(tmp_path):
@@ -301,3 +305,15 @@ def test_the_shipped_bundle_streams_24khz_speech_to_the_client(demo_engine):
     assert aligned_snr(decoded, wav) > 12
     if shutil.which("faad"):
         assert aligned_snr(faad_decode(aac.content), wav) > 12
+
+
+def test_the_client_check_script_passes_against_the_shipped_bundle(demo_engine, tmp_path):
+    """scripts/openai-client-check.py, which imports nothing but `openai` and the standard library, is what a user
+    runs against `make serve`; here it runs against the shipped bundle served on a real socket."""
+    with running_server(demo_engine) as base:
+        done = subprocess.run([sys.executable, "scripts/openai-client-check.py", "--base-url", f"{base}/v1",
+                               "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "all checks passed" in done.stdout
+    played, rate = sf.read(tmp_path / "three-sentences-24k.wav")
+    assert rate == RATE and len(played) > 3 * RATE

@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from .. import paths
 from ..engine import SERVED_TASKS
+from ..errors import ModelNotFound
 from ..lifecycle import ServiceRuntime
 from ..openai_names import OPENAI_SPEECH_MODELS, TTS_MODEL_ID
 from ..schemas import ErrorEnvelope, Health, ModelCard, ModelList
@@ -24,10 +25,7 @@ def router(runtime: ServiceRuntime) -> APIRouter:
     api = APIRouter(tags=["service"])
     started = int(time.time())
 
-    @api.get(paths.MODELS, response_model=ModelList)
-    async def models() -> ModelList:
-        """The bundle's models and the endpoints that serve them; with a TTS model, also OpenAI's names for it
-        (tts-1, tts-1-hd, gpt-4o-mini-tts: ``alias_of`` 'tts', served by /v1/audio/speech)."""
+    def listing() -> ModelList:
         engine = runtime.engine
         info = engine.describe()
         created = _unix_time(info.get("updated")) or started
@@ -37,6 +35,22 @@ def router(runtime: ServiceRuntime) -> APIRouter:
             cards += [ModelCard(id=name, created=created, task="tts", endpoint=paths.SPEECH,
                                 alias_of=TTS_MODEL_ID) for name in OPENAI_SPEECH_MODELS]
         return ModelList(data=cards, engine=info)
+
+    @api.get(paths.MODELS, response_model=ModelList)
+    async def models() -> ModelList:
+        """The bundle's models and the endpoints that serve them; with a TTS model, also OpenAI's names for it
+        (tts-1, tts-1-hd, gpt-4o-mini-tts: ``alias_of`` 'tts', served by /v1/audio/speech)."""
+        return listing()
+
+    @api.get(paths.MODELS + "/{model_id}", response_model=ModelCard, responses={404: {"model": ErrorEnvelope}})
+    async def model(model_id: str) -> ModelCard:
+        """One model of the list (what ``client.models.retrieve`` asks); 404 ``model_not_found`` otherwise."""
+        listed = listing().data
+        for card in listed:
+            if card.id == model_id:
+                return card
+        raise ModelNotFound(f"no model {model_id!r}: this server has {', '.join(c.id for c in listed)}",
+                            param="model_id")
 
     @api.get(paths.METRICS, response_class=Response)
     async def metrics() -> Response:
