@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from model.defaults import TASK_SAMPLING, Sampling
 from model.errors import ConfigError
 from model.generation import Plan
 from model.solvers import num_steps
@@ -139,6 +140,11 @@ class FakeEngine:
         if not self.warm_gate.wait(timeout=30):
             raise RuntimeError("warm-up gate never opened")
         return None
+
+    def task_sampling(self, task: str, quality: str | None) -> Sampling:
+        if quality == "fast":
+            raise ConfigError(f"this bundle has no few-step student for {task!r}")
+        return TASK_SAMPLING[task]
 
     def new_batch(self, key: SamplingKey) -> FakeBatch:
         return FakeBatch(self, key)

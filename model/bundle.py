@@ -21,7 +21,9 @@ TASK_DIRS = {"pretrain": "pretrained", "enhance": "enhance", "separate": "separa
 VOCODER_DIR = "vocoder"  # not a task: the mel -> waveform model shared by all of them
 DURATION_DIR = "tts/duration"  # the TTS model's duration model
 ALIGNER_DIR = "tts/aligner"  # the TTS model's prompt aligner (optional: durations rescaled otherwise)
-EXTRA_DIRS = {"vocoder": VOCODER_DIR, "duration": DURATION_DIR, "aligner": ALIGNER_DIR}
+STUDENT_DIR = "student"  # inside a task's directory: its few-step student (optional)
+EXTRA_DIRS = {"vocoder": VOCODER_DIR, "duration": DURATION_DIR, "aligner": ALIGNER_DIR,
+              **{f"{task}-student": f"{sub}/{STUDENT_DIR}" for task, sub in TASK_DIRS.items() if task != "pretrain"}}
 
 
 def read_bundle_info(path: str | os.PathLike) -> dict[str, Any]:
@@ -39,6 +41,11 @@ def task_dirs(bundle: str | os.PathLike) -> dict[str, Path]:
     """Task -> model directory, for the tasks present in a bundle."""
     bundle = Path(bundle)
     return {task: bundle / sub for task, sub in TASK_DIRS.items() if (bundle / sub / CONFIG_FILE).is_file()}
+
+
+def student_dirs(bundle: str | os.PathLike) -> dict[str, Path]:
+    """Task -> its student's directory, for the tasks of a bundle that have one."""
+    return {task: d / STUDENT_DIR for task, d in task_dirs(bundle).items() if (d / STUDENT_DIR / CONFIG_FILE).is_file()}
 
 
 def training_steps(config: dict[str, Any]) -> int | None:

@@ -72,6 +72,14 @@ class FlowConfig:
     mask_min: float = 0.7  # otherwise this fraction of frames is masked ...
     mask_max: float = 1.0
     min_span: int = 10  # ... in spans of at least this many frames
+    # Empty: trained at t ~ U(0, 1), sampled on any grid. A few-step student: trained only at these times (the
+    # Euler grid it is sampled on), its condition never dropped, so it needs no guidance.
+    train_times: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.train_times = tuple(float(t) for t in self.train_times)  # JSON gives a list
+        if any(not 0 <= t < 1 for t in self.train_times):
+            raise ConfigError(f"FlowConfig.train_times must lie in [0, 1), got {self.train_times}")
 
 
 @dataclass
@@ -86,6 +94,8 @@ class ModelConfig:
     phones: list[str] = field(default_factory=list)  # TTS: the phone vocabulary (ids = positions), else empty
     version: int = CONFIG_VERSION
     extra: dict[str, Any] = field(default_factory=dict)  # task-specific metadata (e.g. training provenance)
+    # what a request to this model gets when it names none (model.defaults.Sampling fields); empty: the task's
+    sampling: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:

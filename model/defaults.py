@@ -17,6 +17,7 @@ schemas can import it.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 from .errors import ConfigError
 
@@ -31,6 +32,7 @@ class Sampling:
     sway: float = 0.0  # time-grid bend (model.solvers.step_times): < 0 takes small steps early; 0 = uniform
     guidance_until: float = 1.0  # guidance only while t < this (1 = the whole path)
     ensemble: int = 1  # enhancement / separation: independent draws whose masks are averaged (each costs a row)
+    student: bool = False  # generate with the task's few-step student (a bundle's <task>/student), not the teacher
 
     def __post_init__(self) -> None:
         if not 1 <= self.ensemble <= MAX_ENSEMBLE:
@@ -46,11 +48,20 @@ TASK_SAMPLING: dict[str, Sampling] = {
 
 
 
+QUALITIES = ("fast", "full")  # the task's few-step student, or the teacher at its defaults
+
+
+def student_sampling(recorded: dict[str, Any]) -> Sampling:
+    """A student's defaults, as its config records them (`ModelConfig.sampling`)."""
+    return Sampling(**{**recorded, "student": True})
+
+
 def sampling(task: str, steps: int | None = None, guidance: float | None = None,
              solver: str | None = None, sway: float | None = None,
-             guidance_until: float | None = None, ensemble: int | None = None) -> Sampling:
-    """The task's defaults with whatever the caller gave on top (None = the default)."""
-    base = TASK_SAMPLING[task]
+             guidance_until: float | None = None, ensemble: int | None = None,
+             base: Sampling | None = None) -> Sampling:
+    """``base`` (default: the task's teacher defaults) with whatever the caller gave on top (None = the default)."""
+    base = base or TASK_SAMPLING[task]
     given = {"steps": steps, "guidance": guidance, "solver": solver, "sway": sway, "guidance_until": guidance_until,
              "ensemble": ensemble}
     return replace(base, **{k: v for k, v in given.items() if v is not None})

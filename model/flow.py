@@ -85,8 +85,12 @@ class FlowMatching:
         return self.velocity_error(net, x1, x0, t, cond, mask, **net_kwargs)
 
     def draw(self, x1: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        """A flow time per sample t (B,) ~ U(0, 1) and Gaussian noise x0 shaped like x1."""
+        """A flow time per sample t (B,) ~ U(0, 1) (a student: one of its ``train_times``) and Gaussian noise x0
+        shaped like x1."""
         t = torch.rand(x1.shape[0], device=x1.device, generator=generator)
+        if self.cfg.train_times:
+            times = torch.tensor(self.cfg.train_times, device=x1.device, dtype=t.dtype)
+            t = times[(t * len(times)).long().clamp_max(len(times) - 1)]
         return t, torch.randn(x1.shape, device=x1.device, generator=generator)
 
     def velocity_error(

@@ -18,9 +18,7 @@ from torch import Tensor
 
 from .aligner import PromptAligner
 from .audio import prepare_waveform, resample
-from .bundle import ALIGNER_DIR, BUNDLE_FILE, DURATION_DIR, VOCODER_DIR, read_bundle_info, task_dirs
-from .checkpoint import CONFIG_FILE
-from .defaults import Sampling, sampling
+from .defaults import QUALITIES, Sampling, sampling, student_sampling
 from .devices import dtype_name, resolve_device, resolve_dtype, use_tf32
 from .duration import DurationModel
 from .errors import CheckpointError, ConfigError
@@ -28,20 +26,19 @@ from .features import MelSpectrogram
 from .generation import Plan, Row, generate_rows
 from .infilling import InfillRequest, Span, span_frames, splice
 from .joining import chunk_offsets, join_with_crossfade
+from .loading import load_parts
 from .modeling import SpeechFlowModel
 from .packing import pack
 from .reconstruct import mask_reconstruction, mean_mask_features, separation_masks
 from .stages import stage
 from .text import PhoneVocab
 from .tts import (
-    VOICES_DIR,
     Prompt,
     Voice,
     WordTime,
     align_prompt,
     check_prompt_length,
     known_prompt,
-    load_voices,
     plan_chunks,
 )
 from .vocoder import GriffinLimVocoder
@@ -60,10 +57,12 @@ class SpeechFlowPipeline:
 
     def __init__(self, models: dict[str, SpeechFlowModel], info: dict | None = None,
                  vocoder: VocosVocoder | None = None, durations: DurationModel | None = None,
-                 voices: dict[str, Voice] | None = None, aligner: PromptAligner | None = None) -> None:
+                 voices: dict[str, Voice] | None = None, aligner: PromptAligner | None = None,
+                 students: dict[str, SpeechFlowModel] | None = None) -> None:
         if not models:
             raise CheckpointError("a pipeline needs at least one model")
         self.models = models
+        self.students = students or {}  # task -> its few-step student (`quality="fast"`)
         self.info = info or {}
         first = next(iter(models.values()))
         self.mel_config = first.config.mel
@@ -113,27 +112,31 @@ class SpeechFlowPipeline:
         dev = resolve_device(device)
         compute = resolve_dtype(dtype, dev)
         use_tf32(dev)
-        if (path / CONFIG_FILE).is_file():  # a single model directory, e.g. a pre-training run
-            model = SpeechFlowModel.from_pretrained(path, device=dev, dtype=compute)
-            return cls({model.config.task: model}, {"source": str(path)})
-        if not (path / BUNDLE_FILE).is_file():
-            raise CheckpointError(f"{path} is neither a bundle ({BUNDLE_FILE}) nor a model directory ({CONFIG_FILE})")
-        models = {task: SpeechFlowModel.from_pretrained(d, device=dev, dtype=compute)
-                  for task, d in task_dirs(path).items()}
-        vocoder = (VocosVocoder.from_pretrained(path / VOCODER_DIR, device=dev)
-                   if (path / VOCODER_DIR / CONFIG_FILE).is_file() else None)
-        durations = (DurationModel.from_pretrained(path / DURATION_DIR, device=dev)
-                     if (path / DURATION_DIR / CONFIG_FILE).is_file() else None)
-        tts_dir = task_dirs(path).get("tts")
-        voices = load_voices(tts_dir / VOICES_DIR) if tts_dir is not None else {}
-        aligner = (PromptAligner.from_pretrained(path / ALIGNER_DIR, device=dev)
-                   if (path / ALIGNER_DIR / CONFIG_FILE).is_file() else None)
-        return cls(models, read_bundle_info(path), vocoder, durations, voices, aligner)
+        return cls(**load_parts(path, dev, compute))
 
-    def model(self, task: str) -> SpeechFlowModel:
+    def model(self, task: str, student: bool = False) -> SpeechFlowModel:
         if task not in self.models:
             raise ConfigError(f"this bundle has no {task!r} model (it has: {', '.join(self.models)})")
-        return self.models[task]
+        if student and task not in self.students:
+            raise ConfigError(f"this bundle has no few-step student for {task!r} (quality 'fast' is offered for: "
+                              f"{', '.join(self.students) or 'no task'})")
+        return self.students[task] if student else self.models[task]
+
+    def default_quality(self, task: str) -> str:
+        """'fast' where the bundle says its student is the task's default (bundle.json "quality", chosen on the
+        evaluation splits), else 'full'."""
+        chosen = self.info.get("quality", {}).get(task, "full")
+        return chosen if chosen == "full" or task in self.students else "full"
+
+    def task_sampling(self, task: str, quality: str | None = None, **given: Any) -> Sampling:
+        """A request's sampling: ``quality`` 'fast' (the task's student at its own defaults), 'full' (the teacher
+        at the task's) or None (`default_quality`), with ``given`` (steps, guidance, solver, sway, guidance_until,
+        ensemble; None = the default) on top."""
+        quality = quality or self.default_quality(task)
+        if quality not in QUALITIES:
+            raise ConfigError(f"quality must be one of {QUALITIES}, got {quality!r}")
+        base = student_sampling(self.model(task, student=True).config.sampling) if quality == "fast" else None
+        return sampling(task, base=base, **given)
 
     # --- shared steps -------------------------------------------------------------------------------------------
     def features(self, wavs: Sequence[np.ndarray]) -> tuple[Tensor, Tensor]:
@@ -167,12 +170,12 @@ class SpeechFlowPipeline:
     def run(self, plans: Sequence[Plan]) -> list[np.ndarray]:
         """Generate every plan's rows (plans that share a model and solver share live batches, under
         MAX_BATCH_FRAMES, each row on its own plan's sampling settings) and assemble each plan's result."""
-        groups: dict[tuple[str, str], list[Row]] = {}
+        groups: dict[tuple[str, bool, str], list[Row]] = {}
         for plan in plans:
-            groups.setdefault((plan.task, plan.sampling.solver), []).extend(plan.rows)
-        for (task, solver), rows in groups.items():
+            groups.setdefault((plan.task, plan.sampling.student, plan.sampling.solver), []).extend(plan.rows)
+        for (task, student, solver), rows in groups.items():
             with stage("sampling"):
-                generate_rows(self.model(task), solver, rows, MAX_BATCH_FRAMES)
+                generate_rows(self.model(task, student), solver, rows, MAX_BATCH_FRAMES)
         finished = [(plan, i) for plan in plans for i in range(len(plan.rows))]
         pieces = iter(self.pieces(finished))
         return [plan.assemble([next(pieces) for _ in plan.rows]) for plan in plans]
@@ -203,13 +206,15 @@ class SpeechFlowPipeline:
         sway: float | None = None,
         guidance_until: float | None = None,
         ensemble: int | None = None,
+        quality: str | None = None,
         seed: int | Sequence[int] = 0,
         reconstruction: str = "mask",
         window_s: float = WINDOW_S,
     ) -> list[tuple[np.ndarray, int]]:
-        """The shared task path; sampling settings left None take the task's defaults (`model.defaults`)."""
+        """The shared task path; sampling settings left None take the defaults (`task_sampling`)."""
         seeds = [seed + i for i in range(len(items))] if isinstance(seed, int) else list(seed)
-        s = sampling(task, steps, guidance, solver, sway, guidance_until, ensemble)
+        s = self.task_sampling(task, quality, steps=steps, guidance=guidance, solver=solver, sway=sway,
+                               guidance_until=guidance_until, ensemble=ensemble)
         plans = [self.plan_task(task, wav, sr, seed=k, sampling=s, reconstruction=reconstruction, window_s=window_s)
                  for (wav, sr), k in zip(items, seeds, strict=True)]
         return [(audio, sr) for audio, (_, sr) in zip(self.run(plans), items, strict=True)]
@@ -221,7 +226,7 @@ class SpeechFlowPipeline:
         (`mean_mask_features`); the result is stitched, reconstructed and resampled to the input's rate and length."""
         if reconstruction not in RECONSTRUCTIONS:
             raise ConfigError(f"reconstruction must be one of {RECONSTRUCTIONS}, got {reconstruction!r}")
-        model = self.model(task)  # fail before any work if the bundle lacks the task
+        model = self.model(task, sampling.student)  # fail before any work if the bundle lacks it
         wav16 = prepare_waveform(wav, sr, self.sample_rate)
         with stage("features"):
             feats, _ = self.features([wav16])
@@ -258,14 +263,15 @@ class SpeechFlowPipeline:
     # --- text-to-speech ------------------------------------------------------------------------------------------
     def tts(self, text: str, **kwargs) -> tuple[np.ndarray, int]:
         """Text in the voice of a prompt (audio + its transcript) or of a built-in ``voice`` -> (waveform, 16 kHz).
-        Keyword arguments as for `plan_tts`, plus the fields of `model.defaults.Sampling` (``steps``, ``solver``,
-        ``guidance``, ``sway``, ``guidance_until``; None: the defaults)."""
+        Keyword arguments as for `plan_tts`, plus ``quality`` and the settings of `model.defaults.Sampling`
+        (``steps``, ``solver``, ``guidance``, ``sway``, ``guidance_until``; None: the defaults, `task_sampling`)."""
         return self.tts_with_words(text, **kwargs)[:2]
 
     def tts_with_words(self, text: str, **kwargs) -> tuple[np.ndarray, int, list[WordTime]]:
         """`tts` plus each word's start and end in seconds of the returned audio (from the phone durations it was
         generated with, so they cost nothing)."""
-        s = sampling("tts", **{f.name: kwargs.pop(f.name, None) for f in fields(Sampling)})
+        given = {f.name: kwargs.pop(f.name, None) for f in fields(Sampling) if f.name != "student"}
+        s = self.task_sampling("tts", kwargs.pop("quality", None), **given)
         plan = self.plan_tts(text, sampling=s, **kwargs)
         [audio] = self.run([plan])
         return audio, self.sample_rate, [w for chunk in plan.words or [] for w in chunk]
@@ -355,19 +361,11 @@ class SpeechFlowPipeline:
         recording is kept as it was. Returns (float32 waveform, sr) at the input's rate."""
         return self.infill_batch([InfillRequest(wav, sr, spans)], **kwargs)[0]
 
-    def infill_batch(
-        self,
-        requests: Sequence[InfillRequest],
-        *,
-        steps: int | None = None,
-        solver: str | None = None,
-        guidance: float | None = None,
-        sway: float | None = None,
-        guidance_until: float | None = None,
-        ensemble: int | None = None,
-        seed: int | Sequence[int] = 0,
-    ) -> list[tuple[np.ndarray, int]]:
-        s = sampling("pretrain", steps, guidance, solver, sway, guidance_until, ensemble)
+    def infill_batch(self, requests: Sequence[InfillRequest], *, seed: int | Sequence[int] = 0,
+                     **given: Any) -> list[tuple[np.ndarray, int]]:
+        """`infill` of several recordings together; ``given``: steps, solver, guidance, sway, guidance_until,
+        ensemble (None: the pre-trained model's defaults)."""
+        s = self.task_sampling("pretrain", **given)
         seeds = [seed + i for i in range(len(requests))] if isinstance(seed, int) else list(seed)
         plans = [self.plan_infill(r, sampling=s, seed=k) for r, k in zip(requests, seeds, strict=True)]
         return [(audio, r.sr) for audio, r in zip(self.run(plans), requests, strict=True)]

@@ -121,6 +121,10 @@ class Engine(Protocol):
         """One request -> its plan. Raises for input only the model can judge (TTS: text with nothing to speak, a
         transcript that cannot fit its prompt), which fails only that request."""
 
+    def task_sampling(self, task: str, quality: str | None) -> Sampling:
+        """The defaults a request for ``task`` starts from: its few-step student's (``quality`` 'fast'), its
+        teacher's ('full') or the bundle's choice (None); raises ConfigError for a quality the bundle lacks."""
+
     def new_batch(self, key: SamplingKey) -> StepBatch:
         """An empty live batch for rows of ``key``."""
 
@@ -137,16 +141,17 @@ class Engine(Protocol):
 
 @dataclass(frozen=True)
 class SamplingKey:
-    """What rows must share to step together: the model and the solver (the shape of a step's network calls). NFE,
+    """What rows must share to step together: the network and the solver (the shape of a step's network calls). NFE,
     time grid and guidance are per row in a live batch (`model.generation.LiveBatch`), the ensemble's draws are
     ordinary rows and the reconstruction is post-processing, so requests that differ in any of them step together."""
 
     task: str
     solver: str
+    student: bool = False  # the task's few-step student: another network
 
     @classmethod
     def of(cls, task: str, params: TaskParams) -> SamplingKey:
-        return cls(task, params.sampling.solver)
+        return cls(task, params.sampling.solver, params.sampling.student)
 
 
 class PipelineEngine:
@@ -189,6 +194,8 @@ class PipelineEngine:
             quick = TaskParams(replace(sampling(task), steps=2, solver="euler"), seed=0)
             if task in ("enhance", "separate"):
                 plans.append(self.prepare(task, tone, quick))
+                if task in self.pipeline.students:
+                    plans.append(self.prepare(task, tone, TaskParams(self.task_sampling(task, "fast"), seed=0)))
             elif task == "tts" and self.voices:
                 plans.append(self.prepare(task, TtsInput(WARMUP_TEXT, voice=next(iter(self.voices))),
                                           replace(quick, reconstruction="vocoder")))
@@ -228,7 +235,10 @@ class PipelineEngine:
     def new_batch(self, key: SamplingKey) -> StepBatch:
         from model.generation import LiveBatch
 
-        return LiveBatch(self.pipeline.model(key.task), key.solver)
+        return LiveBatch(self.pipeline.model(key.task, key.student), key.solver)
+
+    def task_sampling(self, task: str, quality: str | None) -> Sampling:
+        return self.pipeline.task_sampling(task, quality)
 
     def synchronize(self) -> None:
         from model.devices import synchronize
@@ -249,4 +259,5 @@ class PipelineEngine:
             "updated": info.get("updated"),
             "models": {task: {"preset": m.get("preset"), "training_step": m.get("training")}
                        for task, m in models.items() if isinstance(m, dict)},
+            "quality": {task: self.pipeline.default_quality(task) for task in self.pipeline.students},
         }

@@ -20,7 +20,7 @@ from model.errors import AudioError, ConfigError
 from model.solvers import network_passes
 from model.windows import window_spans
 
-from .engine import SamplingKey, TaskParams
+from .engine import Engine, SamplingKey, TaskParams
 from .errors import BadAudio, DeadlineExceeded, InvalidParameter, ServiceError
 from .request import Request as LoopRequest
 from .request import RequestResult
@@ -37,13 +37,19 @@ class ClientClosedRequest(ServiceError):
     status, type, code = 499, "invalid_request_error", "client_disconnected"
 
 
-def request_params(settings: Settings, task: str, steps: int | None, solver: str | None, guidance: float | None,
-                   seed: int | None, reconstruction: str, ensemble: int | None = None) -> TaskParams:
-    """A request's sampling settings: its own, else the server's defaults, else the task's (model/defaults.py)."""
-    if task != "tts" and ensemble is None:
-        ensemble = settings.default_ensemble
-    chosen = sampling(task, steps or settings.default_steps, guidance, solver or settings.default_solver,
-                      ensemble=ensemble)
+def request_params(settings: Settings, engine: Engine, task: str, steps: int | None, solver: str | None,
+                   guidance: float | None, seed: int | None, reconstruction: str, ensemble: int | None = None,
+                   quality: str | None = None) -> TaskParams:
+    """A request's sampling settings: its own, else the server's defaults, else the model's: the task's teacher
+    (model/defaults.py) or, with ``quality`` 'fast' (or a bundle whose default it is), its few-step student."""
+    try:
+        base = engine.task_sampling(task, quality)
+    except ConfigError as e:
+        raise InvalidParameter(str(e), param="quality") from e
+    if not base.student:  # the server's default_* settings are for the teachers; a student has its own
+        ensemble = settings.default_ensemble if task != "tts" and ensemble is None else ensemble
+        steps, solver = steps or settings.default_steps, solver or settings.default_solver
+    chosen = sampling(task, steps, guidance, solver, ensemble=ensemble, base=base)
     if not steps:  # a default never exceeds the server's cap; a request that asks for more is refused
         chosen = replace(chosen, steps=min(chosen.steps, settings.max_steps))
     if chosen.steps > settings.max_steps:

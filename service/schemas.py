@@ -26,6 +26,7 @@ SPEECH_STREAM_FORMAT_HELP = (f"{_STREAM_MODES}. audio is the default, as OpenAI'
                              "gets one complete file")
 MAX_INSTRUCTIONS_CHARS = 4096  # OpenAI's limit
 Reconstruction = Literal["mask", "vocoder"]
+Quality = Literal["fast", "full"]  # model.defaults.QUALITIES
 MAX_SEED = 2**31 - 1
 UPLOAD_FIELDS = {"file"}  # multipart file fields of the task endpoints
 MIN_SPEED, MAX_SPEED = 0.25, 4.0  # model.duration.SPEED_RANGE (also OpenAI's range)
@@ -77,6 +78,10 @@ class TaskForm(StrictForm):
     guidance: float | None = Field(None, ge=0.0, le=10.0, description="classifier-free guidance weight (1 = none); "
                                    "default: the task's (2 for enhance and separate)")
     ensemble: int | None = Field(None, ge=1, le=MAX_ENSEMBLE, description=ENSEMBLE_HELP)
+    quality: Quality | None = Field(None, description="fast: the task's few-step student (one network pass per "
+                                    "window, no guidance, no draws), where the bundle has one; full: the teacher "
+                                    "at the task's sampling defaults; default: the bundle's choice per task (GET "
+                                    "/v1/models shows it)")
     reconstruction: Reconstruction = Field("mask", description="mask: per-band mask on the input's STFT (keeps its "
                                            "phase); vocoder: the bundle's vocoder")
     response_format: ResponseFormat = Field("wav", description="pcm = raw 16-bit little-endian, interleaved")

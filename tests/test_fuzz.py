@@ -110,8 +110,8 @@ def _with_real_inputs(case: Any, audio: bytes, voice: str, tame: bool) -> None:
     if not tame:
         return
     for field in list(body):
-        if isinstance(body[field], dict | list):
-            del body[field]  # a form field holds a string; schemathesis may encode an object into one
+        if body[field] is None or isinstance(body[field], dict | list):
+            del body[field]  # a form field holds a string; schemathesis may encode null or an object into one
     path = case.operation.path
     if path in ("/v1/tts", "/v1/audio/speech"):
         body["voice"] = voice

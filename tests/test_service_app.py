@@ -197,9 +197,10 @@ def test_500_for_one_failing_request_leaves_its_batch_mates_alone():
         engine.hold()
         first = asyncio.create_task(client.post("/v1/enhance", files=upload(), data={"seed": "11"}))
         await until(lambda: len(engine.steps) == 1)
-        mates = [asyncio.create_task(client.post("/v1/enhance", files=upload(), data={"seed": s}))
-                 for s in ("12", "13", "14")]
-        await until(lambda: app.state.runtime.loop.depth() == 3)
+        mates = []
+        for k, seed in enumerate(("12", "13", "14"), 1):  # queued in this order (decoding may finish out of order)
+            mates.append(asyncio.create_task(client.post("/v1/enhance", files=upload(), data={"seed": seed})))
+            await until(lambda k=k: app.state.runtime.loop.depth() == k)
         engine.release()
         responses = await asyncio.gather(first, *mates)
         assert [r.status_code for r in responses] == [200, 200, 500, 200]

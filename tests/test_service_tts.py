@@ -164,7 +164,8 @@ def test_tts_requests_joined_mid_way_sound_as_they_do_alone(demo_pipeline):
         pieces = iter(pipe.pieces([(p, k) for p in plans for k in range(len(p.rows))]))
         for i, (plan, text, s) in enumerate(zip(plans, texts, samplings, strict=True)):
             together = plan.assemble([next(pieces) for _ in plan.rows])
-            alone, _ = pipe.tts(text, voice=VOICE, **asdict(s), seed=5 + i)  # every field, not the defaults
+            settings = {k: v for k, v in asdict(s).items() if k != "student"}  # every field, not the defaults
+            alone, _ = pipe.tts(text, voice=VOICE, **settings, seed=5 + i)
             assert_same_speech(together, alone)
             check_speech_like(together, 16000, words(text))
 

@@ -125,7 +125,7 @@ async def _parse_form(runtime: ServiceRuntime, form: TtsForm, prompt: UploadFile
         decoded = await decode_prompt(settings, engine, prompt, "prompt")
         payload = TtsInput(text, prompt=decoded.wav, prompt_text=form.prompt_text, speed=form.speed)
         prompt_seconds = decoded.seconds
-    params = request_params(settings, "tts", form.steps, form.solver, form.cfg, form.seed, "vocoder")
+    params = request_params(settings, engine, "tts", form.steps, form.solver, form.cfg, form.seed, "vocoder")
     return SpeechJob(payload, params, form.response_format, form.stream_format, names, prompt_seconds=prompt_seconds,
                      word_timings=bool(form.timestamp_granularities))
 
@@ -138,7 +138,8 @@ async def _parse_json(runtime: ServiceRuntime, body: SpeechRequest) -> SpeechJob
     names = _Names("input")
     text = _check_text(runtime.settings, body.input, names.text, _input_limit(runtime.settings))
     payload = await runtime.voices.tts_input(engine, body.voice_id, text, body.speed, names.voice)
-    params = request_params(runtime.settings, "tts", body.steps, body.solver, body.cfg, body.seed, "vocoder")
+    params = request_params(runtime.settings, engine, "tts", body.steps, body.solver, body.cfg, body.seed,
+                            "vocoder")
     return SpeechJob(payload, params, body.response_format, body.stream_format, names, OPENAI_SAMPLE_RATE,
                      word_timings=bool(body.timestamp_granularities))
 

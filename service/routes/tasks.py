@@ -56,8 +56,8 @@ async def _parse(runtime: ServiceRuntime, task: str, upload: UploadFile, form: T
                  request: Request) -> TaskJob:
     engine = runtime.serving(task)
     settings = runtime.settings
-    params = request_params(settings, task, form.steps, form.solver, form.guidance, form.seed, form.reconstruction,
-                            form.ensemble)
+    params = request_params(settings, engine, task, form.steps, form.solver, form.guidance, form.seed,
+                            form.reconstruction, form.ensemble, form.quality)
     if len((await request.form()).getlist("file")) > 1:  # already parsed: the form is cached on the request
         raise InvalidParameter("send one file per request (the form has several 'file' fields)", param="file")
     check_upload_type(upload.content_type)

@@ -8,15 +8,22 @@ import dataclasses
 DEFAULT_BUNDLE = "checkpoints/demo"
 
 
-def sampling_kwargs(task: str, args: argparse.Namespace) -> dict:
-    """steps / guidance / solver / sway / guidance_until / ensemble: the flags given, else the task's defaults
-    (spelled out, so reports show them)."""
+def sampling_kwargs(task: str, args: argparse.Namespace, pipe=None) -> dict:  # pipe: model.SpeechFlowPipeline
+    """quality / steps / guidance / solver / sway / guidance_until / ensemble: the flags given, else the defaults of
+    the model they pick (``pipe``'s student or teacher; without ``pipe``, the teacher's), spelled out so reports
+    show them."""
     from model.defaults import sampling
 
     nfe = args.nfe[0] if isinstance(args.nfe, list) else args.nfe  # `profile --nfe` takes a list
-    return dataclasses.asdict(sampling(task, nfe, getattr(args, "guidance", None), args.solver,
-                                       getattr(args, "sway", None), getattr(args, "guidance_until", None),
-                                       getattr(args, "ensemble", None)))
+    given = {"steps": nfe, "guidance": getattr(args, "guidance", None), "solver": args.solver,
+             "sway": getattr(args, "sway", None), "guidance_until": getattr(args, "guidance_until", None),
+             "ensemble": getattr(args, "ensemble", None)}
+    if pipe is None:
+        quality, chosen = "full", sampling(task, **given)
+    else:
+        quality = getattr(args, "quality", None) or pipe.default_quality(task)
+        chosen = pipe.task_sampling(task, quality, **given)
+    return {**{k: v for k, v in dataclasses.asdict(chosen).items() if k != "student"}, "quality": quality}
 
 
 def add_inference_args(p: argparse.ArgumentParser) -> None:
@@ -44,6 +51,7 @@ def add_task_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guidance", type=float, default=None,
                    help="classifier-free guidance weight (1 = none; default: the task's, see model/defaults.py)")
     add_ensemble_arg(p)
+    add_quality_arg(p)
     p.add_argument("--reconstruction", default="mask", choices=["mask", "vocoder"],
                    help="mask: per-band mask on the input's STFT (keeps its phase); vocoder: the bundle's vocoder")
 
@@ -52,3 +60,9 @@ def add_ensemble_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ensemble", type=int, default=None,
                    help="independent draws whose masks are averaged, 1-16; each costs a full sampling run "
                         "(default: the task's, see model/defaults.py)")
+
+
+def add_quality_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quality", default=None, choices=["fast", "full"],
+                   help="fast: the task's few-step student (one network pass, where the bundle has one); full: the "
+                        "teacher at the task's defaults (default: the bundle's choice)")

@@ -39,7 +39,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if args.task == "tts":
         from training.evaluation.evaluate_tts import pipeline_synthesizer, run_tts_evaluation
 
-        tts_kwargs = {**sampling_kwargs("tts", args), "seed": args.seed}
+        tts_kwargs = {**sampling_kwargs("tts", args, pipe), "seed": args.seed}
         res = run_tts_evaluation(pipeline_synthesizer(pipe, **tts_kwargs), args.data, n=args.n, seed=args.seed,
                                  json_out=args.json, report_out=args.report, use_dnsmos=not args.no_dnsmos,
                                  extra_config={"bundle": str(args.bundle), "dtype": pipe.dtype_name,
@@ -49,7 +49,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         print(json.dumps({k: res[k] for k in ("overall", "wer_ratio", "similarity_position")}, indent=2,
                          default=str))
         return
-    kwargs = {**sampling_kwargs(args.task, args), "reconstruction": args.reconstruction}
+    kwargs = {**sampling_kwargs(args.task, args, pipe), "reconstruction": args.reconstruction}
     run = pipe.enhance_batch if args.task == "enhance" else pipe.separate_batch
 
     def process(wavs):

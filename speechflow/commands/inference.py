@@ -8,7 +8,14 @@ from pathlib import Path
 
 from model.errors import SpeechFlowError
 
-from .common import DEFAULT_BUNDLE, add_ensemble_arg, add_inference_args, add_task_args, sampling_kwargs
+from .common import (
+    DEFAULT_BUNDLE,
+    add_ensemble_arg,
+    add_inference_args,
+    add_quality_arg,
+    add_task_args,
+    sampling_kwargs,
+)
 
 
 def cmd_tts(args: argparse.Namespace) -> None:
@@ -36,8 +43,8 @@ def cmd_infill(args: argparse.Namespace) -> None:
     print(f"wrote {args.output} ({len(out) / sr:.2f} s, vocoder: {pipe.vocoder_name})")
 
 
-def _task_kwargs(task: str, args: argparse.Namespace) -> dict:
-    return {**sampling_kwargs(task, args), "seed": args.seed, "reconstruction": args.reconstruction}
+def _task_kwargs(task: str, args: argparse.Namespace, pipe) -> dict:
+    return {**sampling_kwargs(task, args, pipe), "seed": args.seed, "reconstruction": args.reconstruction}
 
 
 def cmd_enhance(args: argparse.Namespace) -> None:
@@ -46,7 +53,7 @@ def cmd_enhance(args: argparse.Namespace) -> None:
 
     pipe = SpeechFlowPipeline.from_pretrained(args.bundle, device=args.device, dtype=args.dtype)
     sr = _native_rate(args.input)
-    out, sr = pipe.enhance(load_audio(args.input, target_sr=sr), sr, **_task_kwargs(args.command, args))
+    out, sr = pipe.enhance(load_audio(args.input, target_sr=sr), sr, **_task_kwargs(args.command, args, pipe))
     save_audio(args.output, out, sr)
     print(f"wrote {args.output} ({len(out) / sr:.2f} s)")
 
@@ -57,7 +64,7 @@ def cmd_separate(args: argparse.Namespace) -> None:
 
     pipe = SpeechFlowPipeline.from_pretrained(args.bundle, device=args.device, dtype=args.dtype)
     sr = _native_rate(args.input)
-    out, sr = pipe.separate(load_audio(args.input, target_sr=sr), sr, **_task_kwargs(args.command, args))
+    out, sr = pipe.separate(load_audio(args.input, target_sr=sr), sr, **_task_kwargs(args.command, args, pipe))
     save_audio(args.output1, out[0], sr)
     save_audio(args.output2, out[1], sr)
     print(f"wrote {args.output1} and {args.output2} ({out.shape[1] / sr:.2f} s each)")
@@ -121,10 +128,11 @@ def cmd_profile(args: argparse.Namespace) -> None:
 
             pipe = SpeechFlowPipeline.from_pretrained(args.bundle, device=device, dtype=dtype)
             if task == "tts":
-                row = profile_tts(pipe, args.tts, args.voice, repeats=args.repeats, **sampling_kwargs("tts", args))
+                row = profile_tts(pipe, args.tts, args.voice, repeats=args.repeats,
+                                  **sampling_kwargs("tts", args, pipe))
             else:
                 row = profile_task(pipe, task, getattr(args, task), repeats=args.repeats,
-                                   **sampling_kwargs(task, args))
+                                   **sampling_kwargs(task, args, pipe))
             rows.append(row)
             print(json.dumps(row))
             continue
@@ -212,6 +220,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                               "(default: the task's)")
     p.add_argument("--guidance-until", type=float, help="guidance only while t < this (default: the task's)")
     add_ensemble_arg(p)
+    add_quality_arg(p)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3, help="timed runs after one warm-up run (median reported)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")

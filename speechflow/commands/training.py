@@ -68,7 +68,8 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 def cmd_finetune(args: argparse.Namespace) -> None:
     from training.trainers.finetune import finetune
 
-    out = finetune(args.task, args.init, args.data, args.out, _train_config(args), resume=args.resume)
+    out = finetune(args.task, args.init, args.data, args.out, _train_config(args), resume=args.resume,
+                   student_steps=args.student_steps)
     print(f"model saved to {out}")
 
 
@@ -230,6 +231,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    "with phone alignments")
     p.add_argument("--out", required=True)
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--student-steps", type=int, metavar="NFE",
+                   help="train a NFE-step student of --init (a task model): trained at its Euler grid's times only, "
+                        "no condition dropout, served at NFE steps without guidance or draws")
     _add_train_args(p)
     p.set_defaults(func=cmd_finetune)
 

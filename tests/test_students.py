@@ -1,0 +1,140 @@
+"""Few-step students: a task model trained at its own Euler grid only (`training.trainers.finetune.make_student`),
+shipped beside its teacher in the bundle (``<task>/student``) and chosen per request by ``quality``.
+
+The student here is the shipped enhancement teacher made a one-step student with its output layer perturbed, so
+that the student and the teacher are different networks: an answer made by the wrong one, or by the right one on
+the wrong settings, differs far beyond float rounding.
+"""
+
+import io
+import shutil
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from model.bundle import write_bundle
+from model.config import FlowConfig
+from model.defaults import TASK_SAMPLING, Sampling
+from model.errors import ConfigError
+from model.examples import noisy_example
+from model.flow import FlowMatching
+from model.modeling import SpeechFlowModel
+from model.pipeline import SpeechFlowPipeline
+from service.app import create_app
+from service.settings import Settings
+from tests.conftest import DEMO_BUNDLE
+from tests.test_service_sampling import ROUNDING, RecordingEngine, audio_of, held_behind_the_first
+from tests.test_service_tts import run
+from training.trainers.finetune import make_student
+
+ONE_STEP = Sampling(steps=1, guidance=1.0, solver="euler", sway=0.0, ensemble=1, student=True)
+
+
+def test_a_student_trains_at_its_grid_only_and_records_its_defaults(debug_model):
+    for steps, times in ((1, {0.0}), (2, {0.0, 0.5})):
+        model = SpeechFlowModel(replace(debug_model.config, flow=FlowConfig()))
+        make_student(model, steps)
+        assert model.config.flow.p_uncond == 0.0  # never unconditional: guidance is folded in
+        t, _ = FlowMatching(model.config.flow).draw(torch.zeros(256, 3, 2), torch.Generator().manual_seed(0))
+        assert set(t.tolist()) == times
+        assert model.config.sampling == {"steps": steps, "guidance": 1.0, "solver": "euler", "sway": 0.0,
+                                         "guidance_until": 1.0, "ensemble": 1}
+    with pytest.raises(ConfigError, match="at least one step"):
+        make_student(model, 0)
+    with pytest.raises(ConfigError, match=r"train_times must lie in \[0, 1\)"):
+        FlowConfig(train_times=(1.0,))
+
+
+@pytest.fixture(scope="module")
+def student_bundle(tmp_path_factory):
+    """The shipped enhancement teacher and a one-step student of it (perturbed), the bundle choosing 'fast'."""
+    if not (DEMO_BUNDLE / "bundle.json").exists():
+        pytest.skip("needs the shipped bundle checkpoints/demo")
+    root = tmp_path_factory.mktemp("students")
+    student = SpeechFlowModel.from_pretrained(DEMO_BUNDLE / "enhance")
+    make_student(student, 1)
+    with torch.no_grad():  # a different network from its teacher, still close to it
+        weight = student.net.out_proj.weight
+        weight += 0.02 * torch.randn(weight.shape, generator=torch.Generator().manual_seed(5))
+    student.save_pretrained(root / "student")
+    shutil.copytree(DEMO_BUNDLE / "vocoder", root / "bundle" / "vocoder")
+    models = {"enhance": DEMO_BUNDLE / "enhance", "enhance-student": root / "student",
+              "separate": DEMO_BUNDLE / "separate"}
+    return write_bundle(root / "bundle", models, info={"quality": {"enhance": "fast"}})
+
+
+@pytest.fixture(scope="module")
+def pipes(student_bundle):
+    """(the bundle's pipeline, a pipeline whose only enhancement model is the student, run as an ordinary model)."""
+    pipe = SpeechFlowPipeline.from_pretrained(student_bundle, device="cpu")
+    alone = SpeechFlowPipeline({"enhance": pipe.students["enhance"]}, vocoder=None)
+    return pipe, alone
+
+
+def test_fast_runs_the_student_at_its_own_defaults_and_full_the_teacher(pipes):
+    pipe, student_only = pipes
+    noisy = noisy_example(snr_db=5.0)[0][:24000]
+    assert pipe.task_sampling("enhance", "fast") == ONE_STEP
+    assert pipe.task_sampling("enhance", "full") == TASK_SAMPLING["enhance"]
+    assert pipe.default_quality("enhance") == "fast"  # bundle.json's choice
+    fast, _ = pipe.enhance(noisy, 16000, quality="fast", seed=3)
+    default, _ = pipe.enhance(noisy, 16000, seed=3)
+    by_hand, _ = student_only.enhance(noisy, 16000, steps=1, guidance=1.0, solver="euler", sway=0.0, ensemble=1,
+                                      seed=3)
+    full, _ = pipe.enhance(noisy, 16000, quality="full", seed=3)
+    np.testing.assert_array_equal(fast, default)
+    np.testing.assert_allclose(fast, by_hand, atol=1e-6)
+    assert np.abs(fast - full).max() > 1e-2  # another network, another number of passes
+    with pytest.raises(ConfigError, match="no few-step student for 'separate'"):
+        pipe.task_sampling("separate", "fast")
+    with pytest.raises(ConfigError, match="quality must be one of"):
+        pipe.task_sampling("enhance", "best")
+
+
+@pytest.fixture(scope="module")
+def upload() -> bytes:
+    noisy, _ = noisy_example(snr_db=5.0)
+    buffer = io.BytesIO()
+    sf.write(buffer, noisy[:16000], 16000, format="WAV", subtype="FLOAT")
+    return buffer.getvalue()
+
+
+def test_student_requests_share_their_own_live_batch_and_answer_as_alone(pipes, upload):
+    pipe, _ = pipes
+    engine = RecordingEngine(pipe, None)
+    forms = [{"quality": "fast", "seed": "1"}, {"quality": "fast", "seed": "2"},
+             {"seed": "3"},  # the bundle's default: the student too
+             {"quality": "full", "seed": "1", "ensemble": "1", "steps": "2"}]
+
+    async def post(client, form):
+        return await client.post("/v1/enhance", files={"file": ("noisy.wav", upload, "audio/wav")}, data=form)
+
+    async def test(client, app):
+        together = await held_behind_the_first(client, app, engine, post, *forms)
+        steps = list(engine.steps)
+        alone = [await post(client, form) for form in forms]
+        refused = [await post(client, {"quality": "best"}),
+                   await client.post("/v1/separate", files={"file": ("mix.wav", upload, "audio/wav")},
+                                     data={"quality": "fast"})]  # the bundle's separation has no student
+        return together, steps, alone, refused
+
+    together, steps, alone, refused = run(create_app(Settings(max_wait_ms=0), engine), test)
+    # student rows step in live batches of the student's network, never beside the teacher's rows; the first
+    # request's single step ends its batch, and the two student requests queued behind it step together
+    students = {s.batch for s in steps if s.key.student}
+    teachers = {s.batch for s in steps if not s.key.student}
+    assert students and teachers and not students & teachers
+    assert all(p.sampling == ONE_STEP for s in steps if s.key.student for p in s.rows)
+    assert all(not p.sampling.student for s in steps if not s.key.student for p in s.rows)
+    assert any(len(s.rows) == 2 for s in steps if s.key.student)
+    for shared, single in zip(together, alone, strict=True):
+        np.testing.assert_allclose(audio_of(shared), audio_of(single), atol=ROUNDING, rtol=0)
+    assert np.abs(audio_of(together[0]) - audio_of(together[3])).max() > 100 * ROUNDING
+    assert [r.status_code for r in refused] == [422, 422]
+    assert [r.json()["error"]["param"] for r in refused] == ["quality", "quality"]
+    assert "no few-step student for 'separate'" in refused[1].json()["error"]["message"]
+    direct, _ = pipe.enhance(sf.read(io.BytesIO(upload), dtype="float32")[0], 16000, quality="fast", seed=1)
+    np.testing.assert_allclose(audio_of(together[0])[:, 0], direct, atol=ROUNDING, rtol=0)
