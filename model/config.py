@@ -75,6 +75,9 @@ class FlowConfig:
     # Empty: trained at t ~ U(0, 1), sampled on any grid. A few-step student: trained only at these times (the
     # Euler grid it is sampled on), its condition never dropped, so it needs no guidance.
     train_times: tuple[float, ...] = ()
+    # The scale of the Gaussian x0 the path starts from: 1 for a generative model; 0 for a deterministic student
+    # (it starts from zeros, so its one step is a regression of the target and no capacity goes to undoing noise).
+    prior_scale: float = 1.0
 
     def __post_init__(self) -> None:
         self.train_times = tuple(float(t) for t in self.train_times)  # JSON gives a list

@@ -86,12 +86,12 @@ class FlowMatching:
 
     def draw(self, x1: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """A flow time per sample t (B,) ~ U(0, 1) (a student: one of its ``train_times``) and Gaussian noise x0
-        shaped like x1."""
+        shaped like x1 (times ``prior_scale``)."""
         t = torch.rand(x1.shape[0], device=x1.device, generator=generator)
         if self.cfg.train_times:
             times = torch.tensor(self.cfg.train_times, device=x1.device, dtype=t.dtype)
             t = times[(t * len(times)).long().clamp_max(len(times) - 1)]
-        return t, torch.randn(x1.shape, device=x1.device, generator=generator)
+        return t, self.cfg.prior_scale * torch.randn(x1.shape, device=x1.device, generator=generator)
 
     def velocity_error(
         self, net: nn.Module, x1: Tensor, x0: Tensor, t: Tensor, cond: Tensor, mask: Tensor, **net_kwargs: Any
@@ -130,7 +130,7 @@ class FlowMatching:
         no phones; zeros by default).
         """
         lengths = [int(n) for n in mask.sum(dim=1).tolist()]  # once, before the steps
-        x = self.start(lengths, x_dim, seeds, cond.device)
+        x = self.start(lengths, x_dim, seeds, cond.device, self.cfg.prior_scale)
         steps = num_steps(solver, nfe)
         grid = step_times(steps, sway=sway)
         times, grids = grid.tolist(), grid.to(cond.device).expand(len(lengths), -1)
@@ -143,10 +143,13 @@ class FlowMatching:
         return self.finish(x, mask, known, known_mask)
 
     @staticmethod
-    def start(lengths: Sequence[int], x_dim: int, seeds: Sequence[int], device: torch.device | str = "cpu") -> Tensor:
-        """The seeded noise x0 (B, max(lengths), x_dim) the ODE starts from (each row from its own seed). The ODE
-        state stays float32 whatever the network's dtype: only the velocity is computed in bf16/fp16."""
-        return seeded_noise(lengths, x_dim, seeds, device)
+    def start(lengths: Sequence[int], x_dim: int, seeds: Sequence[int], device: torch.device | str = "cpu",
+              prior_scale: float = 1.0) -> Tensor:
+        """The seeded noise x0 (B, max(lengths), x_dim) the ODE starts from (each row from its own seed), times the
+        model's ``prior_scale``. The ODE state stays float32 whatever the network's dtype: only the velocity is
+        computed in bf16/fp16."""
+        noise = seeded_noise(lengths, x_dim, seeds, device)
+        return noise if prior_scale == 1.0 else prior_scale * noise
 
     @torch.no_grad()
     def step(self, net: nn.Module, x: Tensor, t: Tensor, dt: Tensor, batch: PackedRows, *, solver: str,

@@ -133,7 +133,8 @@ class LiveBatch:
         x_dim = self.model.config.network.x_dim
         for row, path in zip(rows, paths, strict=True):
             row.step, row.output = 0, None
-            noise = FlowMatching.start([row.frames], x_dim, [row.seed], self.model.device)
+            noise = FlowMatching.start([row.frames], x_dim, [row.seed], self.model.device,
+                                       self.model.config.flow.prior_scale)
             self._states[id(row)], self._paths[id(row)] = noise[0], path
             self.rows.append(row)
 

@@ -38,8 +38,8 @@ def test_a_student_trains_at_its_grid_only_and_records_its_defaults(debug_model)
         model = SpeechFlowModel(replace(debug_model.config, flow=FlowConfig()))
         make_student(model, steps)
         assert model.config.flow.p_uncond == 0.0  # never unconditional: guidance is folded in
-        t, _ = FlowMatching(model.config.flow).draw(torch.zeros(256, 3, 2), torch.Generator().manual_seed(0))
-        assert set(t.tolist()) == times
+        t, x0 = FlowMatching(model.config.flow).draw(torch.zeros(256, 3, 2), torch.Generator().manual_seed(0))
+        assert set(t.tolist()) == times and not x0.any()  # deterministic: it starts from zeros
         assert model.config.sampling == {"steps": steps, "guidance": 1.0, "solver": "euler", "sway": 0.0,
                                          "guidance_until": 1.0, "ensemble": 1}
     with pytest.raises(ConfigError, match="at least one step"):
@@ -81,6 +81,7 @@ def test_fast_runs_the_student_at_its_own_defaults_and_full_the_teacher(pipes):
     assert pipe.task_sampling("enhance", "full") == TASK_SAMPLING["enhance"]
     assert pipe.default_quality("enhance") == "fast"  # bundle.json's choice
     fast, _ = pipe.enhance(noisy, 16000, quality="fast", seed=3)
+    np.testing.assert_array_equal(fast, pipe.enhance(noisy, 16000, quality="fast", seed=4)[0])  # no noise
     default, _ = pipe.enhance(noisy, 16000, seed=3)
     by_hand, _ = student_only.enhance(noisy, 16000, steps=1, guidance=1.0, solver="euler", sway=0.0, ensemble=1,
                                       seed=3)

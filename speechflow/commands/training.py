@@ -16,7 +16,8 @@ from .common import DEFAULT_BUNDLE
 if TYPE_CHECKING:
     from training.trainers.trainer import TrainConfig
 
-BUNDLE_ENTRIES = ("pretrain", "enhance", "separate", "tts", "vocoder", "duration", "aligner")  # model.bundle's dirs
+BUNDLE_ENTRIES = ("pretrain", "enhance", "separate", "tts", "vocoder", "duration", "aligner",  # model.bundle's dirs
+                  "enhance-student", "separate-student", "tts-student")
 
 
 def _train_config(args: argparse.Namespace, **defaults):
@@ -139,11 +140,13 @@ def cmd_bundle(args: argparse.Namespace) -> None:
 
     from model.bundle import write_bundle
 
-    models = {task: path for task in BUNDLE_ENTRIES if (path := getattr(args, task)) is not None}
+    models = {task: path for task in BUNDLE_ENTRIES if (path := getattr(args, task.replace("-", "_"))) is not None}
     if not models:
         raise SpeechFlowError("name at least one model: --pretrain, --enhance, --separate, --tts or --vocoder")
-    info = {"recipe": args.recipe} if args.recipe else None
-    out = write_bundle(args.out, models, dtype=None if args.fp32 else torch.float16, info=info)
+    info: dict = {"recipe": args.recipe} if args.recipe else {}
+    if args.default_fast:
+        info["quality"] = {task: "fast" for task in args.default_fast}
+    out = write_bundle(args.out, models, dtype=None if args.fp32 else torch.float16, info=info or None)
     if args.voices:
         from model.bundle import write_voices
         from training.data.voices import pick_voices
@@ -297,4 +300,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    "(e.g. the unseen-speaker test_cuts.jsonl.gz)")
     p.add_argument("--recipe", help="the command(s) that produced the models, recorded in bundle.json")
     p.add_argument("--fp32", action="store_true", help="keep fp32 weights (default: fp16, half the size)")
+    p.add_argument("--default-fast", nargs="+", metavar="TASK", choices=["enhance", "separate", "tts"],
+                   help="tasks whose requests get the student (quality 'fast') unless they ask for 'full'")
     p.set_defaults(func=cmd_bundle)

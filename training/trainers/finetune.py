@@ -90,16 +90,18 @@ def init_from_pretrained(init: str | os.PathLike, task: str) -> SpeechFlowModel:
 
 def make_student(model: SpeechFlowModel, steps: int) -> None:
     """Turn a task model into a ``steps``-step student of itself, in place: trained only at the times of a
-    uniform Euler grid, its condition never dropped (guidance folded in), served at that grid by default.
+    uniform Euler grid, its condition never dropped (guidance folded in), starting from zeros instead of noise
+    (``prior_scale`` 0: deterministic), served at that grid by default.
 
-    With one step this regresses the posterior mean: at t = 0 the flow-matching loss is minimised by
-    v = E[x1 | condition] - x0, so x0 + v is the average of every draw the teacher could make, what its
-    ``ensemble`` estimates with 2 x NFE x draws network passes, in one.
+    With one step this regresses the posterior mean: from x0 = 0 at t = 0 the flow-matching loss is minimised by
+    v = E[x1 | condition], the average of every draw the teacher could make, which its ``ensemble`` estimates
+    with 2 x NFE x draws network passes; the student makes it in one.
     """
     if steps < 1:
         raise ConfigError(f"a student takes at least one step, got {steps}")
     cfg = model.config
-    cfg.flow = dataclasses.replace(cfg.flow, train_times=tuple(k / steps for k in range(steps)), p_uncond=0.0)
+    cfg.flow = dataclasses.replace(cfg.flow, train_times=tuple(k / steps for k in range(steps)), p_uncond=0.0,
+                                   prior_scale=0.0)
     cfg.sampling = {"steps": steps, "guidance": 1.0, "solver": "euler", "sway": 0.0, "guidance_until": 1.0,
                     "ensemble": 1}
     cfg.extra["student"] = {"steps": steps, "teacher": cfg.extra.get("init", {}).get("from")}
