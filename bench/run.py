@@ -68,15 +68,15 @@ def pipeline_baseline(cfg: BenchConfig, audio: bytes) -> dict[str, Any]:
     generate every row; reconstruct and assemble), so no step loop, HTTP or queue. Decoding is done once, before,
     as the service does it before queueing."""
     from model.audio import SAMPLE_RATE, load_audio
-    from model.defaults import sampling
     from service.engine import PipelineEngine, TaskParams
 
     engine = PipelineEngine.load(cfg.baseline or "", device=cfg.baseline_device)
     wav = load_audio(audio, SAMPLE_RATE)  # (n,) mono 16 kHz, as the service decodes an upload
     audio_s = len(wav) / SAMPLE_RATE
-    assert cfg.steps is not None and cfg.solver is not None and cfg.guidance is not None, "resolved by run_bench"
-    # the task's full defaults under the bench's choices, as the service resolves them (its time grid included)
-    params = TaskParams(sampling(cfg.task, cfg.steps, cfg.guidance, cfg.solver, ensemble=cfg.ensemble), seed=cfg.seed)
+    # the model's full defaults under the bench's choices, as the service resolves them (its time grid included)
+    chosen = engine.pipeline.task_sampling(cfg.task, cfg.quality, steps=cfg.steps, guidance=cfg.guidance,
+                                           solver=cfg.solver, ensemble=cfg.ensemble)
+    params = TaskParams(chosen, seed=cfg.seed)
 
     def run(b: int) -> None:  # fresh plans each time: a plan's rows carry their generation state
         engine.pipeline.run([engine.prepare(cfg.task, wav, params) for _ in range(b)])
@@ -120,9 +120,12 @@ async def run_bench(cfg: BenchConfig, transport: httpx.AsyncBaseTransport | None
     if cfg.baseline is not None:  # the same sampling settings on both sides: no server defaults left implicit
         from model.defaults import sampling
 
-        chosen = sampling(cfg.task, cfg.steps, cfg.guidance, cfg.solver, ensemble=cfg.ensemble)
-        cfg = replace(cfg, steps=chosen.steps, solver=chosen.solver, guidance=chosen.guidance,
-                      ensemble=chosen.ensemble)
+        if cfg.quality is None:  # the teacher's; a student's defaults are its own, the same on both sides
+            cfg = replace(cfg, quality="full")
+        if cfg.quality == "full":
+            chosen = sampling(cfg.task, cfg.steps, cfg.guidance, cfg.solver, ensemble=cfg.ensemble)
+            cfg = replace(cfg, steps=chosen.steps, solver=chosen.solver, guidance=chosen.guidance,
+                          ensemble=chosen.ensemble)
         baseline = await asyncio.to_thread(pipeline_baseline, cfg, inputs[0][0])
     headers = {"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else {}
     # open loop: the client's connection pool must not become the queue (nor turn server queueing into pool

@@ -59,10 +59,16 @@ def tables(reports: list[dict[str, Any]]) -> str:
     # the baseline run spells out the sampling settings (the others may have left them to the server's defaults)
     config = next((r["config"] for r in reports if "baseline" in r), reports[0]["config"])
     lines += ["", f"Input {reports[0]['audio_seconds_per_request']:g} s per request, task {config['task']}, "
-                  f"NFE {config['steps']}, guidance {config.get('guidance') or 1.0:g}, solver {config['solver']}, "
-                  f"ensemble {config.get('ensemble') or 'the task default'}; "
+                  f"{_sampling_text(config)}; "
                   f"rejected or failed requests: {errors}."]
     return "\n".join(lines)
+
+
+def _sampling_text(config: dict[str, Any]) -> str:
+    if config.get("quality") == "fast" and config.get("steps") is None:
+        return "the student (quality fast) at its own defaults"
+    return (f"NFE {config['steps']}, guidance {config.get('guidance') or 1.0:g}, solver {config['solver']}, "
+            f"ensemble {config.get('ensemble') or 'the task default'}")
 
 
 # --- mixed runs: step against request scheduling ------------------------------------------------------------------

@@ -38,7 +38,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     cfg = BenchConfig(url=args.url, task=args.task or "enhance", concurrency=args.concurrency,
                       requests=args.requests, mode=args.mode, rate=args.rate, audio_seconds=args.audio_seconds,
                       input=args.input, steps=args.steps, solver=args.solver, guidance=args.guidance,
-                      ensemble=args.ensemble,
+                      ensemble=args.ensemble, quality=args.quality,
                       timeout_s=args.timeout, max_duration_s=args.max_duration,
                       seed=args.seed, api_key=args.api_key, baseline=args.baseline,
                       baseline_device=args.baseline_device, mix=args.mix,
@@ -114,6 +114,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--solver", choices=["euler", "midpoint", "heun", "rk4"])
     p.add_argument("--guidance", type=float, help="classifier-free guidance (default: the server's)")
     p.add_argument("--ensemble", type=int, help="draws averaged per enhancement / separation (default: the server's)")
+    p.add_argument("--quality", choices=["fast", "full"], help="enhancement / separation: the task's few-step student "
+                   "or its teacher (default: the server's choice)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
     p.add_argument("--max-duration", type=float, default=600.0, help="no new requests after this many seconds")
     p.add_argument("--seed", type=int, default=0)
