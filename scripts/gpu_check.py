@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.config import BenchConfig  # noqa: E402
 from bench.run import run_bench  # noqa: E402
-from model.bundle import task_dirs  # noqa: E402
+from model.bundle import student_dirs, task_dirs  # noqa: E402
 from model.config import ModelConfig, preset  # noqa: E402
 from model.defaults import sampling  # noqa: E402
 from model.devices import dtype_name, resolve_device, resolve_dtype  # noqa: E402
@@ -161,8 +161,11 @@ def _free_port() -> int:
 
 
 # what `speechflow bench` sends per task: the same upload every request, or the TTS mix's texts (/v1/audio/speech)
-BENCH_TASK: dict[str, dict[str, Any]] = {"enhance": {"task": "enhance"}, "separate": {"task": "separate"},
-                                         "tts": {"mix": "tts"}}
+# (the teachers explicitly; "<task>-fast": the task's few-step student, where the bundle has one)
+BENCH_TASK: dict[str, dict[str, Any]] = {"enhance": {"task": "enhance", "quality": "full"},
+                                         "separate": {"task": "separate", "quality": "full"}, "tts": {"mix": "tts"},
+                                         "enhance-fast": {"task": "enhance", "quality": "fast"},
+                                         "separate-fast": {"task": "separate", "quality": "fast"}}
 
 
 def service_bench(bundle: str, device: str, concurrencies: list[int], requests: int, run_s: float,
@@ -191,7 +194,7 @@ def service_bench(bundle: str, device: str, concurrencies: list[int], requests: 
                 raise RuntimeError(f"the server did not become ready (see {log.name})")
             time.sleep(0.5)
         ready_s = round(time.monotonic() - start, 1)
-        tasks = [t for t in SERVED_TASKS if t in task_dirs(bundle)]
+        tasks = [t for t in SERVED_TASKS if t in task_dirs(bundle)] + [f"{t}-fast" for t in student_dirs(bundle)]
         results: dict[str, list[dict[str, Any]]] = {t: [] for t in tasks}
         for c in concurrencies:  # every task at a concurrency before the next: a late skip loses the largest
             for task in tasks:
@@ -199,10 +202,13 @@ def service_bench(bundle: str, device: str, concurrencies: list[int], requests: 
                 if left < min(run_s, 5.0):
                     results[task].append({"concurrency": c, "skipped": "time budget"})
                     continue
+                student = task.endswith("-fast")  # at its own defaults: the dry run's overrides are the teachers'
                 cfg = BenchConfig(url=url, concurrency=c, requests=max(requests, 2 * c), audio_seconds=audio_s,
-                                  max_duration_s=min(run_s, left), **BENCH_TASK[task], **(overrides or {}))
+                                  max_duration_s=min(run_s, left), **BENCH_TASK[task],
+                                  **({} if student else overrides or {}))
                 try:
-                    results[task].append(_bench_run(cfg, task, out.parent / f"gpu-check-bench-{task}-c{c}.json"))
+                    report = out.parent / f"gpu-check-bench-{task}-c{c}.json"
+                    results[task].append(_bench_run(cfg, BENCH_TASK[task].get("task", "tts"), report))
                 except Exception as e:  # one run failing must not lose the other runs' figures
                     results[task].append({"concurrency": c, "error": f"{type(e).__name__}: {e}"})
         return {"server_ready_s": ready_s, "tasks": results}
