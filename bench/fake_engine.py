@@ -168,9 +168,10 @@ class FakeEngine:
             sentences = [p for p in re.split(r"(?<=[.!?])\s+", payload.text.strip()) if p]
             tones = [self._speak(p, payload.speed) for p in sentences]
             rows = [FakeRow(self.frames(len(t)), params.seed + i, sampling=sampling) for i, t in enumerate(tones)]
+            words = self._words(sentences, [len(t) for t in tones])
             return Plan(task, sampling, rows, piece=lambda i, _: tones[i],
-                        assemble=lambda pieces: np.concatenate(pieces), chunk_fade=0,
-                        words=self._words(sentences, [len(t) for t in tones]))
+                        assemble=lambda pieces: np.concatenate(pieces), chunk_fade=0, words=words,
+                        phones=[[p for w in chunk for p in _letters(w)] for chunk in words])
         assert isinstance(payload, np.ndarray)
         half = 0.5 * payload
         out = half if task == "enhance" else np.stack([half, half])
@@ -201,3 +202,10 @@ class FakeEngine:
 
     def describe(self) -> dict[str, Any]:
         return {"device": "fake", "sample_rate": self.sample_rate}
+
+
+def _letters(word: WordTime) -> list[WordTime]:
+    """The fake's phones: a word's letters, sharing its span evenly."""
+    n, length = len(word.word), word.end - word.start
+    return [WordTime(c, word.start + length * k / n, word.start + length * (k + 1) / n)
+            for k, c in enumerate(word.word)]

@@ -66,8 +66,10 @@ class Plan:
     piece: Callable[[int, Tensor], Any] = lambda _, output: output
     vocode_from: int | None = None  # set: a row's piece is its output from this frame on, vocoded (batched)
     chunk_fade: int | None = None
-    # TTS: each chunk's words (model.tts.WordTime), timed in seconds of the joined audio, known before generation
+    # TTS: each chunk's words and phones (model.tts.WordTime), timed in seconds of the joined audio, known before
+    # generation
     words: list[list[Any]] | None = None
+    phones: list[list[Any]] | None = None
 
     def __post_init__(self) -> None:
         for row in self.rows:

@@ -33,6 +33,7 @@ from .reconstruct import mask_reconstruction, mean_mask_features, separation_mas
 from .stages import stage
 from .text import PhoneVocab
 from .tts import (
+    Chunk,
     Prompt,
     Voice,
     WordTime,
@@ -311,10 +312,12 @@ class SpeechFlowPipeline:
         fade = int(TTS_JOIN_FADE_S * self.sample_rate)  # a chunk's piece: its frames after the prompt, vocoded
         hop = self.mel_config.hop_length  # the vocoder makes hop samples a frame: each piece's length is known now
         offsets = chunk_offsets([len(c.labels) * hop for c in chunks], fade)
-        words = [[w.shifted(offset / self.sample_rate) for w in c.word_times(hop / self.sample_rate)]
-                 for c, offset in zip(chunks, offsets, strict=True)]
+        frame_s = hop / self.sample_rate
+        words, phones = ([[w.shifted(offset / self.sample_rate) for w in timed(c, frame_s)]
+                          for c, offset in zip(chunks, offsets, strict=True)]
+                         for timed in (Chunk.word_times, Chunk.phone_times))
         return Plan("tts", sampling, rows, assemble=lambda p: join_with_crossfade(p, fade), vocode_from=t_p,
-                    chunk_fade=fade, words=words)
+                    chunk_fade=fade, words=words, phones=phones)
 
     def align_prompt(self, wav: np.ndarray, sr: int, transcript: str) -> list[tuple[str, int]]:
         """A prompt's phones and their frame counts, as `plan_tts` aligns them (to store with a voice)."""

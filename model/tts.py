@@ -48,16 +48,27 @@ class Chunk:
     durations: np.ndarray  # (N,) predicted frames per phone
     labels: np.ndarray  # (T_c,) frame labels
     words: list[tuple[str, int, int]] = field(default_factory=list)  # (word, first phone, end phone)
+    symbols: list[str] = field(default_factory=list)  # the phones (espeak-ng symbols), pauses included
 
     def word_times(self, frame_s: float) -> list[WordTime]:
         """Each word's span in seconds from the start of this chunk's audio, from the durations it is generated
         with (speed included): phone k starts where the frames of the phones before it end."""
-        edges = np.concatenate([[0], np.cumsum(self.durations)]) * frame_s
+        edges = self._edges(frame_s)
         return [WordTime(word, float(edges[a]), float(edges[b])) for word, a, b in self.words]
+
+    def phone_times(self, frame_s: float) -> list[WordTime]:
+        """Every phone's span (pauses too, as espeak-ng's "_" symbols), in seconds from the chunk's start."""
+        edges = self._edges(frame_s)
+        return [WordTime(symbol, float(edges[k]), float(edges[k + 1])) for k, symbol in enumerate(self.symbols)]
+
+    def _edges(self, frame_s: float) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.durations)]) * frame_s
 
 
 @dataclass(frozen=True)
 class WordTime:
+    """A labelled span of the audio: a word, or (`Chunk.phone_times`) a phone."""
+
     word: str
     start: float  # seconds
     end: float
@@ -65,8 +76,8 @@ class WordTime:
     def shifted(self, seconds: float) -> WordTime:
         return WordTime(self.word, self.start + seconds, self.end + seconds)
 
-    def to_json(self) -> dict[str, str | float]:
-        return {"word": self.word, "start": round(self.start, 3), "end": round(self.end, 3)}
+    def to_json(self, label: str = "word") -> dict[str, str | float]:
+        return {label: self.word, "start": round(self.start, 3), "end": round(self.end, 3)}
 
 
 @dataclass
@@ -122,7 +133,7 @@ def plan_chunks(text: str, vocab: PhoneVocab, durations: DurationModel, prompt: 
             frames = durations.predict(all_ids, given, known, speed=speed).cpu().numpy()[len(prompt.ids):]
         if frames.sum() == 0:
             frames[:] = 1
-        chunks.append(Chunk(piece, ids, frames, expand_durations(ids, frames), words))
+        chunks.append(Chunk(piece, ids, frames, expand_durations(ids, frames), words, symbols))
     return chunks
 
 

@@ -15,9 +15,10 @@ ResponseFormat = Literal["wav", "flac", "ogg", "pcm", "mp3", "opus"]
 RESPONSE_FORMATS: tuple[str, ...] = get_args(ResponseFormat)
 SPEECH_FORMATS = (*RESPONSE_FORMATS, "aac")  # /v1/audio/speech: OpenAI's six and ogg (aac is speech-only)
 StreamFormat = Literal["audio", "sse"]
-Granularity = Literal["word"]  # word timings come from the phone durations TTS generates with (docs/serving.md)
-TIMESTAMPS_HELP = ('["word"]: each word\'s start and end in seconds of the audio; with stream_format sse as '
-                   "speech.timestamps.delta events, else a JSON body with the audio in base64 and the words")
+Granularity = Literal["word", "phone"]  # timings from the phone durations TTS generates with (docs/serving.md)
+TIMESTAMPS_HELP = ('["word"] and/or ["phone"]: each word\'s (phone\'s) start and end in seconds of the audio; with '
+                   "stream_format sse as speech.timestamps.delta events, else a JSON body with the audio in base64 "
+                   "and the words (phones)")
 _STREAM_MODES = ("audio: the audio streamed as each sentence is ready (chunked; flac, whose header needs the total "
                  "length, comes when generation ends); sse: speech.audio.delta events with base64 audio, then "
                  "speech.audio.done")

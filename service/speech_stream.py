@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -42,18 +42,30 @@ def complete(job: LoopRequest) -> bool:
     return job.future.done() and not job.future.cancelled() and job.future.exception() is None
 
 
-def plan_words(plan: Any) -> list[list[Any]]:
-    """A TTS plan's words per chunk (model.tts.WordTime in seconds of the joined audio); none for an engine that
-    does not time them."""
-    words = getattr(plan, "words", None)
-    return words if words is not None else [[] for _ in getattr(plan, "rows", [])]
+Timings = dict[str, list[Any]]  # "words" / "phones" -> model.tts.WordTime spans, seconds of the joined audio
+GRANULARITY_KEYS = {"word": "words", "phone": "phones"}
+
+
+def plan_timings(plan: Any, granularities: Sequence[str]) -> list[Timings] | None:
+    """A TTS plan's timings per chunk, of the granularities asked for (None: none asked); empty lists for an engine
+    that does not time them."""
+    if not granularities:
+        return None
+    rows = len(getattr(plan, "rows", []))
+    keyed = {GRANULARITY_KEYS[g]: getattr(plan, GRANULARITY_KEYS[g], None) or [[]] * rows for g in granularities}
+    return [{key: per_chunk[k] for key, per_chunk in keyed.items()} for k in range(rows)]
+
+
+def joined_timings(timings: Sequence[Timings]) -> Timings:
+    """Every chunk's timings in one (they are already in seconds of the joined audio)."""
+    return {key: [span for chunk in timings for span in chunk[key]] for key in (timings[0] if timings else {})}
 
 
 def stream_response(job: LoopRequest, first: np.ndarray, fmt: str, sse: bool, params: TaskParams, source_rate: int,
                     sample_rate: int, input_chars: int, on_end: Callable[[float], None],
-                    words: list[list[Any]] | None = None) -> StreamingResponse:
+                    timings: list[Timings] | None = None) -> StreamingResponse:
     """Stream ``first`` and the chunks after it, at ``sample_rate``. ``on_end`` gets the seconds of audio sent once
-    the stream is over; ``words`` (per chunk, SSE only) go out as a timestamps event before each chunk's audio. The
+    the stream is over; ``timings`` (per chunk, SSE only) go out as a timestamps event before each chunk's audio. The
     headers say what is known at the first chunk: the sampling settings, the rows, the wait for the first step and
     for the first chunk."""
     headers = {**sampling_headers(params, sample_rate, 1), "Cache-Control": "no-store"}
@@ -67,7 +79,7 @@ def stream_response(job: LoopRequest, first: np.ndarray, fmt: str, sse: bool, pa
         headers["Content-Disposition"] = f'attachment; filename="speech.{fmt}"'
     media = "text/event-stream" if sse else render_media_type(fmt, sample_rate)
     encoder = StreamEncoder(fmt, sample_rate, source_rate)
-    return StreamingResponse(stream_audio(job, first, encoder, source_rate, sse, input_chars, on_end, words),
+    return StreamingResponse(stream_audio(job, first, encoder, source_rate, sse, input_chars, on_end, timings),
                              media_type=media, headers=headers)
 
 
@@ -83,7 +95,7 @@ async def next_chunk(job: LoopRequest) -> np.ndarray | None:
 
 async def stream_audio(job: LoopRequest, first: np.ndarray, encoder: StreamEncoder, source_rate: int, sse: bool,
                        input_chars: int, on_end: Callable[[float], None],
-                       words: list[list[Any]] | None = None) -> AsyncIterator[bytes]:
+                       timings: list[Timings] | None = None) -> AsyncIterator[bytes]:
     """The body of a streamed response: ``first`` and every later chunk, encoded as one growing file, raw or as
     SSE events. If the client goes away (the server cancels this generator) or the deadline passes, the request
     is cancelled, so its remaining rows stop costing compute at the next step."""
@@ -91,10 +103,10 @@ async def stream_audio(job: LoopRequest, first: np.ndarray, encoder: StreamEncod
     closed = False
     try:
         chunk: np.ndarray | None = first
-        index = 0  # chunks come one per row, in order: the plan's words of chunk k go with it
+        index = 0  # chunks come one per row, in order: the plan's timings of chunk k go with it
         while chunk is not None:
-            if sse and words is not None and index < len(words):
-                yield sse_timestamps(words[index])
+            if sse and timings is not None and index < len(timings):
+                yield sse_timestamps(timings[index])
             index += 1
             seconds += len(chunk) / source_rate
             # the last chunk's piece carries the file's end too (what the resampler and encoder held back), so

@@ -206,15 +206,20 @@ def sse_done(input_chars: int, audio_seconds: float) -> bytes:
                                 "input_characters": input_chars, "audio_seconds": round(audio_seconds, 3)}})
 
 
-def sse_timestamps(words: list[Any]) -> bytes:
-    """The timings of the audio in the delta that follows: model.tts.WordTime, seconds from the audio's start."""
-    return sse_event({"type": "speech.timestamps.delta", "words": [w.to_json() for w in words]})
+def timings_json(timings: dict[str, list[Any]]) -> dict[str, list[dict[str, Any]]]:
+    """{"words": [{"word", "start", "end"}, ...], "phones": [{"phone", ...}, ...]}: model.tts.WordTime spans."""
+    return {key: [span.to_json(key.removesuffix("s")) for span in spans] for key, spans in timings.items()}
 
 
-def timed_speech(audio: bytes, fmt: str, sample_rate: int, words: list[Any]) -> dict[str, Any]:
-    """The JSON body of a non-SSE request for word timings: the whole file in base64 and its words."""
+def sse_timestamps(timings: dict[str, list[Any]]) -> bytes:
+    """The timings of the audio in the delta that follows, in seconds from the audio's start."""
+    return sse_event({"type": "speech.timestamps.delta", **timings_json(timings)})
+
+
+def timed_speech(audio: bytes, fmt: str, sample_rate: int, timings: dict[str, list[Any]]) -> dict[str, Any]:
+    """The JSON body of a non-SSE request for timings: the whole file in base64 and its words and/or phones."""
     return {"audio": base64.b64encode(audio).decode("ascii"), "format": fmt, "sample_rate": sample_rate,
-            "words": [w.to_json() for w in words]}
+            **timings_json(timings)}
 
 
 def sse_error(message: str, code: str) -> bytes:

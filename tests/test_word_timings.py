@@ -86,6 +86,21 @@ def test_word_times_match_the_aligner_on_generated_speech(demo_pipeline, speed):
     assert errors.max() <= 1000 * TOLERANCE_S
 
 
+def test_phones_tile_each_chunk_and_frame_its_words(demo_pipeline):
+    pipeline, _ = demo_pipeline
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plan = pipeline.plan_tts(TWO, sampling=sampling("tts"), voice=sorted(pipeline.voices)[0], seed=3)
+    assert len(plan.phones) == len(plan.words) == 2
+    for words, phones in zip(plan.words, plan.phones, strict=True):
+        assert all(a.end == pytest.approx(b.start) for a, b in itertools.pairwise(phones))  # gap-free
+        starts, ends = {round(p.start, 6) for p in phones}, {round(p.end, 6) for p in phones}
+        assert all(round(w.start, 6) in starts and round(w.end, 6) in ends for w in words)
+        assert phones[0].start <= words[0].start and phones[-1].end >= words[-1].end
+    assert [p.word for p in plan.phones[0] if not p.word.startswith("_")] == \
+        [p for p in text_to_phones(TWO.split(". ")[0] + ".") if not p.startswith("_")]
+
+
 def test_plan_words_follow_speed(demo_pipeline):
     pipeline, _ = demo_pipeline
     voice = sorted(pipeline.voices)[0]
@@ -149,8 +164,21 @@ def test_without_sse_the_words_come_in_json_with_the_audio(url):
     assert form.json()["sample_rate"] == 16_000 and len(form.json()["words"]) == 5
 
 
+def test_phones_come_with_or_without_words_in_sse_and_json(url):
+    r = httpx.post(f"{url}/v1/audio/speech", timeout=30, json={
+        **BODY, "stream_format": "sse", "response_format": "pcm", "timestamp_granularities": ["word", "phone"]})
+    timed = [e for e in _events(r.text) if e["type"] == "speech.timestamps.delta"]
+    assert len(timed) == 2 and all(set(e) == {"type", "words", "phones"} for e in timed)
+    phones = [p for e in timed for p in e["phones"]]
+    assert "".join(p["phone"] for p in phones) == "Onetwothree" + "Fourfive"  # the fake's phones are letters
+    assert phones[0]["start"] == timed[0]["words"][0]["start"] and phones[-1]["end"] == timed[1]["words"][-1]["end"]
+    only = httpx.post(f"{url}/v1/audio/speech", timeout=30, json={**BODY, "timestamp_granularities": ["phone"]})
+    assert set(only.json()) == {"audio", "format", "sample_rate", "phones"}
+    assert [p["phone"] for p in only.json()["phones"]] == [p["phone"] for p in phones]
+
+
 def test_an_unknown_granularity_is_a_422_naming_the_parameter(url):
-    for granularity in (["segment"], ["phone"], "word"):
+    for granularity in (["segment"], ["word", "syllable"], "word"):
         r = httpx.post(f"{url}/v1/audio/speech", timeout=30, json={**BODY, "timestamp_granularities": granularity})
         assert r.status_code == 422, r.text
         assert r.json()["error"]["param"] == "timestamp_granularities"

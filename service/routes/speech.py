@@ -30,7 +30,6 @@ from starlette.responses import JSONResponse, Response
 from model.duration import DurationError
 from model.errors import AudioError, ConfigError
 from model.text import TextError, normalize_text
-from model.tts import WordTime
 
 from .. import paths
 from ..engine import Engine, SamplingKey, TaskParams, TtsInput, tts_cost
@@ -42,7 +41,7 @@ from ..openapi import AUDIO_RESPONSE
 from ..request import RequestResult
 from ..schemas import SpeechRequest, TtsForm
 from ..settings import Settings
-from ..speech_stream import complete, first_chunk, plan_words, stream_response
+from ..speech_stream import Timings, complete, first_chunk, joined_timings, plan_timings, stream_response
 from ..streaming import STREAMED_FORMATS, sse_delta, sse_done, sse_timestamps, timed_speech
 from ..uploads import render_speech
 from ..voice_book import decode_prompt
@@ -67,7 +66,7 @@ class SpeechJob:
     names: _Names
     sample_rate: int | None = None  # of the answer; None: the model's
     prompt_seconds: float = 0.0
-    word_timings: bool = False  # timestamp_granularities ["word"]
+    timestamps: tuple[str, ...] = ()  # timestamp_granularities: "word", "phone"
 
 
 def router(runtime: ServiceRuntime) -> APIRouter:
@@ -127,7 +126,7 @@ async def _parse_form(runtime: ServiceRuntime, form: TtsForm, prompt: UploadFile
         prompt_seconds = decoded.seconds
     params = request_params(settings, engine, "tts", form.steps, form.solver, form.cfg, form.seed, "vocoder")
     return SpeechJob(payload, params, form.response_format, form.stream_format, names, prompt_seconds=prompt_seconds,
-                     word_timings=bool(form.timestamp_granularities))
+                     timestamps=tuple(dict.fromkeys(form.timestamp_granularities or ())))
 
 
 async def _parse_json(runtime: ServiceRuntime, body: SpeechRequest) -> SpeechJob:
@@ -141,7 +140,7 @@ async def _parse_json(runtime: ServiceRuntime, body: SpeechRequest) -> SpeechJob
     params = request_params(runtime.settings, engine, "tts", body.steps, body.solver, body.cfg, body.seed,
                             "vocoder")
     return SpeechJob(payload, params, body.response_format, body.stream_format, names, OPENAI_SAMPLE_RATE,
-                     word_timings=bool(body.timestamp_granularities))
+                     timestamps=tuple(dict.fromkeys(body.timestamp_granularities or ())))
 
 
 def _input_limit(settings: Settings) -> int:
@@ -169,7 +168,7 @@ async def _run(runtime: ServiceRuntime, job: SpeechJob, request: Request) -> Res
     # only a format that can be encoded chunk by chunk asks the step loop for chunks (and their in-order schedule)
     # word timings outside SSE come in one JSON body with the whole audio, which cannot stream
     streamed = (job.stream_format is not None and fmt in STREAMED_FORMATS
-                and (job.stream_format == "sse" or not job.word_timings))
+                and (job.stream_format == "sse" or not job.timestamps))
     queued = submit(runtime, SamplingKey.of("tts", params), payload, params,
                     *tts_cost(payload.text, _prompt_frames(engine, payload), payload.speed), job.names.text,
                     stream=streamed)
@@ -181,18 +180,17 @@ async def _run(runtime: ServiceRuntime, job: SpeechJob, request: Request) -> Res
             count = runtime.metrics.audio_seconds.labels("tts", "out").inc
             return stream_response(queued, first, fmt, job.stream_format == "sse", params, engine.sample_rate,
                                    job.sample_rate or engine.sample_rate, len(payload.text), count,
-                                   plan_words(queued.plan) if job.word_timings else None)
+                                   plan_timings(queued.plan, job.timestamps))
         result = unwrap(queued, translate)  # all of it came with the first chunk: one file, with every header
     else:
         result = await await_result(queued, request.receive, timeout_s, translate)
-    words = plan_words(queued.plan) if job.word_timings else None
-    return await _whole(runtime, job, result, words)
+    return await _whole(runtime, job, result, plan_timings(queued.plan, job.timestamps))
 
 
 async def _whole(runtime: ServiceRuntime, job: SpeechJob, result: RequestResult,
-                 words: list[list[WordTime]] | None = None) -> Response:
-    """The finished speech as one file, or as one SSE delta and the done event (flac over SSE); with ``words``
-    (per chunk) the timings come as one timestamps event before the delta, or in a JSON body with the audio."""
+                 timings: list[Timings] | None = None) -> Response:
+    """The finished speech as one file, or as one SSE delta and the done event (flac over SSE); with ``timings``
+    (per chunk) they come as one timestamps event before the delta, or in a JSON body with the audio."""
     source_rate = runtime.engine.sample_rate
     rate = job.sample_rate or source_rate
     wav = np.asarray(result.output, dtype=np.float32)
@@ -204,12 +202,12 @@ async def _whole(runtime: ServiceRuntime, job: SpeechJob, result: RequestResult,
     headers["X-Audio-Seconds"] = f"{seconds:.3f}"
     if job.stream_format == "sse":
         del headers["Content-Disposition"]
-        timings = sse_timestamps([w for chunk in words for w in chunk]) if words is not None else b""
-        body = timings + sse_delta(audio) + sse_done(len(job.payload.text), seconds)
+        timed = sse_timestamps(joined_timings(timings)) if timings is not None else b""
+        body = timed + sse_delta(audio) + sse_done(len(job.payload.text), seconds)
         return Response(body, media_type="text/event-stream", headers={**headers, "Cache-Control": "no-store"})
-    if words is not None:
+    if timings is not None:
         del headers["Content-Disposition"]
-        return JSONResponse(timed_speech(audio, fmt, rate, [w for chunk in words for w in chunk]), headers=headers)
+        return JSONResponse(timed_speech(audio, fmt, rate, joined_timings(timings)), headers=headers)
     return Response(audio, media_type=media_type, headers=headers)
 
 
