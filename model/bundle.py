@@ -22,8 +22,9 @@ VOCODER_DIR = "vocoder"  # not a task: the mel -> waveform model shared by all o
 DURATION_DIR = "tts/duration"  # the TTS model's duration model
 ALIGNER_DIR = "tts/aligner"  # the TTS model's prompt aligner (optional: durations rescaled otherwise)
 STUDENT_DIR = "student"  # inside a task's directory: its few-step student (optional)
+STUDENT_TASKS = ("enhance", "separate")  # the tasks that may have one
 EXTRA_DIRS = {"vocoder": VOCODER_DIR, "duration": DURATION_DIR, "aligner": ALIGNER_DIR,
-              **{f"{task}-student": f"{sub}/{STUDENT_DIR}" for task, sub in TASK_DIRS.items() if task != "pretrain"}}
+              **{f"{task}-student": f"{TASK_DIRS[task]}/{STUDENT_DIR}" for task in STUDENT_TASKS}}
 
 
 def read_bundle_info(path: str | os.PathLike) -> dict[str, Any]:
@@ -45,7 +46,8 @@ def task_dirs(bundle: str | os.PathLike) -> dict[str, Path]:
 
 def student_dirs(bundle: str | os.PathLike) -> dict[str, Path]:
     """Task -> its student's directory, for the tasks of a bundle that have one."""
-    return {task: d / STUDENT_DIR for task, d in task_dirs(bundle).items() if (d / STUDENT_DIR / CONFIG_FILE).is_file()}
+    return {task: d / STUDENT_DIR for task, d in task_dirs(bundle).items()
+            if task in STUDENT_TASKS and (d / STUDENT_DIR / CONFIG_FILE).is_file()}
 
 
 def training_steps(config: dict[str, Any]) -> int | None:

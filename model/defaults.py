@@ -56,6 +56,13 @@ def student_sampling(recorded: dict[str, Any]) -> Sampling:
     return Sampling(**{**recorded, "student": True})
 
 
+def student_conflict(student: Sampling, given: dict[str, Any]) -> str | None:
+    """The first setting in ``given`` (None: not given) that differs from the student's own: it was trained at its
+    grid only, without an unconditional branch for guidance, and is deterministic (more draws are the same)."""
+    return next((name for name, value in given.items() if value is not None and value != getattr(student, name)),
+                None)
+
+
 def sampling(task: str, steps: int | None = None, guidance: float | None = None,
              solver: str | None = None, sway: float | None = None,
              guidance_until: float | None = None, ensemble: int | None = None,

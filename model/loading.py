@@ -39,11 +39,20 @@ def load_parts(path: str | os.PathLike, device: torch.device, dtype: torch.dtype
     return {
         "models": {task: SpeechFlowModel.from_pretrained(d, device=device, dtype=dtype)
                    for task, d in task_dirs(path).items()},
-        "students": {task: SpeechFlowModel.from_pretrained(d, device=device, dtype=dtype)
-                     for task, d in student_dirs(path).items()},
+        "students": {task: _student(d, task, device, dtype) for task, d in student_dirs(path).items()},
         "info": read_bundle_info(path),
         "vocoder": optional(VocosVocoder, VOCODER_DIR),
         "durations": optional(DurationModel, DURATION_DIR),
         "aligner": optional(PromptAligner, ALIGNER_DIR),
         "voices": load_voices(tts_dir / VOICES_DIR) if tts_dir is not None else {},
     }
+
+
+def _student(directory: Path, task: str, device: torch.device, dtype: torch.dtype) -> SpeechFlowModel:
+    """A task's student, refused unless it is one: its task, its training grid and the defaults it samples with."""
+    model = SpeechFlowModel.from_pretrained(directory, device=device, dtype=dtype)
+    cfg = model.config
+    if cfg.task != task or not cfg.flow.train_times or not cfg.sampling:
+        raise CheckpointError(f"{directory} is not a few-step student of the {task!r} model (train it with "
+                              "`speechflow finetune --student-steps N`)")
+    return model

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from .aligner import PromptAligner
 from .audio import prepare_waveform, resample
-from .defaults import QUALITIES, Sampling, sampling, student_sampling
+from .defaults import QUALITIES, Sampling, sampling, student_conflict, student_sampling
 from .devices import dtype_name, resolve_device, resolve_dtype, use_tf32
 from .duration import DurationModel
 from .errors import CheckpointError, ConfigError
@@ -65,6 +65,10 @@ class SpeechFlowPipeline:
         self.models = models
         self.students = students or {}  # task -> its few-step student (`quality="fast"`)
         self.info = info or {}
+        for task, chosen in self.info.get("quality", {}).items():
+            if chosen not in QUALITIES or (chosen == "fast" and task not in self.students):
+                raise CheckpointError(f"bundle.json makes {chosen!r} the default quality of {task!r}, but the "
+                                      f"bundle has {'a student' if task in self.students else 'no student'} for it")
         first = next(iter(models.values()))
         self.mel_config = first.config.mel
         self.device = first.device
@@ -126,8 +130,7 @@ class SpeechFlowPipeline:
     def default_quality(self, task: str) -> str:
         """'fast' where the bundle says its student is the task's default (bundle.json "quality", chosen on the
         evaluation splits), else 'full'."""
-        chosen = self.info.get("quality", {}).get(task, "full")
-        return chosen if chosen == "full" or task in self.students else "full"
+        return self.info.get("quality", {}).get(task, "full")
 
     def task_sampling(self, task: str, quality: str | None = None, **given: Any) -> Sampling:
         """A request's sampling: ``quality`` 'fast' (the task's student at its own defaults), 'full' (the teacher
@@ -136,8 +139,16 @@ class SpeechFlowPipeline:
         quality = quality or self.default_quality(task)
         if quality not in QUALITIES:
             raise ConfigError(f"quality must be one of {QUALITIES}, got {quality!r}")
-        base = student_sampling(self.model(task, student=True).config.sampling) if quality == "fast" else None
-        return sampling(task, base=base, **given)
+        if quality == "full":
+            if task in self.students and self.students[task] is self.models.get(task):
+                raise ConfigError(f"this {task!r} model is a few-step student without its teacher: only quality "
+                                  "'fast'")
+            return sampling(task, **given)
+        base = student_sampling(self.model(task, student=True).config.sampling)
+        if (name := student_conflict(base, given)) is not None:
+            raise ConfigError(f"{name} cannot be set with quality 'fast': the student samples with {name}="
+                              f"{getattr(base, name)} only")
+        return base
 
     # --- shared steps -------------------------------------------------------------------------------------------
     def features(self, wavs: Sequence[np.ndarray]) -> tuple[Tensor, Tensor]:

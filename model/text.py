@@ -19,6 +19,7 @@ pauses "_", "_:", "_!", "_|"). `PhoneVocab` fixes their ids and travels in check
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 import unicodedata
@@ -188,13 +189,21 @@ def _lend_merged(spans: dict[int, list[int]], tokens: list[str], voice: str) -> 
         first, end = spans[host]
         run = list(itertools.takewhile(lambda t: t not in spans, range(host + 1, len(tokens))))
         for token in reversed(run):
-            need = sum(1 for p in espeak.phonemize(tokens[token], voice) if not espeak.is_pause(p))
-            take = min(need, end - 1 - first)
+            take = min(_voiced_phones(tokens[token], voice), end - 1 - first)
             if take <= 0:
                 break
             spans[token] = [end - take, end]
             end -= take
         spans[host][1] = end
+
+
+@functools.lru_cache(maxsize=4096)  # the tokens that need it are few and recur ("the", "a", "to")
+def _voiced_phones(token: str, voice: str) -> int:
+    """How many non-pause phones espeak-ng voices for ``token`` alone (0: none, e.g. a symbol it does not speak)."""
+    try:
+        return sum(1 for p in espeak.phonemize(token, voice) if not espeak.is_pause(p))
+    except espeak.EspeakTextError:
+        return 0
 
 
 # -------------------------------------------------------------------------------------------------------- splitting

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from starlette.types import Receive
 
-from model.defaults import sampling
+from model.defaults import sampling, student_conflict
 from model.errors import AudioError, ConfigError
 from model.solvers import network_passes
 from model.windows import window_spans
@@ -46,11 +46,17 @@ def request_params(settings: Settings, engine: Engine, task: str, steps: int | N
         base = engine.task_sampling(task, quality)
     except ConfigError as e:
         raise InvalidParameter(str(e), param="quality") from e
-    if not base.student:  # the server's default_* settings are for the teachers; a student has its own
+    asked = steps
+    if base.student:  # a student samples as it was trained: settings it was not trained for are refused
+        given = {"steps": steps, "guidance": guidance, "solver": solver, "ensemble": ensemble}
+        if (name := student_conflict(base, given)) is not None:
+            raise InvalidParameter(f"{name} cannot be set with quality 'fast': the student samples with {name}="
+                                   f"{getattr(base, name)} only (quality 'full' takes any)", param=name)
+    else:  # the server's default_* settings are for the teachers
         ensemble = settings.default_ensemble if task != "tts" and ensemble is None else ensemble
         steps, solver = steps or settings.default_steps, solver or settings.default_solver
     chosen = sampling(task, steps, guidance, solver, ensemble=ensemble, base=base)
-    if not steps:  # a default never exceeds the server's cap; a request that asks for more is refused
+    if not asked:  # a default never exceeds the server's cap; a request that asks for more is refused
         chosen = replace(chosen, steps=min(chosen.steps, settings.max_steps))
     if chosen.steps > settings.max_steps:
         raise InvalidParameter(f"steps must be at most {settings.max_steps} on this server", param="steps")
@@ -138,8 +144,8 @@ async def _wait_for_disconnect(receive: Receive) -> None:
 def sampling_headers(params: TaskParams, sample_rate: int, channels: int) -> dict[str, str]:
     """What every audio answer says about how it was made (a streamed one knows no more before its first byte)."""
     return {"X-Seed": str(params.seed), "X-Steps": str(params.sampling.steps), "X-Solver": params.sampling.solver,
-            "X-Ensemble": str(params.sampling.ensemble), "X-Sample-Rate": str(sample_rate),
-            "X-Channels": str(channels)}
+            "X-Ensemble": str(params.sampling.ensemble), "X-Quality": "fast" if params.sampling.student else "full",
+            "X-Sample-Rate": str(sample_rate), "X-Channels": str(channels)}
 
 
 def result_headers(filename: str, params: TaskParams, result: RequestResult, sample_rate: int,

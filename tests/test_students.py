@@ -18,7 +18,7 @@ import torch
 from model.bundle import write_bundle
 from model.config import FlowConfig
 from model.defaults import TASK_SAMPLING, Sampling
-from model.errors import ConfigError
+from model.errors import CheckpointError, ConfigError
 from model.examples import noisy_example
 from model.flow import FlowMatching
 from model.modeling import SpeechFlowModel
@@ -139,3 +139,47 @@ def test_student_requests_share_their_own_live_batch_and_answer_as_alone(pipes, 
     assert "no few-step student for 'separate'" in refused[1].json()["error"]["message"]
     direct, _ = pipe.enhance(sf.read(io.BytesIO(upload), dtype="float32")[0], 16000, quality="fast", seed=1)
     np.testing.assert_allclose(audio_of(together[0])[:, 0], direct, atol=ROUNDING, rtol=0)
+
+
+def test_a_student_takes_no_settings_it_was_not_trained_for(pipes, upload):
+    pipe, _ = pipes
+    noisy = noisy_example(snr_db=5.0)[0][:8000]
+    for setting in ({"steps": 4}, {"guidance": 2.0}, {"ensemble": 4}, {"solver": "midpoint"}):
+        with pytest.raises(ConfigError, match=f"{next(iter(setting))} cannot be set with quality 'fast'"):
+            pipe.enhance(noisy, 16000, quality="fast", **setting)
+    assert pipe.enhance(noisy, 16000, quality="fast", steps=1, ensemble=1)[0].shape == noisy.shape  # its own: fine
+    engine = RecordingEngine(pipe, None)
+
+    async def test(client, app):
+        post = [await client.post("/v1/enhance", files={"file": ("noisy.wav", upload, "audio/wav")}, data=form)
+                for form in ({"ensemble": "4"}, {"quality": "fast", "guidance": "2"}, {"quality": "full"}, {})]
+        return post
+
+    # the server's default_steps / default_ensemble are the teachers': a student request is not refused for them
+    many, guided, full, default = run(create_app(Settings(max_wait_ms=0, default_steps=64, max_steps=8,
+                                                          default_ensemble=2), engine), test)
+    assert many.status_code == 422 and many.json()["error"]["param"] == "ensemble"  # the bundle's default: fast
+    assert guided.status_code == 422 and guided.json()["error"]["param"] == "guidance"
+    assert full.status_code == 200 and full.headers["x-quality"] == "full"
+    assert (full.headers["x-steps"], full.headers["x-ensemble"]) == ("8", "2")  # default 64 capped at the max 8
+    assert default.status_code == 200 and default.headers["x-quality"] == "fast"
+    assert (default.headers["x-steps"], default.headers["x-ensemble"]) == ("1", "1")
+
+
+def test_a_student_alone_loads_as_its_tasks_model_and_only_fast(student_bundle):
+    alone = SpeechFlowPipeline.from_pretrained(student_bundle / "enhance" / "student", device="cpu")
+    assert alone.default_quality("enhance") == "fast"
+    assert alone.task_sampling("enhance") == ONE_STEP
+    with pytest.raises(ConfigError, match="student without its teacher"):
+        alone.task_sampling("enhance", "full")
+
+
+def test_a_bundle_is_refused_when_its_student_is_none_or_its_quality_cannot_be_served(student_bundle, tmp_path):
+    teacher_as_student = write_bundle(tmp_path / "a", {"enhance": DEMO_BUNDLE / "enhance",
+                                                       "enhance-student": DEMO_BUNDLE / "enhance"})
+    with pytest.raises(CheckpointError, match="is not a few-step student of the 'enhance' model"):
+        SpeechFlowPipeline.from_pretrained(teacher_as_student, device="cpu")
+    no_student = write_bundle(tmp_path / "b", {"enhance": DEMO_BUNDLE / "enhance"},
+                              info={"quality": {"enhance": "fast"}})
+    with pytest.raises(CheckpointError, match="default quality of 'enhance', but the bundle has no student"):
+        SpeechFlowPipeline.from_pretrained(no_student, device="cpu")

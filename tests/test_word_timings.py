@@ -42,6 +42,8 @@ def test_words_espeak_voices_with_their_neighbour_get_their_own_phones():
     assert [w for w, _, _ in words] == text.rstrip(".").split()
     assert [phones[a:b] for w, a, b in words if w == "the"] == [["D", "@2"]] * 3
     assert all(b1 <= a2 for (_, _, b1), (_, a2, _) in itertools.pairwise(words))
+    _, words = text_to_phone_words("Hello | world ^ again.")  # symbols espeak-ng does not voice alone: no words
+    assert [w for w, _, _ in words] == ["Hello", "world", "again"]
 
 
 @pytest.mark.parametrize("fade", [0, 3, 12])

@@ -8,11 +8,11 @@ const TIMINGS = [  // response header, label, unit
   ["X-Process-Time-Ms", "Total time", " ms"], ["X-Queue-Time-Ms", "Queue wait", " ms"],
   ["X-Inference-Time-Ms", "Inference", " ms"], ["X-First-Chunk-Ms", "First chunk ready", " ms"],
   ["X-Batch-Size", "Batch size", ""], ["X-Steps", "Steps", ""], ["X-Solver", "Solver", ""],
-  ["X-Ensemble", "Draws averaged", ""], ["X-Seed", "Seed", ""],
+  ["X-Quality", "Quality", ""], ["X-Ensemble", "Draws averaged", ""], ["X-Seed", "Seed", ""],
 ];
 // Which control an API error's "param" is about, per form; an unlisted param goes to the form's error box.
 const CONTROLS = {
-  task: { file: "file", steps: "steps", solver: "solver", ensemble: "ensemble", seed: "seed",
+  task: { file: "file", quality: "quality", steps: "steps", solver: "solver", ensemble: "ensemble", seed: "seed",
     response_format: "format" },
   tts: { input: "tts-text", voice: "tts-voice", speed: "tts-speed", response_format: "tts-format",
     stream_format: "tts-stream" },

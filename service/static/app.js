@@ -28,7 +28,7 @@ async function runTask(event) {
   if (!state.input) return fieldError($("file"), "Choose an audio file or record something first.");
   const body = new FormData();
   body.append("file", state.input.blob, state.input.name);
-  for (const name of ["steps", "solver", "ensemble", "seed", "response_format"]) {
+  for (const name of ["quality", "steps", "solver", "ensemble", "seed", "response_format"]) {
     const value = form.elements[name].value.trim();
     if (value !== "") body.append(name, value);
   }

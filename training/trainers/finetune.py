@@ -14,6 +14,7 @@ from model.bundle import training_steps
 from model.checkpoint import read_weights
 from model.config import ModelConfig
 from model.errors import ConfigError
+from model.flow import FlowMatching
 from model.modeling import SpeechFlowModel
 from model.text import PhoneVocab
 from training.augmentation.mixing import AugmentConfig
@@ -104,6 +105,7 @@ def make_student(model: SpeechFlowModel, steps: int) -> None:
                                    prior_scale=0.0)
     cfg.sampling = {"steps": steps, "guidance": 1.0, "solver": "euler", "sway": 0.0, "guidance_until": 1.0,
                     "ensemble": 1}
+    model.flow = FlowMatching(cfg.flow)
     cfg.extra["student"] = {"steps": steps, "teacher": cfg.extra.get("init", {}).get("from")}
 
 
