@@ -18,7 +18,7 @@ from torch import Tensor
 
 from .aligner import PromptAligner
 from .audio import prepare_waveform, resample
-from .defaults import QUALITIES, Sampling, sampling, student_conflict, student_sampling
+from .defaults import Sampling
 from .devices import dtype_name, resolve_device, resolve_dtype, use_tf32
 from .duration import DurationModel
 from .errors import CheckpointError, ConfigError
@@ -29,6 +29,7 @@ from .joining import chunk_offsets, join_with_crossfade
 from .loading import load_parts
 from .modeling import SpeechFlowModel
 from .packing import pack
+from .quality import Qualities
 from .reconstruct import mask_reconstruction, mean_mask_features, separation_masks
 from .stages import stage
 from .text import PhoneVocab
@@ -65,10 +66,7 @@ class SpeechFlowPipeline:
         self.models = models
         self.students = students or {}  # task -> its few-step student (`quality="fast"`)
         self.info = info or {}
-        for task, chosen in self.info.get("quality", {}).items():
-            if chosen not in QUALITIES or (chosen == "fast" and task not in self.students):
-                raise CheckpointError(f"bundle.json makes {chosen!r} the default quality of {task!r}, but the "
-                                      f"bundle has {'a student' if task in self.students else 'no student'} for it")
+        self.qualities = Qualities(models, self.students, self.info.get("quality", {}))
         first = next(iter(models.values()))
         self.mel_config = first.config.mel
         self.device = first.device
@@ -128,27 +126,12 @@ class SpeechFlowPipeline:
         return self.students[task] if student else self.models[task]
 
     def default_quality(self, task: str) -> str:
-        """'fast' where the bundle says its student is the task's default (bundle.json "quality", chosen on the
-        evaluation splits), else 'full'."""
-        return self.info.get("quality", {}).get(task, "full")
+        return self.qualities.default(task)
 
     def task_sampling(self, task: str, quality: str | None = None, **given: Any) -> Sampling:
-        """A request's sampling: ``quality`` 'fast' (the task's student at its own defaults), 'full' (the teacher
-        at the task's) or None (`default_quality`), with ``given`` (steps, guidance, solver, sway, guidance_until,
-        ensemble; None = the default) on top."""
-        quality = quality or self.default_quality(task)
-        if quality not in QUALITIES:
-            raise ConfigError(f"quality must be one of {QUALITIES}, got {quality!r}")
-        if quality == "full":
-            if task in self.students and self.students[task] is self.models.get(task):
-                raise ConfigError(f"this {task!r} model is a few-step student without its teacher: only quality "
-                                  "'fast'")
-            return sampling(task, **given)
-        base = student_sampling(self.model(task, student=True).config.sampling)
-        if (name := student_conflict(base, given)) is not None:
-            raise ConfigError(f"{name} cannot be set with quality 'fast': the student samples with {name}="
-                              f"{getattr(base, name)} only")
-        return base
+        """A request's sampling (`model.quality.Qualities.sampling`); the bundle must have the task."""
+        self.model(task)
+        return self.qualities.sampling(task, quality, given)
 
     # --- shared steps -------------------------------------------------------------------------------------------
     def features(self, wavs: Sequence[np.ndarray]) -> tuple[Tensor, Tensor]:
