@@ -183,3 +183,34 @@ def test_a_bundle_is_refused_when_its_student_is_none_or_its_quality_cannot_be_s
                               info={"quality": {"enhance": "fast"}})
     with pytest.raises(CheckpointError, match="default quality of 'enhance', but the bundle has no student"):
         SpeechFlowPipeline.from_pretrained(no_student, device="cpu")
+
+
+def test_the_mask_loss_scores_the_gains_the_reconstruction_applies(debug_model):
+    from model.features import MelSpectrogram
+    from training.tasks.enhance_separate import EnhanceObjective, mask_loss
+
+    model = SpeechFlowModel(replace(debug_model.config, task="enhance", flow=FlowConfig()))
+    with pytest.raises(ConfigError, match="'mask' for a one-step enhancement student"):
+        make_student(model, 2, "mask")
+    make_student(model, 1, "mask")
+    objective = EnhanceObjective(model.config)
+    assert objective.mask_loss and model.config.extra["student"]["loss"] == "mask"
+    mel = MelSpectrogram(model.config.mel)
+    wave = torch.from_numpy(noisy_example(snr_db=5.0)[0][:16000])[None]
+    clean, noisy = mel(wave), mel(wave + 0.05 * torch.randn_like(wave, generator=None))
+    mask = torch.ones(clean.shape[:2], dtype=torch.bool)
+    loss = mask_loss(model.flow, mel, model.net, clean, noisy, mask)
+    loss.backward()
+    assert torch.isfinite(loss) and model.net.out_proj.weight.grad.abs().sum() > 0
+
+    class Echo(torch.nn.Module):  # a "network" that outputs a fixed estimate, whatever it is given
+        def __init__(self, out):
+            super().__init__()
+            self.out = out
+
+        def forward(self, x, t, cond, mask):
+            return self.out
+
+    # the clean speech itself scores 0; the noisy input (gain 1 everywhere) scores what its gains miss
+    assert mask_loss(model.flow, mel, Echo(clean), clean, noisy, mask).item() == pytest.approx(0.0, abs=1e-9)
+    assert mask_loss(model.flow, mel, Echo(noisy), clean, noisy, mask).item() > 1e-3

@@ -70,7 +70,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     from training.trainers.finetune import finetune
 
     out = finetune(args.task, args.init, args.data, args.out, _train_config(args), resume=args.resume,
-                   student_steps=args.student_steps)
+                   student_steps=args.student_steps, student_loss=args.student_loss)
     print(f"model saved to {out}")
 
 
@@ -237,6 +237,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--student-steps", type=int, metavar="NFE",
                    help="train a NFE-step student of --init (a task model): trained at its Euler grid's times only, "
                         "no condition dropout, served at NFE steps without guidance or draws")
+    p.add_argument("--student-loss", choices=["flow", "mask"], default="flow",
+                   help="a one-step enhancement student's loss: flow (log-mel regression) or mask (the band gains "
+                        "the mask reconstruction applies, plus a tenth of the log-mel error)")
     _add_train_args(p)
     p.set_defaults(func=cmd_finetune)
 

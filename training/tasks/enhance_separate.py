@@ -18,7 +18,8 @@ from torch import Tensor, nn
 
 from model.config import ModelConfig
 from model.features import MelSpectrogram
-from model.flow import FlowMatching
+from model.flow import FlowMatching, masked_mean
+from model.reconstruct import enhancement_gains
 from training.augmentation.mixing import AugmentConfig, make_noisy, mix_speakers
 from training.augmentation.noise import NoiseBank
 from training.augmentation.pairing import MixtureConfig, pick_partner, speaker_keys
@@ -116,18 +117,40 @@ def drop_condition(cond: Tensor, p: float, gen: torch.Generator) -> Tensor:
 
 
 class EnhanceObjective:
-    """Condition on noisy features, generate clean ones; every real frame is a target."""
+    """Condition on noisy features, generate clean ones; every real frame is a target. A one-step student whose
+    config asks for it (``extra.student.loss == "mask"``) is scored on the band gains the mask reconstruction
+    applies instead (`mask_loss`)."""
 
     def __init__(self, config: ModelConfig) -> None:
         self.config, self.mel, self.flow = config, MelSpectrogram(config.mel), FlowMatching(config.flow)
+        self.mask_loss = config.extra.get("student", {}).get("loss") == "mask"
 
     def __call__(self, net: nn.Module, batch: dict[str, Tensor], rng: np.random.Generator,
                  gen: torch.Generator) -> Tensor:
         self.mel = self.mel.to(batch["clean"].device)
         x1, noisy = self.mel(batch["clean"]), self.mel(batch["noisy"])  # (B, T, n_mels) each
         mask = frame_mask(self.mel, batch["lengths"], x1.shape[1])
+        if self.mask_loss:
+            return mask_loss(self.flow, self.mel, net, x1, noisy, mask)
         cond = drop_condition(noisy, self.config.flow.p_uncond, gen)
         return self.flow.loss(net, x1, cond, mask, mask, generator=gen)
+
+
+def mask_loss(flow: FlowMatching, mel: MelSpectrogram, net: nn.Module, x1: Tensor, noisy: Tensor, mask: Tensor,
+              log_weight: float = 0.1) -> Tensor:
+    """A deterministic one-step student's loss in the domain it is used in: the squared error of the band gains
+    (`model.reconstruct.enhancement_gains`) its output implies against the clean speech's, plus ``log_weight`` of
+    the log-mel error (it keeps bands where both gains saturate, at 0 or 1, anchored).
+
+    The log-mel regression alone estimates E[log mel], whose gains are a geometric mean: below the mean gain the
+    teacher's averaged draws estimate wherever the speech is uncertain, so it over-suppresses; this loss's optimum
+    is the posterior-mean gain itself. Gains are clipped at 1 as the reconstruction clips them; an overshoot above
+    the input keeps a gradient through the log-mel term. x1, noisy (B, T, n_mels) normalised log-mels, mask (B, T)."""
+    t = torch.zeros(x1.shape[0], device=x1.device)
+    out = net(torch.zeros_like(x1), t, noisy, mask).float()  # from x0 = 0 at t = 0: the estimate itself
+    log_noisy = mel.denormalize(noisy)
+    predicted, target = (enhancement_gains(mel.denormalize(y), log_noisy) for y in (out, x1))
+    return masked_mean((predicted - target) ** 2 + log_weight * (out - x1) ** 2, mask)
 
 
 class SeparateObjective:

@@ -89,7 +89,7 @@ def init_from_pretrained(init: str | os.PathLike, task: str) -> SpeechFlowModel:
     return model
 
 
-def make_student(model: SpeechFlowModel, steps: int) -> None:
+def make_student(model: SpeechFlowModel, steps: int, loss: str = "flow") -> None:
     """Turn a task model into a ``steps``-step student of itself, in place: trained only at the times of a
     uniform Euler grid, its condition never dropped (guidance folded in), starting from zeros instead of noise
     (``prior_scale`` 0: deterministic), served at that grid by default.
@@ -97,16 +97,19 @@ def make_student(model: SpeechFlowModel, steps: int) -> None:
     With one step this regresses the posterior mean: from x0 = 0 at t = 0 the flow-matching loss is minimised by
     v = E[x1 | condition], the average of every draw the teacher could make, which its ``ensemble`` estimates
     with 2 x NFE x draws network passes; the student makes it in one.
+    ``loss`` "mask" (enhancement, one step): scored on the mask's band gains instead (`mask_loss`).
     """
     if steps < 1:
         raise ConfigError(f"a student takes at least one step, got {steps}")
+    if loss not in ("flow", "mask") or (loss == "mask" and (steps != 1 or model.config.task != "enhance")):
+        raise ConfigError(f"a student's loss is 'flow', or 'mask' for a one-step enhancement student; got {loss!r}")
     cfg = model.config
     cfg.flow = dataclasses.replace(cfg.flow, train_times=tuple(k / steps for k in range(steps)), p_uncond=0.0,
                                    prior_scale=0.0)
     cfg.sampling = {"steps": steps, "guidance": 1.0, "solver": "euler", "sway": 0.0, "guidance_until": 1.0,
                     "ensemble": 1}
     model.flow = FlowMatching(cfg.flow)
-    cfg.extra["student"] = {"steps": steps, "teacher": cfg.extra.get("init", {}).get("from")}
+    cfg.extra["student"] = {"steps": steps, "teacher": cfg.extra.get("init", {}).get("from"), "loss": loss}
 
 
 def finetune(
@@ -118,6 +121,7 @@ def finetune(
     resume: bool = False,
     augment: AugmentConfig | None = None,
     student_steps: int | None = None,
+    student_loss: str = "flow",
 ) -> Path:
     """Fine-tune (or resume) on a CutSet of clean speech (or real pairs / mixtures); returns the run directory.
     ``student_steps``: train a few-step student of ``init`` instead (`make_student`)."""
@@ -131,7 +135,7 @@ def finetune(
         torch.manual_seed(train.seed)
         model = init_from_pretrained(init, task)
         if student_steps is not None:
-            make_student(model, student_steps)
+            make_student(model, student_steps, student_loss)
     sr = model.config.mel.sample_rate
     keep = min_duration(0.5)
     dataset: CutBatchDataset
