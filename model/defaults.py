@@ -16,7 +16,7 @@ schemas can import it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from .errors import ConfigError
@@ -37,6 +37,11 @@ class Sampling:
     def __post_init__(self) -> None:
         if not 1 <= self.ensemble <= MAX_ENSEMBLE:
             raise ConfigError(f"ensemble must be between 1 and {MAX_ENSEMBLE}, got {self.ensemble}")
+
+    def settings(self) -> dict[str, Any]:
+        """These settings as the pipeline's keyword arguments (with ``quality``, which says the network)."""
+        return {**{k: v for k, v in asdict(self).items() if k != "student"},
+                "quality": "fast" if self.student else "full"}
 
 
 TASK_SAMPLING: dict[str, Sampling] = {

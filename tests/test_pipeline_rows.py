@@ -4,7 +4,6 @@ waveforms in [-1, 1]: 1e-4 through the mask reconstruction, 1e-3 through Griffin
 rounding in the features)."""
 
 import warnings
-from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -19,7 +18,7 @@ from model.pipeline import SpeechFlowPipeline
 from tests.conftest import speechlike
 
 S = Sampling(steps=6, guidance=2.0, solver="midpoint")
-SETTINGS = {k: v for k, v in asdict(S).items() if k != "student"}  # the keyword arguments the pipeline takes
+SETTINGS = S.settings()  # the keyword arguments the pipeline takes
 
 
 @pytest.fixture

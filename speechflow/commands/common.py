@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
 DEFAULT_BUNDLE = "checkpoints/demo"
 
@@ -19,11 +18,8 @@ def sampling_kwargs(task: str, args: argparse.Namespace, pipe=None) -> dict:  # 
              "sway": getattr(args, "sway", None), "guidance_until": getattr(args, "guidance_until", None),
              "ensemble": getattr(args, "ensemble", None)}
     if pipe is None:
-        quality, chosen = "full", sampling(task, **given)
-    else:
-        quality = getattr(args, "quality", None) or pipe.default_quality(task)
-        chosen = pipe.task_sampling(task, quality, **given)
-    return {**{k: v for k, v in dataclasses.asdict(chosen).items() if k != "student"}, "quality": quality}
+        return sampling(task, **given).settings()
+    return pipe.task_sampling(task, getattr(args, "quality", None), **given).settings()
 
 
 def add_inference_args(p: argparse.ArgumentParser) -> None:

@@ -240,13 +240,12 @@ def evaluate_prompt_alignment(cfg: RecipeConfig, test_manifest: Path) -> dict[st
 def evaluate_bundle(cfg: RecipeConfig, task: str, test_manifest: Path) -> dict[str, Any]:
     """Evaluate the written bundle (fp16 weights, exactly what ships) on the unseen-speaker test split; reports go
     to work/eval/."""
-    from model.defaults import sampling
     from model.pipeline import SpeechFlowPipeline
 
     pipe = SpeechFlowPipeline.from_pretrained(cfg.out, device=cfg.device)
     out_dir = cfg.work / "eval"
     outputs = {"json_out": out_dir / f"{task}.json", "report_out": out_dir / f"{task}.md"}
-    settings = dataclasses.asdict(sampling(task, cfg.eval_nfe))  # steps, guidance, solver
+    settings = pipe.task_sampling(task, "full", steps=cfg.eval_nfe).settings()  # the teacher's, spelled out
     config = {**settings, "bundle": str(cfg.out)}
     if task == "tts":
         from training.evaluation.evaluate_tts import pipeline_synthesizer, run_tts_evaluation
