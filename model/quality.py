@@ -29,7 +29,10 @@ class Qualities:
 
     def sampling(self, task: str, quality: str | None, given: dict[str, Any]) -> Sampling:
         """``quality`` ('fast', 'full', None: `default`) with ``given`` (steps, guidance, solver, sway,
-        guidance_until, ensemble; None = the default) on top. A student takes no setting it was not trained for."""
+        guidance_until, ensemble; None = the default) on top. A student takes no setting it was not trained for;
+        without a quality, any such setting asks for the teacher."""
+        if quality is None and task in self.models and self.models[task] is not self.students.get(task):
+            quality = "full" if any(v is not None for v in given.values()) else None
         quality = quality or self.default(task)
         if quality not in QUALITIES:
             raise ConfigError(f"quality must be one of {QUALITIES}, got {quality!r}")

@@ -42,6 +42,8 @@ def request_params(settings: Settings, engine: Engine, task: str, steps: int | N
                    quality: str | None = None) -> TaskParams:
     """A request's sampling settings: its own, else the server's defaults, else the model's: the task's teacher
     (model/defaults.py) or, with ``quality`` 'fast' (or a bundle whose default it is), its few-step student."""
+    if quality is None and any(v is not None for v in (steps, guidance, solver, ensemble)):
+        quality = "full"  # settings of the iterative sampler ask for the teacher (model.quality.Qualities)
     try:
         base = engine.task_sampling(task, quality)
     except ConfigError as e:

@@ -42,12 +42,15 @@ def test_the_shipped_bundle_answers_every_task_it_serves():
             assert (await client.get("/readyz")).status_code == 200
             tasks = {m["task"] for m in (await client.get("/v1/models")).json()["data"] if m["endpoint"]}
             assert "enhance" in tasks
-            response = await client.post("/v1/enhance", files={"file": ("noisy.wav", _wav_bytes(noisy))},
-                                         data={"seed": "0"})
-            assert response.status_code == 200, response.text
-            enhanced, out_sr = sf.read(io.BytesIO(response.content), dtype="float32")
-            assert out_sr == sr and enhanced.shape == noisy.shape
-            assert si_sdr(enhanced, clean) > si_sdr(noisy, clean)
+            for quality in ("", "fast", "full"):  # the bundle's default is its one-step student
+                response = await client.post("/v1/enhance", files={"file": ("noisy.wav", _wav_bytes(noisy))},
+                                             data={"seed": "0", **({"quality": quality} if quality else {})})
+                assert response.status_code == 200, response.text
+                assert response.headers["x-quality"] == (quality or "fast")
+                assert response.headers["x-steps"] == ("4" if quality == "full" else "1")
+                enhanced, out_sr = sf.read(io.BytesIO(response.content), dtype="float32")
+                assert out_sr == sr and enhanced.shape == noisy.shape
+                assert si_sdr(enhanced, clean) > si_sdr(noisy, clean) + 3.0, quality
             if "separate" in tasks:
                 response = await client.post("/v1/separate", files={"file": ("mix.wav", _wav_bytes(mixture))},
                                              data={"seed": "0"})  # a fixed draw: the bound holds for it
