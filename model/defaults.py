@@ -10,7 +10,8 @@ flattens after 4-8 draws, and separation does as well with 2 steps and more draw
 4 Euler steps on the swayed grid match 32 uniform midpoint evaluations at an eighth of the passes; 8 Euler steps
 (``steps=8``) score better still, for twice the time. TTS guidance 1.5 rather than 2: lower guidance trades the
 recogniser's WER on flite/festival voices for signal quality (DNSMOS) and speaker similarity. Infilling with the
-pre-trained model is unconditional on text, so guidance does nothing there. Torch-free, so the service's request
+pre-trained model is unconditional on text, so guidance does nothing there. These are the teachers' defaults; a
+bundle's few-step students carry their own in their configs (`model.quality`). Torch-free, so the service's request
 schemas can import it.
 """
 
