@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from model.defaults import TASK_SAMPLING, Sampling
+from model.defaults import Sampling, sampling
 from model.errors import ConfigError
 from model.generation import Plan
 from model.solvers import num_steps
@@ -141,10 +141,10 @@ class FakeEngine:
             raise RuntimeError("warm-up gate never opened")
         return None
 
-    def task_sampling(self, task: str, quality: str | None) -> Sampling:
+    def task_sampling(self, task: str, quality: str | None, given: dict[str, Any]) -> Sampling:
         if quality == "fast":
             raise ConfigError(f"this bundle has no few-step student for {task!r}")
-        return TASK_SAMPLING[task]
+        return sampling(task, **given)
 
     def new_batch(self, key: SamplingKey) -> FakeBatch:
         return FakeBatch(self, key)

@@ -15,3 +15,11 @@ class CheckpointError(SpeechFlowError):
 
 class ConfigError(SpeechFlowError, ValueError):
     """An invalid configuration value or an unknown preset/solver name."""
+
+
+class SettingError(ConfigError):
+    """A ConfigError about one named request setting (the service's 422 names ``param``)."""
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message)
+        self.param = param

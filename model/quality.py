@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from .defaults import QUALITIES, Sampling, sampling, student_conflict, student_sampling
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, SettingError
 from .modeling import SpeechFlowModel
 
 
@@ -46,6 +46,6 @@ class Qualities:
                               f"{', '.join(self.students) or 'no task'})")
         base = student_sampling(self.students[task].config.sampling)
         if (name := student_conflict(base, given)) is not None:
-            raise ConfigError(f"{name} cannot be set with quality 'fast': the student samples with {name}="
-                              f"{getattr(base, name)} only")
+            raise SettingError(f"{name} cannot be set with quality 'fast': the student samples with {name}="
+                               f"{getattr(base, name)} only (quality 'full' takes any)", param=name)
         return base

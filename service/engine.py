@@ -121,9 +121,10 @@ class Engine(Protocol):
         """One request -> its plan. Raises for input only the model can judge (TTS: text with nothing to speak, a
         transcript that cannot fit its prompt), which fails only that request."""
 
-    def task_sampling(self, task: str, quality: str | None) -> Sampling:
-        """The defaults a request for ``task`` starts from: its few-step student's (``quality`` 'fast'), its
-        teacher's ('full') or the bundle's choice (None); raises ConfigError for a quality the bundle lacks."""
+    def task_sampling(self, task: str, quality: str | None, given: dict[str, Any]) -> Sampling:
+        """A request's sampling: its few-step student's (``quality`` 'fast'), its teacher's ('full') or the
+        bundle's choice (None), with ``given`` (None: the default) on top; raises ConfigError for a quality the
+        bundle lacks and SettingError for a setting the student was not trained for."""
 
     def new_batch(self, key: SamplingKey) -> StepBatch:
         """An empty live batch for rows of ``key``."""
@@ -195,7 +196,7 @@ class PipelineEngine:
             if task in ("enhance", "separate"):
                 plans.append(self.prepare(task, tone, quick))
                 if task in self.pipeline.students:
-                    plans.append(self.prepare(task, tone, TaskParams(self.task_sampling(task, "fast"), seed=0)))
+                    plans.append(self.prepare(task, tone, TaskParams(self.task_sampling(task, "fast", {}), seed=0)))
             elif task == "tts" and self.voices:
                 plans.append(self.prepare(task, TtsInput(WARMUP_TEXT, voice=next(iter(self.voices))),
                                           replace(quick, reconstruction="vocoder")))
@@ -237,8 +238,8 @@ class PipelineEngine:
 
         return LiveBatch(self.pipeline.model(key.task, key.student), key.solver)
 
-    def task_sampling(self, task: str, quality: str | None) -> Sampling:
-        return self.pipeline.task_sampling(task, quality)
+    def task_sampling(self, task: str, quality: str | None, given: dict[str, Any]) -> Sampling:
+        return self.pipeline.task_sampling(task, quality, **given)
 
     def synchronize(self) -> None:
         from model.devices import synchronize

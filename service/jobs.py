@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from starlette.types import Receive
 
-from model.defaults import sampling, student_conflict
-from model.errors import AudioError, ConfigError
+from model.defaults import sampling
+from model.errors import AudioError, ConfigError, SettingError
 from model.solvers import network_passes
 from model.windows import window_spans
 
@@ -42,23 +42,16 @@ def request_params(settings: Settings, engine: Engine, task: str, steps: int | N
                    quality: str | None = None) -> TaskParams:
     """A request's sampling settings: its own, else the server's defaults, else the model's: the task's teacher
     (model/defaults.py) or, with ``quality`` 'fast' (or a bundle whose default it is), its few-step student."""
-    if quality is None and any(v is not None for v in (steps, guidance, solver, ensemble)):
-        quality = "full"  # settings of the iterative sampler ask for the teacher (model.quality.Qualities)
-    try:
-        base = engine.task_sampling(task, quality)
+    given = {"steps": steps, "guidance": guidance, "solver": solver, "ensemble": ensemble}
+    try:  # the network (student or teacher) and its sampling: model.quality.Qualities
+        chosen = engine.task_sampling(task, quality, given)
     except ConfigError as e:
-        raise InvalidParameter(str(e), param="quality") from e
-    asked = steps
-    if base.student:  # a student samples as it was trained: settings it was not trained for are refused
-        given = {"steps": steps, "guidance": guidance, "solver": solver, "ensemble": ensemble}
-        if (name := student_conflict(base, given)) is not None:
-            raise InvalidParameter(f"{name} cannot be set with quality 'fast': the student samples with {name}="
-                                   f"{getattr(base, name)} only (quality 'full' takes any)", param=name)
-    else:  # the server's default_* settings are for the teachers
+        raise InvalidParameter(str(e), param=e.param if isinstance(e, SettingError) else "quality") from e
+    if not chosen.student:  # the server's default_* settings fill what a teacher request left out
         ensemble = settings.default_ensemble if task != "tts" and ensemble is None else ensemble
-        steps, solver = steps or settings.default_steps, solver or settings.default_solver
-    chosen = sampling(task, steps, guidance, solver, ensemble=ensemble, base=base)
-    if not asked:  # a default never exceeds the server's cap; a request that asks for more is refused
+        chosen = sampling(task, steps or settings.default_steps, guidance, solver or settings.default_solver,
+                          ensemble=ensemble, base=chosen)
+    if not steps:  # a default never exceeds the server's cap; a request that asks for more is refused
         chosen = replace(chosen, steps=min(chosen.steps, settings.max_steps))
     if chosen.steps > settings.max_steps:
         raise InvalidParameter(f"steps must be at most {settings.max_steps} on this server", param="steps")
