@@ -175,6 +175,7 @@ def recording_seconds(status: str) -> float:
 
 def test_a_recorded_voice_is_saved_spoken_in_with_streaming_and_deleted(tts_server, browser):
     from selenium.webdriver.common.by import By
+    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.support import expected_conditions as ready
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -182,8 +183,11 @@ def test_a_recorded_voice_is_saved_spoken_in_with_streaming_and_deleted(tts_serv
     wait = WebDriverWait(browser, 15)
     browser.get(url)
     wait.until(ready.text_to_be_present_in_element((By.ID, "server-info"), "Models: enhance, separate, tts"))
-    wait.until(lambda b: b.find_element(By.ID, "tts-text").is_enabled() and b.find_element(By.ID, "voice-save")
-               .is_enabled())
+    try:  # the voices are listed after the models: generous on a loaded CI machine, and saying why if never
+        WebDriverWait(browser, 60).until(lambda b: b.find_element(By.ID, "tts-text").is_enabled()
+                                         and b.find_element(By.ID, "voice-save").is_enabled())
+    except TimeoutException:
+        pytest.fail(f"TTS never enabled: {browser.find_element(By.ID, 'tts-note').text!r}")
 
     browser.find_element(By.ID, "tts-submit").click()  # no text: the server's 422 is shown by the text box
     message = wait.until(ready.visibility_of_element_located((By.ID, "tts-text-error")))

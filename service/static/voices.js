@@ -168,7 +168,10 @@ async function loadVoices(select = null) {
     builtin = (await catalogue.json()).voices.filter((v) => v.source !== "uploaded");
     uploaded = (await mine.json()).data;
   } catch (error) {
-    note.textContent = `Text to speech is unavailable. ${describe(error)}`;
+    // a server busy, restarting or its database away for a moment (503, or no answer) is asked again
+    const transient = !error.status || error.status === 503;
+    note.textContent = `Text to speech is unavailable. ${describe(error)}${transient ? " Trying again…" : ""}`;
+    if (transient) setTimeout(() => loadVoices(select), 2000);
     return;
   }
   const voiceSelect = $("tts-voice");
