@@ -16,7 +16,7 @@ import soundfile as sf
 import torch
 
 from model.bundle import write_bundle
-from model.config import FlowConfig
+from model.config import FlowConfig, ModelConfig, preset
 from model.defaults import TASK_SAMPLING, Sampling
 from model.errors import CheckpointError, ConfigError
 from model.examples import noisy_example
@@ -187,12 +187,23 @@ def test_a_bundle_is_refused_when_its_student_is_none_or_its_quality_cannot_be_s
         SpeechFlowPipeline.from_pretrained(no_student, device="cpu")
 
 
+class Echo(torch.nn.Module):
+    """A "network" that outputs a fixed estimate, whatever it is given."""
+
+    def __init__(self, out):
+        super().__init__()
+        self.out = out
+
+    def forward(self, x, t, cond, mask):
+        return self.out
+
+
 def test_the_mask_loss_scores_the_gains_the_reconstruction_applies(debug_model):
     from model.features import MelSpectrogram
     from training.tasks.enhance_separate import EnhanceObjective, mask_loss
 
     model = SpeechFlowModel(replace(debug_model.config, task="enhance", flow=FlowConfig()))
-    with pytest.raises(ConfigError, match="'mask' for a one-step enhancement student"):
+    with pytest.raises(ConfigError, match="'mask' for a one-step enhancement or separation student"):
         make_student(model, 2, "mask")
     make_student(model, 1, "mask")
     objective = EnhanceObjective(model.config)
@@ -201,18 +212,32 @@ def test_the_mask_loss_scores_the_gains_the_reconstruction_applies(debug_model):
     wave = torch.from_numpy(noisy_example(snr_db=5.0)[0][:16000])[None]
     clean, noisy = mel(wave), mel(wave + 0.05 * torch.randn_like(wave, generator=None))
     mask = torch.ones(clean.shape[:2], dtype=torch.bool)
-    loss = mask_loss(model.flow, mel, model.net, clean, noisy, mask)
+    loss = mask_loss(mel, model.net, clean, noisy, mask)
     loss.backward()
     assert torch.isfinite(loss) and model.net.out_proj.weight.grad.abs().sum() > 0
 
-    class Echo(torch.nn.Module):  # a "network" that outputs a fixed estimate, whatever it is given
-        def __init__(self, out):
-            super().__init__()
-            self.out = out
-
-        def forward(self, x, t, cond, mask):
-            return self.out
-
     # the clean speech itself scores 0; the noisy input (gain 1 everywhere) scores what its gains miss
-    assert mask_loss(model.flow, mel, Echo(clean), clean, noisy, mask).item() == pytest.approx(0.0, abs=1e-9)
-    assert mask_loss(model.flow, mel, Echo(noisy), clean, noisy, mask).item() > 1e-3
+    assert mask_loss(mel, Echo(clean), clean, noisy, mask).item() == pytest.approx(0.0, abs=1e-9)
+    assert mask_loss(mel, Echo(noisy), clean, noisy, mask).item() > 1e-3
+
+
+def test_the_separation_mask_loss_scores_the_shares_in_either_speaker_order():
+    from model.features import MelSpectrogram
+    from training.tasks.enhance_separate import SeparateObjective, separation_mask_loss
+
+    model = SpeechFlowModel(ModelConfig(task="separate", network=preset("debug", x_dim=160)))
+    make_student(model, 1, "mask")
+    assert SeparateObjective(model.config).mask_loss
+    mel = MelSpectrogram(model.config.mel)
+    one = torch.from_numpy(noisy_example(snr_db=5.0)[0][:16000])[None]
+    other = torch.roll(one, 4000, dims=-1) * 0.7
+    s1, s2, mix = mel(one), mel(other), mel(one + other)
+    mask = torch.ones(mix.shape[:2], dtype=torch.bool)
+    both, swapped = torch.cat([s1, s2], dim=-1), torch.cat([s2, s1], dim=-1)
+    # the true speakers score 0 in either order; both outputs the mixture (shares 1/2 everywhere) do not
+    assert separation_mask_loss(mel, Echo(both), both, mix, mask).item() == pytest.approx(0.0, abs=1e-9)
+    assert separation_mask_loss(mel, Echo(swapped), both, mix, mask).item() == pytest.approx(0.0, abs=1e-9)
+    assert separation_mask_loss(mel, Echo(torch.cat([mix, mix], dim=-1)), both, mix, mask).item() > 1e-3
+    loss = separation_mask_loss(mel, model.net, both, mix, mask)
+    loss.backward()
+    assert torch.isfinite(loss) and model.net.out_proj.weight.grad.abs().sum() > 0

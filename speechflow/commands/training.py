@@ -238,8 +238,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="train a NFE-step student of --init (a task model): trained at its Euler grid's times only, "
                         "no condition dropout, served at NFE steps without guidance or draws")
     p.add_argument("--student-loss", choices=["flow", "mask"], default="flow",
-                   help="a one-step enhancement student's loss: flow (log-mel regression) or mask (the band gains "
-                        "the mask reconstruction applies, plus a tenth of the log-mel error)")
+                   help="a one-step enhancement or separation student's loss: flow (log-mel regression) or mask "
+                        "(the masks the reconstruction applies, plus a tenth of the log-mel error)")
     _add_train_args(p)
     p.set_defaults(func=cmd_finetune)
 

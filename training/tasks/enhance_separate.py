@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from model.config import ModelConfig
 from model.features import MelSpectrogram
 from model.flow import FlowMatching, masked_mean
-from model.reconstruct import enhancement_gains
+from model.reconstruct import enhancement_gains, speaker_shares
 from training.augmentation.mixing import AugmentConfig, make_noisy, mix_speakers
 from training.augmentation.noise import NoiseBank
 from training.augmentation.pairing import MixtureConfig, pick_partner, speaker_keys
@@ -131,12 +131,12 @@ class EnhanceObjective:
         x1, noisy = self.mel(batch["clean"]), self.mel(batch["noisy"])  # (B, T, n_mels) each
         mask = frame_mask(self.mel, batch["lengths"], x1.shape[1])
         if self.mask_loss:
-            return mask_loss(self.flow, self.mel, net, x1, noisy, mask)
+            return mask_loss(self.mel, net, x1, noisy, mask)
         cond = drop_condition(noisy, self.config.flow.p_uncond, gen)
         return self.flow.loss(net, x1, cond, mask, mask, generator=gen)
 
 
-def mask_loss(flow: FlowMatching, mel: MelSpectrogram, net: nn.Module, x1: Tensor, noisy: Tensor, mask: Tensor,
+def mask_loss(mel: MelSpectrogram, net: nn.Module, x1: Tensor, noisy: Tensor, mask: Tensor,
               log_weight: float = 0.1) -> Tensor:
     """A deterministic one-step student's loss in the domain it is used in: the squared error of the band gains
     (`model.reconstruct.enhancement_gains`) its output implies against the clean speech's, plus ``log_weight`` of
@@ -153,21 +153,43 @@ def mask_loss(flow: FlowMatching, mel: MelSpectrogram, net: nn.Module, x1: Tenso
     return masked_mean((predicted - target) ** 2 + log_weight * (out - x1) ** 2, mask)
 
 
+def separation_mask_loss(mel: MelSpectrogram, net: nn.Module, x1: Tensor, mix: Tensor, mask: Tensor,
+                         log_weight: float = 0.1) -> Tensor:
+    """`mask_loss` for a one-step separation student, permutation-invariant: the squared error of each speaker's
+    share of the mixture (`model.reconstruct.speaker_shares`, what `separation_masks` applies) plus ``log_weight``
+    of the log-mel error, in the speaker order that fits each sample better. x1 both speakers' normalised log-mels
+    stacked (B, T, 2 n_mels), mix (B, T, n_mels), mask (B, T)."""
+    t = torch.zeros(x1.shape[0], device=x1.device)
+    out = net(torch.zeros_like(x1), t, mix, mask).float()  # from x0 = 0 at t = 0: the estimate itself
+    shares = speaker_shares(mel.denormalize(out))  # (B, T, 2, n_mels)
+    weights = mask[..., None].to(out.dtype)
+    errors = []
+    for order in (x1, torch.cat(x1.chunk(2, dim=-1)[::-1], dim=-1)):
+        target = speaker_shares(mel.denormalize(order))
+        err = ((shares - target) ** 2).flatten(-2) + log_weight * (out - order) ** 2  # (B, T, 2 n_mels)
+        errors.append((err * weights).sum((1, 2)) / (weights.sum((1, 2)) * err.shape[-1]).clamp_min(1.0))
+    return torch.stack(errors).min(dim=0).values.mean()
+
+
 class SeparateObjective:
     """Condition on the mixture, generate both speakers stacked on the feature axis (B, T, 2 n_mels), with a
     permutation-invariant loss: per sample, the speaker order with the lower error counts. Both orders share the
-    noise and time and run as one doubled batch."""
+    noise and time and run as one doubled batch. A one-step student asking for it is scored on the speakers'
+    shares of the mixture instead (`separation_mask_loss`)."""
 
     def __init__(self, config: ModelConfig) -> None:
         self.config, self.mel, self.flow = config, MelSpectrogram(config.mel), FlowMatching(config.flow)
+        self.mask_loss = config.extra.get("student", {}).get("loss") == "mask"
 
     def __call__(self, net: nn.Module, batch: dict[str, Tensor], rng: np.random.Generator,
                  gen: torch.Generator) -> Tensor:
         self.mel = self.mel.to(batch["mix"].device)
         s1, s2, mix = self.mel(batch["s1"]), self.mel(batch["s2"]), self.mel(batch["mix"])
         mask = frame_mask(self.mel, batch["lengths"], mix.shape[1])
-        cond = drop_condition(mix, self.config.flow.p_uncond, gen)
         x1 = torch.cat([s1, s2], dim=-1)
+        if self.mask_loss:
+            return separation_mask_loss(self.mel, net, x1, mix, mask)
+        cond = drop_condition(mix, self.config.flow.p_uncond, gen)
         x1_swapped = torch.cat([s2, s1], dim=-1)
         t, x0 = self.flow.draw(x1, gen)
         err = self.flow.velocity_error(net, torch.cat([x1, x1_swapped]), torch.cat([x0, x0]), torch.cat([t, t]),

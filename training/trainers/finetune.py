@@ -97,12 +97,15 @@ def make_student(model: SpeechFlowModel, steps: int, loss: str = "flow") -> None
     With one step this regresses the posterior mean: from x0 = 0 at t = 0 the flow-matching loss is minimised by
     v = E[x1 | condition], the average of every draw the teacher could make, which its ``ensemble`` estimates
     with 2 x NFE x draws network passes; the student makes it in one.
-    ``loss`` "mask" (enhancement, one step): scored on the mask's band gains instead (`mask_loss`).
+    ``loss`` "mask" (enhancement or separation, one step): scored on the masks the reconstruction applies instead
+    (`mask_loss`, `separation_mask_loss`).
     """
     if steps < 1:
         raise ConfigError(f"a student takes at least one step, got {steps}")
-    if loss not in ("flow", "mask") or (loss == "mask" and (steps != 1 or model.config.task != "enhance")):
-        raise ConfigError(f"a student's loss is 'flow', or 'mask' for a one-step enhancement student; got {loss!r}")
+    mask_ok = steps == 1 and model.config.task in ("enhance", "separate")
+    if loss not in ("flow", "mask") or (loss == "mask" and not mask_ok):
+        raise ConfigError(f"a student's loss is 'flow', or 'mask' for a one-step enhancement or separation student; "
+                          f"got {loss!r}")
     cfg = model.config
     cfg.flow = dataclasses.replace(cfg.flow, train_times=tuple(k / steps for k in range(steps)), p_uncond=0.0,
                                    prior_scale=0.0)
