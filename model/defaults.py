@@ -39,6 +39,12 @@ class Sampling:
         if not 1 <= self.ensemble <= MAX_ENSEMBLE:
             raise ConfigError(f"ensemble must be between 1 and {MAX_ENSEMBLE}, got {self.ensemble}")
 
+    def one_draw(self, what: str) -> None:
+        """Averaging draws is a mask estimate; generated speech (TTS, infilling, editing) would only blur."""
+        if self.ensemble != 1:
+            raise ConfigError(f"ensemble averages the masks of enhancement and separation; {what} takes one draw "
+                              f"(ensemble=1), got {self.ensemble}")
+
     def settings(self) -> dict[str, Any]:
         """These settings as the pipeline's keyword arguments (with ``quality``, which says the network)."""
         return {**{k: v for k, v in asdict(self).items() if k != "student"},

@@ -238,6 +238,14 @@ def _water_fill(weights: np.ndarray, minimum: np.ndarray, total: int) -> np.ndar
     return counts
 
 
+PLAUSIBLE_LENGTH = (0.4, 2.5)  # audio / the length its transcript predicts: outside, the two do not match
+
+
+def context_free_frames(ids: np.ndarray, model: DurationModel) -> np.ndarray:
+    """(N,) float frames the duration model gives phone ids (N,) without any context."""
+    return torch.expm1(model.predict_log(torch.from_numpy(ids)[None].to(model.device)))[0].cpu().numpy()
+
+
 def rescaled_prompt_durations(prompt_ids: Sequence[int] | np.ndarray, num_frames: int, model: DurationModel,
                               pause_min_frames: int = 0) -> np.ndarray:
     """Durations (N,) int64 for the prompt's phones, summing to `num_frames`: predicted without context, scaled to
@@ -253,9 +261,9 @@ def rescaled_prompt_durations(prompt_ids: Sequence[int] | np.ndarray, num_frames
     if minimum.sum() > num_frames:
         raise DurationError(f"the prompt's {num_frames} frames ({num_frames / model.config.fps:.2f} s) cannot hold "
                             f"its transcript's {int((~pauses).sum())} phones: does the transcript match the audio?")
-    predicted = torch.expm1(model.predict_log(torch.from_numpy(ids)[None].to(model.device)))[0].cpu().numpy()
+    predicted = context_free_frames(ids, model)
     ratio = num_frames / max(float(predicted.sum()), 1.0)
-    if not 0.4 <= ratio <= 2.5:
+    if not PLAUSIBLE_LENGTH[0] <= ratio <= PLAUSIBLE_LENGTH[1]:
         warnings.warn(f"the prompt is {ratio:.2f}x the length its transcript predicts: does the transcript match "
                       "the audio?", UserWarning, stacklevel=2)
     return _water_fill(predicted.astype(np.float64), minimum, num_frames)

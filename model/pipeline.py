@@ -24,12 +24,14 @@ from .duration import DurationModel
 from .errors import CheckpointError, ConfigError
 from .features import MelSpectrogram
 from .generation import Plan, Row, generate_rows
-from .infilling import InfillRequest, Span, span_frames, splice
+from .editing import edit_layout, span_layout, splice_plan
+from .infilling import InfillRequest, Span, span_frames
 from .joining import chunk_offsets, join_with_crossfade
 from .loading import load_parts
 from .modeling import SpeechFlowModel
 from .packing import pack
 from .quality import Qualities
+from .recognizer import transcribe
 from .reconstruct import mask_reconstruction, mean_mask_features, separation_masks
 from .stages import stage
 from .text import PhoneVocab
@@ -288,7 +290,7 @@ class SpeechFlowPipeline:
         frames known) and seeded seed + chunk; each chunk is vocoded as it finishes, then joined with short
         cross-fades, so the chunks can be streamed in order. ``prompt_alignment`` ((phone, frames) pairs, e.g.
         stored with an uploaded voice by `align_prompt`) skips aligning the prompt again."""
-        only_one_draw(sampling, "tts")
+        sampling.one_draw("tts")
         vocab = self._tts_vocab()
         wav, prompt_text = self._prompt(prompt_wav, prompt_sr, prompt_text, voice)
         prompt_feats, prompt = self._aligned_prompt(wav, prompt_text, vocab, prompt_alignment)
@@ -352,7 +354,7 @@ class SpeechFlowPipeline:
         check_prompt_length(len(wav), self.sample_rate)
         return wav, text
 
-    # --- infilling ----------------------------------------------------------------------------------------------
+    # --- infilling and editing -----------------------------------------------------------------------------------
     def infill(self, wav: np.ndarray, sr: int, spans: Sequence[Span], **kwargs) -> tuple[np.ndarray, int]:
         """Regenerate the given time spans (seconds) of a recording with the pre-trained model; the rest of the
         recording is kept as it was. Returns (float32 waveform, sr) at the input's rate."""
@@ -369,29 +371,36 @@ class SpeechFlowPipeline:
 
     def plan_infill(self, request: InfillRequest, *, sampling: Sampling, seed: int) -> Plan:
         """Infilling as one row: the recording's features with the spans' frames masked out (to generate) and the
-        rest known; the generated audio is spliced into the original inside the spans."""
-        only_one_draw(sampling, "infilling")
+        rest known; the generated audio is spliced into the original inside the spans (`model.editing.splice`)."""
         self.model("pretrain")
         wav = prepare_waveform(request.wav, request.sr, self.sample_rate)
         feats, mask = self.features([wav])
         fps = self.sample_rate / self.mel_config.hop_length
-        gen = torch.from_numpy(span_frames(request.spans, len(wav) / self.sample_rate, fps, mask.shape[1]))
-        gen = gen.to(self.device)
-        row = Row(feats[0] * (~gen)[:, None], seed, known=feats[0], known_mask=~gen)
+        layout = span_layout(span_frames(request.spans, len(wav) / self.sample_rate, fps, mask.shape[1]))
+        return splice_plan("pretrain", sampling, feats[0], layout, request.wav, request.sr, seed, self.vocode,
+                           self.mel_config.hop_length, self.sample_rate)
 
-        def assemble(pieces: list[Tensor]) -> np.ndarray:
-            [generated] = self.vocode(pieces)
-            spliced = splice(wav, generated, request.spans, self.sample_rate)
-            return resample(spliced, self.sample_rate, request.sr)
+    def edit(self, wav: np.ndarray, sr: int, text: str, transcript: str | None = None, *, seed: int = 0,
+             speed: float = 1.0, **given: Any) -> tuple[np.ndarray, int]:
+        """Make a recording say ``text`` instead of ``transcript`` (None: what the recogniser hears), in its own
+        voice: only the changed words and a short margin are regenerated (the TTS model, their durations in the
+        context of the speaker's), the rest is the input's own samples. Returns (float32 waveform, sr)."""
+        if transcript is None:
+            transcript = transcribe(prepare_waveform(wav, sr, self.sample_rate), self.sample_rate)
+        plan = self.plan_edit(wav, sr, text, transcript, sampling=self.task_sampling("tts", **given), seed=seed,
+                              speed=speed)
+        return self.run([plan])[0], sr
 
-        return Plan("pretrain", sampling, [row], assemble=assemble)
-
-
-def only_one_draw(s: Sampling, what: str) -> None:
-    """Averaging draws is a mask estimate; generated speech (TTS, infilling) would only blur."""
-    if s.ensemble != 1:
-        raise ConfigError(f"ensemble averages the masks of enhancement and separation; {what} takes one draw "
-                          f"(ensemble=1), got {s.ensemble}")
+    def plan_edit(self, wav: np.ndarray, sr: int, text: str, transcript: str, *, sampling: Sampling, seed: int,
+                  speed: float = 1.0) -> Plan:
+        """An edit as one TTS row: the edited recording's frames (`model.editing.edit_layout`), the kept ones known
+        and every frame labelled with its phone; the regenerated runs are spliced into the original."""
+        vocab = self._tts_vocab()
+        feats, _ = self.features([prepare_waveform(wav, sr, self.sample_rate)])
+        assert self.durations is not None  # _tts_vocab checked
+        layout, _ = edit_layout(feats[0], transcript, text, vocab, self.durations, self.aligner, speed)
+        return splice_plan("tts", sampling, feats[0], layout, wav, sr, seed, self.vocode, self.mel_config.hop_length,
+                           self.sample_rate)
 
 
 def _output(plan: Plan, index: int) -> Tensor:
