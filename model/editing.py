@@ -37,6 +37,8 @@ MARGIN_S = 0.1  # kept audio regenerated around each change, so the new words jo
 FADE_S = 0.02  # the cross-fade from the original into the regenerated audio, inside the margin
 MAX_EDIT_S = 10.0  # audio regenerated per edit, margins included: an edit is a few words, not a new recording
 MAX_EDIT_TEXT_CHARS = 1000  # the transcript and the new text each
+CONTEXT_S = 4.0  # the recording around a regenerated run that its generation row sees (the voice, the words)
+VOCODER_CONTEXT = 16  # frames vocoded on each side of a regenerated run, then cut off
 
 Words = Sequence[tuple[str, int, int]]  # (word, first phone, end phone), as `model.text.text_to_phone_words` gives
 
@@ -93,6 +95,22 @@ def find_changes(old_words: Words, new_words: Words, new_phones: int) -> list[Ch
     if not changes:
         raise SettingError("text says what the recording already says: nothing to edit", param="text")
     return changes
+
+
+def replace_words(transcript: str, old: str, new: str) -> str:
+    """``transcript`` with its first run of words ``old`` (compared as `find_changes` compares words) replaced by
+    ``new``; the punctuation after the last replaced word is kept. SettingError (``from``) if there is none."""
+    tokens = transcript.split()
+    keys, wanted = [normalize_transcript(t) for t in tokens], normalize_transcript(old).split()
+    at = next((i for i in range(len(keys) - len(wanted) + 1) if wanted and keys[i: i + len(wanted)] == wanted), None)
+    if at is None:
+        raise SettingError(f"the transcript {transcript!r} has no words {old!r} to replace", param="from")
+    last = tokens[at + len(wanted) - 1]
+    tail = last[len(last.rstrip(".,;:!?\"')")):]
+    replacement = new.split()
+    if replacement:
+        replacement[-1] += tail
+    return " ".join([*tokens[:at], *replacement, *tokens[at + len(wanted):]])
 
 
 def edited_sequence(old_symbols: Sequence[str], new_symbols: Sequence[str],
@@ -160,7 +178,7 @@ def regenerated_audio(layout: Layout, vocoded: Sequence[np.ndarray], windows: Se
     return out
 
 
-def vocoder_windows(layout: Layout, context: int = 16) -> list[tuple[int, int]]:
+def vocoder_windows(layout: Layout, context: int = VOCODER_CONTEXT) -> list[tuple[int, int]]:
     """The frames to vocode for each regenerated run: the run with ``context`` frames on each side."""
     return [(max(0, a - context), min(layout.frames, b + context)) for a, b, regenerated in layout.runs()
             if regenerated]
@@ -242,23 +260,45 @@ def phone_words(text: str, param: str) -> tuple[list[str], list[tuple[str, int, 
     return symbols, words
 
 
+def row_windows(layout: Layout, context: int) -> list[tuple[int, int]]:
+    """The frames each generation row covers: every regenerated run with ``context`` frames on each side (the
+    voice and the words around it, which the model sees as known audio), runs whose windows overlap in one row.
+    A row's work is thus bounded by the edit, not by the recording's length."""
+    windows: list[list[int]] = []
+    for a, b, regenerated in layout.runs():
+        if not regenerated:
+            continue
+        lo, hi = max(0, a - context), min(layout.frames, b + context)
+        if windows and lo <= windows[-1][1]:
+            windows[-1][1] = hi
+        else:
+            windows.append([lo, hi])
+    return [(lo, hi) for lo, hi in windows]
+
+
 def splice_plan(task: str, sampling: Sampling, feats: Tensor, layout: Layout, wav: np.ndarray, sr: int, seed: int,
                 vocode: Callable[[list[Tensor]], list[np.ndarray]], hop: int, model_sr: int) -> Plan:
-    """One row of ``task``'s model generating a layout's regenerated frames from its kept ones (``feats`` (T,
-    n_mels) of the original at ``model_sr``), the result spliced into the original waveform ``wav`` at its own rate
-    ``sr`` (mono: the channels are mixed, as for every task)."""
+    """Rows of ``task``'s model generating a layout's regenerated frames from its kept ones (``feats`` (T, n_mels)
+    of the original at ``model_sr``), one per `row_windows` window, seeded ``seed`` + row; the result spliced into
+    the original waveform ``wav`` at its own rate ``sr`` (mono: the channels are mixed, as for every task)."""
     sampling.one_draw("infilling and editing")
-    source = torch.from_numpy(layout.source).to(feats.device)
-    keep = torch.from_numpy(~layout.generate).to(feats.device)
+    device = feats.device
+    source = torch.from_numpy(layout.source).to(device)
+    keep = torch.from_numpy(~layout.generate).to(device)
     known = feats[source.clamp(min=0)] * keep[:, None]
-    extras = {} if layout.labels is None else {"phones": torch.from_numpy(layout.labels).to(feats.device)}
-    row = Row(known, seed, known=known, known_mask=keep, extras=extras)
+    labels = None if layout.labels is None else torch.from_numpy(layout.labels).to(device)
+    windows = row_windows(layout, round(CONTEXT_S * model_sr / hop))
+    rows = [Row(known[lo:hi], seed + i, known=known[lo:hi], known_mask=keep[lo:hi],
+                extras={} if labels is None else {"phones": labels[lo:hi]}) for i, (lo, hi) in enumerate(windows)]
     original = prepare_waveform(wav, sr, sr)  # mono float at its own rate: the kept samples are the input's own
     clock = FrameClock(hop, model_sr, sr)
 
     def assemble(pieces: list[Tensor]) -> np.ndarray:
-        windows = vocoder_windows(layout)
-        vocoded = vocode([pieces[0][lo:hi] for lo, hi in windows])
-        return splice(original, layout, regenerated_audio(layout, vocoded, windows, clock), clock)
+        feats_of = []  # each regenerated run's vocoder window, cut from the output of the row that made it
+        for lo, hi in vocoder_windows(layout):
+            row = next(k for k, (a, b) in enumerate(windows) if a <= lo and hi <= b)
+            feats_of.append(pieces[row][lo - windows[row][0]: hi - windows[row][0]])
+        vocoded = vocode(feats_of)
+        return splice(original, layout, regenerated_audio(layout, vocoded, vocoder_windows(layout), clock), clock)
 
-    return Plan(task, sampling, [row], assemble=assemble)
+    return Plan(task, sampling, rows, assemble=assemble)

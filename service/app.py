@@ -22,8 +22,8 @@ from .errors import ServiceError, error_body, error_response
 from .lifecycle import ServiceRuntime
 from .middleware import AdmissionMiddleware, RequestContextMiddleware
 from .openapi import ERROR_RESPONSES, strict_openapi
-from .routes import models, speech, tasks, voices
-from .schemas import TaskForm, TtsForm, VoiceForm
+from .routes import editing, models, speech, tasks, voices
+from .schemas import EditForm, InfillForm, TaskForm, TtsForm, VoiceForm
 from .settings import Settings
 
 _STATUS_CODES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed"}
@@ -53,10 +53,10 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.add_middleware(RequestContextMiddleware, metrics=runtime.metrics)  # added last = outermost
     _add_error_handlers(app, runtime)
     app.include_router(models.probes(runtime))
-    for resource in (tasks, speech, voices, models):
+    for resource in (tasks, speech, editing, voices, models):
         app.include_router(resource.router(runtime), dependencies=[Depends(_bearer)], responses=ERROR_RESPONSES)
     _demo(app)
-    app.openapi = strict_openapi(app, (TaskForm, TtsForm, VoiceForm))  # type: ignore[method-assign]
+    app.openapi = strict_openapi(app, (TaskForm, TtsForm, VoiceForm, EditForm, InfillForm))  # type: ignore[method-assign]
     return app
 
 
@@ -85,9 +85,7 @@ def _add_error_handlers(app: FastAPI, runtime: ServiceRuntime) -> None:
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         runtime.metrics.rejected.labels("invalid_parameter").inc()
         errors = exc.errors()
-        fields = ["" if e["type"] == "json_invalid" else ".".join(str(p) for p in e["loc"]
-                                                                  if p not in ("body", "query", "path"))
-                  for e in errors]
+        fields = [_field(e) for e in errors]
         texts = [_validation_text(e) for e in errors]
         message = "; ".join(f"{f}: {t}" if f else t for f, t in zip(fields, texts, strict=True))
         # the parameter is the field itself, not the union member or list index pydantic adds (voice.str -> voice)
@@ -112,9 +110,18 @@ def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
                                            for route in app.router.routes)]
 
 
+def _field(error: dict[str, Any]) -> str:
+    """The field a validation error is about ("" for the body as a whole)."""
+    parts = [p for p in error["loc"] if p not in ("body", "query", "path")]
+    if error["type"] == "json_invalid" and not all(isinstance(p, str) for p in parts):
+        return ""  # the JSON body itself: its loc is a character position, not a field
+    return ".".join(str(p) for p in parts)
+
+
 def _validation_text(error: dict[str, Any]) -> str:
-    if error["type"] == "json_invalid":  # its loc is a character position, not a field
-        return f"the body is not valid JSON ({error.get('ctx', {}).get('error', 'decode error')})"
+    if error["type"] == "json_invalid":
+        what = "the body" if not _field(error) else "it"  # a JSON body, or a form field holding JSON
+        return f"{what} is not valid JSON ({error.get('ctx', {}).get('error', 'decode error')})"
     if error["type"] == "missing" and tuple(error["loc"]) == ("body",):
         return "the request has no body"
     return error["msg"].removeprefix("Value error, ")

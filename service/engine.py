@@ -27,7 +27,7 @@ from model.defaults import Sampling, sampling
 if TYPE_CHECKING:
     from model.generation import Plan
 
-SERVED_TASKS = ("enhance", "separate", "tts")  # tasks with an endpoint (a bundle may hold others, e.g. pretrain)
+SERVED_TASKS = ("enhance", "separate", "tts")  # the fine-tuned tasks (a bundle's pretrain model serves infilling)
 TTS_FRAMES_PER_CHAR = 8  # ~12.5 characters per second of speech at 100 frames/s, at speed 1: the cost estimate
 WARMUP_TEXT = "Hello there."
 
@@ -55,6 +55,27 @@ class TtsInput:
 
 
 @dataclass(frozen=True)
+class EditInput:
+    """What one edit request asks for: make ``wav`` (mono, at the upload's own rate ``sample_rate``, so that the
+    kept audio comes back as it was sent), which says ``transcript``, say ``text``."""
+
+    wav: np.ndarray
+    sample_rate: int
+    text: str
+    transcript: str
+    speed: float = 1.0
+
+
+@dataclass(frozen=True)
+class InfillInput:
+    """What one infill request asks for: regenerate the ``spans`` (seconds) of ``wav`` (mono, its own rate)."""
+
+    wav: np.ndarray
+    sample_rate: int
+    spans: tuple[tuple[float, float], ...]
+
+
+@dataclass(frozen=True)
 class VoiceInfo:
     """A built-in voice as the API shows it (never its file path)."""
 
@@ -63,7 +84,8 @@ class VoiceInfo:
     seconds: float
 
 
-Payload = np.ndarray | TtsInput  # float32 mono waveform at the engine's rate, or a TTS request
+# float32 mono waveform at the engine's rate (enhancement, separation), or a TTS, edit or infill request
+Payload = np.ndarray | TtsInput | EditInput | InfillInput
 
 
 def tts_cost(text: str, prompt_frames: int, speed: float = 1.0) -> tuple[int, int]:
@@ -220,6 +242,14 @@ class PipelineEngine:
 
     def prepare(self, task: str, payload: Payload, params: TaskParams) -> Plan:
         s = params.sampling
+        if isinstance(payload, EditInput):
+            return self.pipeline.plan_edit(payload.wav, payload.sample_rate, payload.text, payload.transcript,
+                                           sampling=s, seed=params.seed, speed=payload.speed)
+        if isinstance(payload, InfillInput):
+            from model.infilling import InfillRequest
+
+            return self.pipeline.plan_infill(InfillRequest(payload.wav, payload.sample_rate, payload.spans),
+                                             sampling=s, seed=params.seed)
         if task == "tts":
             assert isinstance(payload, TtsInput), "TTS requests carry a TtsInput"
             return self.pipeline.plan_tts(payload.text, sampling=s, voice=payload.voice, prompt_wav=payload.prompt,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal, get_args
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, Json, field_validator, model_validator
 
 from model.defaults import MAX_ENSEMBLE, TASK_SAMPLING
 
@@ -112,6 +112,45 @@ class TtsForm(StrictForm):
     timestamp_granularities: list[Granularity] | None = Field(
         None, validation_alias=AliasChoices("timestamp_granularities", "timestamp_granularities[]"),
         description=TIMESTAMPS_HELP + "; a repeated form field ('timestamp_granularities[]' is accepted too)")
+
+
+class EditForm(StrictForm):
+    """Form fields of /v1/audio/edit (besides ``file``, the recording)."""
+
+    uploads: ClassVar[frozenset[str]] = frozenset(UPLOAD_FIELDS)
+
+    text: str = Field(description="what the recording should say: its transcript with the words to change changed")
+    transcript: str | None = Field(None, description="what the recording says; default: what the server's "
+                                   "recogniser hears (echoed in X-Transcript)")
+    speed: float = Field(1.0, ge=MIN_SPEED, le=MAX_SPEED, description="speaking rate of the new words relative to "
+                         "the speaker's own (2 = twice as fast)")
+    steps: int | None = Field(None, ge=1, description="network evaluations (NFE) of the ODE solver; default: the "
+                              "server's default_steps if set, else the TTS model's; at most max_steps")
+    solver: Solver | None = Field(None, description="ODE solver; default: the server's default_solver if set, "
+                                  "else Euler")
+    cfg: float | None = Field(None, ge=0.0, le=10.0, validation_alias=AliasChoices("cfg", "guidance"),
+                              description=f"{TTS_GUIDANCE}; 'guidance' is accepted too")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="noise seed; default: random (echoed in X-Seed)")
+    response_format: ResponseFormat = Field("wav", description="at the upload's rate; pcm = raw 16-bit "
+                                            "little-endian. wav, flac and pcm of a 16-bit upload give its kept "
+                                            "samples back bit for bit")
+
+
+class InfillForm(StrictForm):
+    """Form fields of /v1/audio/infill (besides ``file``, the recording)."""
+
+    uploads: ClassVar[frozenset[str]] = frozenset(UPLOAD_FIELDS)
+
+    spans: Json[list[tuple[float, float]]] = Field(description='the time spans to regenerate, in seconds, as JSON: '
+                                                   '[[start, end], ...], e.g. [[1.2, 1.6]]')
+    steps: int | None = Field(None, ge=1, description="network evaluations (NFE) of the ODE solver; default: the "
+                              "server's default_steps if set, else the pre-trained model's; at most max_steps")
+    solver: Solver | None = Field(None, description="ODE solver; default: the server's default_solver if set, "
+                                  "else the pre-trained model's")
+    guidance: float | None = Field(None, ge=0.0, le=10.0, description="classifier-free guidance weight (1 = none)")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="noise seed; default: random (echoed in X-Seed)")
+    response_format: ResponseFormat = Field("wav", description="at the upload's rate; pcm = raw 16-bit "
+                                            "little-endian")
 
 
 class VoiceRef(BaseModel):

@@ -50,7 +50,7 @@ DECODED_SAMPLE_BYTES = 4  # float32, as soundfile decodes it
 
 @dataclass(frozen=True)
 class DecodedAudio:
-    wav: np.ndarray  # float32 mono at the engine's rate
+    wav: np.ndarray  # float32 mono at the rate it was decoded at: the engine's (or, for edits, its own)
     sample_rate: int  # the upload's rate: the response uses it
     num_samples: int  # the upload's length at its rate: the response has it too
 
@@ -77,12 +77,13 @@ def check_upload_type(media_type: str | None, param: str = "file") -> None:
                                param=param)
 
 
-def decode_upload(data: bytes, media_type: str | None, filename: str | None, *, target_sr: int,
+def decode_upload(data: bytes, media_type: str | None, filename: str | None, *, target_sr: int | None,
                   max_seconds: float, param: str = "file",
                   max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES) -> DecodedAudio:
-    """Bytes of one upload -> mono float32 at ``target_sr``; the duration and decoded-size limits are checked from
-    the header first. Errors name ``param``, the form field the upload came in. ``filename`` only says whether the
-    part is raw PCM (its suffix): it is never opened, joined to a path or stored."""
+    """Bytes of one upload -> mono float32 at ``target_sr`` (None: its own rate); the duration and decoded-size
+    limits are checked from the header first. Errors name ``param``, the form field the upload came in.
+    ``filename`` only says whether the part is raw PCM (its suffix): it is never opened, joined to a path or
+    stored."""
     mime, params = parse_media_type(media_type)
     raw = mime in RAW_PCM_TYPES or (filename or "").lower().endswith(RAW_PCM_SUFFIXES)
     if not data:
@@ -115,7 +116,7 @@ def decode_upload(data: bytes, media_type: str | None, filename: str | None, *, 
                             f"{decoded_bytes / 2**20:.1f} MiB decoded; the limit is {max_decoded_bytes / 2**20:.1f} "
                             "MiB (max_decoded_bytes): send fewer channels or a lower rate", param=param)
     try:
-        wav = load_audio(data, target_sr, fmt="pcm" if raw else None, pcm_sample_rate=rate)
+        wav = load_audio(data, target_sr or rate, fmt="pcm" if raw else None, pcm_sample_rate=rate)
     except AudioError as e:
         raise BadAudio(str(e), param=param) from e
     return DecodedAudio(wav, rate, num_samples)

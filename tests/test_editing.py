@@ -15,6 +15,7 @@ from model.editing import (
     splice,
 )
 from model.errors import SettingError
+from tests.conftest import DEMO_BUNDLE
 from model.text import text_to_phone_words
 
 
@@ -143,3 +144,25 @@ def test_edit_errors_name_the_parameter(demo_pipeline, transcript, text, param, 
     with pytest.raises(SettingError, match=match) as e:
         pipe.edit(voice.wav, 16000, text, transcript)
     assert e.value.param == param
+
+
+def test_edit_from_the_command_line(demo_pipeline, tmp_path, capsys):
+    import soundfile as sf
+
+    from speechflow.cli import main
+
+    pipe, _ = demo_pipeline
+    voice = pipe.voices["espeak-en-029-Mike"]
+    sf.write(tmp_path / "take.wav", voice.wav, 16000, subtype="PCM_16")
+    take, _ = sf.read(tmp_path / "take.wav", dtype="float32")
+    args = ["edit", str(tmp_path / "take.wav"), str(tmp_path / "fixed.wav"), "--transcript", voice.text,
+            "--bundle", str(DEMO_BUNDLE), "--device", "cpu", "--seed", "2"]
+    assert main([*args, "--from", "your dog", "--to", "my cat"]) == 0, capsys.readouterr().err
+    assert "that means my cat is dead." in capsys.readouterr().out
+    fixed, sr = sf.read(tmp_path / "fixed.wav", dtype="float32")
+    offline, _ = pipe.edit(take, 16000, voice.text.replace("your dog", "my cat"), voice.text, seed=2)
+    assert sr == 16000 and np.abs(fixed - offline).max() <= 1 / 32768  # as 16-bit samples
+    assert main([*args, "--from", "zebra", "--to", "cat"]) == 2
+    assert "no words 'zebra' to replace" in capsys.readouterr().err
+    assert main([*args, "--to", "cat"]) == 2
+    assert "--from OLD --to NEW" in capsys.readouterr().err

@@ -367,7 +367,7 @@ def test_every_flow_of_the_page_on_the_shipped_bundle(demo_server, browser, tmp_
     browser.get(url)
     wait.until(ready.text_to_be_present_in_element((By.ID, "server-info"), "device: cpu"))
     info = browser.find_element(By.ID, "server-info").text
-    assert info.startswith("Models: enhance, separate, tts ·"), info
+    assert info.startswith("Models: pretrain, enhance, separate, tts ·"), info
 
     # enhancement: the real model's answer, at the input's rate and length, drawn beside the input
     browser.find_element(By.ID, "file").send_keys(str(tmp_path / "noisy.wav"))

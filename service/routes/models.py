@@ -12,13 +12,13 @@ from fastapi import APIRouter
 from starlette.responses import Response
 
 from .. import paths
-from ..engine import SERVED_TASKS
 from ..errors import ModelNotFound
 from ..lifecycle import ServiceRuntime
 from ..openai_names import OPENAI_SPEECH_MODELS, TTS_MODEL_ID
 from ..schemas import ErrorEnvelope, Health, ModelCard, ModelList
 
-ENDPOINTS = {"enhance": paths.ENHANCE, "separate": paths.SEPARATE, "tts": paths.TTS}
+# the endpoint that serves each model (TTS is also /v1/audio/speech and /v1/audio/edit)
+ENDPOINTS = {"enhance": paths.ENHANCE, "separate": paths.SEPARATE, "tts": paths.TTS, "pretrain": paths.INFILL}
 
 
 def router(runtime: ServiceRuntime) -> APIRouter:
@@ -29,8 +29,8 @@ def router(runtime: ServiceRuntime) -> APIRouter:
         engine = runtime.engine
         info = engine.describe()
         created = _unix_time(info.get("updated")) or started
-        cards = [ModelCard(id=task, created=created, task=task,
-                           endpoint=ENDPOINTS.get(task) if task in SERVED_TASKS else None) for task in engine.tasks]
+        cards = [ModelCard(id=task, created=created, task=task, endpoint=ENDPOINTS.get(task))
+                 for task in engine.tasks]
         if "tts" in engine.tasks:
             cards += [ModelCard(id=name, created=created, task="tts", endpoint=paths.SPEECH,
                                 alias_of=TTS_MODEL_ID) for name in OPENAI_SPEECH_MODELS]

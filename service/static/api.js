@@ -18,8 +18,11 @@ const CONTROLS = {
     stream_format: "tts-stream" },
   voice: { audio_sample: "prompt-file", transcript: "voice-transcript", name: "voice-name",
     consent: "voice-consent" },
+  edit: { file: "edit-file", text: "edit-text", transcript: "edit-transcript" },
 };
-const BUTTONS = { task: ["submit", "task-busy"], tts: ["tts-submit", "tts-busy"], voice: ["voice-save", "voice-busy"] };
+const BUTTONS = { task: ["submit", "task-busy"], tts: ["tts-submit", "tts-busy"], voice: ["voice-save", "voice-busy"],
+  edit: ["edit-submit", "edit-busy"] };
+const EDIT_ENDPOINT = "/v1/audio/edit";  // served wherever TTS is (the TTS model regenerates the words)
 const PROMPT_SECONDS = [3, 10];  // what makes a good prompt (the server accepts 0.5-15 s)
 
 const state = {
@@ -32,7 +35,8 @@ const state = {
   replaces: null,  // id of a voice saved from this prompt with the server's transcript: a re-save replaces it
   audioContext: null,  // for streamed speech; made on the first click (browsers start audio only after one)
   stream: null,  // { controller, player } of the speech being streamed
-  urls: { task: [], tts: [], input: [], prompt: [] },  // object URLs to revoke when replaced
+  edit: null,  // { blob, name, samples, rate } of the recording to edit, like `input`
+  urls: { task: [], tts: [], input: [], prompt: [], edit: [], "edit-input": [] },  // object URLs to revoke
 };
 
 class ApiError extends Error {
@@ -88,8 +92,7 @@ async function loadModels() {
   const engine = models.engine || {};
   state.sampleRate = engine.sample_rate || state.sampleRate;
   state.endpoints = Object.fromEntries(models.data.filter((m) => m.endpoint).map((m) => [m.task, m.endpoint]));
-  // what the page can use: a bundle's other models (the pretrained one the others were fine-tuned from) serve nothing
-  const tasks = Object.keys(state.endpoints);
+  const tasks = Object.keys(state.endpoints);  // pretrain: the model the others were fine-tuned from (infilling)
   info.textContent = `Models: ${tasks.join(", ") || "none"} · device: ${engine.device ?? "?"}`
     + (engine.sample_rate ? ` · ${engine.sample_rate} Hz` : "");
   setUpTasks();
@@ -97,10 +100,12 @@ async function loadModels() {
   if (tts) {
     state.ttsModel = tts.id;
     $("voice-fields").disabled = false;
+    $("edit-fields").disabled = false;
     loadVoices();
   } else {
     $("tts-note").textContent = "This server's bundle has no TTS model, so text to speech is not available here.";
     $("voice-note").textContent = "Saving voices needs a TTS model, which this server does not have.";
+    $("edit-note").textContent = "Editing needs a TTS model, which this server does not have.";
   }
 }
 

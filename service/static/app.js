@@ -1,23 +1,29 @@
 // SpeechFlow demo page: plain JavaScript, no build step, no dependencies. It talks to the same HTTP API as any
-// client (/v1/models, /v1/enhance, /v1/separate, /v1/voices, /v1/audio/voices, /v1/audio/speech), draws
+// client (/v1/models, /v1/enhance, /v1/separate, /v1/voices, /v1/audio/voices, /v1/audio/speech,
+// /v1/audio/edit), draws
 // spectrograms of what it sends and gets back (spectrogram.js), and shows the API's JSON errors next to the
-// control they are about (api.js). This file: enhance / separate, text to speech, and the page's start; audio.js
-// and voices.js hold the audio helpers and the microphone and voices.
+// control they are about (api.js). This file: enhance / separate, text to speech, and the page's start; audio.js,
+// voices.js and editing.js hold the audio helpers, the microphone and voices, and editing.
 "use strict";
 
 // --- enhance / separate -------------------------------------------------------------------------------------------
 function chooseInput(blob, name) {
-  release("input");
-  const audio = $("input-player");
-  audio.src = keep("input", URL.createObjectURL(blob));
+  state.input = loadInput(blob, name, "input", "input-player");
+}
+
+// An uploaded or recorded input: shown in its player, and decoded now for the "before" picture; a run started
+// meanwhile waits for it (input.ready).
+function loadInput(blob, name, group, playerId) {
+  release(group);
+  const audio = $(playerId);
+  audio.src = keep(group, URL.createObjectURL(blob));
   audio.hidden = false;
   const input = { blob, name, samples: null, rate: state.sampleRate };
-  // decoded now for the "before" picture; a run started meanwhile waits for it (input.ready)
   input.ready = decode(blob).then((audio) => { input.samples = mixdown(audio); }, (error) => {
     // the server reads more formats than some browsers: still send it, just without the "before" picture
     console.warn("the input could not be decoded here", error);
   });
-  state.input = input;
+  return input;
 }
 
 async function runTask(event) {
@@ -45,31 +51,32 @@ async function runTask(event) {
 
 // Before (the input) and after (the output; each speaker for separation) on one loudness scale, so that what the
 // model removed shows as darker areas rather than being rescaled away.
-async function taskFigures(task, input, blob) {
+// `group` owns the figures' object URLs; `after` names the answer's picture (enhancement, editing).
+async function taskFigures(task, input, blob, group = "task", after = "Enhanced (after)") {
   const figures = [];
   let topDb;
   if (input.samples) {
     const mel = logMel(input.samples, input.rate);
     topDb = loudestDb(mel);
-    figures.push(spectrogramFigure("Input (before)", mel, keep("task", URL.createObjectURL(input.blob)), topDb));
+    figures.push(spectrogramFigure("Input (before)", mel, keep(group, URL.createObjectURL(input.blob)), topDb));
   }
   let answer;
   try {
     answer = await answerChannels(blob);
   } catch (error) {
     console.warn("the answer could not be decoded here", error);
-    return [...figures, plainPlayer(keep("task", URL.createObjectURL(blob)), "Result (download it to listen)")];
+    return [...figures, plainPlayer(keep(group, URL.createObjectURL(blob)), "Result (download it to listen)")];
   }
   const playable = !isPcm(blob);
   if (task === "separate") {
     answer.channels.forEach((samples, c) => {
-      const url = keep("task", URL.createObjectURL(encodeWav(samples, answer.rate)));
+      const url = keep(group, URL.createObjectURL(encodeWav(samples, answer.rate)));
       figures.push(spectrogramFigure(`Speaker ${c + 1}`, logMel(samples, answer.rate), url, topDb));
     });
   } else {
     const samples = answer.channels[0];
-    const url = keep("task", URL.createObjectURL(playable ? blob : encodeWav(samples, answer.rate)));
-    figures.push(spectrogramFigure("Enhanced (after)", logMel(samples, answer.rate), url, topDb));
+    const url = keep(group, URL.createObjectURL(playable ? blob : encodeWav(samples, answer.rate)));
+    figures.push(spectrogramFigure(after, logMel(samples, answer.rate), url, topDb));
   }
   return figures;
 }
@@ -324,6 +331,13 @@ $("file").addEventListener("change", () => {
   $("record-state").textContent = "";
   chooseInput(file, file.name);
 });
+$("edit-form").addEventListener("submit", runEdit);
+$("edit-file").addEventListener("change", () => {
+  const file = $("edit-file").files[0];
+  if (!file) return;
+  $("edit-state").textContent = "";
+  state.edit = loadInput(file, file.name, "edit-input", "edit-player");
+});
 $("prompt-file").addEventListener("change", () => {
   const file = $("prompt-file").files[0];
   if (file) choosePrompt(file, file.name, "prompt-file");
@@ -331,6 +345,10 @@ $("prompt-file").addEventListener("change", () => {
 setUpRecorder($("record"), $("record-state"), 60, (wav) => {
   $("file").value = "";
   chooseInput(wav, "recording.wav");
+});
+setUpRecorder($("edit-record"), $("edit-state"), 30, (wav) => {
+  $("edit-file").value = "";
+  state.edit = loadInput(wav, "recording.wav", "edit-input", "edit-player");
 });
 setUpRecorder($("prompt-record"), $("prompt-state"), PROMPT_SECONDS[1], (wav, samples, seconds) => {
   $("prompt-file").value = "";

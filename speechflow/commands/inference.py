@@ -1,4 +1,4 @@
-"""Offline inference commands (no server): enhance, separate, tts, infill, the demo and examples, profiling."""
+"""Offline inference commands (no server): enhance, separate, tts, infill, edit, the demo and examples, profiling."""
 
 from __future__ import annotations
 
@@ -37,10 +37,36 @@ def cmd_infill(args: argparse.Namespace) -> None:
 
     spans = [_parse_span(s) for s in args.span]
     pipe = SpeechFlowPipeline.from_pretrained(args.bundle, device=args.device, dtype=args.dtype)
-    wav = load_audio(args.input, target_sr=pipe.sample_rate)
-    out, sr = pipe.infill(wav, pipe.sample_rate, spans, steps=args.nfe, solver=args.solver, seed=args.seed)
+    sr = _native_rate(args.input)
+    out, sr = pipe.infill(load_audio(args.input, target_sr=sr), sr, spans, steps=args.nfe, solver=args.solver,
+                          seed=args.seed)
     save_audio(args.output, out, sr)
     print(f"wrote {args.output} ({len(out) / sr:.2f} s, vocoder: {pipe.vocoder_name})")
+
+
+def cmd_edit(args: argparse.Namespace) -> None:
+    from model import recognizer
+    from model.audio import load_audio, save_audio
+    from model.editing import replace_words
+    from model.pipeline import SpeechFlowPipeline
+
+    if (args.text is None) == (args.to is None) or (args.to is not None and not args.old):
+        raise SpeechFlowError("give the words to change with --from OLD --to NEW, or the whole new text with --text")
+    pipe = SpeechFlowPipeline.from_pretrained(args.bundle, device=args.device, dtype=args.dtype)
+    sr = _native_rate(args.input)
+    wav = load_audio(args.input, target_sr=sr)
+    transcript = args.transcript
+    if transcript is None:
+        if not recognizer.available():
+            raise SpeechFlowError("give --transcript: no speech recogniser is installed (pip install "
+                                  "'speechflow[asr]')")
+        transcript = recognizer.transcribe(wav, sr)
+        print(f"heard: {transcript}")
+    text = args.text if args.text is not None else replace_words(transcript, args.old, args.to)
+    out, sr = pipe.edit(wav, sr, text, transcript, steps=args.nfe, solver=args.solver, guidance=args.guidance,
+                        seed=args.seed, speed=args.speed)
+    save_audio(args.output, out, sr)
+    print(f"wrote {args.output} ({len(out) / sr:.2f} s): {text}")
 
 
 def _task_kwargs(task: str, args: argparse.Namespace, pipe) -> dict:
@@ -188,6 +214,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--span", action="append", required=True, help="START:END in seconds (repeatable)")
     add_inference_args(p)
     p.set_defaults(func=cmd_infill)
+
+    p = sub.add_parser("edit", help="change words of a recording in its own voice (offline): --from OLD --to NEW, "
+                       "or --text with the whole new text")
+    p.add_argument("input")
+    p.add_argument("output")
+    p.add_argument("--from", dest="old", help="the words to replace (with --to; to insert words, use --text)")
+    p.add_argument("--to", help="the words to put in their place")
+    p.add_argument("--text", help="what the recording should say, whole (instead of --from/--to)")
+    p.add_argument("--transcript", help="what the recording says (default: what the speech recogniser hears)")
+    p.add_argument("--speed", type=float, default=1.0, help="speaking rate of the new words (2 = twice as fast)")
+    p.add_argument("--guidance", "--cfg", dest="guidance", type=float, default=None,
+                   help="classifier-free guidance weight (1 = none; default: the TTS model's)")
+    add_inference_args(p)
+    p.set_defaults(func=cmd_edit)
 
     p = sub.add_parser("demo", help="infill a generated example with the shipped bundle (offline)")
     p.add_argument("--out", default="demo_output")

@@ -1,0 +1,123 @@
+"""``POST /v1/audio/edit`` (make a recording say other words, in its own voice) and ``POST /v1/audio/infill``
+(regenerate time spans of a recording). Both take one uploaded recording and answer it at its own rate, its kept
+samples as they were sent; the model work is `model.editing` through the step loop like every task. The checks,
+in order: the form (422), one ``file`` (422), its type (415), decoding (400) and length (413), then (edit) the
+transcript, the request's cost (413) and the queue (429, 503); what only the model can judge (a transcript the
+audio cannot be saying, nothing changed, too much to regenerate) is a 422 naming the field."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Annotated
+from urllib.parse import quote
+
+from fastapi import APIRouter, File, Form, Request, UploadFile
+from starlette.responses import Response
+
+from model import recognizer
+from model.editing import CONTEXT_S, MAX_EDIT_S, MAX_EDIT_TEXT_CHARS
+from model.errors import SettingError
+
+from .. import paths
+from ..engine import TTS_FRAMES_PER_CHAR, EditInput, InfillInput, SamplingKey, TaskParams
+from ..errors import InvalidParameter, ServiceError, TextTooLong
+from ..jobs import await_result, request_params, result_headers, submit
+from ..lifecycle import ServiceRuntime
+from ..openapi import AUDIO_RESPONSE
+from ..schemas import EditForm, InfillForm
+from ..uploads import DecodedAudio, check_upload_type, decode_upload, render_speech
+
+
+def router(runtime: ServiceRuntime) -> APIRouter:
+    api = APIRouter(tags=["editing"])
+
+    @api.post(paths.EDIT, response_class=Response, responses=AUDIO_RESPONSE)
+    async def edit(request: Request, file: Annotated[UploadFile, File(description="the recording to edit: speech, "
+                                                                      "any format libsndfile reads, any rate")],
+                   form: Annotated[EditForm, Form()]) -> Response:
+        """Change the words of a recording in its speaker's voice: give what it should say (``text``) and,
+        optionally, what it says (``transcript``). Only the changed words and a 0.1 s margin around them are
+        regenerated, their length chosen in the context of the speaker's rate; the rest is the upload's own audio,
+        at its rate."""
+        engine = runtime.serving("tts")
+        settings = runtime.settings
+        params = request_params(settings, engine, "tts", form.steps, form.solver, form.cfg, form.seed, "vocoder")
+        for name, text in (("text", form.text), ("transcript", form.transcript or "")):
+            if len(text) > MAX_EDIT_TEXT_CHARS:
+                raise TextTooLong(f"{name} is {len(text)} characters; the limit is {MAX_EDIT_TEXT_CHARS}",
+                                  param=name)
+        audio = await _recording(runtime, request, file)
+        transcript, transcribed = (form.transcript or "").strip(), False
+        if not transcript:
+            transcript, transcribed = await _transcribe(runtime, audio), True
+        payload = EditInput(audio.wav, audio.sample_rate, form.text, transcript, form.speed)
+        # the rows see the regenerated frames and the recording around them (model.editing.row_windows): at most
+        # the edit's limit plus the context on both sides, or the recording's own frames if it is shorter
+        grown = TTS_FRAMES_PER_CHAR * max(0, len(form.text) - len(transcript)) / form.speed
+        frames = min(engine.frames(round(audio.seconds * engine.sample_rate)) + grown,
+                     100 * (MAX_EDIT_S + 2 * CONTEXT_S))
+        headers = {"X-Transcript": quote(transcript), "X-Transcribed": str(transcribed).lower()}
+        return await _run(runtime, request, payload, params, SamplingKey.of("tts", params), frames, audio,
+                          form.response_format, "edited", headers)
+
+    @api.post(paths.INFILL, response_class=Response, responses=AUDIO_RESPONSE)
+    async def infill(request: Request, file: Annotated[UploadFile, File(description="the recording: any format "
+                                                                        "libsndfile reads, any rate")],
+                     form: Annotated[InfillForm, Form()]) -> Response:
+        """Regenerate time spans of a recording with the pre-trained model, from the audio around them (a cough,
+        a click, a dropout); the rest is the upload's own audio, at its rate."""
+        engine = runtime.serving("pretrain")
+        params = request_params(runtime.settings, engine, "pretrain", form.steps, form.solver, form.guidance,
+                                form.seed, "vocoder")
+        audio = await _recording(runtime, request, file)
+        spans = tuple((float(a), float(b)) for a, b in form.spans)
+        regenerated = sum(max(0.0, min(b, audio.seconds) - a) for a, b in spans)
+        if not spans or regenerated > MAX_EDIT_S:
+            raise InvalidParameter(f"spans must hold 1 or more spans of at most {MAX_EDIT_S:g} s in all, got "
+                                   f"{regenerated:.1f} s", param="spans")
+        frames = engine.frames(round(audio.seconds * engine.sample_rate))
+        return await _run(runtime, request, InfillInput(audio.wav, audio.sample_rate, spans), params,
+                          SamplingKey.of("pretrain", params), frames, audio, form.response_format, "infilled", {})
+
+    return api
+
+
+async def _recording(runtime: ServiceRuntime, request: Request, upload: UploadFile) -> DecodedAudio:
+    """The one uploaded recording, decoded at its own rate (mono)."""
+    settings = runtime.settings
+    if len((await request.form()).getlist("file")) > 1:  # already parsed: the form is cached on the request
+        raise InvalidParameter("send one file per request (the form has several 'file' fields)", param="file")
+    check_upload_type(upload.content_type)
+    data = await upload.read()
+    return await asyncio.to_thread(decode_upload, data, upload.content_type, upload.filename, target_sr=None,
+                                   max_seconds=settings.max_audio_seconds,
+                                   max_decoded_bytes=settings.max_decoded_bytes)
+
+
+async def _transcribe(runtime: ServiceRuntime, audio: DecodedAudio) -> str:
+    if not recognizer.available():
+        raise InvalidParameter("give the transcript: this server has no speech recogniser installed "
+                               "(pip install 'speechflow[asr]')", param="transcript")
+    transcript = await runtime.loop.process(recognizer.transcribe, audio.wav, audio.sample_rate,
+                                            timeout_s=runtime.settings.request_timeout_s)
+    if not transcript:
+        raise InvalidParameter("the recogniser heard no words in the file; give the transcript", param="transcript")
+    return transcript
+
+
+async def _run(runtime: ServiceRuntime, request: Request, payload: EditInput | InfillInput, params: TaskParams,
+               key: SamplingKey, frames: float, audio: DecodedAudio, fmt: str, name: str,
+               headers: dict[str, str]) -> Response:
+    queued = submit(runtime, key, payload, params, 1, math.ceil(frames), "file")
+    result = await await_result(queued, request.receive, runtime.settings.request_timeout_s, _setting_error)
+    data, media_type = await asyncio.to_thread(render_speech, result.output, audio.sample_rate, fmt)
+    runtime.metrics.audio_seconds.labels(key.task, "in").inc(audio.seconds)
+    runtime.metrics.audio_seconds.labels(key.task, "out").inc(len(result.output) / audio.sample_rate)
+    return Response(data, media_type=media_type,
+                    headers={**result_headers(f"{name}.{fmt}", params, result, audio.sample_rate, 1), **headers})
+
+
+def _setting_error(error: Exception) -> ServiceError | None:
+    """What the model found wrong with the request's fields: a 422 naming the field."""
+    return InvalidParameter(str(error), param=error.param) if isinstance(error, SettingError) else None
