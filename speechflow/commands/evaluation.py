@@ -36,6 +36,16 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             write_json(report, args.json)
         print(json.dumps(report, indent=2))
         return
+    if args.task == "edit":
+        from training.evaluation.evaluate_edit import run_edit_evaluation
+
+        tts_kwargs = sampling_kwargs("tts", args, pipe)
+        res = run_edit_evaluation(pipe, args.data, n=args.n, seed=args.seed, conditions=args.conditions,
+                                  json_out=args.json, tts_kwargs=tts_kwargs,
+                                  extra_config={"bundle": str(args.bundle), "dtype": pipe.dtype_name,
+                                                "threads": torch.get_num_threads(), **tts_kwargs})
+        print(json.dumps(res["overall"], indent=2))
+        return
     if args.task == "tts":
         from training.evaluation.evaluate_tts import pipeline_synthesizer, run_tts_evaluation
 
@@ -91,8 +101,9 @@ def _evaluate_vocoder(args: argparse.Namespace, pipe) -> None:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="enhance/separate: PESQ, ESTOI, SI-SDR, DNSMOS vs the input and classical "
-                       "peers; tts: WER ratio, speaker similarity, DNSMOS; vocoder: copy synthesis vs Griffin-Lim")
-    p.add_argument("--task", required=True, choices=["enhance", "separate", "tts", "align", "vocoder"],
+                       "peers; tts: WER ratio, speaker similarity, DNSMOS; edit: 1-3 words of held-out recordings "
+                       "changed, beside plain TTS; vocoder: copy synthesis vs Griffin-Lim")
+    p.add_argument("--task", required=True, choices=["enhance", "separate", "tts", "edit", "align", "vocoder"],
                    help="align: frame accuracy of the bundle's prompt aligners against the manifest's alignments, and "
                         "their phone-boundary errors on flite speech of the manifest's texts; vocoder: copy synthesis "
                         "(clean test utterances -> log-mel -> waveform) beside Griffin-Lim: PESQ-WB, ESTOI, DNSMOS")
