@@ -16,6 +16,7 @@ Infilling a time span is the same layout without new phones (`span_layout`), so 
 from __future__ import annotations
 
 import difflib
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -71,7 +72,7 @@ class Layout:
         """(first, end, regenerated) of each run of frames kept or regenerated alike, in order."""
         edges = np.flatnonzero(np.diff(self.generate.astype(np.int8))) + 1
         bounds = [0, *edges.tolist(), self.frames]
-        return [(a, b, bool(self.generate[a])) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        return [(a, b, bool(self.generate[a])) for a, b in itertools.pairwise(bounds)]
 
 
 def find_changes(old_words: Words, new_words: Words, new_phones: int) -> list[Change]:
@@ -161,7 +162,7 @@ class FrameClock:
         self.hop, self.model_sr, self.sr = hop, model_sr, sr
 
     def __call__(self, frame: int) -> int:
-        return int(round(frame * self.hop * self.sr / self.model_sr))
+        return round(frame * self.hop * self.sr / self.model_sr)
 
 
 def regenerated_audio(layout: Layout, vocoded: Sequence[np.ndarray], windows: Sequence[tuple[int, int]],
@@ -219,11 +220,13 @@ def splice(original: np.ndarray, layout: Layout, regenerated: Sequence[np.ndarra
 
 
 def edit_layout(feats: Tensor, transcript: str, text: str, vocab: PhoneVocab, durations: DurationModel,
-                aligner: PromptAligner | None, speed: float = 1.0) -> tuple[Layout, list[Change]]:
+                aligner: PromptAligner | None, speed: float = 1.0,
+                span: tuple[float, float] | None = None) -> tuple[Layout, list[Change]]:
     """Plan the edit of a recording, its features (T, n_mels) saying ``transcript``, to say ``text``: align the
     transcript's phones to the audio, find the changed words, give the new phones durations in the context of the
-    kept ones. SettingError names the parameter at fault: a transcript the audio cannot be saying (``transcript``),
-    nothing changed or too much to regenerate (``text``)."""
+    kept ones. With ``span`` (seconds), ``text`` is instead what that stretch should say: the transcript's phones
+    centred in it are replaced by text's (`span_change`). SettingError names the parameter at fault: a transcript
+    the audio cannot be saying (``transcript``), nothing changed or too much to regenerate (``text``)."""
     with stage("text frontend"):
         old_symbols, old_words = phone_words(transcript, "transcript")
         new_symbols, new_words = phone_words(text, "text")
@@ -232,21 +235,39 @@ def edit_layout(feats: Tensor, transcript: str, text: str, vocab: PhoneVocab, du
     if not PLAUSIBLE_LENGTH[0] <= ratio <= PLAUSIBLE_LENGTH[1]:
         raise SettingError(f"the recording is {ratio:.2f}x as long as its transcript would take to say: the "
                            "transcript does not match the audio", param="transcript")
-    changes = find_changes(old_words, new_words, len(new_symbols))
     with stage("prompt alignment"):
         old_frames = (aligner.align(feats, aligner.vocab.encode(old_symbols)) if aligner is not None
                       else rescaled_prompt_durations(old_ids, feats.shape[0], durations)).astype(np.int64)
+    fps = durations.config.fps
+    if span is None:
+        changes = find_changes(old_words, new_words, len(new_symbols))
+    else:  # the text's words alone, without the pauses espeak-ng puts around a sentence
+        changes = [span_change(old_frames, (round(span[0] * fps), round(span[1] * fps)), new_words, text)]
     symbols, kept = edited_sequence(old_symbols, new_symbols, changes)
     given = np.where(kept >= 0, old_frames[kept.clip(min=0)], 0)
     with stage("durations"):
         frames = durations.predict(durations.vocab.encode(symbols), given, kept >= 0, speed=speed).cpu().numpy()
     frames = np.where(kept >= 0, given, frames)  # exactly as aligned, whatever the rounding rules would make
-    fps = durations.config.fps
     layout = layout_edit(kept, frames, old_frames, np.asarray(vocab.encode(symbols)), round(MARGIN_S * fps))
     if layout.generate.sum() > MAX_EDIT_S * fps:
         raise SettingError(f"the edit regenerates {layout.generate.sum() / fps:.1f} s of audio; at most "
                            f"{MAX_EDIT_S:g} s can be (edit fewer words at a time)", param="text")
     return layout, changes
+
+
+def span_change(old_durations: np.ndarray, span: tuple[int, int], new_words: Words, text: str) -> Change:
+    """The change that makes frames [first, end) of a recording say ``text`` (its words ``new_words``): the
+    aligned phones whose middle frame lies in the span give way to the text's phones (from its first word's to its
+    last word's); a span holding no phone's middle inserts them at the phone boundary nearest its start."""
+    edges = np.concatenate([[0], np.cumsum(old_durations)])
+    middles = (edges[:-1] + edges[1:]) / 2
+    inside = np.flatnonzero((middles >= span[0]) & (middles < span[1]))
+    if len(inside):
+        old = (int(inside[0]), int(inside[-1]) + 1)
+    else:
+        at = int(np.abs(edges - span[0]).argmin())
+        old = (at, at)
+    return Change(old, (new_words[0][1], new_words[-1][2]), "", text)
 
 
 def phone_words(text: str, param: str) -> tuple[list[str], list[tuple[str, int, int]]]:

@@ -21,10 +21,10 @@ from .audio import prepare_waveform, resample
 from .defaults import Sampling
 from .devices import dtype_name, resolve_device, resolve_dtype, use_tf32
 from .duration import DurationModel
+from .editing import edit_layout, span_layout, splice_plan
 from .errors import CheckpointError, ConfigError
 from .features import MelSpectrogram
 from .generation import Plan, Row, generate_rows
-from .editing import edit_layout, span_layout, splice_plan
 from .infilling import InfillRequest, Span, span_frames
 from .joining import chunk_offsets, join_with_crossfade
 from .loading import load_parts
@@ -381,24 +381,25 @@ class SpeechFlowPipeline:
                            self.mel_config.hop_length, self.sample_rate)
 
     def edit(self, wav: np.ndarray, sr: int, text: str, transcript: str | None = None, *, seed: int = 0,
-             speed: float = 1.0, **given: Any) -> tuple[np.ndarray, int]:
+             speed: float = 1.0, span: Span | None = None, **given: Any) -> tuple[np.ndarray, int]:
         """Make a recording say ``text`` instead of ``transcript`` (None: what the recogniser hears), in its own
         voice: only the changed words and a short margin are regenerated (the TTS model, their durations in the
-        context of the speaker's), the rest is the input's own samples. Returns (float32 waveform, sr)."""
+        context of the speaker's), the rest is the input's own samples. With ``span`` (seconds), ``text`` is what
+        that stretch should say instead. Returns (float32 waveform, sr)."""
         if transcript is None:
             transcript = transcribe(prepare_waveform(wav, sr, self.sample_rate), self.sample_rate)
         plan = self.plan_edit(wav, sr, text, transcript, sampling=self.task_sampling("tts", **given), seed=seed,
-                              speed=speed)
+                              speed=speed, span=span)
         return self.run([plan])[0], sr
 
     def plan_edit(self, wav: np.ndarray, sr: int, text: str, transcript: str, *, sampling: Sampling, seed: int,
-                  speed: float = 1.0) -> Plan:
-        """An edit as one TTS row: the edited recording's frames (`model.editing.edit_layout`), the kept ones known
+                  speed: float = 1.0, span: Span | None = None) -> Plan:
+        """An edit as TTS rows: the edited recording's frames (`model.editing.edit_layout`), the kept ones known
         and every frame labelled with its phone; the regenerated runs are spliced into the original."""
         vocab = self._tts_vocab()
         feats, _ = self.features([prepare_waveform(wav, sr, self.sample_rate)])
         assert self.durations is not None  # _tts_vocab checked
-        layout, _ = edit_layout(feats[0], transcript, text, vocab, self.durations, self.aligner, speed)
+        layout, _ = edit_layout(feats[0], transcript, text, vocab, self.durations, self.aligner, speed, span)
         return splice_plan("tts", sampling, feats[0], layout, wav, sr, seed, self.vocode, self.mel_config.hop_length,
                            self.sample_rate)
 

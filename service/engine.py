@@ -64,6 +64,7 @@ class EditInput:
     text: str
     transcript: str
     speed: float = 1.0
+    span: tuple[float, float] | None = None  # set: ``text`` is what this stretch (seconds) should say instead
 
 
 @dataclass(frozen=True)
@@ -244,7 +245,7 @@ class PipelineEngine:
         s = params.sampling
         if isinstance(payload, EditInput):
             return self.pipeline.plan_edit(payload.wav, payload.sample_rate, payload.text, payload.transcript,
-                                           sampling=s, seed=params.seed, speed=payload.speed)
+                                           sampling=s, seed=params.seed, speed=payload.speed, span=payload.span)
         if isinstance(payload, InfillInput):
             from model.infilling import InfillRequest
 

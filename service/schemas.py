@@ -143,11 +143,17 @@ class InfillForm(StrictForm):
 
     spans: Json[list[tuple[float, float]]] = Field(description='the time spans to regenerate, in seconds, as JSON: '
                                                    '[[start, end], ...], e.g. [[1.2, 1.6]]')
+    text: str | None = Field(None, description="what the one span should say instead: the TTS model regenerates it "
+                             "in the recording's voice; default: the pre-trained model fills it from the audio "
+                             "around it")
+    transcript: str | None = Field(None, description="with text: what the recording says; default: what the "
+                                   "server's recogniser hears")
     steps: int | None = Field(None, ge=1, description="network evaluations (NFE) of the ODE solver; default: the "
                               "server's default_steps if set, else the pre-trained model's; at most max_steps")
     solver: Solver | None = Field(None, description="ODE solver; default: the server's default_solver if set, "
                                   "else the pre-trained model's")
-    guidance: float | None = Field(None, ge=0.0, le=10.0, description="classifier-free guidance weight (1 = none)")
+    guidance: float | None = Field(None, ge=0.0, le=10.0, description="classifier-free guidance weight (1 = none; "
+                                   "default: the model's)")
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="noise seed; default: random (echoed in X-Seed)")
     response_format: ResponseFormat = Field("wav", description="at the upload's rate; pcm = raw 16-bit "
                                             "little-endian")

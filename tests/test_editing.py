@@ -15,8 +15,8 @@ from model.editing import (
     splice,
 )
 from model.errors import SettingError
-from tests.conftest import DEMO_BUNDLE
 from model.text import text_to_phone_words
+from tests.conftest import DEMO_BUNDLE
 
 
 def changes_between(old, new):
@@ -28,8 +28,6 @@ def test_changed_words_are_found_as_phone_ranges_whatever_the_case_and_punctuati
     old_symbols, new_symbols, changes = changes_between("The cat sat on the mat.", "the Dog sat on the mat")
     [change] = changes
     assert (change.before, change.after) == ("cat", "Dog")
-    a, b = change.old
-    c, d = change.new
     for symbols, (first, end), word in ((old_symbols, change.old, "cat"), (new_symbols, change.new, "dog")):
         alone, [(_, f, e)] = text_to_phone_words(word)
         assert symbols[first:end] == alone[f:e]
@@ -166,3 +164,23 @@ def test_edit_from_the_command_line(demo_pipeline, tmp_path, capsys):
     assert "no words 'zebra' to replace" in capsys.readouterr().err
     assert main([*args, "--to", "cat"]) == 2
     assert "--from OLD --to NEW" in capsys.readouterr().err
+
+
+def test_a_span_given_a_text_says_it_there_and_nothing_else_changes(demo_pipeline):
+    from model import recognizer
+    from model.editing import span_change
+
+    # the phones centred in the span give way, whatever words they belong to; an empty span inserts at a boundary
+    words = [("purple", 1, 4)]
+    assert span_change(np.array([10, 10, 10, 10]), (8, 31), words, "purple").old == (1, 3)
+    assert span_change(np.array([10, 10, 10, 10]), (19, 21), words, "purple").old == (2, 2)
+    pipe, _ = demo_pipeline
+    voice = pipe.voices["espeak-en-029-Mike"]
+    out, sr = pipe.edit(voice.wav, 16000, "purple elephants", voice.text, span=(1.0, 1.4), seed=1)
+    first = np.flatnonzero(out[: len(voice.wav)] != voice.wav[: len(out)])[0]
+    last = np.flatnonzero(out[::-1][: len(voice.wav)] != voice.wav[::-1][: len(out)])[0]
+    # "purple elephants" is longer than what it replaces: the regenerated stretch ends later in the output, and
+    # the original's last 3.5 s follow it untouched
+    assert 0.7 * sr < first < 1.1 * sr and len(out) - last < 2.5 * sr and last > 3.5 * sr, (first, last)
+    if recognizer.available():
+        assert "purple elephants" in recognizer.transcribe(out, sr)

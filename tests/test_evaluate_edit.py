@@ -14,9 +14,9 @@ from training.evaluation import evaluate_edit as ev
 
 
 def test_edited_text_replaces_consecutive_words_and_keeps_punctuation():
-    rng = np.random.default_rng(0)
-    text, positions = ev.edited_text("I would like to buy a new car next year.", rng, 2)
-    old, new = "I would like to buy a new car next year.".split(), text.split()
+    sentence = "I would like to buy a new car next year."
+    text, positions = ev.edited_text(sentence, np.random.default_rng(0), 2)
+    old, new = sentence.split(), text.split()
     assert len(new) == len(old) and text.endswith(".") and len(positions) == 2
     changed = [i for i, (a, b) in enumerate(zip(old, new, strict=True)) if a != b]
     assert changed == positions and all(new[i].strip(".") in ev.REPLACEMENTS for i in positions)

@@ -174,8 +174,8 @@ def recording_seconds(status: str) -> float:
 
 
 def test_a_recorded_voice_is_saved_spoken_in_with_streaming_and_deleted(tts_server, browser):
-    from selenium.webdriver.common.by import By
     from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ready
     from selenium.webdriver.support.ui import WebDriverWait
 

@@ -146,3 +146,25 @@ def test_the_endpoints_are_documented(demo_engine):
     assert {"file", "text"} <= set(spec["components"]["schemas"][schema["$ref"].split("/")[-1]]["required"])
     assert "/v1/audio/infill" in spec["paths"]
 
+
+
+def test_infill_with_a_text_makes_the_span_say_it(demo_engine, demo_pipeline, recording):
+    pipe, _ = demo_pipeline
+    data, samples, transcript = recording
+
+    async def test(client, app):
+        upload = {"file": ("take.wav", data, "audio/wav")}
+        good = await client.post("/v1/audio/infill", files=upload,
+                                 data={"spans": "[[1.0, 1.4]]", "text": "purple elephants", "transcript": transcript,
+                                       "seed": "4"})
+        two = await client.post("/v1/audio/infill", files=upload,
+                                data={"spans": "[[1.0, 1.4], [2, 3]]", "text": "purple", "transcript": transcript})
+        return good, two
+
+    good, two = run(create_app(Settings(), demo_engine), test)
+    assert good.status_code == 200, good.text
+    served, sr = sf.read(io.BytesIO(good.content), dtype="float32")
+    offline, _ = pipe.edit(samples, 24000, "purple elephants", transcript, span=(1.0, 1.4), seed=4)
+    assert sr == 24000 and good.headers["content-disposition"] == 'attachment; filename="infilled.wav"'
+    assert_same_speech(served, np.round(offline * 32767) / 32768)
+    assert_error(two, 422, "spans")

@@ -40,47 +40,59 @@ def router(runtime: ServiceRuntime) -> APIRouter:
         optionally, what it says (``transcript``). Only the changed words and a 0.1 s margin around them are
         regenerated, their length chosen in the context of the speaker's rate; the rest is the upload's own audio,
         at its rate."""
-        engine = runtime.serving("tts")
-        settings = runtime.settings
-        params = request_params(settings, engine, "tts", form.steps, form.solver, form.cfg, form.seed, "vocoder")
-        for name, text in (("text", form.text), ("transcript", form.transcript or "")):
-            if len(text) > MAX_EDIT_TEXT_CHARS:
-                raise TextTooLong(f"{name} is {len(text)} characters; the limit is {MAX_EDIT_TEXT_CHARS}",
-                                  param=name)
-        audio = await _recording(runtime, request, file)
-        transcript, transcribed = (form.transcript or "").strip(), False
-        if not transcript:
-            transcript, transcribed = await _transcribe(runtime, audio), True
-        payload = EditInput(audio.wav, audio.sample_rate, form.text, transcript, form.speed)
-        # the rows see the regenerated frames and the recording around them (model.editing.row_windows): at most
-        # the edit's limit plus the context on both sides, or the recording's own frames if it is shorter
-        grown = TTS_FRAMES_PER_CHAR * max(0, len(form.text) - len(transcript)) / form.speed
-        frames = min(engine.frames(round(audio.seconds * engine.sample_rate)) + grown,
-                     100 * (MAX_EDIT_S + 2 * CONTEXT_S))
-        headers = {"X-Transcript": quote(transcript), "X-Transcribed": str(transcribed).lower()}
-        return await _run(runtime, request, payload, params, SamplingKey.of("tts", params), frames, audio,
-                          form.response_format, "edited", headers)
+        return await _edit(runtime, request, file, form.text, form.transcript, form.speed, form.steps, form.solver,
+                           form.cfg, form.seed, form.response_format)
 
     @api.post(paths.INFILL, response_class=Response, responses=AUDIO_RESPONSE)
     async def infill(request: Request, file: Annotated[UploadFile, File(description="the recording: any format "
                                                                         "libsndfile reads, any rate")],
                      form: Annotated[InfillForm, Form()]) -> Response:
-        """Regenerate time spans of a recording with the pre-trained model, from the audio around them (a cough,
-        a click, a dropout); the rest is the upload's own audio, at its rate."""
-        engine = runtime.serving("pretrain")
-        params = request_params(runtime.settings, engine, "pretrain", form.steps, form.solver, form.guidance,
-                                form.seed, "vocoder")
-        audio = await _recording(runtime, request, file)
+        """Regenerate time spans of a recording from the audio around them (a cough, a click, a dropout) with the
+        pre-trained model; or, with ``text``, make one span say that text in the recording's voice (the TTS
+        model). The rest is the upload's own audio, at its rate."""
         spans = tuple((float(a), float(b)) for a, b in form.spans)
-        regenerated = sum(max(0.0, min(b, audio.seconds) - a) for a, b in spans)
-        if not spans or regenerated > MAX_EDIT_S:
-            raise InvalidParameter(f"spans must hold 1 or more spans of at most {MAX_EDIT_S:g} s in all, got "
-                                   f"{regenerated:.1f} s", param="spans")
-        frames = engine.frames(round(audio.seconds * engine.sample_rate))
-        return await _run(runtime, request, InfillInput(audio.wav, audio.sample_rate, spans), params,
-                          SamplingKey.of("pretrain", params), frames, audio, form.response_format, "infilled", {})
+        if form.text is None:
+            engine = runtime.serving("pretrain")
+            params = request_params(runtime.settings, engine, "pretrain", form.steps, form.solver, form.guidance,
+                                    form.seed, "vocoder")
+            audio = await _recording(runtime, request, file)
+            regenerated = sum(max(0.0, min(b, audio.seconds) - a) for a, b in spans)
+            if not spans or regenerated > MAX_EDIT_S:
+                raise InvalidParameter(f"spans must hold 1 or more spans of at most {MAX_EDIT_S:g} s in all, got "
+                                       f"{regenerated:.1f} s", param="spans")
+            frames = engine.frames(round(audio.seconds * engine.sample_rate))
+            return await _run(runtime, request, InfillInput(audio.wav, audio.sample_rate, spans), params,
+                              SamplingKey.of("pretrain", params), frames, audio, form.response_format, "infilled", {})
+        if len(spans) != 1 or not 0 <= spans[0][0] < spans[0][1]:
+            raise InvalidParameter("with text, give one span [[start, end]] (0 <= start < end) for it to replace",
+                                   param="spans")
+        return await _edit(runtime, request, file, form.text, form.transcript, 1.0, form.steps, form.solver,
+                           form.guidance, form.seed, form.response_format, spans[0])
 
     return api
+
+
+async def _edit(runtime: ServiceRuntime, request: Request, file: UploadFile, text: str, transcript: str | None,
+                speed: float, steps: int | None, solver: str | None, guidance: float | None, seed: int | None,
+                fmt: str, span: tuple[float, float] | None = None) -> Response:
+    """An edit (or a span given a text) through the TTS model: the checks, the transcript, the bounded cost."""
+    engine = runtime.serving("tts")
+    params = request_params(runtime.settings, engine, "tts", steps, solver, guidance, seed, "vocoder")
+    for name, value in (("text", text), ("transcript", transcript or "")):
+        if len(value) > MAX_EDIT_TEXT_CHARS:
+            raise TextTooLong(f"{name} is {len(value)} characters; the limit is {MAX_EDIT_TEXT_CHARS}", param=name)
+    audio = await _recording(runtime, request, file)
+    said, transcribed = (transcript or "").strip(), False
+    if not said:
+        said, transcribed = await _transcribe(runtime, audio), True
+    payload = EditInput(audio.wav, audio.sample_rate, text, said, speed, span)
+    # the rows see the regenerated frames and the recording around them (model.editing.row_windows): at most the
+    # edit's limit plus the context on both sides, or the recording's own frames if it is shorter
+    grown = TTS_FRAMES_PER_CHAR * max(0, len(text) - len(said)) / speed
+    frames = min(engine.frames(round(audio.seconds * engine.sample_rate)) + grown, 100 * (MAX_EDIT_S + 2 * CONTEXT_S))
+    headers = {"X-Transcript": quote(said), "X-Transcribed": str(transcribed).lower()}
+    return await _run(runtime, request, payload, params, SamplingKey.of("tts", params), frames, audio, fmt,
+                      "edited" if span is None else "infilled", headers)
 
 
 async def _recording(runtime: ServiceRuntime, request: Request, upload: UploadFile) -> DecodedAudio:

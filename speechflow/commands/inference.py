@@ -36,16 +36,21 @@ def cmd_infill(args: argparse.Namespace) -> None:
     from model.pipeline import SpeechFlowPipeline
 
     spans = [_parse_span(s) for s in args.span]
+    if args.text is not None and len(spans) != 1:
+        raise SpeechFlowError("--text replaces one --span")
     pipe = SpeechFlowPipeline.from_pretrained(args.bundle, device=args.device, dtype=args.dtype)
     sr = _native_rate(args.input)
-    out, sr = pipe.infill(load_audio(args.input, target_sr=sr), sr, spans, steps=args.nfe, solver=args.solver,
-                          seed=args.seed)
+    wav = load_audio(args.input, target_sr=sr)
+    if args.text is None:
+        out, sr = pipe.infill(wav, sr, spans, steps=args.nfe, solver=args.solver, seed=args.seed)
+    else:  # the TTS model says the text there, in the recording's voice
+        out, sr = pipe.edit(wav, sr, args.text, _transcript(args, wav, sr), span=spans[0], steps=args.nfe,
+                            solver=args.solver, seed=args.seed)
     save_audio(args.output, out, sr)
     print(f"wrote {args.output} ({len(out) / sr:.2f} s, vocoder: {pipe.vocoder_name})")
 
 
 def cmd_edit(args: argparse.Namespace) -> None:
-    from model import recognizer
     from model.audio import load_audio, save_audio
     from model.editing import replace_words
     from model.pipeline import SpeechFlowPipeline
@@ -55,18 +60,25 @@ def cmd_edit(args: argparse.Namespace) -> None:
     pipe = SpeechFlowPipeline.from_pretrained(args.bundle, device=args.device, dtype=args.dtype)
     sr = _native_rate(args.input)
     wav = load_audio(args.input, target_sr=sr)
-    transcript = args.transcript
-    if transcript is None:
-        if not recognizer.available():
-            raise SpeechFlowError("give --transcript: no speech recogniser is installed (pip install "
-                                  "'speechflow[asr]')")
-        transcript = recognizer.transcribe(wav, sr)
-        print(f"heard: {transcript}")
+    transcript = _transcript(args, wav, sr)
     text = args.text if args.text is not None else replace_words(transcript, args.old, args.to)
     out, sr = pipe.edit(wav, sr, text, transcript, steps=args.nfe, solver=args.solver, guidance=args.guidance,
                         seed=args.seed, speed=args.speed)
     save_audio(args.output, out, sr)
     print(f"wrote {args.output} ({len(out) / sr:.2f} s): {text}")
+
+
+def _transcript(args: argparse.Namespace, wav, sr: int) -> str:
+    """--transcript, else what the speech recogniser hears (printed, so the user can check it)."""
+    from model import recognizer
+
+    if args.transcript is not None:
+        return args.transcript
+    if not recognizer.available():
+        raise SpeechFlowError("give --transcript: no speech recogniser is installed (pip install 'speechflow[asr]')")
+    heard = recognizer.transcribe(wav, sr)
+    print(f"heard: {heard}")
+    return heard
 
 
 def _task_kwargs(task: str, args: argparse.Namespace, pipe) -> dict:
@@ -208,10 +220,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="classifier-free guidance weight (1 = none; default 2)")
     p.set_defaults(func=cmd_tts)
 
-    p = sub.add_parser("infill", help="regenerate time spans of a recording with the pre-trained model")
+    p = sub.add_parser("infill", help="regenerate time spans of a recording with the pre-trained model, or one span "
+                       "saying --text")
     p.add_argument("input")
     p.add_argument("output")
     p.add_argument("--span", action="append", required=True, help="START:END in seconds (repeatable)")
+    p.add_argument("--text", help="what the one span should say instead (the TTS model, in the recording's voice)")
+    p.add_argument("--transcript", help="with --text: what the recording says (default: what the speech "
+                   "recogniser hears)")
     add_inference_args(p)
     p.set_defaults(func=cmd_infill)
 
