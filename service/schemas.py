@@ -88,7 +88,19 @@ class TaskForm(StrictForm):
     response_format: ResponseFormat = Field("wav", description="pcm = raw 16-bit little-endian, interleaved")
 
 
-class TtsForm(StrictForm):
+class TtsSamplingForm(StrictForm):
+    """The TTS model's sampling fields, which /v1/tts and /v1/audio/edit share."""
+
+    steps: int | None = Field(None, ge=1, description="network evaluations (NFE) of the ODE solver; default: the "
+                              "server's default_steps if set, else the task's; at most max_steps")
+    solver: Solver | None = Field(None, description="ODE solver; default: the server's default_solver if "
+                                  "set, else the task's (Euler)")
+    cfg: float | None = Field(None, ge=0.0, le=10.0, validation_alias=AliasChoices("cfg", "guidance"),
+                              description=f"{TTS_GUIDANCE}; 'guidance' is accepted too")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="noise seed; default: random (echoed in X-Seed)")
+
+
+class TtsForm(TtsSamplingForm):
     """Form fields of /v1/tts (besides the optional ``prompt`` upload). Give ``voice`` (a built-in voice, see
     /v1/voices) or ``prompt`` (0.5-15 s of the voice to use) with ``prompt_text`` (what the prompt says)."""
 
@@ -98,13 +110,6 @@ class TtsForm(StrictForm):
     voice: str | None = Field(None, description="a built-in voice (see /v1/voices) instead of a prompt")
     prompt_text: str | None = Field(None, description="the transcript of the uploaded prompt")
     speed: float = Field(1.0, ge=MIN_SPEED, le=MAX_SPEED, description="speaking rate (2 = twice as fast)")
-    steps: int | None = Field(None, ge=1, description="network evaluations (NFE) of the ODE solver; default: the "
-                              "server's default_steps if set, else the task's; at most max_steps")
-    solver: Solver | None = Field(None, description="ODE solver; default: the server's default_solver if "
-                                  "set, else the task's (Euler)")
-    cfg: float | None = Field(None, ge=0.0, le=10.0, validation_alias=AliasChoices("cfg", "guidance"),
-                              description=f"{TTS_GUIDANCE}; 'guidance' is accepted too")
-    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="noise seed; default: random (echoed in X-Seed)")
     response_format: ResponseFormat = Field("wav", validation_alias=AliasChoices("response_format", "format"),
                                              description="16 kHz mono (the model's rate); pcm = raw 16-bit "
                                              "little-endian; 'format' is accepted too")
@@ -114,7 +119,7 @@ class TtsForm(StrictForm):
         description=TIMESTAMPS_HELP + "; a repeated form field ('timestamp_granularities[]' is accepted too)")
 
 
-class EditForm(StrictForm):
+class EditForm(TtsSamplingForm):
     """Form fields of /v1/audio/edit (besides ``file``, the recording)."""
 
     uploads: ClassVar[frozenset[str]] = frozenset(UPLOAD_FIELDS)
@@ -124,13 +129,6 @@ class EditForm(StrictForm):
                                    "recogniser hears (echoed in X-Transcript)")
     speed: float = Field(1.0, ge=MIN_SPEED, le=MAX_SPEED, description="speaking rate of the new words relative to "
                          "the speaker's own (2 = twice as fast)")
-    steps: int | None = Field(None, ge=1, description="network evaluations (NFE) of the ODE solver; default: the "
-                              "server's default_steps if set, else the TTS model's; at most max_steps")
-    solver: Solver | None = Field(None, description="ODE solver; default: the server's default_solver if set, "
-                                  "else Euler")
-    cfg: float | None = Field(None, ge=0.0, le=10.0, validation_alias=AliasChoices("cfg", "guidance"),
-                              description=f"{TTS_GUIDANCE}; 'guidance' is accepted too")
-    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="noise seed; default: random (echoed in X-Seed)")
     response_format: ResponseFormat = Field("wav", description="at the upload's rate; pcm = raw 16-bit "
                                             "little-endian. wav, flac and pcm of a 16-bit upload give its kept "
                                             "samples back bit for bit")
