@@ -22,6 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .defaults import Sampling
 from .devices import dtype_name, linear_seconds
+from .errors import ConfigError
 from .generation import LiveBatch, Row
 from .modeling import SpeechFlowModel
 from .stages import recording
@@ -129,6 +130,21 @@ def profile_task(pipe: Any, task: str, seconds: float = 4.0, repeats: int = 3, *
     run = pipe.enhance if task == "enhance" else pipe.separate
     row = _profile(lambda: run(wav, pipe.sample_rate, **kwargs)[0], pipe, repeats)
     return {"task": task, **row, **kwargs}
+
+
+def profile_edit(pipe: Any, new_word: str, voice: str | None = None, repeats: int = 3,
+                 **tts_kwargs: Any) -> dict[str, Any]:
+    """One edit of a built-in voice's recording (its third word replaced by ``new_word``), end to end and per
+    stage (text frontend, prompt alignment, durations, features, sampling, vocoder; the rest is the splice)."""
+    voice = voice or next(iter(pipe.voices), None)
+    if voice not in pipe.voices:
+        raise ConfigError(f"no built-in voice {voice!r} to edit; this bundle has: {', '.join(pipe.voices) or 'none'}")
+    recording = pipe.voices[voice]
+    words = recording.text.split()
+    text = " ".join([*words[:2], new_word, *words[3:]])
+    row = _profile(lambda: pipe.edit(recording.wav, pipe.sample_rate, text, recording.text, **tts_kwargs)[0], pipe,
+                   repeats)
+    return {"task": "edit", "voice": voice, "text": text, **row, **tts_kwargs}
 
 
 def _profile(run: Callable[[], np.ndarray], pipe: Any, repeats: int) -> dict[str, Any]:

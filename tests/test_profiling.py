@@ -29,6 +29,16 @@ def test_tts_profile_times_every_stage_of_one_request(tmp_path):
     assert row["steps"] == 2 and row["audio_s"] > 1 and row["rtf"] == round(row["seconds"] / row["audio_s"], 4)
 
 
+def test_edit_profile_times_one_edit_of_a_built_in_voice(tmp_path):
+    out = tmp_path / "edit.json"
+    assert main(["profile", "--edit", "purple", "--voice", "espeak-en-029-Mike", "--bundle", str(BUNDLE), "--nfe",
+                 "2", "--dtype", "fp32", "--repeats", "1", "--json", str(out)]) == 0
+    [row] = json.loads(out.read_text())
+    assert row["task"] == "edit" and row["text"].startswith("It's always purple when") and row["steps"] == 2
+    assert {"prompt alignment", "durations", "sampling", "vocoder"} <= set(row["stages_s"]) and row["audio_s"] > 5
+    assert main(["profile", "--edit", "purple", "--voice", "nobody", "--bundle", str(BUNDLE)]) == 2
+
+
 def test_enhance_profile_times_the_request_and_its_stages(tmp_path):
     out = tmp_path / "enhance.json"
     assert main(["profile", "--enhance", "1.5", "--bundle", str(BUNDLE), "--nfe", "2", "--dtype", "fp32",

@@ -153,21 +153,22 @@ def cmd_profile(args: argparse.Namespace) -> None:
     from model.config import ModelConfig, preset
     from model.devices import resolve_device, resolve_dtype
     from model.modeling import SpeechFlowModel
-    from model.profiling import profile_task, profile_tts, time_sampler
+    from model.profiling import profile_edit, profile_task, profile_tts, time_sampler
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     rows = []
     for dtype in dict.fromkeys(resolve_dtype(d, device) for d in args.dtype):
-        task = next((t for t in ("tts", "enhance", "separate") if getattr(args, t) is not None), None)
+        task = next((t for t in ("tts", "edit", "enhance", "separate") if getattr(args, t) is not None), None)
         if task is not None:
             from model.pipeline import SpeechFlowPipeline
 
             pipe = SpeechFlowPipeline.from_pretrained(args.bundle, device=device, dtype=dtype)
-            if task == "tts":
-                row = profile_tts(pipe, args.tts, args.voice, repeats=args.repeats,
-                                  **sampling_kwargs("tts", args, pipe))
+            if task in ("tts", "edit"):
+                profile = profile_tts if task == "tts" else profile_edit
+                row = profile(pipe, getattr(args, task), args.voice, repeats=args.repeats,
+                              **sampling_kwargs("tts", args, pipe))
             else:
                 row = profile_task(pipe, task, getattr(args, task), repeats=args.repeats,
                                    **sampling_kwargs(task, args, pipe))
@@ -261,12 +262,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     source.add_argument("--preset", nargs="+", choices=["debug", "tiny", "small", "base"],
                         help="random weights of these presets")
     source.add_argument("--tts", metavar="TEXT", help="profile one TTS request of this text with --bundle")
+    source.add_argument("--edit", metavar="WORD", help="profile one edit with --bundle: a built-in voice's "
+                        "recording (--voice) with its third word replaced by WORD")
     source.add_argument("--enhance", metavar="SECONDS", type=float,
                         help="profile one enhancement of this many seconds of noisy speech with --bundle")
     source.add_argument("--separate", metavar="SECONDS", type=float,
                         help="profile one separation of this many seconds of a two-voice mixture with --bundle")
-    p.add_argument("--bundle", default=DEFAULT_BUNDLE, help="the bundle for --tts / --enhance / --separate")
-    p.add_argument("--voice", help="built-in voice for --tts (default: the bundle's first)")
+    p.add_argument("--bundle", default=DEFAULT_BUNDLE, help="the bundle for --tts / --edit / --enhance / --separate")
+    p.add_argument("--voice", help="built-in voice for --tts / --edit (default: the bundle's first)")
     p.add_argument("--seconds", type=float, default=10.0, help="audio per row for the sampler timing")
     p.add_argument("--nfe", type=int, nargs="+", help="network evaluations (sampler: 8 16 32; tts: the default)")
     p.add_argument("--solver", choices=["euler", "midpoint", "heun", "rk4"])
