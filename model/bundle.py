@@ -22,7 +22,7 @@ VOCODER_DIR = "vocoder"  # not a task: the mel -> waveform model shared by all o
 DURATION_DIR = "tts/duration"  # the TTS model's duration model
 ALIGNER_DIR = "tts/aligner"  # the TTS model's prompt aligner (optional: durations rescaled otherwise)
 STUDENT_DIR = "student"  # inside a task's directory: its few-step student (optional)
-STUDENT_TASKS = ("enhance", "separate")  # the tasks that may have one
+STUDENT_TASKS = ("enhance", "separate", "tts")  # the tasks that may have one
 EXTRA_DIRS = {"vocoder": VOCODER_DIR, "duration": DURATION_DIR, "aligner": ALIGNER_DIR,
               **{f"{task}-student": f"{TASK_DIRS[task]}/{STUDENT_DIR}" for task in STUDENT_TASKS}}
 

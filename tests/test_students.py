@@ -241,3 +241,64 @@ def test_the_separation_mask_loss_scores_the_shares_in_either_speaker_order():
     loss = separation_mask_loss(mel, model.net, both, mix, mask)
     loss.backward()
     assert torch.isfinite(loss) and model.net.out_proj.weight.grad.abs().sum() > 0
+
+
+def test_a_guided_tts_student_learns_the_teachers_guided_velocity_and_serves_in_half_the_passes(tmp_path):
+    from model.bundle import write_bundle, write_voices
+    from model.generation import LiveBatch
+    from tests.conftest import TTS_TRAIN, write_aligned_corpus, write_tts_bundle
+    from training.tasks.tts import TTSObjective, guided_loss
+    from training.trainers.finetune import finetune, student_teacher
+    from training.trainers.trainer import TrainConfig
+
+    manifest = write_aligned_corpus(tmp_path, ["The little boat drifted slowly.", "She kept every letter."])
+    bundle = write_tts_bundle(tmp_path, manifest, "The little boat drifted slowly.", steps=30)
+    model = SpeechFlowModel.from_pretrained(bundle / "tts")
+    with pytest.raises(ConfigError, match="'guided' for a TTS student"):
+        make_student(SpeechFlowModel.from_pretrained(DEMO_BUNDLE / "enhance"), 4, "guided")
+    make_student(model, 4, "guided")
+    # the teacher's swayed grid, from noise: the same sampler without the unconditional pass
+    teacher = TASK_SAMPLING["tts"]
+    assert model.config.sampling == {"steps": 4, "guidance": 1.0, "solver": "euler", "sway": teacher.sway,
+                                     "guidance_until": 1.0, "ensemble": 1}
+    assert model.config.flow.prior_scale == 1.0 and len(model.config.flow.train_times) == 4
+    assert model.config.extra["student"]["guidance"] == teacher.guidance
+
+    # the loss is 0 exactly when the student's velocity is the teacher's guided one
+    frozen = SpeechFlowModel.from_pretrained(bundle / "tts").net.eval()
+    x1 = torch.randn(2, 30, 80, generator=torch.Generator().manual_seed(0))
+    phones = torch.randint(1, 20, (2, 30))
+    mask, masked = torch.ones(2, 30, dtype=torch.bool), torch.zeros(2, 30, dtype=torch.bool)
+    masked[:, 10:] = True
+    cond = x1 * (~masked)[..., None]
+
+    class Guided(torch.nn.Module):  # the teacher with guidance applied: what the student should become
+        def forward(self, x, t, c, m, phones):
+            return frozen(x, t, torch.zeros_like(c), m, phones=torch.zeros_like(phones)) + teacher.guidance * (
+                frozen(x, t, c, m, phones=phones) - frozen(x, t, torch.zeros_like(c), m, phones=torch.zeros_like(phones)))
+
+    flow = FlowMatching(model.config.flow)
+    exact = guided_loss(flow, Guided(), frozen, teacher.guidance, x1, cond, phones, mask, masked,
+                        torch.Generator().manual_seed(1))
+    assert exact.item() == pytest.approx(0.0, abs=1e-8)
+    assert guided_loss(flow, frozen, frozen, teacher.guidance, x1, cond, phones, mask, masked,
+                       torch.Generator().manual_seed(1)).item() > 1e-6  # unguided is not guided
+    assert TTSObjective(model.config, student_teacher(model)).teacher is not None
+
+    # trained (briefly) by finetune, it loads as the bundle's TTS student; quality fast makes one pass a step
+    run = finetune("tts", bundle / "tts", manifest, tmp_path / "student", TrainConfig(steps=3, **TTS_TRAIN),
+                   student_steps=4, student_loss="guided")
+    assert SpeechFlowModel.from_pretrained(run).config.extra["student"]["loss"] == "guided"
+    wav, _ = sf.read(manifest.parent / "u0.wav", dtype="float32")
+    both = write_bundle(tmp_path / "both", {"tts": bundle / "tts", "tts-student": run,
+                                            "duration": bundle / "tts" / "duration"})
+    write_voices(both, {"anna": (wav, "The little boat drifted slowly.")})
+    pipe = SpeechFlowPipeline.from_pretrained(both, device="cpu")
+    fast = pipe.task_sampling("tts", "fast")
+    assert fast.student and fast.guidance == 1.0 and fast.steps == 4
+    plan = pipe.plan_tts("She kept every letter.", sampling=fast, voice="anna", seed=0)
+    batch = LiveBatch(pipe.model("tts", student=True), fast)
+    batch.join(plan.rows)
+    while batch.rows:
+        batch.step()
+    assert all(r.output is not None and torch.isfinite(r.output).all() for r in plan.rows)

@@ -237,9 +237,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--student-steps", type=int, metavar="NFE",
                    help="train a NFE-step student of --init (a task model): trained at its Euler grid's times only, "
                         "no condition dropout, served at NFE steps without guidance or draws")
-    p.add_argument("--student-loss", choices=["flow", "mask"], default="flow",
-                   help="a one-step enhancement or separation student's loss: flow (log-mel regression) or mask "
-                        "(the masks the reconstruction applies, plus a tenth of the log-mel error)")
+    p.add_argument("--student-loss", choices=["flow", "mask", "guided"], default="flow",
+                   help="flow: the flow-matching loss at the grid's times from zeros (one step: log-mel regression); "
+                        "mask (one-step enhancement or separation): the masks the reconstruction applies, plus a "
+                        "tenth of the log-mel error; guided (TTS): the teacher's grid from noise, each velocity "
+                        "regressed on the teacher's guided one (guidance folded in)")
     _add_train_args(p)
     p.set_defaults(func=cmd_finetune)
 

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from model.config import ModelConfig
 from model.features import MelSpectrogram
-from model.flow import FlowMatching
+from model.flow import FlowMatching, masked_mean
 from model.text import PhoneVocab
 from training.data.alignments import phones_to_frames
 from training.data.cuts import ManifestError, cut_phones, has_phones
@@ -66,8 +66,14 @@ def collate_aligned(items: list[dict[str, np.ndarray]]) -> dict[str, Tensor]:
 
 
 class TTSObjective:
-    def __init__(self, config: ModelConfig) -> None:
+    """Generate the masked frames from the rest and every frame's phone (both dropped with ``p_uncond``, for
+    guidance). With a ``teacher`` (a "guided" student: `training.trainers.finetune.make_student`), the velocity
+    is regressed on the teacher's guided one instead (`guided_loss`)."""
+
+    def __init__(self, config: ModelConfig, teacher: nn.Module | None = None) -> None:
         self.config, self.mel, self.flow = config, MelSpectrogram(config.mel), FlowMatching(config.flow)
+        self.teacher = teacher
+        self.guidance = float(config.extra.get("student", {}).get("guidance", 1.0))
 
     def __call__(self, net: nn.Module, batch: dict[str, Tensor], rng: np.random.Generator,
                  gen: torch.Generator) -> Tensor:
@@ -78,4 +84,23 @@ class TTSObjective:
         masked = pretraining_masks(rng, mask.sum(1).tolist(), x1.shape[1], self.config.flow).to(x1.device)
         keep = (torch.rand(x1.shape[0], device=x1.device, generator=gen) >= self.config.flow.p_uncond)[:, None]
         cond = x1 * (~masked & keep)[..., None]
+        if self.teacher is not None:
+            self.teacher = self.teacher.to(x1.device)
+            return guided_loss(self.flow, net, self.teacher, self.guidance, x1, cond, phones, mask, masked, gen)
         return self.flow.loss(net, x1, cond, mask, masked, generator=gen, phones=phones * keep)
+
+
+def guided_loss(flow: FlowMatching, net: nn.Module, teacher: nn.Module, guidance: float, x1: Tensor, cond: Tensor,
+                phones: Tensor, mask: Tensor, loss_mask: Tensor, gen: torch.Generator) -> Tensor:
+    """Guidance distillation: at a point x_t of the flow's path, the student's velocity against the teacher's
+    guided velocity v_u + w (v_c - v_u) (conditional and unconditional in one doubled batch, no gradient), on the
+    frames of ``loss_mask``. x1 and cond (B, T, D), phones, mask and loss_mask (B, T)."""
+    t, x0 = flow.draw(x1, gen)
+    x_t, _ = flow.path(x0, x1, t)
+    with torch.no_grad():
+        both = teacher(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([cond, torch.zeros_like(cond)]),
+                       torch.cat([mask, mask]), phones=torch.cat([phones, torch.zeros_like(phones)])).float()
+        v_c, v_u = both.chunk(2)
+        target = v_u + guidance * (v_c - v_u)
+    v = net(x_t, t, cond, mask, phones=phones).float()
+    return masked_mean((v - target) ** 2, loss_mask & mask)

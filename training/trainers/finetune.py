@@ -14,7 +14,9 @@ from model.bundle import training_steps
 from model.checkpoint import read_weights
 from model.config import ModelConfig
 from model.errors import ConfigError
+from model.defaults import sampling
 from model.flow import FlowMatching
+from model.solvers import step_times
 from model.modeling import SpeechFlowModel
 from model.text import PhoneVocab
 from training.augmentation.mixing import AugmentConfig
@@ -90,29 +92,43 @@ def init_from_pretrained(init: str | os.PathLike, task: str) -> SpeechFlowModel:
 
 
 def make_student(model: SpeechFlowModel, steps: int, loss: str = "flow") -> None:
-    """Turn a task model into a ``steps``-step student of itself, in place: trained only at the times of a
-    uniform Euler grid, its condition never dropped (guidance folded in), starting from zeros instead of noise
-    (``prior_scale`` 0: deterministic), served at that grid by default.
+    """Turn a task model into a ``steps``-step student of itself, in place: trained only at the times of its Euler
+    grid, its condition never dropped (guidance folded in), served at that grid without guidance by default.
 
+    ``loss`` "flow" (and "mask"): a uniform grid from zeros instead of noise (``prior_scale`` 0: deterministic).
     With one step this regresses the posterior mean: from x0 = 0 at t = 0 the flow-matching loss is minimised by
     v = E[x1 | condition], the average of every draw the teacher could make, which its ``ensemble`` estimates
-    with 2 x NFE x draws network passes; the student makes it in one.
-    ``loss`` "mask" (enhancement or separation, one step): scored on the masks the reconstruction applies instead
-    (`mask_loss`, `separation_mask_loss`).
+    with 2 x NFE x draws network passes; the student makes it in one. "mask" (enhancement or separation, one
+    step): scored on the masks the reconstruction applies instead (`mask_loss`, `separation_mask_loss`).
+    "guided" (TTS): the teacher's own grid (its sway) from noise as before, each step's velocity regressed on the
+    teacher's guided one (`guided_loss`): the same sampler at half the network passes, guidance folded in.
     """
+    task = model.config.task
     if steps < 1:
         raise ConfigError(f"a student takes at least one step, got {steps}")
-    mask_ok = steps == 1 and model.config.task in ("enhance", "separate")
-    if loss not in ("flow", "mask") or (loss == "mask" and not mask_ok):
-        raise ConfigError(f"a student's loss is 'flow', or 'mask' for a one-step enhancement or separation student; "
-                          f"got {loss!r}")
+    allowed = {"flow": True, "mask": steps == 1 and task in ("enhance", "separate"), "guided": task == "tts"}
+    if not allowed.get(loss, False):
+        raise ConfigError(f"a student's loss is 'flow', 'mask' for a one-step enhancement or separation student or "
+                          f"'guided' for a TTS student; got {loss!r} for {task!r}")
     cfg = model.config
-    cfg.flow = dataclasses.replace(cfg.flow, train_times=tuple(k / steps for k in range(steps)), p_uncond=0.0,
-                                   prior_scale=0.0)
-    cfg.sampling = {"steps": steps, "guidance": 1.0, "solver": "euler", "sway": 0.0, "guidance_until": 1.0,
+    teacher = sampling(task)
+    sway = teacher.sway if loss == "guided" else 0.0
+    grid = step_times(steps, sway=sway).tolist()[:-1]
+    cfg.flow = dataclasses.replace(cfg.flow, train_times=tuple(grid), p_uncond=0.0,
+                                   prior_scale=cfg.flow.prior_scale if loss == "guided" else 0.0)
+    cfg.sampling = {"steps": steps, "guidance": 1.0, "solver": "euler", "sway": sway, "guidance_until": 1.0,
                     "ensemble": 1}
     model.flow = FlowMatching(cfg.flow)
-    cfg.extra["student"] = {"steps": steps, "teacher": cfg.extra.get("init", {}).get("from"), "loss": loss}
+    cfg.extra["student"] = {"steps": steps, "teacher": cfg.extra.get("init", {}).get("from"), "loss": loss,
+                            **({"guidance": teacher.guidance} if loss == "guided" else {})}
+
+
+def student_teacher(model: SpeechFlowModel) -> torch.nn.Module | None:
+    """The frozen network of the teacher a "guided" student learns from (its init), else None."""
+    student = model.config.extra.get("student", {})
+    if student.get("loss") != "guided":
+        return None
+    return SpeechFlowModel.from_pretrained(student["teacher"]).net.eval().requires_grad_(False)
 
 
 def finetune(
@@ -154,7 +170,7 @@ def finetune(
         keep = all_of(keep, has_phones)
         dataset = AlignedCropDataset(train.max_seconds, PhoneVocab(model.config.phones), sr,
                                      model.config.mel.hop_length, seed=train.seed)
-        objective = TTSObjective(model.config)
+        objective = TTSObjective(model.config, student_teacher(model))
         require_phones(data)
     loaders = loader_factory(data, dataset, sampler_config(train), train.num_workers, keep=keep)
     return Trainer(model, objective, loaders, train, out).fit(resume=resume)
