@@ -274,8 +274,8 @@ def test_a_guided_tts_student_learns_the_teachers_guided_velocity_and_serves_in_
 
     class Guided(torch.nn.Module):  # the teacher with guidance applied: what the student should become
         def forward(self, x, t, c, m, phones):
-            return frozen(x, t, torch.zeros_like(c), m, phones=torch.zeros_like(phones)) + teacher.guidance * (
-                frozen(x, t, c, m, phones=phones) - frozen(x, t, torch.zeros_like(c), m, phones=torch.zeros_like(phones)))
+            unconditional = frozen(x, t, torch.zeros_like(c), m, phones=torch.zeros_like(phones))
+            return unconditional + teacher.guidance * (frozen(x, t, c, m, phones=phones) - unconditional)
 
     flow = FlowMatching(model.config.flow)
     exact = guided_loss(flow, Guided(), frozen, teacher.guidance, x1, cond, phones, mask, masked,

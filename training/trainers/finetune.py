@@ -13,11 +13,11 @@ from torch import Tensor
 from model.bundle import training_steps
 from model.checkpoint import read_weights
 from model.config import ModelConfig
-from model.errors import ConfigError
 from model.defaults import sampling
+from model.errors import ConfigError
 from model.flow import FlowMatching
-from model.solvers import step_times
 from model.modeling import SpeechFlowModel
+from model.solvers import step_times
 from model.text import PhoneVocab
 from training.augmentation.mixing import AugmentConfig
 from training.data.loading import CutBatchDataset, all_of, loader_factory, min_duration, sampler_config, wideband
