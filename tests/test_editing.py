@@ -184,3 +184,31 @@ def test_a_span_given_a_text_says_it_there_and_nothing_else_changes(demo_pipelin
     assert 0.7 * sr < first < 1.1 * sr and len(out) - last < 2.5 * sr and last > 3.5 * sr, (first, last)
     if recognizer.available():
         assert "purple elephants" in recognizer.transcribe(out, sr)
+
+
+def test_rows_see_each_regenerated_stretch_with_its_context_not_the_whole_recording():
+    from model.editing import row_windows
+
+    generate = np.zeros(6000, dtype=bool)  # a minute of frames
+    generate[1000:1050] = generate[1300:1320] = generate[5000:5100] = True
+    layout = Layout(np.arange(6000), generate)
+    # the first two stretches are 250 frames apart, closer than two contexts: one row; the third has its own
+    assert row_windows(layout, 400) == [(600, 1720), (4600, 5500)]
+    assert row_windows(layout, 100) == [(900, 1150), (1200, 1420), (4900, 5200)]
+    generate[:] = False
+    generate[:10] = True  # at the very start: clipped to the recording
+    assert row_windows(Layout(np.arange(6000), generate), 400) == [(0, 410)]
+
+
+def test_an_edit_in_a_long_recording_costs_the_edit_not_the_recording(demo_pipeline):
+    from model.defaults import sampling
+    from model.editing import CONTEXT_S
+
+    pipe, _ = demo_pipeline
+    voices = list(pipe.voices.values())[:4]
+    wav = np.concatenate([v.wav for v in voices])  # about 20 s, four speakers' sentences
+    transcript = " ".join(v.text for v in voices)
+    text = transcript.replace(" sad ", " purple ")
+    plan = pipe.plan_edit(wav, 16000, text, transcript, sampling=sampling("tts"), seed=0)
+    [row] = plan.rows
+    assert row.frames <= 100 * (2 * CONTEXT_S + 1.0) < len(wav) / 160
