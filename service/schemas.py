@@ -36,6 +36,8 @@ ENSEMBLE_HELP = ("independent draws whose masks are averaged (less sampling nois
                  f"({TASK_SAMPLING['enhance'].ensemble} for enhance, {TASK_SAMPLING['separate'].ensemble} for "
                  "separate)")
 TTS_GUIDANCE = f"classifier-free guidance weight (1 = none; default {TASK_SAMPLING['tts'].guidance:g})"
+TTS_QUALITY_HELP = ("fast: the TTS model's guided student (guidance folded in: half the network passes), where the "
+                    "bundle has one; full: the TTS model itself; default: the bundle's choice (GET /v1/models)")
 
 
 class StrictForm(BaseModel):
@@ -91,6 +93,7 @@ class TaskForm(StrictForm):
 class TtsSamplingForm(StrictForm):
     """The TTS model's sampling fields, which /v1/tts and /v1/audio/edit share."""
 
+    quality: Quality | None = Field(None, description=TTS_QUALITY_HELP)
     steps: int | None = Field(None, ge=1, description="network evaluations (NFE) of the ODE solver; default: the "
                               "server's default_steps if set, else the task's; at most max_steps")
     solver: Solver | None = Field(None, description="ODE solver; default: the server's default_solver if "
@@ -189,6 +192,7 @@ class SpeechRequest(BaseModel):
                                  "mono as OpenAI's", json_schema_extra={"enum": list(SPEECH_FORMATS)})
     stream_format: StreamFormat = Field("audio", description=SPEECH_STREAM_FORMAT_HELP)
     speed: float = Field(1.0, ge=MIN_SPEED, le=MAX_SPEED, description="speaking rate, 0.25-4")
+    quality: Quality | None = Field(None, description=TTS_QUALITY_HELP + "; model tts-1-hd asks for full")
     steps: int | None = Field(None, ge=1, description="NFE of the ODE solver (default: the server's)")
     solver: Solver | None = Field(None, description="ODE solver (default: the server's)")
     cfg: float | None = Field(None, ge=0.0, le=10.0, description=TTS_GUIDANCE)

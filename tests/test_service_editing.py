@@ -91,6 +91,7 @@ def test_without_a_transcript_the_recogniser_s_is_used(demo_engine, recording):
     ({"text": "x" * 1001}, 413, "text"),
     ({"text": "ok", "speed": "9"}, 422, "speed"),
     ({"text": "ok", "typo": "1"}, 422, None),
+    ({"text": "ok", "quality": "fast"}, 422, "quality"),  # the shipped bundle has no TTS student
 ])
 def test_edit_errors_name_the_field(demo_engine, recording, fields, status, param):
     data, _, transcript = recording

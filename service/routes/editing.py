@@ -41,7 +41,7 @@ def router(runtime: ServiceRuntime) -> APIRouter:
         regenerated, their length chosen in the context of the speaker's rate; the rest is the upload's own audio,
         at its rate."""
         return await _edit(runtime, request, file, form.text, form.transcript, form.speed, form.steps, form.solver,
-                           form.cfg, form.seed, form.response_format)
+                           form.cfg, form.seed, form.response_format, quality=form.quality)
 
     @api.post(paths.INFILL, response_class=Response, responses=AUDIO_RESPONSE)
     async def infill(request: Request, file: Annotated[UploadFile, File(description="the recording: any format "
@@ -74,10 +74,10 @@ def router(runtime: ServiceRuntime) -> APIRouter:
 
 async def _edit(runtime: ServiceRuntime, request: Request, file: UploadFile, text: str, transcript: str | None,
                 speed: float, steps: int | None, solver: str | None, guidance: float | None, seed: int | None,
-                fmt: str, span: tuple[float, float] | None = None) -> Response:
+                fmt: str, span: tuple[float, float] | None = None, quality: str | None = None) -> Response:
     """An edit (or a span given a text) through the TTS model: the checks, the transcript, the bounded cost."""
     engine = runtime.serving("tts")
-    params = request_params(runtime.settings, engine, "tts", steps, solver, guidance, seed, "vocoder")
+    params = request_params(runtime.settings, engine, "tts", steps, solver, guidance, seed, "vocoder", quality=quality)
     for name, value in (("text", text), ("transcript", transcript or "")):
         if len(value) > MAX_EDIT_TEXT_CHARS:
             raise TextTooLong(f"{name} is {len(value)} characters; the limit is {MAX_EDIT_TEXT_CHARS}", param=name)

@@ -124,7 +124,8 @@ async def _parse_form(runtime: ServiceRuntime, form: TtsForm, prompt: UploadFile
         decoded = await decode_prompt(settings, engine, prompt, "prompt")
         payload = TtsInput(text, prompt=decoded.wav, prompt_text=form.prompt_text, speed=form.speed)
         prompt_seconds = decoded.seconds
-    params = request_params(settings, engine, "tts", form.steps, form.solver, form.cfg, form.seed, "vocoder")
+    params = request_params(settings, engine, "tts", form.steps, form.solver, form.cfg, form.seed, "vocoder",
+                            quality=form.quality)
     return SpeechJob(payload, params, form.response_format, form.stream_format, names, prompt_seconds=prompt_seconds,
                      timestamps=tuple(dict.fromkeys(form.timestamp_granularities or ())))
 
@@ -137,8 +138,9 @@ async def _parse_json(runtime: ServiceRuntime, body: SpeechRequest) -> SpeechJob
     names = _Names("input")
     text = _check_text(runtime.settings, body.input, names.text, _input_limit(runtime.settings))
     payload = await runtime.voices.tts_input(engine, body.voice_id, text, body.speed, names.voice)
+    quality = body.quality or ("full" if body.model == "tts-1-hd" else None)  # OpenAI's higher-quality name
     params = request_params(runtime.settings, engine, "tts", body.steps, body.solver, body.cfg, body.seed,
-                            "vocoder")
+                            "vocoder", quality=quality)
     return SpeechJob(payload, params, body.response_format, body.stream_format, names, OPENAI_SAMPLE_RATE,
                      timestamps=tuple(dict.fromkeys(body.timestamp_granularities or ())))
 
