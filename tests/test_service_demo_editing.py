@@ -34,7 +34,8 @@ def test_a_word_of_a_recording_is_changed_through_the_page(demo_engine, demo_pip
 
         browser.find_element(By.ID, "edit-file").send_keys(str(tmp_path / "take.wav"))
         browser.find_element(By.ID, "edit-transcript").send_keys(voice.text)
-        browser.find_element(By.ID, "edit-text").send_keys(voice.text)  # unchanged: the server's 422 by the text
+        # the new text starts as the transcript, to change words in place; sent unchanged: the 422 by the text
+        assert browser.find_element(By.ID, "edit-text").get_attribute("value") == voice.text
         browser.find_element(By.ID, "edit-submit").click()
         message = wait.until(ready.visibility_of_element_located((By.ID, "edit-text-error")))
         assert "Error 422 (invalid_parameter): text says what the recording already says" in message.text

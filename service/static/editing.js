@@ -30,3 +30,12 @@ async function runEdit(event) {
     }
   });
 }
+
+// What it should say starts as what it says: the words are changed in place. The copy follows the transcript
+// until the new text is edited by hand.
+let mirrored = "";
+$("edit-transcript").addEventListener("input", () => {
+  const text = $("edit-text");
+  if (text.value === mirrored) text.value = $("edit-transcript").value;
+  mirrored = $("edit-transcript").value;
+});
