@@ -26,7 +26,7 @@ def cmd_tts(args: argparse.Namespace) -> None:
     prompt = load_audio(args.prompt, target_sr=pipe.sample_rate) if args.prompt else None
     out, sr = pipe.tts(args.text, prompt_wav=prompt, prompt_sr=pipe.sample_rate, prompt_text=args.prompt_text,
                        voice=args.voice, speed=args.speed, steps=args.nfe, solver=args.solver,
-                       guidance=args.guidance, seed=args.seed)
+                       guidance=args.guidance, seed=args.seed, quality=args.quality)
     save_audio(args.out, out, sr)
     print(f"wrote {args.out} ({len(out) / sr:.2f} s)")
 
@@ -63,7 +63,7 @@ def cmd_edit(args: argparse.Namespace) -> None:
     transcript = _transcript(args, wav, sr)
     text = args.text if args.text is not None else replace_words(transcript, args.old, args.to)
     out, sr = pipe.edit(wav, sr, text, transcript, steps=args.nfe, solver=args.solver, guidance=args.guidance,
-                        seed=args.seed, speed=args.speed)
+                        seed=args.seed, speed=args.speed, quality=args.quality)
     save_audio(args.output, out, sr)
     print(f"wrote {args.output} ({len(out) / sr:.2f} s): {text}")
 
@@ -218,7 +218,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True)
     add_inference_args(p)
     p.add_argument("--guidance", "--cfg", dest="guidance", type=float, default=None,
-                   help="classifier-free guidance weight (1 = none; default 2)")
+                   help="classifier-free guidance weight (1 = none; default: the TTS model's)")
+    add_quality_arg(p)
     p.set_defaults(func=cmd_tts)
 
     p = sub.add_parser("infill", help="regenerate time spans of a recording with the pre-trained model, or one span "
@@ -243,6 +244,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--speed", type=float, default=1.0, help="speaking rate of the new words (2 = twice as fast)")
     p.add_argument("--guidance", "--cfg", dest="guidance", type=float, default=None,
                    help="classifier-free guidance weight (1 = none; default: the TTS model's)")
+    add_quality_arg(p)
     add_inference_args(p)
     p.set_defaults(func=cmd_edit)
 

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from training.trainers.trainer import TrainConfig
 
 BUNDLE_ENTRIES = ("pretrain", "enhance", "separate", "tts", "vocoder", "duration", "aligner",  # model.bundle's dirs
-                  "enhance-student", "separate-student")
+                  "enhance-student", "separate-student", "tts-student")
 
 
 def _train_config(args: argparse.Namespace, **defaults):
@@ -305,6 +305,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    "(e.g. the unseen-speaker test_cuts.jsonl.gz)")
     p.add_argument("--recipe", help="the command(s) that produced the models, recorded in bundle.json")
     p.add_argument("--fp32", action="store_true", help="keep fp32 weights (default: fp16, half the size)")
-    p.add_argument("--default-fast", nargs="+", metavar="TASK", choices=["enhance", "separate"],
+    p.add_argument("--default-fast", nargs="+", metavar="TASK", choices=["enhance", "separate", "tts"],
                    help="tasks whose requests get the student (quality 'fast') unless they ask for 'full'")
     p.set_defaults(func=cmd_bundle)
