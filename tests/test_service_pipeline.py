@@ -53,7 +53,7 @@ def test_a_debug_bundle_served_end_to_end(bundle, processing):
             await app.state.runtime.wait_ready()  # warm-up ran every served task
             models = (await client.get("/v1/models")).json()
             assert {m["id"]: m["endpoint"] for m in models["data"]} == {
-                "pretrain": None, "enhance": "/v1/enhance", "separate": "/v1/separate"}
+                "pretrain": "/v1/audio/infill", "enhance": "/v1/enhance", "separate": "/v1/separate"}
             assert models["engine"]["device"] == "cpu"
             form = {"steps": "2", "solver": "euler"}
             # three at once fill a batch (max_batch_size=3), so it runs at once despite the long max_wait
