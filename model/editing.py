@@ -302,7 +302,7 @@ def splice_plan(task: str, sampling: Sampling, feats: Tensor, layout: Layout, wa
     """Rows of ``task``'s model generating a layout's regenerated frames from its kept ones (``feats`` (T, n_mels)
     of the original at ``model_sr``), one per `row_windows` window, seeded ``seed`` + row; the result spliced into
     the original waveform ``wav`` at its own rate ``sr`` (mono: the channels are mixed, as for every task)."""
-    sampling.one_draw("infilling and editing")
+    sampling.one_draw("infilling or editing")
     device = feats.device
     source = torch.from_numpy(layout.source).to(device)
     keep = torch.from_numpy(~layout.generate).to(device)

@@ -75,7 +75,7 @@ def test_ensemble_bounds_and_tasks(task_pipe):
             task_pipe.enhance(wav, 16000, steps=1, ensemble=bad)
     plan = task_pipe.plan_task("enhance", wav, 16000, seed=0, sampling=Sampling(steps=1, guidance=1.0, ensemble=4))
     assert len(plan.rows) == 4 and len({r.seed for r in plan.rows}) == 4
-    with pytest.raises(ConfigError, match="infilling takes one draw"):
+    with pytest.raises(ConfigError, match="infilling or editing takes one draw"):
         task_pipe.infill(wav, 16000, [(0.1, 0.2)], steps=1, ensemble=2)
 
 
