@@ -169,3 +169,20 @@ def test_infill_with_a_text_makes_the_span_say_it(demo_engine, demo_pipeline, re
     assert sr == 24000 and good.headers["content-disposition"] == 'attachment; filename="infilled.wav"'
     assert_same_speech(served, np.round(offline * 32767) / 32768)
     assert_error(two, 422, "spans")
+
+
+def test_a_long_recording_costs_only_what_its_edit_regenerates(demo_engine, recording):
+    _, samples, _ = recording
+    long = np.tile(samples, 8)  # 42 s: 4,200 frames, over this server's bound on a request's frames
+    data = io.BytesIO()
+    sf.write(data, long, 24000, format="WAV", subtype="PCM_16")
+
+    async def test(client, app):
+        return await client.post("/v1/audio/infill", files={"file": ("long.wav", data.getvalue(), "audio/wav")},
+                                 data={"spans": "[[20.0, 20.3]]", "steps": "2", "seed": "0"})
+
+    response = run(create_app(Settings(max_request_frames=3000), demo_engine), test)
+    assert response.status_code == 200, response.text
+    assert response.headers["x-rows"] == "1"
+    out, _ = sf.read(io.BytesIO(response.content), dtype="float32")
+    assert len(out) == len(long)

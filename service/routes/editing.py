@@ -20,7 +20,7 @@ from model.editing import CONTEXT_S, MAX_EDIT_S, MAX_EDIT_TEXT_CHARS
 from model.errors import SettingError
 
 from .. import paths
-from ..engine import TTS_FRAMES_PER_CHAR, EditInput, InfillInput, SamplingKey, TaskParams
+from ..engine import TTS_FRAMES_PER_CHAR, EditInput, Engine, InfillInput, SamplingKey, TaskParams
 from ..errors import InvalidParameter, ServiceError, TextTooLong
 from ..jobs import await_result, request_params, result_headers, submit
 from ..lifecycle import ServiceRuntime
@@ -60,9 +60,9 @@ def router(runtime: ServiceRuntime) -> APIRouter:
             if not spans or regenerated > MAX_EDIT_S:
                 raise InvalidParameter(f"spans must hold 1 or more spans of at most {MAX_EDIT_S:g} s in all, got "
                                        f"{regenerated:.1f} s", param="spans")
-            frames = engine.frames(round(audio.seconds * engine.sample_rate))
             return await _run(runtime, request, InfillInput(audio.wav, audio.sample_rate, spans), params,
-                              SamplingKey.of("pretrain", params), frames, audio, form.response_format, "infilled", {})
+                              SamplingKey.of("pretrain", params), _row_frames(engine, audio), audio,
+                              form.response_format, "infilled", {})
         if len(spans) != 1 or not 0 <= spans[0][0] < spans[0][1]:
             raise InvalidParameter("with text, give one span [[start, end]] (0 <= start < end) for it to replace",
                                    param="spans")
@@ -86,13 +86,18 @@ async def _edit(runtime: ServiceRuntime, request: Request, file: UploadFile, tex
     if not said:
         said, transcribed = await _transcribe(runtime, audio), True
     payload = EditInput(audio.wav, audio.sample_rate, text, said, speed, span)
-    # the rows see the regenerated frames and the recording around them (model.editing.row_windows): at most the
-    # edit's limit plus the context on both sides, or the recording's own frames if it is shorter
     grown = TTS_FRAMES_PER_CHAR * max(0, len(text) - len(said)) / speed
-    frames = min(engine.frames(round(audio.seconds * engine.sample_rate)) + grown, 100 * (MAX_EDIT_S + 2 * CONTEXT_S))
     headers = {"X-Transcript": quote(said), "X-Transcribed": str(transcribed).lower()}
-    return await _run(runtime, request, payload, params, SamplingKey.of("tts", params), frames, audio, fmt,
-                      "edited" if span is None else "infilled", headers)
+    return await _run(runtime, request, payload, params, SamplingKey.of("tts", params),
+                      _row_frames(engine, audio, grown), audio, fmt, "edited" if span is None else "infilled", headers)
+
+
+def _row_frames(engine: Engine, audio: DecodedAudio, grown: float = 0.0) -> float:
+    """The frames an edit's or infill's rows may hold (its cost estimate before the plan is made): they see the
+    regenerated frames and the recording around them (`model.editing.row_windows`), so at most the edit's limit
+    plus the context on both sides, or the (grown) recording if that is shorter."""
+    frames = engine.frames(round(audio.seconds * engine.sample_rate)) + grown
+    return min(frames, engine.frames(round((MAX_EDIT_S + 2 * CONTEXT_S) * engine.sample_rate)))
 
 
 async def _recording(runtime: ServiceRuntime, request: Request, upload: UploadFile) -> DecodedAudio:
