@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import itertools
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -39,6 +40,8 @@ FADE_S = 0.02  # the cross-fade from the original into the regenerated audio, in
 MAX_EDIT_S = 10.0  # audio regenerated per edit, margins included: an edit is a few words, not a new recording
 MAX_EDIT_TEXT_CHARS = 1000  # the transcript and the new text each
 CONTEXT_S = 4.0  # the recording around a regenerated run that its generation row sees (the voice, the words)
+MAX_ROWS_S = 30.0  # frames an edit's or an infill's rows may hold in all: its work is bounded whatever the spacing
+SILENCE_DB = 45.0  # `speech_frames`: quieter than the loudest frame by this much is silence
 VOCODER_CONTEXT = 16  # frames vocoded on each side of a regenerated run, then cut off
 
 Words = Sequence[tuple[str, int, int]]  # (word, first phone, end phone), as `model.text.text_to_phone_words` gives
@@ -220,18 +223,21 @@ def splice(original: np.ndarray, layout: Layout, regenerated: Sequence[np.ndarra
 
 
 def edit_layout(feats: Tensor, transcript: str, text: str, vocab: PhoneVocab, durations: DurationModel,
-                aligner: PromptAligner | None, speed: float = 1.0,
-                span: tuple[float, float] | None = None) -> tuple[Layout, list[Change]]:
+                aligner: PromptAligner | None, speed: float = 1.0, span: tuple[float, float] | None = None,
+                speech_frames: int | None = None) -> tuple[Layout, list[Change]]:
     """Plan the edit of a recording, its features (T, n_mels) saying ``transcript``, to say ``text``: align the
     transcript's phones to the audio, find the changed words, give the new phones durations in the context of the
     kept ones. With ``span`` (seconds), ``text`` is instead what that stretch should say: the transcript's phones
-    centred in it are replaced by text's (`span_change`). SettingError names the parameter at fault: a transcript
-    the audio cannot be saying (``transcript``), nothing changed or too much to regenerate (``text``)."""
+    centred in it are replaced by text's (`span_change`). ``speech_frames``: the frames from the first to the last
+    sound (`speech_frames`), which the transcript's length is checked against (default: all). SettingError names
+    the parameter at fault: a transcript the audio cannot be saying (``transcript``), nothing changed or too much
+    to regenerate (``text``), a span outside the recording (``spans``)."""
     with stage("text frontend"):
         old_symbols, old_words = phone_words(transcript, "transcript")
         new_symbols, new_words = phone_words(text, "text")
     old_ids = np.asarray(durations.vocab.encode(old_symbols), dtype=np.int64)
-    ratio = feats.shape[0] / max(float(context_free_frames(old_ids, durations).sum()), 1.0)
+    spoken = feats.shape[0] if speech_frames is None else speech_frames
+    ratio = spoken / max(float(context_free_frames(old_ids, durations).sum()), 1.0)
     if not PLAUSIBLE_LENGTH[0] <= ratio <= PLAUSIBLE_LENGTH[1]:
         raise SettingError(f"the recording is {ratio:.2f}x as long as its transcript would take to say: the "
                            "transcript does not match the audio", param="transcript")
@@ -242,7 +248,12 @@ def edit_layout(feats: Tensor, transcript: str, text: str, vocab: PhoneVocab, du
     if span is None:
         changes = find_changes(old_words, new_words, len(new_symbols))
     else:  # the text's words alone, without the pauses espeak-ng puts around a sentence
-        changes = [span_change(old_frames, (round(span[0] * fps), round(span[1] * fps)), new_words, text)]
+        seconds = feats.shape[0] / fps
+        if not (math.isfinite(span[0]) and math.isfinite(span[1]) and 0 <= span[0] < span[1] and span[0] < seconds):
+            raise SettingError(f"span ({span[0]}, {span[1]}) must satisfy 0 <= start < end and start < "
+                               f"{seconds:.2f} s", param="spans")
+        frames_span = (round(span[0] * fps), round(min(span[1], seconds) * fps))
+        changes = [span_change(old_frames, frames_span, new_words, text)]
     symbols, kept = edited_sequence(old_symbols, new_symbols, changes)
     given = np.where(kept >= 0, old_frames[kept.clip(min=0)], 0)
     with stage("durations"):
@@ -274,8 +285,10 @@ def phone_words(text: str, param: str) -> tuple[list[str], list[tuple[str, int, 
     """`text_to_phone_words`, with text that has no words to speak a SettingError naming ``param``."""
     try:
         symbols, words = text_to_phone_words(text, max_chars=MAX_EDIT_TEXT_CHARS)
-    except TextError as e:  # its messages speak of "text": say which one
-        raise SettingError(param + str(e).removeprefix("text"), param=param) from e
+    except TextError as e:  # its messages may speak of "text": say which one
+        message = str(e)
+        message = param + message.removeprefix("text") if message.startswith("text") else f"{param}: {message}"
+        raise SettingError(message, param=param) from e
     if not words:
         raise SettingError(f"{param} has no words to speak", param=param)
     return symbols, words
@@ -298,17 +311,23 @@ def row_windows(layout: Layout, context: int) -> list[tuple[int, int]]:
 
 
 def splice_plan(task: str, sampling: Sampling, feats: Tensor, layout: Layout, wav: np.ndarray, sr: int, seed: int,
-                vocode: Callable[[list[Tensor]], list[np.ndarray]], hop: int, model_sr: int) -> Plan:
+                vocode: Callable[[list[Tensor]], list[np.ndarray]], hop: int, model_sr: int, param: str) -> Plan:
     """Rows of ``task``'s model generating a layout's regenerated frames from its kept ones (``feats`` (T, n_mels)
     of the original at ``model_sr``), one per `row_windows` window, seeded ``seed`` + row; the result spliced into
-    the original waveform ``wav`` at its own rate ``sr`` (mono: the channels are mixed, as for every task)."""
+    the original waveform ``wav`` at its own rate ``sr`` (mono: the channels are mixed, as for every task). The rows
+    hold at most MAX_ROWS_S of frames in all (else SettingError naming ``param``)."""
     sampling.one_draw("infilling or editing")
     device = feats.device
     source = torch.from_numpy(layout.source).to(device)
     keep = torch.from_numpy(~layout.generate).to(device)
     known = feats[source.clamp(min=0)] * keep[:, None]
     labels = None if layout.labels is None else torch.from_numpy(layout.labels).to(device)
-    windows = row_windows(layout, round(CONTEXT_S * model_sr / hop))
+    fps = model_sr / hop
+    windows = row_windows(layout, round(CONTEXT_S * fps))
+    if sum(hi - lo for lo, hi in windows) > MAX_ROWS_S * fps:
+        raise SettingError(f"the regenerated stretches and the {CONTEXT_S:g} s of recording around each make "
+                           f"{sum(hi - lo for lo, hi in windows) / fps:.1f} s to generate; at most {MAX_ROWS_S:g} s "
+                           "can be (edit fewer places at a time)", param=param)
     rows = [Row(known[lo:hi], seed + i, known=known[lo:hi], known_mask=keep[lo:hi],
                 extras={} if labels is None else {"phones": labels[lo:hi]}) for i, (lo, hi) in enumerate(windows)]
     original = prepare_waveform(wav, sr, sr)  # mono float at its own rate: the kept samples are the input's own
@@ -323,3 +342,11 @@ def splice_plan(task: str, sampling: Sampling, feats: Tensor, layout: Layout, wa
         return splice(original, layout, regenerated_audio(layout, vocoded, vocoder_windows(layout), clock), clock)
 
     return Plan(task, sampling, rows, assemble=assemble)
+
+
+def speech_frames(log_mel: Tensor) -> int:
+    """Frames from the first to the last that is within SILENCE_DB of the loudest (its loudest band), of a
+    log-mel (T, n_mels): what a transcript's length is compared with, leading and trailing silence left out."""
+    peak = log_mel.max(dim=-1).values
+    loud = torch.nonzero(peak > peak.max() - SILENCE_DB * math.log(10) / 20).flatten()
+    return int(loud[-1] - loud[0]) + 1 if len(loud) else int(log_mel.shape[0])

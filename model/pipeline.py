@@ -21,8 +21,8 @@ from .audio import prepare_waveform, resample
 from .defaults import Sampling
 from .devices import dtype_name, resolve_device, resolve_dtype, use_tf32
 from .duration import DurationModel
-from .editing import edit_layout, span_layout, splice_plan
-from .errors import CheckpointError, ConfigError
+from .editing import MAX_EDIT_S, edit_layout, span_layout, speech_frames, splice_plan
+from .errors import CheckpointError, ConfigError, SettingError
 from .features import MelSpectrogram
 from .generation import Plan, Row, generate_rows
 from .infilling import InfillRequest, Span, span_frames
@@ -377,8 +377,11 @@ class SpeechFlowPipeline:
         feats, mask = self.features([wav])
         fps = self.sample_rate / self.mel_config.hop_length
         layout = span_layout(span_frames(request.spans, len(wav) / self.sample_rate, fps, mask.shape[1]))
+        if layout.generate.sum() > MAX_EDIT_S * fps:
+            raise SettingError(f"the spans cover {layout.generate.sum() / fps:.1f} s of frames; at most "
+                               f"{MAX_EDIT_S:g} s can be regenerated", param="spans")
         return splice_plan("pretrain", sampling, feats[0], layout, request.wav, request.sr, seed, self.vocode,
-                           self.mel_config.hop_length, self.sample_rate)
+                           self.mel_config.hop_length, self.sample_rate, "spans")
 
     def edit(self, wav: np.ndarray, sr: int, text: str, transcript: str | None = None, *, seed: int = 0,
              speed: float = 1.0, span: Span | None = None, **given: Any) -> tuple[np.ndarray, int]:
@@ -399,9 +402,10 @@ class SpeechFlowPipeline:
         vocab = self._tts_vocab()
         feats, _ = self.features([prepare_waveform(wav, sr, self.sample_rate)])
         assert self.durations is not None  # _tts_vocab checked
-        layout, _ = edit_layout(feats[0], transcript, text, vocab, self.durations, self.aligner, speed, span)
+        layout, _ = edit_layout(feats[0], transcript, text, vocab, self.durations, self.aligner, speed, span,
+                                speech_frames(self.mel.denormalize(feats[0])))
         return splice_plan("tts", sampling, feats[0], layout, wav, sr, seed, self.vocode, self.mel_config.hop_length,
-                           self.sample_rate)
+                           self.sample_rate, "text" if span is None else "spans")
 
 
 def _output(plan: Plan, index: int) -> Tensor:

@@ -212,3 +212,39 @@ def test_an_edit_in_a_long_recording_costs_the_edit_not_the_recording(demo_pipel
     plan = pipe.plan_edit(wav, 16000, text, transcript, sampling=sampling("tts"), seed=0)
     [row] = plan.rows
     assert row.frames <= 100 * (2 * CONTEXT_S + 1.0) < len(wav) / 160
+
+
+def test_spans_and_spread_out_edits_are_bounded_and_named(demo_pipeline):
+    from model.defaults import sampling
+    from model.infilling import InfillRequest
+
+    pipe, _ = demo_pipeline
+    voice = pipe.voices["espeak-en-029-Mike"]
+    for span in ((0.0, float("inf")), (1e300, 1e301), (100.0, 101.0), (float("nan"), 1.0)):
+        with pytest.raises(SettingError, match="span") as e:
+            pipe.plan_edit(voice.wav, 16000, "purple", voice.text, sampling=sampling("tts"), seed=0, span=span)
+        assert e.value.param == "spans"
+    # many tiny spans mark more frames than their summed length says: the marked frames count
+    noise = np.random.default_rng(0).standard_normal(16000 * 14).astype(np.float32) * 0.01
+    tiny = [(k * 0.02, k * 0.02 + 1e-6) for k in range(600)]
+    with pytest.raises(SettingError, match="at most 10 s") as e:
+        pipe.plan_infill(InfillRequest(noise, 16000, tiny), sampling=sampling("pretrain"), seed=0)
+    assert e.value.param == "spans"
+    # eight edits 5 s apart in a 43 s recording: every one needs its context, 30 s of rows at most
+    long = np.tile(voice.wav, 8)
+    said = " ".join([voice.text] * 8)
+    edited = " ".join([voice.text.replace(" sad ", " purple ")] * 8)
+    with pytest.raises(SettingError, match="edit fewer places at a time") as e:
+        pipe.plan_edit(long, 16000, edited, said, sampling=sampling("tts"), seed=0)
+    assert e.value.param == "text"
+
+
+def test_silence_around_a_recording_does_not_count_against_its_transcript(demo_pipeline):
+    from model.defaults import sampling
+
+    pipe, _ = demo_pipeline
+    voice = pipe.voices["espeak-en-029-Mike"]
+    padded = np.concatenate([np.zeros(16000 * 3, np.float32), voice.wav, np.zeros(16000 * 6, np.float32)])
+    plan = pipe.plan_edit(padded, 16000, voice.text.replace(" sad ", " purple "), voice.text,
+                          sampling=sampling("tts"), seed=0)
+    assert len(plan.rows) == 1

@@ -181,7 +181,7 @@ def test_a_long_recording_costs_only_what_its_edit_regenerates(demo_engine, reco
         return await client.post("/v1/audio/infill", files={"file": ("long.wav", data.getvalue(), "audio/wav")},
                                  data={"spans": "[[20.0, 20.3]]", "steps": "2", "seed": "0"})
 
-    response = run(create_app(Settings(max_request_frames=3000), demo_engine), test)
+    response = run(create_app(Settings(max_request_frames=3500), demo_engine), test)
     assert response.status_code == 200, response.text
     assert response.headers["x-rows"] == "1"
     out, _ = sf.read(io.BytesIO(response.content), dtype="float32")

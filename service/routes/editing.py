@@ -16,7 +16,7 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 from starlette.responses import Response
 
 from model import recognizer
-from model.editing import CONTEXT_S, MAX_EDIT_S, MAX_EDIT_TEXT_CHARS
+from model.editing import MAX_EDIT_S, MAX_EDIT_TEXT_CHARS, MAX_ROWS_S
 from model.errors import SettingError
 
 from .. import paths
@@ -27,6 +27,8 @@ from ..lifecycle import ServiceRuntime
 from ..openapi import AUDIO_RESPONSE
 from ..schemas import EditForm, InfillForm
 from ..uploads import DecodedAudio, check_upload_type, decode_upload, render_speech
+
+MAX_SPANS = 32  # spans of one infill request
 
 
 def router(runtime: ServiceRuntime) -> APIRouter:
@@ -51,6 +53,8 @@ def router(runtime: ServiceRuntime) -> APIRouter:
         pre-trained model; or, with ``text``, make one span say that text in the recording's voice (the TTS
         model). The rest is the upload's own audio, at its rate."""
         spans = tuple((float(a), float(b)) for a, b in form.spans)
+        if len(spans) > MAX_SPANS:
+            raise InvalidParameter(f"spans holds {len(spans)} spans; at most {MAX_SPANS} are taken", param="spans")
         if form.text is None:
             engine = runtime.serving("pretrain")
             params = request_params(runtime.settings, engine, "pretrain", form.steps, form.solver, form.guidance,
@@ -94,10 +98,10 @@ async def _edit(runtime: ServiceRuntime, request: Request, file: UploadFile, tex
 
 def _row_frames(engine: Engine, audio: DecodedAudio, grown: float = 0.0) -> float:
     """The frames an edit's or infill's rows may hold (its cost estimate before the plan is made): they see the
-    regenerated frames and the recording around them (`model.editing.row_windows`), so at most the edit's limit
-    plus the context on both sides, or the (grown) recording if that is shorter."""
+    regenerated frames and the recording around them (`model.editing.row_windows`), at most MAX_ROWS_S in all, or
+    the (grown) recording if that is shorter."""
     frames = engine.frames(round(audio.seconds * engine.sample_rate)) + grown
-    return min(frames, engine.frames(round((MAX_EDIT_S + 2 * CONTEXT_S) * engine.sample_rate)))
+    return min(frames, engine.frames(round(MAX_ROWS_S * engine.sample_rate)))
 
 
 async def _recording(runtime: ServiceRuntime, request: Request, upload: UploadFile) -> DecodedAudio:

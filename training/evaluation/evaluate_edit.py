@@ -91,7 +91,9 @@ def score_case(pipe: Any, case: TTSCase, index: int, seed: int, tts_kwargs: dict
     runs = [(a, b) for a, b, regenerated in layout.runs() if regenerated]
     new_part = np.concatenate([edited[a * hop: b * hop] for a, b in runs])
     kept_part = np.concatenate([edited[a * hop: b * hop] for a, b, regenerated in layout.runs() if not regenerated])
-    sources = [(int(layout.source[max(0, a - 1)]), int(layout.source[min(b, layout.frames - 1)])) for a, b in runs]
+    # each run's stretch of the original: from the frame after the last kept one before it to the next kept one
+    sources = [(int(layout.source[a - 1]) + 1 if a > 0 else 0, int(layout.source[min(b, layout.frames - 1)]))
+               for a, b in runs]
     old_part = np.concatenate([recording[lo * hop: hi * hop] for lo, hi in sources])
     old_rest = np.concatenate([recording[: sources[0][0] * hop], recording[sources[-1][1] * hop:]])
     log_edit = pipe.mel.log_mel(torch_of(edited))[0].cpu().numpy()
