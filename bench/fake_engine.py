@@ -15,9 +15,10 @@ import numpy as np
 from model.defaults import Sampling, sampling
 from model.errors import ConfigError, SettingError
 from model.generation import Plan
+from model.infilling import InfillRequest
 from model.solvers import num_steps
 from model.tts import WordTime
-from service.engine import EditInput, InfillInput, Payload, SamplingKey, TaskParams, TtsInput, VoiceInfo
+from service.engine import EditInput, Payload, SamplingKey, TaskParams, TtsInput, VoiceInfo
 
 FAKE_VOICES = {"alice": VoiceInfo("alice", "The quick brown fox jumps over the lazy dog.", 2.5)}
 FAKE_SECONDS_PER_CHAR = 0.05  # the fake TTS speaks 20 characters a second (at speed 1)
@@ -172,11 +173,12 @@ class FakeEngine:
             return Plan(task, sampling, rows, piece=lambda i, _: tones[i],
                         assemble=lambda pieces: np.concatenate(pieces), chunk_fade=0, words=words,
                         phones=[[p for w in chunk for p in _letters(w)] for chunk in words])
-        if isinstance(payload, EditInput | InfillInput):  # the recording comes back, a tone where it was "edited"
+        if isinstance(payload, EditInput | InfillRequest):  # the recording comes back, a tone where it was "edited"
             if isinstance(payload, EditInput) and payload.text.split() == payload.transcript.split():
                 raise SettingError("text says what the recording already says: nothing to edit", param="text")
             edited = payload.wav.copy()
-            t = np.arange(len(edited) // 4) / payload.sample_rate
+            rate = payload.sr if isinstance(payload, InfillRequest) else payload.sample_rate
+            t = np.arange(len(edited) // 4) / rate
             edited[: len(t)] = 0.1 * np.sin(2 * np.pi * 220 * t)
             return Plan(task, sampling, [FakeRow(self.frames(len(edited)), params.seed, sampling=sampling)],
                         piece=lambda i, _: edited, assemble=lambda pieces: pieces[0])

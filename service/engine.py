@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from model.defaults import Sampling, sampling
+from model.infilling import InfillRequest
 
 if TYPE_CHECKING:
     from model.generation import Plan
@@ -68,15 +69,6 @@ class EditInput:
 
 
 @dataclass(frozen=True)
-class InfillInput:
-    """What one infill request asks for: regenerate the ``spans`` (seconds) of ``wav`` (mono, its own rate)."""
-
-    wav: np.ndarray
-    sample_rate: int
-    spans: tuple[tuple[float, float], ...]
-
-
-@dataclass(frozen=True)
 class VoiceInfo:
     """A built-in voice as the API shows it (never its file path)."""
 
@@ -86,7 +78,7 @@ class VoiceInfo:
 
 
 # float32 mono waveform at the engine's rate (enhancement, separation), or a TTS, edit or infill request
-Payload = np.ndarray | TtsInput | EditInput | InfillInput
+Payload = np.ndarray | TtsInput | EditInput | InfillRequest
 
 
 def tts_cost(text: str, prompt_frames: int, speed: float = 1.0) -> tuple[int, int]:
@@ -246,11 +238,8 @@ class PipelineEngine:
         if isinstance(payload, EditInput):
             return self.pipeline.plan_edit(payload.wav, payload.sample_rate, payload.text, payload.transcript,
                                            sampling=s, seed=params.seed, speed=payload.speed, span=payload.span)
-        if isinstance(payload, InfillInput):
-            from model.infilling import InfillRequest
-
-            return self.pipeline.plan_infill(InfillRequest(payload.wav, payload.sample_rate, payload.spans),
-                                             sampling=s, seed=params.seed)
+        if isinstance(payload, InfillRequest):
+            return self.pipeline.plan_infill(payload, sampling=s, seed=params.seed)
         if task == "tts":
             assert isinstance(payload, TtsInput), "TTS requests carry a TtsInput"
             return self.pipeline.plan_tts(payload.text, sampling=s, voice=payload.voice, prompt_wav=payload.prompt,

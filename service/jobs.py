@@ -124,8 +124,8 @@ def unwrap(job: LoopRequest, translate: Translate | None = None) -> RequestResul
             raise error from e
         if isinstance(e, AudioError):
             raise BadAudio(str(e), param="file") from e
-        if isinstance(e, ConfigError):
-            raise InvalidParameter(str(e)) from e
+        if isinstance(e, ConfigError):  # a SettingError names the field the model found wrong
+            raise InvalidParameter(str(e), param=e.param if isinstance(e, SettingError) else None) from e
         log.exception("inference failed for a %s request", job.task)
         raise ServiceError("inference failed; see the server log") from e
 

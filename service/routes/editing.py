@@ -17,11 +17,11 @@ from starlette.responses import Response
 
 from model import recognizer
 from model.editing import MAX_EDIT_S, MAX_EDIT_TEXT_CHARS, MAX_ROWS_S
-from model.errors import SettingError
+from model.infilling import InfillRequest
 
 from .. import paths
-from ..engine import TTS_FRAMES_PER_CHAR, EditInput, Engine, InfillInput, SamplingKey, TaskParams
-from ..errors import InvalidParameter, ServiceError, TextTooLong
+from ..engine import TTS_FRAMES_PER_CHAR, EditInput, Engine, SamplingKey, TaskParams
+from ..errors import InvalidParameter, TextTooLong
 from ..jobs import await_result, request_params, result_headers, submit
 from ..lifecycle import ServiceRuntime
 from ..openapi import AUDIO_RESPONSE
@@ -64,7 +64,7 @@ def router(runtime: ServiceRuntime) -> APIRouter:
             if not spans or regenerated > MAX_EDIT_S:
                 raise InvalidParameter(f"spans must hold 1 or more spans of at most {MAX_EDIT_S:g} s in all, got "
                                        f"{regenerated:.1f} s", param="spans")
-            return await _run(runtime, request, InfillInput(audio.wav, audio.sample_rate, spans), params,
+            return await _run(runtime, request, InfillRequest(audio.wav, audio.sample_rate, spans), params,
                               SamplingKey.of("pretrain", params), _row_frames(engine, audio), audio,
                               form.response_format, "infilled", {})
         if len(spans) != 1 or not 0 <= spans[0][0] < spans[0][1]:
@@ -127,18 +127,14 @@ async def _transcribe(runtime: ServiceRuntime, audio: DecodedAudio) -> str:
     return transcript
 
 
-async def _run(runtime: ServiceRuntime, request: Request, payload: EditInput | InfillInput, params: TaskParams,
+async def _run(runtime: ServiceRuntime, request: Request, payload: EditInput | InfillRequest, params: TaskParams,
                key: SamplingKey, frames: float, audio: DecodedAudio, fmt: str, name: str,
                headers: dict[str, str]) -> Response:
     queued = submit(runtime, key, payload, params, 1, math.ceil(frames), "file")
-    result = await await_result(queued, request.receive, runtime.settings.request_timeout_s, _setting_error)
+    result = await await_result(queued, request.receive, runtime.settings.request_timeout_s)
     data, media_type = await asyncio.to_thread(render_speech, result.output, audio.sample_rate, fmt)
     runtime.metrics.audio_seconds.labels(key.task, "in").inc(audio.seconds)
     runtime.metrics.audio_seconds.labels(key.task, "out").inc(len(result.output) / audio.sample_rate)
     return Response(data, media_type=media_type,
                     headers={**result_headers(f"{name}.{fmt}", params, result, audio.sample_rate, 1), **headers})
 
-
-def _setting_error(error: Exception) -> ServiceError | None:
-    """What the model found wrong with the request's fields: a 422 naming the field."""
-    return InvalidParameter(str(error), param=error.param) if isinstance(error, SettingError) else None

@@ -162,13 +162,19 @@ def separation_mask_loss(mel: MelSpectrogram, net: nn.Module, x1: Tensor, mix: T
     t = torch.zeros(x1.shape[0], device=x1.device)
     out = net(torch.zeros_like(x1), t, mix, mask).float()  # from x0 = 0 at t = 0: the estimate itself
     shares = speaker_shares(mel.denormalize(out))  # (B, T, 2, n_mels)
-    weights = mask[..., None].to(out.dtype)
     errors = []
     for order in (x1, torch.cat(x1.chunk(2, dim=-1)[::-1], dim=-1)):
         target = speaker_shares(mel.denormalize(order))
         err = ((shares - target) ** 2).flatten(-2) + log_weight * (out - order) ** 2  # (B, T, 2 n_mels)
-        errors.append((err * weights).sum((1, 2)) / (weights.sum((1, 2)) * err.shape[-1]).clamp_min(1.0))
+        errors.append(per_sample_mean(err, mask))
     return torch.stack(errors).min(dim=0).values.mean()
+
+
+def per_sample_mean(err: Tensor, mask: Tensor) -> Tensor:
+    """(B, T, D) errors -> (B,) each sample's mean over its real frames (mask (B, T)), for a per-sample choice of
+    speaker order."""
+    weights = mask[..., None].to(err.dtype)
+    return (err * weights).sum((1, 2)) / (weights.sum((1, 2)) * err.shape[-1]).clamp_min(1.0)
 
 
 class SeparateObjective:
@@ -194,6 +200,4 @@ class SeparateObjective:
         t, x0 = self.flow.draw(x1, gen)
         err = self.flow.velocity_error(net, torch.cat([x1, x1_swapped]), torch.cat([x0, x0]), torch.cat([t, t]),
                                        torch.cat([cond, cond]), torch.cat([mask, mask]))
-        weights = torch.cat([mask, mask])[..., None].to(err.dtype)
-        per_sample = (err * weights).sum((1, 2)) / (weights.sum((1, 2)) * err.shape[-1]).clamp_min(1.0)
-        return per_sample.view(2, -1).min(dim=0).values.mean()
+        return per_sample_mean(err, torch.cat([mask, mask])).view(2, -1).min(dim=0).values.mean()
