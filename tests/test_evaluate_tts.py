@@ -13,6 +13,7 @@ import pytest
 import soundfile as sf
 
 from model.audio import SAMPLE_RATE, load_audio
+from model.errors import ConfigError
 from training.data.cuts import ManifestError
 from training.data.manifest import read_manifest
 from training.evaluation import evaluate_tts as ev
@@ -158,3 +159,28 @@ def test_pipeline_synthesizer_and_wer_caveat() -> None:
     (line,) = ev._wer_caveat(results)
     assert "flite" in line and "espeak" not in line
     assert ev._wer_caveat(entry(0.5) | {"groups": {"engine": {}}}) == []
+
+
+def test_fixed_voice_references_are_scored_and_timed_beside_ours(corpus: Path, tmp_path: Path) -> None:
+    """Piper, espeak-ng and flite say each case's text in their own voices; each gets WER, similarity to the prompt,
+    DNSMOS and a time, as ours does, and the report lists them."""
+    from training.evaluation.tts_references import load_references
+
+    references = load_references(["all"])
+    assert set(references) == {"piper", "espeak-ng", "flite"}
+    with pytest.raises(ConfigError, match="unknown TTS reference"):
+        load_references(["festival"])
+    report = tmp_path / "tts.md"
+    results = ev.run_tts_evaluation(lambda text, prompt, prompt_text: espeak(text, "en-us", tmp_path / "o.wav"),
+                                    corpus, n=2, seed=0, report_out=report, n_pictures=0, progress=False,
+                                    references=references)
+    assert results["systems"] == ["ground_truth", "ours", "different_speaker", "piper", "espeak-ng", "flite"]
+    for name in references:
+        scores = results["overall"][name]
+        assert set(scores) == {"wer", "speaker_sim", "dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak"}
+        assert 0 <= scores["wer"] < 0.5 and -1 <= scores["speaker_sim"] <= 1  # clear speech of the same texts
+        assert results["timings"][name]["rtf"] > 0 and results["timings"][name]["audio_s"] > 1
+    # "ours" here is espeak-ng's en-us voice, as the espeak-ng reference: the same words heard
+    assert results["overall"]["espeak-ng"]["wer"] == pytest.approx(results["overall"]["ours"]["wer"], abs=0.1)
+    text = report.read_text()
+    assert "Piper (joe, en-US)" in text and "flite (slt)" in text and "Synthesis (Piper (joe, en-US))" in text

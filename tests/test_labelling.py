@@ -59,3 +59,32 @@ def test_rows_without_phones_get_the_frontends_phones_and_the_rest_is_kept(tmp_p
     assert all(p[2] > p[1] for p in new["phones"]) and ends == sorted(ends)  # every phone >= 1 frame, in order
     assert abs(ends[-1] - labelled[1].duration) <= 0.01  # the whole utterance, to the frame
     assert len(rows_with_phones(labelled)) == 2  # the failed rows are kept, without phones
+
+
+def test_a_transcript_in_another_language_is_aligned_as_the_nearest_english_phones() -> None:
+    """French, Italian or Russian transcripts: espeak-ng's phones in that language, mapped onto the English
+    vocabulary (kept, nearest, or bare of their marks; language switches dropped), then force-aligned."""
+    import pytest
+
+    from model.features import MelSpectrogram
+    from training.data.foreign_phones import espeak_voice, foreign_phones, to_english
+    from training.data.labelling import align_utterance
+
+    assert to_english(["(en)", "A~", "t;", "ts", "r", "_"], VOCAB) == ["A:", "t", "t", "s", "r", "_"]
+    assert [espeak_voice(t) for t in ("fr-CA", "it-IT", "ru-RU", "en-GB")] == ["fr", "it", "ru", "en-us"]
+    with pytest.raises(ValueError, match="zh-CN"):
+        espeak_voice("zh-CN")
+    known = set(VOCAB.to_list())
+    for text, language in (("Bonjour, comment allez-vous ?", "fr-CA"), ("Attivato il servizio.", "it-IT"),
+                           ("Регистрация оператора удалена.", "ru-RU")):
+        phones = foreign_phones(text, language)
+        assert phones and set(phones) <= known and len([p for p in phones if p != "_"]) >= 8, (language, phones)
+    assert "O:" in foreign_phones("Bonjour", "fr-CA")  # the nasal vowel of "bon", without its nasality
+
+    torch.manual_seed(0)
+    aligner = PromptAligner(AlignerConfig(channels=16, dilations=(1,)))
+    mel = MelSpectrogram(aligner.config.mel)
+    wav = speechlike(2.0, seed=3)
+    times = align_utterance(aligner, mel, wav, "Регистрация оператора удалена.", "ru-RU")
+    assert [p[0] for p in times] == foreign_phones("Регистрация оператора удалена.", "ru-RU")
+    assert all(b > a for _, a, b in times) and abs(times[-1][2] - len(wav) / 16000) <= 0.01

@@ -322,3 +322,56 @@ def test_a_guided_tts_student_learns_the_teachers_guided_velocity_and_serves_in_
     served, teacher_said = audio_of(fast)[:, 0], audio_of(full)[:, 0]
     offline, _ = pipe.tts("She kept every letter.", voice="anna", seed=3, quality="fast")
     assert len(served) == len(offline) == len(teacher_said) and not np.allclose(served, teacher_said, atol=1e-3)
+
+
+def test_a_two_step_guided_student_is_regressed_on_two_guided_teacher_steps_in_one(tmp_path):
+    """Half the teacher's steps: each student step's target is the displacement of the teacher's two guided Euler
+    steps over it, divided by the step; the loss is 0 for a network that makes exactly that move."""
+    from model.solvers import step_times
+    from tests.conftest import write_aligned_corpus, write_tts_bundle
+    from training.tasks.tts import TTSObjective, guided_loss
+
+    manifest = write_aligned_corpus(tmp_path, ["The little boat drifted slowly.", "She kept every letter."])
+    bundle = write_tts_bundle(tmp_path, manifest, "The little boat drifted slowly.", steps=30)
+    teacher = TASK_SAMPLING["tts"]
+    with pytest.raises(ConfigError, match="must divide its teacher's"):
+        make_student(SpeechFlowModel.from_pretrained(bundle / "tts"), 3, "guided")
+    model = SpeechFlowModel.from_pretrained(bundle / "tts")
+    make_student(model, teacher.steps // 2, "guided")
+    grid = step_times(teacher.steps, sway=teacher.sway)
+    assert model.config.extra["student"]["teacher_steps"] == teacher.steps
+    assert torch.allclose(torch.tensor([*model.config.flow.train_times, 1.0]), grid[::2])
+    objective = TTSObjective(model.config)
+    assert torch.allclose(objective.teacher_grid, grid)
+
+    frozen = SpeechFlowModel.from_pretrained(bundle / "tts").net.eval()
+    w = teacher.guidance
+
+    def guided(x, t, c, m, phones):
+        unconditional = frozen(x, t, torch.zeros_like(c), m, phones=torch.zeros_like(phones))
+        return unconditional + w * (frozen(x, t, c, m, phones=phones) - unconditional)
+
+    class TwoSteps(torch.nn.Module):  # the teacher's two guided steps from each sample's grid time, as a velocity
+        def forward(self, x, t, c, m, phones):
+            k = (t[:, None] - grid[None, :]).abs().argmin(1)
+            t1, t2 = grid[k + 1], grid[k + 2]
+            mid = x + (t1 - t)[:, None, None] * guided(x, t, c, m, phones)
+            end = mid + (t2 - t1)[:, None, None] * guided(mid, t1, c, m, phones)
+            return (end - x) / (t2 - t)[:, None, None]
+
+    x1 = torch.randn(4, 30, 80, generator=torch.Generator().manual_seed(0))
+    phones = torch.randint(1, 20, (4, 30))
+    mask, masked = torch.ones(4, 30, dtype=torch.bool), torch.zeros(4, 30, dtype=torch.bool)
+    masked[:, 10:] = True
+    cond = x1 * (~masked)[..., None]
+    flow = FlowMatching(model.config.flow)
+    loss = guided_loss(flow, TwoSteps(), frozen, w, x1, cond, phones, mask, masked,
+                       torch.Generator().manual_seed(1), objective.teacher_grid)
+    assert loss.item() == pytest.approx(0.0, abs=1e-8)
+
+    class OneStep(torch.nn.Module):  # the teacher's guided velocity at the start: the four-step student's target
+        def forward(self, x, t, c, m, phones):
+            return guided(x, t, c, m, phones)
+
+    assert guided_loss(flow, OneStep(), frozen, w, x1, cond, phones, mask, masked,
+                       torch.Generator().manual_seed(1), objective.teacher_grid).item() > 1e-6

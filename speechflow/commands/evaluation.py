@@ -48,14 +48,16 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         return
     if args.task == "tts":
         from training.evaluation.evaluate_tts import pipeline_synthesizer, run_tts_evaluation
+        from training.evaluation.tts_references import load_references
 
         tts_kwargs = {**sampling_kwargs("tts", args, pipe), "seed": args.seed}
+        references = load_references(peer_names(args))
         res = run_tts_evaluation(pipeline_synthesizer(pipe, **tts_kwargs), args.data, n=args.n, seed=args.seed,
                                  json_out=args.json, report_out=args.report, use_dnsmos=not args.no_dnsmos,
                                  extra_config={"bundle": str(args.bundle), "dtype": pipe.dtype_name,
                                                "threads": torch.get_num_threads(),
                                                "vocoder": args.vocoder or pipe.vocoder_name, **tts_kwargs},
-                                 conditions=args.conditions)
+                                 conditions=args.conditions, references=references)
         print(json.dumps({k: res[k] for k in ("overall", "wer_ratio", "similarity_position")}, indent=2,
                          default=str))
         return
@@ -65,7 +67,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     def process(wavs):
         return [out for out, _ in run([(w, pipe.sample_rate) for w in wavs], seed=args.seed, **kwargs)]
 
-    peers = [p for p in (args.peers or "").split(",") if p]
+    peers = peer_names(args)
     results = run_evaluation(args.task, process, args.data, n=args.n, seed=args.seed, json_out=args.json,
                              report_out=args.report, batch_size=args.batch_size, workers=args.workers,
                              peers=not args.no_peers, use_dnsmos=not args.no_dnsmos,
@@ -73,6 +75,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                                            "threads": torch.get_num_threads(), **kwargs},
                              conditions=args.conditions, neural_peers=PEERS if peers == ["all"] else peers)
     print(json.dumps(results.get("overall", results), indent=2, default=str))
+
+
+def peer_names(args: argparse.Namespace) -> list[str]:
+    """--peers as a list (["all"] for every one)."""
+    return [p for p in (args.peers or "").split(",") if p]
 
 
 def _load_vocoder(spec: str, pipe):  # -> VocosVocoder | GriffinLimVocoder
@@ -117,7 +124,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=0, help="processes computing metrics while the model runs")
     p.add_argument("--no-peers", action="store_true", help="skip spectral gating / oracle IRM")
     p.add_argument("--peers", help="enhancement: neural peers to run and time beside ours, comma-separated "
-                   "(deepfilternet3, dtln, gtcrn, rnnoise) or 'all'")
+                   "(deepfilternet3, dtln, gtcrn, rnnoise) or 'all'; tts: fixed-voice references saying the same "
+                   "texts, scored and timed like ours (piper, espeak-ng, flite) or 'all'")
     p.add_argument("--conditions", default="synthetic", choices=["synthetic", "real"],
                    help="real: --data is the real corpus's test_cuts.jsonl.gz (scripts/real-speech-corpus.sh) and "
                         "the cases are its real conditions: babble of real talkers, held-out music, white and pink "

@@ -240,8 +240,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--student-loss", choices=["flow", "mask", "guided"], default="flow",
                    help="flow: the flow-matching loss at the grid's times from zeros (one step: log-mel regression); "
                         "mask (one-step enhancement or separation): the masks the reconstruction applies, plus a "
-                        "tenth of the log-mel error; guided (TTS): the teacher's grid from noise, each velocity "
-                        "regressed on the teacher's guided one (guidance folded in)")
+                        "tenth of the log-mel error; guided (TTS): the teacher's grid from noise (NFE dividing "
+                        "the teacher's steps: every k-th time of it), each step regressed on where the teacher's "
+                        "guided steps over it lead (guidance and k steps folded into one pass)")
     _add_train_args(p)
     p.set_defaults(func=cmd_finetune)
 

@@ -1,7 +1,8 @@
 """Phone alignments for manifest rows that have none, by the prompt forced aligner (`model/aligner.py`).
 
 The synthetic corpus has exact alignments only for espeak-ng rows (phoneme events); flite and festival rows, and a
-real corpus without MFA TextGrids, have text but no phones. The aligner that aligns TTS prompts at inference aligns
+real corpus without MFA TextGrids, have text but no phones (a transcript in another language is phonemised in it
+and mapped onto the English phones: `foreign_phones`). The aligner that aligns TTS prompts at inference aligns
 them too: the transcript's phones from the same text frontend (espeak-ng, what TTS inference feeds the model) and
 their frames by Viterbi over the aligner's frame posteriors. TTS and duration training then see every voice of the
 corpus, not only espeak-ng's, which a speech recogniser cannot read (pocketsphinx: 95 % WER on espeak-ng
@@ -32,6 +33,7 @@ from model.text import text_to_phones
 
 from .alignments import FRAMES_PER_SECOND
 from .cuts import PHONE, SOURCE_KEY, cut_text, has_phones, write_cuts
+from .foreign_phones import foreign_phones
 from .loading import load_mono
 from .manifest import open_cuts
 
@@ -49,10 +51,13 @@ def frames_to_phone_times(symbols: list[str], frames: np.ndarray, fps: int = FRA
 
 
 @torch.no_grad()
-def align_utterance(aligner: PromptAligner, mel: MelSpectrogram, wav: np.ndarray, text: str) -> list[list[Any]]:
-    """Forced alignment of one 16 kHz waveform (n,) to its transcript -> phone times in seconds."""
+def align_utterance(aligner: PromptAligner, mel: MelSpectrogram, wav: np.ndarray, text: str,
+                    language: str | None = None) -> list[list[Any]]:
+    """Forced alignment of one 16 kHz waveform (n,) to its transcript -> phone times in seconds. A ``language``
+    other than English is phonemised in it and mapped onto the English phones (`foreign_phones`)."""
     feats = mel(torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))[None])[0]  # (T, n_mels)
-    symbols = text_to_phones(text)
+    english = language is None or language.lower().startswith("en")
+    symbols = text_to_phones(text) if english else foreign_phones(text, language, aligner.vocab)
     frames = aligner.align(feats, aligner.vocab.encode(symbols))
     return frames_to_phone_times(symbols, frames)
 
@@ -73,8 +78,8 @@ def label_manifest(manifest: str | os.PathLike, aligner: PromptAligner, out: str
                 text = str(cut_text(cut) or "").strip()
                 if not text or not cut.supervisions:
                     raise SpeechFlowError("no text")
-                phones = align_utterance(aligner, mel, load_mono(cut, mel.cfg.sample_rate), text)
                 sup = cut.supervisions[0]
+                phones = align_utterance(aligner, mel, load_mono(cut, mel.cfg.sample_rate), text, sup.language)
                 sup.alignment = {**(sup.alignment or {}),
                                  PHONE: [AlignmentItem(s, a, b - a) for s, a, b in phones]}
                 sup.custom = {**(sup.custom or {}), SOURCE_KEY: SOURCE}

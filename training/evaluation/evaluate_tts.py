@@ -56,6 +56,7 @@ from training.evaluation.tts_metrics import (
     wer,
     word_errors,
 )
+from training.evaluation.tts_references import Reference
 from training.evaluation.tts_report import METRIC_LABELS, UNINFORMATIVE_WER, write_tts_report
 from training.evaluation.tts_report import _wer_caveat as _wer_caveat  # the tests check it directly
 from training.evaluation.tts_scoring import (
@@ -122,9 +123,11 @@ def run_tts_evaluation(
     n_pictures: int = 3,
     progress: bool = True,
     conditions: str = "synthetic",
+    references: Mapping[str, Reference] | None = None,
 ) -> dict[str, Any]:
     """Build the cross-sentence test set, evaluate `synthesize`, write JSON and/or the Markdown report -> results.
     ``conditions="real"``: `manifest` is the real corpus's test split (`real_cases.real_tts_cases`: 3-6 s prompts).
+    ``references``: fixed-voice engines saying every case's text, scored and timed beside ours (`tts_references`).
 
     Cost per case besides synthesis: two recogniser decodes (~0.2-0.3x real time each on a CPU core), four speaker
     embeddings and, with DNSMOS, two DNSMOS runs. `extra_config` (bundle, steps, ...) goes into results and report.
@@ -141,7 +144,8 @@ def run_tts_evaluation(
         if len(pictures) < n_pictures:
             pictures.append((f"{case.id} ({case.info['speaker']}): {case.text}", case.prompt, out, case.target))
 
-    results = evaluate_tts(synthesize, cases, use_dnsmos=use_dnsmos, progress=progress, on_output=keep)
+    results = evaluate_tts(synthesize, cases, use_dnsmos=use_dnsmos, progress=progress, on_output=keep,
+                           references=references)
     source = manifest if isinstance(manifest, str | os.PathLike) else "(utterance list)"
     results["config"] = {"task": "tts", "manifest": str(source), "seed": seed, "conditions": conditions,
                          "prompt_seconds": "3-6 (real)" if conditions == "real" else prompt_seconds,

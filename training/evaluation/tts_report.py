@@ -104,8 +104,9 @@ def write_tts_report(
         "",
         "## Notes",
         "",
-        f"- Synthesis (ours): {timing['synthesis_s']:.1f} s for {timing['audio_s']:.1f} s of audio (real-time factor "
-        f"{_fmt('rtf', timing['rtf'])}).",
+        *(f"- Synthesis ({results['system_labels'][system]}): {t['synthesis_s']:.1f} s for {t['audio_s']:.1f} s of "
+          f"audio (real-time factor {_fmt('rtf', t['rtf'])})."
+          for system, t in results.get("timings", {"ours": timing}).items()),
         "- WER is corpus-level (summed errors / summed reference words); text is lower-cased with punctuation removed,"
         f" numbers are not spelled out. The recogniser ({recogniser}) decodes each clip whole.",
         "- Speaker similarity: cosine of resemblyzer embeddings. Ground truth row = the real recording vs the prompt"

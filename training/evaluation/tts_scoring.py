@@ -21,6 +21,7 @@ from training.evaluation import metrics
 from training.evaluation.common import checked, finite, nanmean
 from training.evaluation.tts_cases import TTSCase
 from training.evaluation.tts_metrics import cosine, speaker_embedding, word_errors
+from training.evaluation.tts_references import REFERENCE_LABELS, Reference
 
 Synthesize = Callable[[str, np.ndarray, str], np.ndarray]  # (text, 16 kHz prompt, prompt transcript) -> 16 kHz wav
 
@@ -43,19 +44,26 @@ def _quality(wav: np.ndarray, use_dnsmos: bool) -> dict[str, float]:
     return {f"dnsmos_{k}": v for k, v in metrics.dnsmos(wav).items()} if use_dnsmos else {}
 
 
-def score_tts_case(case: TTSCase, ours: np.ndarray, use_dnsmos: bool = True) -> dict[str, Any]:
+def score_tts_case(case: TTSCase, ours: np.ndarray, use_dnsmos: bool = True,
+                   references: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
     """One case -> {"id", "info", "scores": {system: {metric: value}}}; WER rows also carry the transcript and the
-    error / word counts that the corpus-level WER sums."""
+    error / word counts that the corpus-level WER sums. ``references``: fixed-voice engines' outputs of the same
+    text (`tts_references`), scored like ours."""
     emb = {name: speaker_embedding(w) for name, w in
-           (("ours", ours), ("target", case.target), ("prompt", case.prompt), ("other", case.other_prompt))}
+           (("target", case.target), ("prompt", case.prompt), ("other", case.other_prompt))}
+
+    def spoken(wav: np.ndarray) -> dict[str, Any]:
+        return (_intelligibility(case.text, wav)
+                | {"speaker_sim": cosine(speaker_embedding(wav), emb["prompt"]), "seconds": len(wav) / SAMPLE_RATE}
+                | _quality(wav, use_dnsmos))
+
     scores = {
         "ground_truth": _intelligibility(case.text, case.target)
         | {"speaker_sim": cosine(emb["target"], emb["prompt"])}
         | _quality(case.target, use_dnsmos),
-        "ours": _intelligibility(case.text, ours)
-        | {"speaker_sim": cosine(emb["ours"], emb["prompt"]), "seconds": len(ours) / SAMPLE_RATE}
-        | _quality(ours, use_dnsmos),
+        "ours": spoken(ours),
         "different_speaker": {"speaker_sim": cosine(emb["target"], emb["other"])},
+        **{name: spoken(wav) for name, wav in (references or {}).items()},
     }
     return {"id": case.id, "info": case.info | {"text": case.text, "prompt_text": case.prompt_text}, "scores": scores}
 
@@ -69,7 +77,7 @@ def _corpus_wer(rows: Sequence[Mapping[str, Any]], system: str) -> float:
 def _aggregate(rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> dict[str, Any]:
     """Per system: corpus-level WER, means of the other metrics (NaNs skipped); plus the two headline figures."""
     overall: dict[str, dict[str, float]] = {}
-    for system in SYSTEMS:
+    for system in rows[0]["scores"]:
         present = [m for m in names if m in rows[0]["scores"][system]]
         overall[system] = {m: (_corpus_wer(rows, system) if m == "wer" else
                                nanmean(r["scores"][system][m] for r in rows)) for m in present}
@@ -85,7 +93,7 @@ def _aggregate(rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> dict[
     }
 
 
-def _summarize(rows: list[dict[str, Any]], names: list[str], synth_s: float) -> dict[str, Any]:
+def _summarize(rows: list[dict[str, Any]], names: list[str], spent: Mapping[str, float]) -> dict[str, Any]:
     groups: dict[str, dict[str, Any]] = {}
     for group, key in (("engine", "engine"), ("speaker", "speaker")):
         groups[group] = {}
@@ -93,20 +101,24 @@ def _summarize(rows: list[dict[str, Any]], names: list[str], synth_s: float) -> 
             subset = [r for r in rows if r["info"][key] == bucket]
             groups[group][bucket] = {"n": len(subset)} | _aggregate(subset, names)
     nan_counts = {s: {m: sum(1 for r in rows if not finite(r["scores"][s][m])) for m in names
-                      if m in rows[0]["scores"][s]} for s in SYSTEMS}
+                      if m in rows[0]["scores"][s]} for s in rows[0]["scores"]}
     prompt_s = [r["info"]["prompt_s"] for r in rows]
-    audio_s = sum(r["scores"]["ours"]["seconds"] for r in rows)
+    timing = {}
+    for system, seconds in spent.items():
+        audio_s = sum(r["scores"][system]["seconds"] for r in rows)
+        timing[system] = {"synthesis_s": seconds, "audio_s": audio_s, "rtf": seconds / audio_s if audio_s else math.nan}
     return {
         "task": "tts",
         "n": len(rows),
-        "systems": list(SYSTEMS),
-        "system_labels": dict(SYSTEM_LABELS),
+        "systems": list(rows[0]["scores"]),
+        "system_labels": SYSTEM_LABELS | {name: REFERENCE_LABELS.get(name, name) for name in spent if name != "ours"},
         "metrics": names,
         **_aggregate(rows, names),
         "groups": groups,
         "nan_counts": nan_counts,
         "prompts": {"mean_s": float(np.mean(prompt_s)), "min_s": min(prompt_s), "max_s": max(prompt_s)},
-        "timing": {"synthesis_s": synth_s, "audio_s": audio_s, "rtf": synth_s / audio_s if audio_s else math.nan},
+        "timing": timing["ours"],  # ours; every system's (references too) under "timings"
+        "timings": timing,
         "cases": rows,
     }
 
@@ -118,24 +130,32 @@ def evaluate_tts(
     use_dnsmos: bool = True,
     progress: bool = True,
     on_output: Callable[[TTSCase, np.ndarray], None] | None = None,
+    references: Mapping[str, Reference] | None = None,
 ) -> dict[str, Any]:
     """Synthesise every case and score it against its references -> results dict.
 
     results: overall[system][metric] for ground_truth / ours / different_speaker (WER corpus-level, the rest means),
     wer_ratio (ours / ground truth), similarity_position, the same per engine and per speaker under groups, NaN
     counts, prompt lengths, synthesis timing (real-time factor) and every per-case row. `on_output(case, wav)` sees
-    each output (e.g. to keep a few for pictures).
+    each output (e.g. to keep a few for pictures). ``references`` (name -> text to 16 kHz speech) are fixed-voice
+    engines run on every case's text, scored and timed like ours.
     """
     if not cases:
         raise ValueError("no cases to evaluate")
     names = list(METRICS) if use_dnsmos else [m for m in METRICS if not m.startswith("dnsmos")]
-    rows, spent = [], 0.0
-    for case in tqdm(cases, desc="evaluate tts", unit="utt", disable=not progress):
+    references = dict(references or {})
+    rows, spent = [], dict.fromkeys(["ours", *references], 0.0)
+
+    def timed(system: str, case: TTSCase, make: Callable[..., np.ndarray], *args: Any) -> np.ndarray:
         t0 = time.perf_counter()
-        out = synthesize(case.text, case.prompt, case.prompt_text)
-        spent += time.perf_counter() - t0
-        ours = checked(out, case.id, 1)
+        out = make(*args)
+        spent[system] += time.perf_counter() - t0
+        return checked(out, case.id if system == "ours" else f"{case.id} ({system})", 1)
+
+    for case in tqdm(cases, desc="evaluate tts", unit="utt", disable=not progress):
+        ours = timed("ours", case, synthesize, case.text, case.prompt, case.prompt_text)
         if on_output is not None:
             on_output(case, ours)
-        rows.append(score_tts_case(case, ours, use_dnsmos))
+        said = {name: timed(name, case, say, case.text) for name, say in references.items()}
+        rows.append(score_tts_case(case, ours, use_dnsmos, said))
     return _summarize(rows, names, spent)

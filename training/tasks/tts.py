@@ -16,8 +16,10 @@ from lhotse.cut import Cut
 from torch import Tensor, nn
 
 from model.config import ModelConfig
+from model.errors import ConfigError
 from model.features import MelSpectrogram
 from model.flow import FlowMatching, masked_mean
+from model.solvers import step_times
 from model.text import PhoneVocab
 from training.data.alignments import phones_to_frames
 from training.data.cuts import ManifestError, cut_phones, has_phones
@@ -73,7 +75,11 @@ class TTSObjective:
     def __init__(self, config: ModelConfig, teacher: nn.Module | None = None) -> None:
         self.config, self.mel, self.flow = config, MelSpectrogram(config.mel), FlowMatching(config.flow)
         self.teacher = teacher
-        self.guidance = float(config.extra.get("student", {}).get("guidance", 1.0))
+        student = config.extra.get("student", {})
+        self.guidance = float(student.get("guidance", 1.0))
+        # the teacher's grid, which the student's is a subset of ("teacher_steps" absent: one teacher step per step)
+        steps = int(student.get("teacher_steps", student.get("steps", 1)))
+        self.teacher_grid = step_times(steps, sway=float(config.sampling.get("sway", 0.0))) if student else None
 
     def __call__(self, net: nn.Module, batch: dict[str, Tensor], rng: np.random.Generator,
                  gen: torch.Generator) -> Tensor:
@@ -86,21 +92,44 @@ class TTSObjective:
         cond = x1 * (~masked & keep)[..., None]
         if self.teacher is not None:
             self.teacher = self.teacher.to(x1.device)
-            return guided_loss(self.flow, net, self.teacher, self.guidance, x1, cond, phones, mask, masked, gen)
+            return guided_loss(self.flow, net, self.teacher, self.guidance, x1, cond, phones, mask, masked, gen,
+                               self.teacher_grid)
         return self.flow.loss(net, x1, cond, mask, masked, generator=gen, phones=phones * keep)
 
 
 def guided_loss(flow: FlowMatching, net: nn.Module, teacher: nn.Module, guidance: float, x1: Tensor, cond: Tensor,
-                phones: Tensor, mask: Tensor, loss_mask: Tensor, gen: torch.Generator) -> Tensor:
-    """Guidance distillation: at a point x_t of the flow's path, the student's velocity against the teacher's
-    guided velocity v_u + w (v_c - v_u) (conditional and unconditional in one doubled batch, no gradient), on the
-    frames of ``loss_mask``. x1 and cond (B, T, D), phones, mask and loss_mask (B, T)."""
+                phones: Tensor, mask: Tensor, loss_mask: Tensor, gen: torch.Generator,
+                teacher_grid: Tensor | None = None) -> Tensor:
+    """Guidance (and step) distillation: from a point x_t of the flow's path at one of the student's grid times,
+    the teacher's guided Euler steps v_u + w (v_c - v_u) (conditional and unconditional in one doubled batch, no
+    gradient) on ``teacher_grid`` up to the student's next grid time; the student's velocity is regressed on that
+    displacement over its own step, on the frames of ``loss_mask``. With one teacher step per student step (no
+    ``teacher_grid``) the target is the teacher's guided velocity at x_t. x1 and cond (B, T, D), phones, mask and
+    loss_mask (B, T); the student's grid (``flow.cfg.train_times`` + 1.0) must lie on ``teacher_grid``."""
     t, x0 = flow.draw(x1, gen)
     x_t, _ = flow.path(x0, x1, t)
+    starts, ends = _teacher_steps(flow, t, teacher_grid)
     with torch.no_grad():
-        both = teacher(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([cond, torch.zeros_like(cond)]),
-                       torch.cat([mask, mask]), phones=torch.cat([phones, torch.zeros_like(phones)])).float()
-        v_c, v_u = both.chunk(2)
-        target = v_u + guidance * (v_c - v_u)
+        x = x_t.float()
+        for k in range(starts.shape[1]):
+            t_k, dt_k = starts[:, k], ends[:, k] - starts[:, k]
+            both = teacher(torch.cat([x, x]).to(x_t.dtype), torch.cat([t_k, t_k]),
+                           torch.cat([cond, torch.zeros_like(cond)]), torch.cat([mask, mask]),
+                           phones=torch.cat([phones, torch.zeros_like(phones)])).float()
+            v_c, v_u = both.chunk(2)
+            x = x + dt_k[:, None, None] * (v_u + guidance * (v_c - v_u))
+        target = (x - x_t.float()) / (ends[:, -1] - starts[:, 0])[:, None, None]
     v = net(x_t, t, cond, mask, phones=phones).float()
     return masked_mean((v - target) ** 2, loss_mask & mask)
+
+
+def _teacher_steps(flow: FlowMatching, t: Tensor, teacher_grid: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Each sample's teacher steps over its student step from t (B,): their start and end times, each (B, K)."""
+    student = torch.tensor([*flow.cfg.train_times, 1.0], dtype=torch.float32)
+    grid = student if teacher_grid is None else teacher_grid.to(torch.float32)
+    per_step = (len(grid) - 1) // (len(student) - 1)
+    if per_step * (len(student) - 1) != len(grid) - 1 or not torch.allclose(grid[::per_step], student, atol=1e-6):
+        raise ConfigError(f"a student's grid {student.tolist()} must be every k-th time of its teacher's "
+                          f"{grid.tolist()}")
+    first = (t.cpu()[:, None] - grid[None, :]).abs().argmin(1)[:, None] + torch.arange(per_step)[None, :]  # (B, K)
+    return grid[first].to(t), grid[first + 1].to(t)

@@ -100,8 +100,9 @@ def make_student(model: SpeechFlowModel, steps: int, loss: str = "flow") -> None
     v = E[x1 | condition], the average of every draw the teacher could make, which its ``ensemble`` estimates
     with 2 x NFE x draws network passes; the student makes it in one. "mask" (enhancement or separation, one
     step): scored on the masks the reconstruction applies instead (`mask_loss`, `separation_mask_loss`).
-    "guided" (TTS): the teacher's own grid (its sway) from noise as before, each step's velocity regressed on the
-    teacher's guided one (`guided_loss`): the same sampler at half the network passes, guidance folded in.
+    "guided" (TTS): the teacher's own grid (its sway) from noise as before, or every k-th time of it for fewer
+    steps; each step regressed on where the teacher's guided steps over it lead (`guided_loss`): guidance folded
+    in (half the network passes at the teacher's steps) and, with fewer steps, k teacher steps in one.
     """
     task = model.config.task
     if steps < 1:
@@ -112,6 +113,8 @@ def make_student(model: SpeechFlowModel, steps: int, loss: str = "flow") -> None
                           f"'guided' for a TTS student; got {loss!r} for {task!r}")
     cfg = model.config
     teacher = sampling(task)
+    if loss == "guided" and teacher.steps % steps:
+        raise ConfigError(f"a guided student's steps must divide its teacher's {teacher.steps}, got {steps}")
     sway = teacher.sway if loss == "guided" else 0.0
     grid = step_times(steps, sway=sway).tolist()[:-1]
     cfg.flow = dataclasses.replace(cfg.flow, train_times=tuple(grid), p_uncond=0.0,
@@ -120,7 +123,8 @@ def make_student(model: SpeechFlowModel, steps: int, loss: str = "flow") -> None
                     "ensemble": 1}
     model.flow = FlowMatching(cfg.flow)
     cfg.extra["student"] = {"steps": steps, "teacher": cfg.extra.get("init", {}).get("from"), "loss": loss,
-                            **({"guidance": teacher.guidance} if loss == "guided" else {})}
+                            **({"guidance": teacher.guidance, "teacher_steps": teacher.steps} if loss == "guided"
+                               else {})}
 
 
 def student_teacher(model: SpeechFlowModel) -> torch.nn.Module | None:
