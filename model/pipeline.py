@@ -30,7 +30,7 @@ from .joining import chunk_offsets, join_with_crossfade
 from .loading import load_parts
 from .modeling import SpeechFlowModel
 from .packing import pack
-from .quality import Qualities
+from .quality import Qualities, machine_class
 from .recognizer import transcribe
 from .reconstruct import mask_reconstruction, mean_mask_features, separation_masks
 from .stages import stage
@@ -68,8 +68,9 @@ class SpeechFlowPipeline:
         self.models = models
         self.students = students or {}  # task -> its few-step student (`quality="fast"`)
         self.info = info or {}
-        self.qualities = Qualities(models, self.students, self.info.get("quality", {}))
         first = next(iter(models.values()))
+        self.qualities = Qualities(models, self.students, self.info.get("quality", {}),
+                                   machine_class(first.device, first.dtype))
         self.mel_config = first.config.mel
         self.device = first.device
         self.mel = MelSpectrogram(self.mel_config).to(self.device)

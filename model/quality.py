@@ -5,27 +5,47 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from .defaults import QUALITIES, Sampling, sampling, student_conflict, student_sampling
 from .errors import CheckpointError, ConfigError, SettingError
 from .modeling import SpeechFlowModel
 
 
+MACHINES = ("gpu", "cpu-bf16", "cpu-fp32")  # what decides a network pass's cost: an accelerator, bf16 units or not
+
+
+def machine_class(device: torch.device, dtype: torch.dtype) -> str:
+    """The class of machine the networks run on: "gpu" (CUDA or MPS), "cpu-bf16" (a CPU whose bf16 units made bf16
+    the compute dtype: `--dtype auto`'s probe) or "cpu-fp32" (a CPU without them, e.g. AVX2 only)."""
+    if device.type != "cpu":
+        return "gpu"
+    return "cpu-fp32" if dtype == torch.float32 else "cpu-bf16"
+
+
 class Qualities:
-    """The students of a bundle beside its teachers, and bundle.json's default quality per task (checked here:
-    a default the bundle cannot serve fails at load, not at the first request)."""
+    """The students of a bundle beside its teachers, and bundle.json's default quality per task, one for every
+    machine or one per `machine_class` ({"cpu-fp32": "fast"}: the student where the teacher is slow; a class not
+    named gets "full"). Checked here: a default the bundle cannot serve fails at load, not at the first request."""
 
     def __init__(self, models: dict[str, SpeechFlowModel], students: dict[str, SpeechFlowModel],
-                 defaults: dict[str, str]) -> None:
+                 defaults: dict[str, str | dict[str, str]], machine: str = "cpu-fp32") -> None:
         for task, chosen in defaults.items():
-            if chosen not in QUALITIES or (chosen == "fast" and task not in students):
-                raise CheckpointError(f"bundle.json makes {chosen!r} the default quality of {task!r}, but the "
-                                      f"bundle has {'a student' if task in students else 'no student'} for it")
-        self.models, self.students, self.defaults = models, students, defaults
+            per_machine = chosen if isinstance(chosen, dict) else {}
+            if set(per_machine) - set(MACHINES):
+                raise CheckpointError(f"bundle.json's default quality of {task!r} names unknown machine classes "
+                                      f"{sorted(set(per_machine) - set(MACHINES))}; known: {list(MACHINES)}")
+            for quality in per_machine.values() if per_machine else [chosen]:
+                if quality not in QUALITIES or (quality == "fast" and task not in students):
+                    raise CheckpointError(f"bundle.json makes {quality!r} the default quality of {task!r}, but the "
+                                          f"bundle has {'a student' if task in students else 'no student'} for it")
+        self.models, self.students, self.defaults, self.machine = models, students, defaults, machine
 
     def default(self, task: str) -> str:
-        """'fast' where the bundle makes its student the task's default (chosen on the evaluation splits), else
-        'full'."""
-        return self.defaults.get(task, "full")
+        """'fast' where the bundle makes its student the task's default on this class of machine (chosen on the
+        evaluation splits and the machine's speed), else 'full'."""
+        chosen = self.defaults.get(task, "full")
+        return chosen.get(self.machine, "full") if isinstance(chosen, dict) else chosen
 
     def sampling(self, task: str, quality: str | None, given: dict[str, Any]) -> Sampling:
         """``quality`` ('fast', 'full', None: `default`) with ``given`` (steps, guidance, solver, sway,

@@ -18,7 +18,7 @@ import torch
 from model.bundle import write_bundle
 from model.config import FlowConfig, ModelConfig, preset
 from model.defaults import TASK_SAMPLING, Sampling
-from model.errors import CheckpointError, ConfigError
+from model.errors import CheckpointError, ConfigError, SpeechFlowError
 from model.examples import noisy_example
 from model.flow import FlowMatching
 from model.modeling import SpeechFlowModel
@@ -375,3 +375,34 @@ def test_a_two_step_guided_student_is_regressed_on_two_guided_teacher_steps_in_o
 
     assert guided_loss(flow, OneStep(), frozen, w, x1, cond, phones, mask, masked,
                        torch.Generator().manual_seed(1), objective.teacher_grid).item() > 1e-6
+
+
+def test_a_bundle_can_choose_the_student_per_class_of_machine(student_bundle, tmp_path):
+    """bundle.json's {"cpu-fp32": "fast"}: the student by default on a CPU without bf16 units, the teacher on one
+    with them and on a GPU; a request's quality still wins, and unknown classes are refused at load."""
+    from model.quality import Qualities, machine_class
+    from speechflow.commands.training import default_qualities
+
+    assert machine_class(torch.device("cpu"), torch.float32) == "cpu-fp32"
+    assert machine_class(torch.device("cpu"), torch.bfloat16) == "cpu-bf16"
+    assert machine_class(torch.device("cuda"), torch.bfloat16) == "gpu"
+    assert default_qualities(["tts:cpu-fp32", "enhance", "separate:gpu", "separate:cpu-bf16"]) == {
+        "tts": {"cpu-fp32": "fast"}, "enhance": "fast", "separate": {"gpu": "fast", "cpu-bf16": "fast"}}
+    assert default_qualities(["enhance:gpu", "enhance"]) == {"enhance": "fast"}
+    with pytest.raises(SpeechFlowError, match="TASK:MACHINE"):
+        default_qualities(["tts:avx2"])
+
+    per_machine = write_bundle(tmp_path / "m", {"enhance": DEMO_BUNDLE / "enhance",
+                                                "enhance-student": student_bundle / "enhance" / "student"},
+                               info={"quality": {"enhance": {"cpu-fp32": "fast"}}})
+    fp32 = SpeechFlowPipeline.from_pretrained(per_machine, device="cpu", dtype="fp32")
+    assert fp32.default_quality("enhance") == "fast" and fp32.task_sampling("enhance") == ONE_STEP
+    assert fp32.task_sampling("enhance", "full").steps == TASK_SAMPLING["enhance"].steps
+    qualities = fp32.qualities
+    for machine, expected in (("cpu-bf16", "full"), ("gpu", "full"), ("cpu-fp32", "fast")):
+        assert Qualities(qualities.models, qualities.students, {"enhance": {"cpu-fp32": "fast"}},
+                         machine).default("enhance") == expected
+    with pytest.raises(CheckpointError, match="unknown machine classes"):
+        Qualities(qualities.models, qualities.students, {"enhance": {"avx2": "fast"}})
+    with pytest.raises(CheckpointError, match="no student"):
+        Qualities(qualities.models, {}, {"enhance": {"gpu": "fast"}})

@@ -135,6 +135,24 @@ def cmd_recipe(args: argparse.Namespace) -> None:
     run_recipe(cfg, only=args.only.split(",") if args.only else None)
 
 
+def default_qualities(specs: list[str]) -> dict[str, str | dict[str, str]]:
+    """--default-fast's TASK or TASK:MACHINE list -> bundle.json's "quality" (a task named bare is fast everywhere)."""
+    from model.quality import MACHINES
+
+    out: dict[str, str | dict[str, str]] = {}
+    for spec in specs:
+        task, _, machine = spec.partition(":")
+        if task not in ("enhance", "separate", "tts") or (machine and machine not in MACHINES):
+            raise SpeechFlowError(f"--default-fast takes TASK or TASK:MACHINE (tasks enhance, separate, tts; "
+                                  f"machines {', '.join(MACHINES)}), got {spec!r}")
+        chosen = out.setdefault(task, {})
+        if not machine:
+            out[task] = "fast"
+        elif isinstance(chosen, dict):
+            chosen[machine] = "fast"
+    return out
+
+
 def cmd_bundle(args: argparse.Namespace) -> None:
     import torch
 
@@ -145,7 +163,7 @@ def cmd_bundle(args: argparse.Namespace) -> None:
         raise SpeechFlowError("name at least one model: --pretrain, --enhance, --separate, --tts or --vocoder")
     info: dict = {"recipe": args.recipe} if args.recipe else {}
     if args.default_fast:
-        info["quality"] = {task: "fast" for task in args.default_fast}
+        info["quality"] = default_qualities(args.default_fast)
     out = write_bundle(args.out, models, dtype=None if args.fp32 else torch.float16, info=info or None)
     if args.voices:
         from model.bundle import write_voices
@@ -306,6 +324,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    "(e.g. the unseen-speaker test_cuts.jsonl.gz)")
     p.add_argument("--recipe", help="the command(s) that produced the models, recorded in bundle.json")
     p.add_argument("--fp32", action="store_true", help="keep fp32 weights (default: fp16, half the size)")
-    p.add_argument("--default-fast", nargs="+", metavar="TASK", choices=["enhance", "separate", "tts"],
-                   help="tasks whose requests get the student (quality 'fast') unless they ask for 'full'")
+    p.add_argument("--default-fast", nargs="+", metavar="TASK[:MACHINE]",
+                   help="tasks (enhance, separate, tts) whose requests get the student (quality 'fast') unless they "
+                        "ask for 'full'; TASK:MACHINE only on that class of machine (gpu, cpu-bf16, cpu-fp32: a CPU "
+                        "without bf16 units), e.g. tts:cpu-fp32")
     p.set_defaults(func=cmd_bundle)
