@@ -106,6 +106,11 @@ class ModelConfig:
         if self.phones and len(self.phones) != self.network.n_phones:
             raise ConfigError(f"{len(self.phones)} phone symbols but the network embeds {self.network.n_phones}")
 
+    @property
+    def student(self) -> dict[str, Any]:
+        """What a few-step student records of its training (steps, teacher, loss, ...); empty for a teacher."""
+        return self.extra.get("student", {})
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

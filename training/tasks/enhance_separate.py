@@ -123,7 +123,7 @@ class EnhanceObjective:
 
     def __init__(self, config: ModelConfig) -> None:
         self.config, self.mel, self.flow = config, MelSpectrogram(config.mel), FlowMatching(config.flow)
-        self.mask_loss = config.extra.get("student", {}).get("loss") == "mask"
+        self.mask_loss = config.student.get("loss") == "mask"
 
     def __call__(self, net: nn.Module, batch: dict[str, Tensor], rng: np.random.Generator,
                  gen: torch.Generator) -> Tensor:
@@ -185,7 +185,7 @@ class SeparateObjective:
 
     def __init__(self, config: ModelConfig) -> None:
         self.config, self.mel, self.flow = config, MelSpectrogram(config.mel), FlowMatching(config.flow)
-        self.mask_loss = config.extra.get("student", {}).get("loss") == "mask"
+        self.mask_loss = config.student.get("loss") == "mask"
 
     def __call__(self, net: nn.Module, batch: dict[str, Tensor], rng: np.random.Generator,
                  gen: torch.Generator) -> Tensor:

@@ -75,7 +75,7 @@ class TTSObjective:
     def __init__(self, config: ModelConfig, teacher: nn.Module | None = None) -> None:
         self.config, self.mel, self.flow = config, MelSpectrogram(config.mel), FlowMatching(config.flow)
         self.teacher = teacher
-        student = config.extra.get("student", {})
+        student = config.student
         self.guidance = float(student.get("guidance", 1.0))
         # the teacher's grid, which the student's is a subset of ("teacher_steps" absent: one teacher step per step)
         steps = int(student.get("teacher_steps", student.get("steps", 1)))

@@ -129,7 +129,7 @@ def make_student(model: SpeechFlowModel, steps: int, loss: str = "flow") -> None
 
 def student_teacher(model: SpeechFlowModel) -> torch.nn.Module | None:
     """The frozen network of the teacher a "guided" student learns from (its init), else None."""
-    student = model.config.extra.get("student", {})
+    student = model.config.student
     if student.get("loss") != "guided":
         return None
     return SpeechFlowModel.from_pretrained(student["teacher"]).net.eval().requires_grad_(False)
