@@ -11,7 +11,6 @@ from .defaults import QUALITIES, Sampling, sampling, student_conflict, student_s
 from .errors import CheckpointError, ConfigError, SettingError
 from .modeling import SpeechFlowModel
 
-
 MACHINES = ("gpu", "cpu-bf16", "cpu-fp32")  # what decides a network pass's cost: an accelerator, bf16 units or not
 
 
