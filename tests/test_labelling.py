@@ -88,3 +88,24 @@ def test_a_transcript_in_another_language_is_aligned_as_the_nearest_english_phon
     times = align_utterance(aligner, mel, wav, "Регистрация оператора удалена.", "ru-RU")
     assert [p[0] for p in times] == foreign_phones("Регистрация оператора удалена.", "ru-RU")
     assert all(b > a for _, a, b in times) and abs(times[-1][2] - len(wav) / 16000) <= 0.01
+
+
+def test_tts_crops_of_other_languages_keep_their_audio_and_drop_their_phones(tmp_path: Path) -> None:
+    """`finetune --phone-languages en`: an Italian cut's mapped phones are not used (all PAD, the voice learnt from
+    the audio context alone); English and unmarked cuts keep theirs; without the option every cut keeps them."""
+    from training.data.manifest import open_cuts
+    from training.tasks.tts import AlignedCropDataset
+
+    manifest = write_aligned_corpus(tmp_path, ["The cat sat on the mat.", "Rain fell on the quiet town."])
+    english, italian = list(open_cuts(manifest))
+    italian.supervisions[0].language = "it-IT"
+    english.supervisions[0].language = "en-US"
+    only_english = AlignedCropDataset(3.0, VOCAB, phone_languages=("en",))
+    every = AlignedCropDataset(3.0, VOCAB)
+    for cut in (english, italian):
+        labelled = every.item(cut, seed=0)
+        assert (labelled["phones"] > 0).mean() > 0.9
+        chosen = only_english.item(cut, seed=0)
+        np.testing.assert_array_equal(chosen["wav"], labelled["wav"])
+        expected = labelled["phones"] if cut is english else np.zeros_like(labelled["phones"])
+        np.testing.assert_array_equal(chosen["phones"], expected)

@@ -70,7 +70,8 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     from training.trainers.finetune import finetune
 
     out = finetune(args.task, args.init, args.data, args.out, _train_config(args), resume=args.resume,
-                   student_steps=args.student_steps, student_loss=args.student_loss)
+                   student_steps=args.student_steps, student_loss=args.student_loss,
+                   phone_languages=tuple(args.phone_languages.split(",")) if args.phone_languages else None)
     print(f"model saved to {out}")
 
 
@@ -255,6 +256,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--student-steps", type=int, metavar="NFE",
                    help="train a NFE-step student of --init (a task model): trained at its Euler grid's times only, "
                         "no condition dropout, served at NFE steps without guidance or draws")
+    p.add_argument("--phone-languages", metavar="LANGS",
+                   help="tts: comma-separated language subtags (e.g. en) whose phones are used; cuts in other "
+                        "languages train with their phones dropped, teaching voices through the audio context only "
+                        "(default: every cut's phones)")
     p.add_argument("--student-loss", choices=["flow", "mask", "guided"], default="flow",
                    help="flow: the flow-matching loss at the grid's times from zeros (one step: log-mel regression); "
                         "mask (one-step enhancement or separation): the masks the reconstruction applies, plus a "

@@ -31,19 +31,28 @@ from .pretraining import frame_mask
 
 
 class AlignedCropDataset(CutBatchDataset):
-    """Cut with phones -> {"wav": (n,), "phones": (n // hop + 1,) int64 frame labels of that crop}."""
+    """Cut with phones -> {"wav": (n,), "phones": (n // hop + 1,) int64 frame labels of that crop}.
+
+    ``phone_languages`` (primary language subtags, e.g. ("en",)): the languages whose phones are trusted; a cut in
+    another language gets no phones (all PAD, as condition dropout gives), so it teaches its voice through the
+    audio context alone and nothing about what a phone sounds like. None: every cut's phones."""
 
     def __init__(self, max_seconds: float, vocab: PhoneVocab, sample_rate: int = 16000, hop: int = 160,
-                 seed: int = 0) -> None:
+                 seed: int = 0, phone_languages: tuple[str, ...] | None = None) -> None:
         super().__init__(max_seconds, sample_rate, seed)
-        self.vocab, self.hop = vocab, hop
+        self.vocab, self.hop, self.phone_languages = vocab, hop, phone_languages
 
     def item(self, cut: Cut, seed: int) -> dict[str, np.ndarray]:
         crop, start = crop_cut(cut, self.max_seconds, seed)
         wav = load_mono(crop, self.sample_rate)
         frames = len(wav) // self.hop + 1
         labels = phones_to_frames(cut_phones(cut), frames, self.vocab, fps=self.sample_rate // self.hop, start=start)
-        return {"wav": wav, "phones": labels}
+        return {"wav": wav, "phones": labels if self._trusted(cut) else np.zeros_like(labels)}
+
+    def _trusted(self, cut: Cut) -> bool:
+        language = next((s.language for s in cut.supervisions if s.language), None)
+        return self.phone_languages is None or language is None or \
+            language.split("-")[0].lower() in self.phone_languages
 
     def collate(self, items: list[dict[str, np.ndarray]]) -> dict[str, Tensor]:
         return collate_aligned(items)

@@ -145,9 +145,11 @@ def finetune(
     augment: AugmentConfig | None = None,
     student_steps: int | None = None,
     student_loss: str = "flow",
+    phone_languages: tuple[str, ...] | None = None,
 ) -> Path:
     """Fine-tune (or resume) on a CutSet of clean speech (or real pairs / mixtures); returns the run directory.
-    ``student_steps``: train a few-step student of ``init`` instead (`make_student`)."""
+    ``student_steps``: train a few-step student of ``init`` instead (`make_student`). ``phone_languages`` (TTS):
+    the languages whose phones are used; other cuts train with their phones dropped (`AlignedCropDataset`)."""
     train = train or TrainConfig()
     out = Path(out)
     if resume and (out / "config.json").is_file():
@@ -173,7 +175,7 @@ def finetune(
     else:
         keep = all_of(keep, has_phones)
         dataset = AlignedCropDataset(train.max_seconds, PhoneVocab(model.config.phones), sr,
-                                     model.config.mel.hop_length, seed=train.seed)
+                                     model.config.mel.hop_length, seed=train.seed, phone_languages=phone_languages)
         objective = TTSObjective(model.config, student_teacher(model))
         require_phones(data)
     loaders = loader_factory(data, dataset, sampler_config(train), train.num_workers, keep=keep)
