@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ BUNDLE_FILE = "bundle.json"
 TASK_DIRS = {"pretrain": "pretrained", "enhance": "enhance", "separate": "separate", "tts": "tts"}
 VOCODER_DIR = "vocoder"  # not a task: the mel -> waveform model shared by all of them
 DURATION_DIR = "tts/duration"  # the TTS model's duration model
+VOICES_DIR = "voices"  # a TTS directory's built-in voices: NAME.wav + NAME.json
 ALIGNER_DIR = "tts/aligner"  # the TTS model's prompt aligner (optional: durations rescaled otherwise)
 STUDENT_DIR = "student"  # inside a task's directory: its few-step student (optional)
 STUDENT_TASKS = ("enhance", "separate", "tts")  # the tasks that may have one
@@ -69,7 +71,8 @@ def write_bundle(
     info: dict[str, Any] | None = None,
 ) -> Path:
     """Copy model directories (task, "vocoder" or "duration" -> run directory) into a bundle, converting weights to
-    ``dtype`` (fp16 keeps the shipped bundle small), and write bundle.json with each model's training provenance."""
+    ``dtype`` (fp16 keeps the shipped bundle small), and write bundle.json with each model's training provenance.
+    A TTS directory's built-in voices (``voices/``, e.g. another bundle's ``tts/``) come with it."""
     out = Path(out)
     entries: dict[str, Any] = {}
     dirs = {**TASK_DIRS, **EXTRA_DIRS}
@@ -78,6 +81,8 @@ def write_bundle(
             raise CheckpointError(f"unknown bundle entry {task!r}; expected one of {sorted(dirs)}")
         config = read_config(src)
         save_model_dir(out / dirs[task], config, read_weights(src), dtype=dtype)
+        if task == "tts" and (Path(src) / VOICES_DIR).is_dir():
+            shutil.copytree(Path(src) / VOICES_DIR, out / dirs[task] / VOICES_DIR, dirs_exist_ok=True)
         entries[task] = {"dir": dirs[task], "preset": config.get("preset"), "training": training_steps(config)}
     previous = read_bundle_info(out) if (out / BUNDLE_FILE).is_file() else {}
     tasks = set(previous.get("tasks", [])) | (set(models) & set(TASK_DIRS))
@@ -91,7 +96,7 @@ def write_bundle(
 def write_voices(bundle: str | os.PathLike, voices: dict[str, tuple[np.ndarray, str]],
                  sample_rate: int = 16000) -> None:
     """Built-in TTS voices: name -> (16 kHz prompt waveform, its transcript), as tts/voices/NAME.wav + NAME.json."""
-    directory = Path(bundle) / "tts" / "voices"
+    directory = Path(bundle) / "tts" / VOICES_DIR
     directory.mkdir(parents=True, exist_ok=True)
     for name, (wav, text) in voices.items():
         sf.write(directory / f"{name}.wav", wav, sample_rate, subtype="PCM_16")

@@ -215,3 +215,19 @@ def test_half_precision_weights_save_load_and_run(debug_model, tmp_path, dtype, 
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
     error = float((out - _sample(debug_model)).abs().max())
     assert 0 < error < atol, error  # it ran in the half dtype (not exactly fp32) and stayed close
+
+
+def test_a_bundle_made_from_another_bundles_tts_keeps_its_built_in_voices(tmp_path):
+    """`speechflow bundle --tts checkpoints/demo/tts ...` (a candidate beside the shipped model): the voices come
+    along, so the new bundle speaks in them without --voices."""
+    from model.bundle import write_bundle
+    from model.pipeline import SpeechFlowPipeline
+    from tests.conftest import DEMO_BUNDLE
+
+    if not (DEMO_BUNDLE / "tts" / "voices").is_dir():
+        pytest.skip("needs the shipped bundle checkpoints/demo")
+    bundle = write_bundle(tmp_path / "b", {"tts": DEMO_BUNDLE / "tts", "duration": DEMO_BUNDLE / "tts" / "duration"})
+    shipped = sorted(p.name for p in (DEMO_BUNDLE / "tts" / "voices").iterdir())
+    assert sorted(p.name for p in (bundle / "tts" / "voices").iterdir()) == shipped
+    assert set(SpeechFlowPipeline.from_pretrained(bundle, device="cpu").voices) == \
+        set(SpeechFlowPipeline.from_pretrained(DEMO_BUNDLE, device="cpu").voices)
