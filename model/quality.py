@@ -29,22 +29,23 @@ class Qualities:
 
     def __init__(self, models: dict[str, SpeechFlowModel], students: dict[str, SpeechFlowModel],
                  defaults: dict[str, str | dict[str, str]], machine: str = "cpu-fp32") -> None:
-        for task, chosen in defaults.items():
-            per_machine = chosen if isinstance(chosen, dict) else {}
+        # task -> machine class -> quality: a quality named for every machine is that quality on each
+        self.chosen = {task: chosen if isinstance(chosen, dict) else dict.fromkeys(MACHINES, chosen)
+                       for task, chosen in defaults.items()}
+        for task, per_machine in self.chosen.items():
             if set(per_machine) - set(MACHINES):
                 raise CheckpointError(f"bundle.json's default quality of {task!r} names unknown machine classes "
                                       f"{sorted(set(per_machine) - set(MACHINES))}; known: {list(MACHINES)}")
-            for quality in per_machine.values() if per_machine else [chosen]:
+            for quality in per_machine.values():
                 if quality not in QUALITIES or (quality == "fast" and task not in students):
                     raise CheckpointError(f"bundle.json makes {quality!r} the default quality of {task!r}, but the "
                                           f"bundle has {'a student' if task in students else 'no student'} for it")
-        self.models, self.students, self.defaults, self.machine = models, students, defaults, machine
+        self.models, self.students, self.machine = models, students, machine
 
     def default(self, task: str) -> str:
         """'fast' where the bundle makes its student the task's default on this class of machine (chosen on the
         evaluation splits and the machine's speed), else 'full'."""
-        chosen = self.defaults.get(task, "full")
-        return chosen.get(self.machine, "full") if isinstance(chosen, dict) else chosen
+        return self.chosen.get(task, {}).get(self.machine, "full")
 
     def sampling(self, task: str, quality: str | None, given: dict[str, Any]) -> Sampling:
         """``quality`` ('fast', 'full', None: `default`) with ``given`` (steps, guidance, solver, sway,

@@ -138,13 +138,14 @@ def cmd_recipe(args: argparse.Namespace) -> None:
 
 def default_qualities(specs: list[str]) -> dict[str, str | dict[str, str]]:
     """--default-fast's TASK or TASK:MACHINE list -> bundle.json's "quality" (a task named bare is fast everywhere)."""
+    from model.bundle import STUDENT_TASKS
     from model.quality import MACHINES
 
     out: dict[str, str | dict[str, str]] = {}
     for spec in specs:
         task, _, machine = spec.partition(":")
-        if task not in ("enhance", "separate", "tts") or (machine and machine not in MACHINES):
-            raise SpeechFlowError(f"--default-fast takes TASK or TASK:MACHINE (tasks enhance, separate, tts; "
+        if task not in STUDENT_TASKS or (machine and machine not in MACHINES):
+            raise SpeechFlowError(f"--default-fast takes TASK or TASK:MACHINE (tasks {', '.join(STUDENT_TASKS)}; "
                                   f"machines {', '.join(MACHINES)}), got {spec!r}")
         chosen = out.setdefault(task, {})
         if not machine:

@@ -32,9 +32,14 @@ LANGUAGE_SWITCH = re.compile(r"^\([a-z-]+\)$")  # espeak's "(en)" / "(fr)" marke
 VOICES = {"fr": "fr", "it": "it", "ru": "ru", "es": "es", "de": "de", "pt": "pt"}  # language subtag -> espeak voice
 
 
+def primary_language(tag: str) -> str:
+    """A BCP 47 language tag's primary subtag, lower-cased ("fr-CA" -> "fr")."""
+    return tag.split("-")[0].lower()
+
+
 def espeak_voice(language: str) -> str:
     """The espeak-ng voice for a BCP 47 language tag ("fr-CA" -> "fr"); English tags give "en-us"."""
-    primary = language.split("-")[0].lower()
+    primary = primary_language(language)
     if primary == "en":
         return "en-us"
     if primary not in VOICES:

@@ -33,7 +33,7 @@ from model.text import text_to_phones
 
 from .alignments import FRAMES_PER_SECOND
 from .cuts import PHONE, SOURCE_KEY, cut_text, has_phones, write_cuts
-from .foreign_phones import foreign_phones
+from .foreign_phones import foreign_phones, primary_language
 from .loading import load_mono
 from .manifest import open_cuts
 
@@ -56,7 +56,7 @@ def align_utterance(aligner: PromptAligner, mel: MelSpectrogram, wav: np.ndarray
     """Forced alignment of one 16 kHz waveform (n,) to its transcript -> phone times in seconds. A ``language``
     other than English is phonemised in it and mapped onto the English phones (`foreign_phones`)."""
     feats = mel(torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))[None])[0]  # (T, n_mels)
-    english = language is None or language.lower().startswith("en")
+    english = language is None or primary_language(language) == "en"
     symbols = text_to_phones(text) if english else foreign_phones(text, language, aligner.vocab)
     frames = aligner.align(feats, aligner.vocab.encode(symbols))
     return frames_to_phone_times(symbols, frames)

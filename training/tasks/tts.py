@@ -23,6 +23,7 @@ from model.solvers import step_times
 from model.text import PhoneVocab
 from training.data.alignments import phones_to_frames
 from training.data.cuts import ManifestError, cut_phones, has_phones
+from training.data.foreign_phones import primary_language
 from training.data.loading import CutBatchDataset, crop_cut, load_mono
 from training.data.manifest import open_cuts
 
@@ -51,8 +52,7 @@ class AlignedCropDataset(CutBatchDataset):
 
     def _trusted(self, cut: Cut) -> bool:
         language = next((s.language for s in cut.supervisions if s.language), None)
-        return self.phone_languages is None or language is None or \
-            language.split("-")[0].lower() in self.phone_languages
+        return self.phone_languages is None or language is None or primary_language(language) in self.phone_languages
 
     def collate(self, items: list[dict[str, np.ndarray]]) -> dict[str, Tensor]:
         return collate_aligned(items)
@@ -89,6 +89,8 @@ class TTSObjective:
         # the teacher's grid, which the student's is a subset of ("teacher_steps" absent: one teacher step per step)
         steps = int(student.get("teacher_steps", student.get("steps", 1)))
         self.teacher_grid = step_times(steps, sway=float(config.sampling.get("sway", 0.0))) if student else None
+        if self.teacher_grid is not None:
+            check_teacher_grid(self.flow, self.teacher_grid)
 
     def __call__(self, net: nn.Module, batch: dict[str, Tensor], rng: np.random.Generator,
                  gen: torch.Generator) -> Tensor:
@@ -114,7 +116,8 @@ def guided_loss(flow: FlowMatching, net: nn.Module, teacher: nn.Module, guidance
     gradient) on ``teacher_grid`` up to the student's next grid time; the student's velocity is regressed on that
     displacement over its own step, on the frames of ``loss_mask``. With one teacher step per student step (no
     ``teacher_grid``) the target is the teacher's guided velocity at x_t. x1 and cond (B, T, D), phones, mask and
-    loss_mask (B, T); the student's grid (``flow.cfg.train_times`` + 1.0) must lie on ``teacher_grid``."""
+    loss_mask (B, T); the student's grid (``flow.cfg.train_times`` + 1.0) must lie on ``teacher_grid``
+    (`check_teacher_grid`, which `TTSObjective` runs once)."""
     t, x0 = flow.draw(x1, gen)
     x_t, _ = flow.path(x0, x1, t)
     starts, ends = _teacher_steps(flow, t, teacher_grid)
@@ -132,13 +135,26 @@ def guided_loss(flow: FlowMatching, net: nn.Module, teacher: nn.Module, guidance
     return masked_mean((v - target) ** 2, loss_mask & mask)
 
 
+def check_teacher_grid(flow: FlowMatching, teacher_grid: Tensor) -> None:
+    """ConfigError unless the student's grid (``flow.cfg.train_times`` + 1.0) is every k-th time of
+    ``teacher_grid``: the teacher's steps must tile the student's."""
+    student = _student_grid(flow)
+    per_step = (len(teacher_grid) - 1) // (len(student) - 1)
+    if per_step * (len(student) - 1) != len(teacher_grid) - 1 or \
+            not torch.allclose(teacher_grid.to(torch.float32)[::per_step], student, atol=1e-6):
+        raise ConfigError(f"a student's grid {student.tolist()} must be every k-th time of its teacher's "
+                          f"{teacher_grid.tolist()}")
+
+
+def _student_grid(flow: FlowMatching) -> Tensor:
+    return torch.tensor([*flow.cfg.train_times, 1.0], dtype=torch.float32)
+
+
 def _teacher_steps(flow: FlowMatching, t: Tensor, teacher_grid: Tensor | None) -> tuple[Tensor, Tensor]:
-    """Each sample's teacher steps over its student step from t (B,): their start and end times, each (B, K)."""
-    student = torch.tensor([*flow.cfg.train_times, 1.0], dtype=torch.float32)
+    """Each sample's teacher steps over its student step from t (B,): their start and end times, each (B, K)
+    (`check_teacher_grid` has checked that they tile it)."""
+    student = _student_grid(flow)
     grid = student if teacher_grid is None else teacher_grid.to(torch.float32)
     per_step = (len(grid) - 1) // (len(student) - 1)
-    if per_step * (len(student) - 1) != len(grid) - 1 or not torch.allclose(grid[::per_step], student, atol=1e-6):
-        raise ConfigError(f"a student's grid {student.tolist()} must be every k-th time of its teacher's "
-                          f"{grid.tolist()}")
     first = (t.cpu()[:, None] - grid[None, :]).abs().argmin(1)[:, None] + torch.arange(per_step)[None, :]  # (B, K)
     return grid[first].to(t), grid[first + 1].to(t)
