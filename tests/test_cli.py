@@ -113,3 +113,18 @@ def test_evaluate_a_vocoder_run_by_copy_synthesis(debug_model, tiny_corpus, tmp_
     assert list(results["overall"]) == ["recording", "vocoder", "griffin_lim"] and results["n"] == 2
     assert results["config"]["vocoder"] == str(tmp_path / "voc")
     assert results["overall"]["griffin_lim"]["pesq_wb"] > results["overall"]["vocoder"]["pesq_wb"]  # untrained
+
+
+def test_a_resumed_run_keeps_its_own_schedule(tiny_corpus, tmp_path, capsys):
+    """--resume continues the run's saved learning rate and warm-up (not the command's defaults); a flag given on
+    resuming (here --steps, to extend it) still wins."""
+    run = tmp_path / "run"
+    common = ["--data", str(tiny_corpus), "--out", str(run), "--preset", "debug", "--precision", "fp32",
+              "--num-workers", "0", "--device", "cpu", "--batch-seconds", "2", "--max-seconds", "1"]
+    assert main(["pretrain", *common, "--steps", "2", "--lr", "3e-5", "--warmup", "7", "--save-every", "2"]) == 0
+    assert main(["pretrain", *common, "--resume", "--steps", "3"]) == 0, capsys.readouterr().err
+    training = json.loads((run / "config.json").read_text())["extra"]["training"]
+    assert training["step"] == 3
+    assert (training["config"]["lr"], training["config"]["warmup"], training["config"]["steps"]) == (3e-5, 7, 3)
+    logged = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert logged[-1]["lr"] == 3e-5 * 3 / 7  # step 2 of the same warm-up: lr * (step + 1) / warmup
