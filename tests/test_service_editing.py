@@ -91,7 +91,8 @@ def test_without_a_transcript_the_recogniser_s_is_used(demo_engine, recording):
     ({"text": "x" * 1001}, 413, "text"),
     ({"text": "ok", "speed": "9"}, 422, "speed"),
     ({"text": "ok", "typo": "1"}, 422, None),
-    ({"text": "ok", "quality": "fast"}, 422, "quality"),  # the shipped bundle has no TTS student
+    ({"text": "ok", "quality": "best"}, 422, "quality"),
+    ({"text": "ok", "quality": "fast", "steps": "4"}, 422, "steps"),  # the TTS student samples with 2 steps only
 ])
 def test_edit_errors_name_the_field(demo_engine, recording, fields, status, param):
     data, _, transcript = recording

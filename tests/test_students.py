@@ -254,7 +254,7 @@ def test_a_guided_tts_student_learns_the_teachers_guided_velocity_and_serves_in_
     manifest = write_aligned_corpus(tmp_path, ["The little boat drifted slowly.", "She kept every letter."])
     bundle = write_tts_bundle(tmp_path, manifest, "The little boat drifted slowly.", steps=30)
     model = SpeechFlowModel.from_pretrained(bundle / "tts")
-    with pytest.raises(ConfigError, match="'guided' for a TTS student"):
+    with pytest.raises(ConfigError, match="'trajectory' for a TTS student"):
         make_student(SpeechFlowModel.from_pretrained(DEMO_BUNDLE / "enhance"), 4, "guided")
     make_student(model, 4, "guided")
     # the teacher's swayed grid, from noise: the same sampler without the unconditional pass
@@ -406,3 +406,57 @@ def test_a_bundle_can_choose_the_student_per_class_of_machine(student_bundle, tm
         Qualities(qualities.models, qualities.students, {"enhance": {"avx2": "fast"}})
     with pytest.raises(CheckpointError, match="no student"):
         Qualities(qualities.models, {}, {"enhance": {"gpu": "fast"}})
+
+
+def test_a_trajectory_student_learns_on_the_teachers_own_sampling_path(tmp_path):
+    """--student-loss trajectory: the student's states after its first step are where the teacher's guided sampler
+    gets to from the noise (rows at t = 0 start at the noise itself), and a student warm-started from a student
+    keeps learning from the first one's teacher."""
+    from model.solvers import step_times
+    from tests.conftest import write_aligned_corpus, write_tts_bundle
+    from training.tasks.tts import GuidedTeacher, TTSObjective, guided_loss
+    from training.trainers.finetune import init_from_pretrained
+
+    manifest = write_aligned_corpus(tmp_path, ["The little boat drifted slowly.", "She kept every letter."])
+    bundle = write_tts_bundle(tmp_path, manifest, "The little boat drifted slowly.", steps=30)
+    model = init_from_pretrained(bundle / "tts", "tts")
+    make_student(model, 2, "trajectory")
+    assert model.config.student["teacher"] == str(bundle / "tts") and TTSObjective(model.config).on_teacher_path
+    model.save_pretrained(tmp_path / "student")
+    again = init_from_pretrained(tmp_path / "student", "tts")
+    make_student(again, 2, "trajectory")
+    assert again.config.student["teacher"] == str(bundle / "tts")  # not the student it started from
+
+    teacher = TASK_SAMPLING["tts"]
+    grid = step_times(teacher.steps, sway=teacher.sway)
+    frozen = SpeechFlowModel.from_pretrained(bundle / "tts").net.eval()
+    x1 = torch.randn(6, 30, 80, generator=torch.Generator().manual_seed(0))
+    phones = torch.randint(1, 20, (6, 30))
+    mask, masked = torch.ones(6, 30, dtype=torch.bool), torch.zeros(6, 30, dtype=torch.bool)
+    masked[:, 10:] = True
+    cond = x1 * (~masked)[..., None]
+    guided = GuidedTeacher(frozen, teacher.guidance, cond, mask, phones, torch.float32)
+
+    flow = FlowMatching(model.config.flow)
+    t, x0 = flow.draw(x1, torch.Generator().manual_seed(1))
+    assert set(t.tolist()) == {0.0, grid[2].item()}  # both of the student's times drawn
+    with torch.no_grad():
+        by_hand = x0.clone()
+        for k in range(2):
+            by_hand = guided.step(by_hand, grid[k].expand(6), (grid[k + 1] - grid[k]).expand(6))
+    expected = torch.where((t > 0)[:, None, None], by_hand, x0)
+
+    class Recorder(torch.nn.Module):  # the states the loss puts to the student
+        def forward(self, x, t, c, m, phones):
+            self.seen = x.detach().clone()
+            return torch.zeros_like(x)
+
+    seen = {}
+    for on_path in (True, False):
+        recorder = Recorder()
+        guided_loss(flow, recorder, frozen, teacher.guidance, x1, cond, phones, mask, masked,
+                    torch.Generator().manual_seed(1), grid, on_teacher_path=on_path)
+        seen[on_path] = recorder.seen
+    assert torch.allclose(seen[True], expected, atol=1e-5)
+    data_path = flow.path(x0, x1, t)[0]
+    assert torch.allclose(seen[False], data_path, atol=1e-5) and not torch.allclose(seen[True], data_path, atol=1e-2)

@@ -14,8 +14,8 @@ const TIMINGS = [  // response header, label, unit
 const CONTROLS = {
   task: { file: "file", quality: "quality", steps: "steps", solver: "solver", ensemble: "ensemble", seed: "seed",
     response_format: "format" },
-  tts: { input: "tts-text", voice: "tts-voice", speed: "tts-speed", response_format: "tts-format",
-    stream_format: "tts-stream" },
+  tts: { input: "tts-text", voice: "tts-voice", quality: "tts-quality", speed: "tts-speed",
+    response_format: "tts-format", stream_format: "tts-stream" },
   voice: { audio_sample: "prompt-file", transcript: "voice-transcript", name: "voice-name",
     consent: "voice-consent" },
   edit: { file: "edit-file", text: "edit-text", transcript: "edit-transcript" },

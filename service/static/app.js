@@ -151,6 +151,7 @@ async function runTts(event) {
     model: state.ttsModel, input: $("tts-text").value, voice: $("tts-voice").value,
     speed: Number($("tts-speed").value) || 1,
   };
+  if ($("tts-quality").value) request.quality = $("tts-quality").value;  // else the server's default
   const streamed = $("tts-stream").checked;
   const context = streamed ? audioContext() : null;  // now, inside the click: later, browsers keep it suspended
   await busy("tts", async () => {

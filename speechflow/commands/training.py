@@ -282,12 +282,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="tts: comma-separated language subtags (e.g. en) whose phones are used; cuts in other "
                         "languages train with their phones dropped, teaching voices through the audio context only "
                         "(default: every cut's phones)")
-    p.add_argument("--student-loss", choices=["flow", "mask", "guided"], default="flow",
+    p.add_argument("--student-loss", choices=["flow", "mask", "guided", "trajectory"], default="flow",
                    help="flow: the flow-matching loss at the grid's times from zeros (one step: log-mel regression); "
                         "mask (one-step enhancement or separation): the masks the reconstruction applies, plus a "
                         "tenth of the log-mel error; guided (TTS): the teacher's grid from noise (NFE dividing "
                         "the teacher's steps: every k-th time of it), each step regressed on where the teacher's "
-                        "guided steps over it lead (guidance and k steps folded into one pass)")
+                        "guided steps over it lead (guidance and k steps folded into one pass); trajectory (TTS): "
+                        "guided, from the states of the teacher's own sampling path. An --init that is a student "
+                        "keeps its teacher")
     _add_train_args(p)
     p.set_defaults(func=cmd_finetune)
 

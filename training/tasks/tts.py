@@ -76,6 +76,9 @@ def collate_aligned(items: list[dict[str, np.ndarray]]) -> dict[str, Tensor]:
     return {"wav": wav, "lengths": lengths, "phones": phones}
 
 
+GUIDED_LOSSES = ("guided", "trajectory")  # a TTS student's losses, regressed on its teacher's guided steps
+
+
 class TTSObjective:
     """Generate the masked frames from the rest and every frame's phone (both dropped with ``p_uncond``, for
     guidance). With a ``teacher`` (a "guided" student: `training.trainers.finetune.make_student`), the velocity
@@ -86,6 +89,7 @@ class TTSObjective:
         self.teacher = teacher
         student = config.student
         self.guidance = float(student.get("guidance", 1.0))
+        self.on_teacher_path = student.get("loss") == "trajectory"
         # the teacher's grid, which the student's is a subset of ("teacher_steps" absent: one teacher step per step)
         steps = int(student.get("teacher_steps", student.get("steps", 1)))
         self.teacher_grid = step_times(steps, sway=float(config.sampling.get("sway", 0.0))) if student else None
@@ -104,35 +108,63 @@ class TTSObjective:
         if self.teacher is not None:
             self.teacher = self.teacher.to(x1.device)
             return guided_loss(self.flow, net, self.teacher, self.guidance, x1, cond, phones, mask, masked, gen,
-                               self.teacher_grid)
+                               self.teacher_grid, on_teacher_path=self.on_teacher_path)
         return self.flow.loss(net, x1, cond, mask, masked, generator=gen, phones=phones * keep)
 
 
 def guided_loss(flow: FlowMatching, net: nn.Module, teacher: nn.Module, guidance: float, x1: Tensor, cond: Tensor,
                 phones: Tensor, mask: Tensor, loss_mask: Tensor, gen: torch.Generator,
-                teacher_grid: Tensor | None = None) -> Tensor:
-    """Guidance (and step) distillation: from a point x_t of the flow's path at one of the student's grid times,
-    the teacher's guided Euler steps v_u + w (v_c - v_u) (conditional and unconditional in one doubled batch, no
-    gradient) on ``teacher_grid`` up to the student's next grid time; the student's velocity is regressed on that
-    displacement over its own step, on the frames of ``loss_mask``. With one teacher step per student step (no
-    ``teacher_grid``) the target is the teacher's guided velocity at x_t. x1 and cond (B, T, D), phones, mask and
+                teacher_grid: Tensor | None = None, on_teacher_path: bool = False) -> Tensor:
+    """Guidance (and step) distillation: from a state x_t at one of the student's grid times, the teacher's guided
+    Euler steps v_u + w (v_c - v_u) (conditional and unconditional in one doubled batch, no gradient) on
+    ``teacher_grid`` up to the student's next grid time; the student's velocity is regressed on that displacement
+    over its own step, on the frames of ``loss_mask``. With one teacher step per student step (no
+    ``teacher_grid``) the target is the teacher's guided velocity at x_t. x_t is the flow's data path, or with
+    ``on_teacher_path`` where the teacher's guided sampler gets to from the noise by time t: the states a sampling
+    student meets, since guidance leaves the data path's marginals. x1 and cond (B, T, D), phones, mask and
     loss_mask (B, T); the student's grid (``flow.cfg.train_times`` + 1.0) must lie on ``teacher_grid``
     (`check_teacher_grid`, which `TTSObjective` runs once)."""
     t, x0 = flow.draw(x1, gen)
-    x_t, _ = flow.path(x0, x1, t)
-    starts, ends = _teacher_steps(flow, t, teacher_grid)
+    grid = _student_grid(flow) if teacher_grid is None else teacher_grid.to(torch.float32)
+    guided = GuidedTeacher(teacher, guidance, cond, mask, phones, x1.dtype)
     with torch.no_grad():
-        x = x_t.float()
+        x_t = guided.path(x0.float(), t, grid.to(t)) if on_teacher_path else flow.path(x0, x1, t)[0].float()
+        starts, ends = _teacher_steps(flow, t, teacher_grid)
+        x = x_t
         for k in range(starts.shape[1]):
-            t_k, dt_k = starts[:, k], ends[:, k] - starts[:, k]
-            both = teacher(torch.cat([x, x]).to(x_t.dtype), torch.cat([t_k, t_k]),
-                           torch.cat([cond, torch.zeros_like(cond)]), torch.cat([mask, mask]),
-                           phones=torch.cat([phones, torch.zeros_like(phones)])).float()
-            v_c, v_u = both.chunk(2)
-            x = x + dt_k[:, None, None] * (v_u + guidance * (v_c - v_u))
-        target = (x - x_t.float()) / (ends[:, -1] - starts[:, 0])[:, None, None]
-    v = net(x_t, t, cond, mask, phones=phones).float()
+            x = guided.step(x, starts[:, k], ends[:, k] - starts[:, k])
+        target = (x - x_t) / (ends[:, -1] - starts[:, 0])[:, None, None]
+    v = net(x_t.to(x1.dtype), t, cond, mask, phones=phones).float()
     return masked_mean((v - target) ** 2, loss_mask & mask)
+
+
+class GuidedTeacher:
+    """The teacher's guided Euler steps on a batch's conditions (no gradient; the state in float32)."""
+
+    def __init__(self, teacher: nn.Module, guidance: float, cond: Tensor, mask: Tensor, phones: Tensor,
+                 dtype: torch.dtype) -> None:
+        self.teacher, self.guidance, self.dtype = teacher, guidance, dtype
+        self.cond, self.mask, self.phones = cond, mask, phones
+
+    def step(self, x: Tensor, t: Tensor, dt: Tensor, rows: Tensor | None = None) -> Tensor:
+        """x (R, T, D) at times t (R,) -> x at t + dt, for the batch's ``rows`` (all when None)."""
+        cond, mask, phones = ((v if rows is None else v[rows]) for v in (self.cond, self.mask, self.phones))
+        both = self.teacher(torch.cat([x, x]).to(self.dtype), torch.cat([t, t]),
+                            torch.cat([cond, torch.zeros_like(cond)]), torch.cat([mask, mask]),
+                            phones=torch.cat([phones, torch.zeros_like(phones)])).float()
+        v_c, v_u = both.chunk(2)
+        return x + dt[:, None, None] * (v_u + self.guidance * (v_c - v_u))
+
+    def path(self, x0: Tensor, t: Tensor, grid: Tensor) -> Tensor:
+        """The teacher's sampler from x0 (B, T, D) at time 0 along ``grid`` up to each sample's t (B,), which lies
+        on it; only the rows still short of their t take each step."""
+        x = x0.clone()
+        for k in range(len(grid) - 1):
+            rows = (grid[k + 1] <= t + 1e-6).nonzero().squeeze(1)
+            if len(rows) == 0:
+                break
+            x[rows] = self.step(x[rows], grid[k].expand(len(rows)), (grid[k + 1] - grid[k]).expand(len(rows)), rows)
+        return x
 
 
 def check_teacher_grid(flow: FlowMatching, teacher_grid: Tensor) -> None:

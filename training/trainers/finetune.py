@@ -22,7 +22,7 @@ from model.text import PhoneVocab
 from training.augmentation.mixing import AugmentConfig
 from training.data.loading import CutBatchDataset, all_of, loader_factory, min_duration, sampler_config, wideband
 from training.tasks.enhance_separate import EnhanceObjective, MixtureDataset, NoisyCropDataset, SeparateObjective
-from training.tasks.tts import AlignedCropDataset, TTSObjective, has_phones, require_phones
+from training.tasks.tts import GUIDED_LOSSES, AlignedCropDataset, TTSObjective, has_phones, require_phones
 
 from .trainer import TrainConfig, Trainer
 
@@ -87,7 +87,9 @@ def init_from_pretrained(init: str | os.PathLike, task: str) -> SpeechFlowModel:
         log.info("initialised fresh (no pre-trained counterpart): %s", ", ".join(fresh))
     # pretrain_step: the steps behind the init (all of them when it was itself a continuation: `training_steps`)
     model.config.extra["init"] = {"from": str(init), "task": pretrained.config.task, "tiled": sorted(tiled),
-                                  "fresh": fresh, "pretrain_step": training_steps(pretrained.config.to_dict())}
+                                  "fresh": fresh, "pretrain_step": training_steps(pretrained.config.to_dict()),
+                                  **({"student_of": teacher} if (teacher := pretrained.config.student.get("teacher"))
+                                     else {})}
     return model
 
 
@@ -103,34 +105,39 @@ def make_student(model: SpeechFlowModel, steps: int, loss: str = "flow") -> None
     "guided" (TTS): the teacher's own grid (its sway) from noise as before, or every k-th time of it for fewer
     steps; each step regressed on where the teacher's guided steps over it lead (`guided_loss`): guidance folded
     in (half the network passes at the teacher's steps) and, with fewer steps, k teacher steps in one.
+    "trajectory" (TTS): the same targets from the states of the teacher's own guided sampling path instead of the
+    data path's. A model that is already a student (a warm start) keeps learning from its own teacher.
     """
     task = model.config.task
     if steps < 1:
         raise ConfigError(f"a student takes at least one step, got {steps}")
-    allowed = {"flow": True, "mask": steps == 1 and task in ("enhance", "separate"), "guided": task == "tts"}
+    allowed = {"flow": True, "mask": steps == 1 and task in ("enhance", "separate"),
+               **dict.fromkeys(GUIDED_LOSSES, task == "tts")}
     if not allowed.get(loss, False):
         raise ConfigError(f"a student's loss is 'flow', 'mask' for a one-step enhancement or separation student or "
-                          f"'guided' for a TTS student; got {loss!r} for {task!r}")
+                          f"'guided' / 'trajectory' for a TTS student; got {loss!r} for {task!r}")
     cfg = model.config
     teacher = sampling(task)
-    if loss == "guided" and teacher.steps % steps:
+    guided = loss in GUIDED_LOSSES
+    if guided and teacher.steps % steps:
         raise ConfigError(f"a guided student's steps must divide its teacher's {teacher.steps}, got {steps}")
-    sway = teacher.sway if loss == "guided" else 0.0
+    sway = teacher.sway if guided else 0.0
     grid = step_times(steps, sway=sway).tolist()[:-1]
     cfg.flow = dataclasses.replace(cfg.flow, train_times=tuple(grid), p_uncond=0.0,
-                                   prior_scale=cfg.flow.prior_scale if loss == "guided" else 0.0)
+                                   prior_scale=cfg.flow.prior_scale if guided else 0.0)
     cfg.sampling = {"steps": steps, "guidance": 1.0, "solver": "euler", "sway": sway, "guidance_until": 1.0,
                     "ensemble": 1}
     model.flow = FlowMatching(cfg.flow)
-    cfg.extra["student"] = {"steps": steps, "teacher": cfg.extra.get("init", {}).get("from"), "loss": loss,
-                            **({"guidance": teacher.guidance, "teacher_steps": teacher.steps} if loss == "guided"
-                               else {})}
+    init = cfg.extra.get("init", {})
+    teacher_dir = init.get("student_of") or init.get("from")
+    cfg.extra["student"] = {"steps": steps, "teacher": teacher_dir, "loss": loss,
+                            **({"guidance": teacher.guidance, "teacher_steps": teacher.steps} if guided else {})}
 
 
 def student_teacher(model: SpeechFlowModel) -> torch.nn.Module | None:
-    """The frozen network of the teacher a "guided" student learns from (its init), else None."""
+    """The frozen network of the teacher a "guided" or "trajectory" student learns from, else None."""
     student = model.config.student
-    if student.get("loss") != "guided":
+    if student.get("loss") not in GUIDED_LOSSES:
         return None
     return SpeechFlowModel.from_pretrained(student["teacher"]).net.eval().requires_grad_(False)
 
