@@ -346,10 +346,11 @@ def demo_server(tmp_path):
 @pytest.mark.filterwarnings("ignore:using griffin-lim")  # the demo bundle has no trained vocoder
 def test_every_flow_of_the_page_on_the_shipped_bundle(demo_server, browser, tmp_path):
     """The real models behind the page: enhancement and separation draw their before/after spectrograms, an uploaded
-    espeak-ng prompt is saved as a voice (its transcript typed) and speech is streamed in it, chunk by chunk."""
+    espeak-ng prompt is saved as a voice (its transcript typed) and speech is streamed in it, chunk by chunk, then
+    asked of the TTS student."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ready
-    from selenium.webdriver.support.ui import WebDriverWait
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     from model.espeak import synthesize
 
@@ -435,3 +436,13 @@ def test_every_flow_of_the_page_on_the_shipped_bundle(demo_server, browser, tmp_
     assert abs(picture["duration"] - len(speech) / speech_rate) < 0.05 and picture["colours"] > 20, picture
     assert abs(picture["width"] - len(speech) / speech_rate * 100) < 2, picture
     save_screenshot(browser, "bundle-voice")
+
+    # the same text from the two-step student, asked for on the page and not streamed: the answer says how
+    browser.find_element(By.ID, "tts-stream").click()
+    Select(browser.find_element(By.ID, "tts-quality")).select_by_value("fast")
+    browser.find_element(By.ID, "tts-submit").click()
+    wait.until(lambda b: b.execute_script(ERRORS, "#tts-section")
+               or "Quality\nfast" in b.find_element(By.CSS_SELECTOR, "#tts-result").text)
+    assert not browser.execute_script(ERRORS, "#tts-section")
+    timings = browser.find_element(By.CSS_SELECTOR, "#tts-result .timings").text
+    assert "Quality\nfast" in timings and "Steps\n2" in timings, timings
