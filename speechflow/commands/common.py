@@ -60,5 +60,5 @@ def add_ensemble_arg(p: argparse.ArgumentParser) -> None:
 
 def add_quality_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quality", default=None, choices=["fast", "full"],
-                   help="fast: the task's few-step student (one or two network passes, where the bundle has one); full: the "
-                        "teacher at the task's defaults (default: the bundle's choice)")
+                   help="fast: the task's few-step student (one or two network passes, where the bundle has "
+                        "one); full: the teacher at the task's defaults (default: the bundle's choice)")

@@ -114,8 +114,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--solver", choices=["euler", "midpoint", "heun", "rk4"])
     p.add_argument("--guidance", type=float, help="classifier-free guidance (default: the server's)")
     p.add_argument("--ensemble", type=int, help="draws averaged per enhancement / separation (default: the server's)")
-    p.add_argument("--quality", choices=["fast", "full"], help="the task's few-step student (fast) or its teacher (full) "
-                   "(default: the server's choice)")
+    p.add_argument("--quality", choices=["fast", "full"],
+                   help="the task's few-step student (fast) or its teacher (full) (default: the server's choice)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
     p.add_argument("--max-duration", type=float, default=600.0, help="no new requests after this many seconds")
     p.add_argument("--seed", type=int, default=0)
