@@ -30,7 +30,7 @@ class BenchConfig:
     solver: str | None = None
     guidance: float | None = None
     ensemble: int | None = None  # enhance / separate: draws averaged
-    quality: str | None = None  # enhance / separate: fast (the student) or full (the teacher); None: the server's
+    quality: str | None = None  # fast (the task's student) or full (the teacher); None: the server's
     timeout_s: float = 120.0  # per request
     max_duration_s: float = 600.0  # no new requests after this
     seed: int = 0

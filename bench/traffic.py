@@ -151,8 +151,8 @@ async def first_voice(client: httpx.AsyncClient) -> str:
 def make_sender(client: httpx.AsyncClient, cfg: BenchConfig, voice: str | None) -> Send:
     form = {k: str(v) for k, v in {"steps": cfg.steps, "solver": cfg.solver, "guidance": cfg.guidance,
                                    "ensemble": cfg.ensemble, "quality": cfg.quality}.items() if v is not None}
-    speech = {k: v for k, v in {"steps": cfg.steps, "solver": cfg.solver, "cfg": cfg.guidance}.items()
-              if v is not None}
+    speech = {k: v for k, v in {"steps": cfg.steps, "solver": cfg.solver, "cfg": cfg.guidance,
+                                "quality": cfg.quality}.items() if v is not None}
     run = secrets.token_hex(4)  # ids unique across runs, so the server's log tells runs apart
 
     async def send(spec: RequestSpec) -> Outcome:

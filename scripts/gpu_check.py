@@ -163,9 +163,11 @@ def _free_port() -> int:
 # what `speechflow bench` sends per task: the same upload every request, or the TTS mix's texts (/v1/audio/speech)
 # (the teachers explicitly; "<task>-fast": the task's few-step student, where the bundle has one)
 BENCH_TASK: dict[str, dict[str, Any]] = {"enhance": {"task": "enhance", "quality": "full"},
-                                         "separate": {"task": "separate", "quality": "full"}, "tts": {"mix": "tts"},
+                                         "separate": {"task": "separate", "quality": "full"},
+                                         "tts": {"mix": "tts", "quality": "full"},
                                          "enhance-fast": {"task": "enhance", "quality": "fast"},
-                                         "separate-fast": {"task": "separate", "quality": "fast"}}
+                                         "separate-fast": {"task": "separate", "quality": "fast"},
+                                         "tts-fast": {"mix": "tts", "quality": "fast"}}
 
 
 def service_bench(bundle: str, device: str, concurrencies: list[int], requests: int, run_s: float,

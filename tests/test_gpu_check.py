@@ -93,3 +93,13 @@ def test_unknown_parts_are_refused():
     assert "service" in PARTS
     with pytest.raises(SystemExit):
         main(["--dry-run", "--parts", "sampler"])
+
+
+def test_the_service_bench_knows_every_task_and_student_it_can_meet():
+    """Each served task and each task's student ("<task>-fast") has its bench load, so a bundle with any of them
+    is benched rather than failing the service part."""
+    from model.bundle import STUDENT_TASKS
+    from scripts.gpu_check import BENCH_TASK
+
+    assert set(SERVED_TASKS) | {f"{task}-fast" for task in STUDENT_TASKS} <= set(BENCH_TASK)
+    assert all(BENCH_TASK[f"{task}-fast"]["quality"] == "fast" for task in STUDENT_TASKS)
