@@ -21,35 +21,28 @@ BUNDLE_ENTRIES = ("pretrain", "enhance", "separate", "tts", "vocoder", "duration
 
 
 def _train_config(args: argparse.Namespace, **defaults):
-    """TrainConfig from the command line; ``defaults`` are the command's own defaults, then the settings of the run
-    being resumed (`_resumed_settings`), then the flags given."""
+    """TrainConfig from the command line; ``defaults`` are the command's own defaults, `_settings` on top."""
     from training.trainers.trainer import TrainConfig
 
-    return TrainConfig(**(defaults | _resumed_settings(args) | _given_settings(args)))
+    return TrainConfig(**(defaults | _settings(args)))
 
 
-def _given_settings(args: argparse.Namespace) -> dict:
+def _settings(args: argparse.Namespace) -> dict:
+    """The training settings chosen for this run: with --resume, those the run in --out was saved with, so that it
+    continues its own schedule (learning rate, warm-up, steps, batch) and not the command's defaults; then the
+    flags given, which win (--steps to extend it, --threads for another machine)."""
+    from training.trainers.trainer import TrainConfig
+
     names = ("steps", "lr", "warmup", "betas", "batch_seconds", "max_seconds", "save_every", "log_every", "seed",
              "precision", "num_workers", "device", "threads", "num_buckets", "shuffle_buffer")
-    flags = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
-    if "betas" in flags:
-        flags["betas"] = tuple(flags["betas"])
-    return flags
-
-
-def _resumed_settings(args: argparse.Namespace) -> dict:
-    """With --resume, the training settings the run in --out was saved with, so that it continues its own schedule
-    (learning rate, warm-up, steps, batch) and not the command's defaults; flags given still win (--steps to extend
-    it, --threads for another machine)."""
-    from training.trainers.trainer import TrainConfig
-
+    settings: dict = {}
     config = Path(args.out) / "config.json"
-    if not getattr(args, "resume", False) or not config.is_file():
-        return {}
-    saved = json.loads(config.read_text()).get("extra", {}).get("training", {}).get("config", {})
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    settings = {k: v for k, v in saved.items() if k in known}
-    if "betas" in settings:
+    if getattr(args, "resume", False) and config.is_file():
+        saved = json.loads(config.read_text()).get("extra", {}).get("training", {}).get("config", {})
+        known = {f.name for f in dataclasses.fields(TrainConfig)}
+        settings = {k: v for k, v in saved.items() if k in known}
+    settings |= {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
+    if "betas" in settings:  # JSON and argparse both give a list
         settings["betas"] = tuple(settings["betas"])
     return settings
 
@@ -109,8 +102,8 @@ def cmd_vocoder(args: argparse.Namespace) -> None:
 
 
 def _small_model_train_config(args: argparse.Namespace, defaults: TrainConfig) -> TrainConfig:
-    """A small model's own training defaults, with a resumed run's settings and the flags that were given on top."""
-    return dataclasses.replace(defaults, **(_resumed_settings(args) | _given_settings(args)))
+    """A small model's own training defaults, with `_settings` (a resumed run's, the flags given) on top."""
+    return dataclasses.replace(defaults, **_settings(args))
 
 
 def cmd_duration(args: argparse.Namespace) -> None:

@@ -129,7 +129,7 @@ def guided_loss(flow: FlowMatching, net: nn.Module, teacher: nn.Module, guidance
     guided = GuidedTeacher(teacher, guidance, cond, mask, phones, x1.dtype)
     with torch.no_grad():
         x_t = guided.path(x0.float(), t, grid.to(t)) if on_teacher_path else flow.path(x0, x1, t)[0].float()
-        starts, ends = _teacher_steps(flow, t, teacher_grid)
+        starts, ends = _teacher_steps(flow, t, grid)
         x = x_t
         for k in range(starts.shape[1]):
             x = guided.step(x, starts[:, k], ends[:, k] - starts[:, k])
@@ -182,11 +182,9 @@ def _student_grid(flow: FlowMatching) -> Tensor:
     return torch.tensor([*flow.cfg.train_times, 1.0], dtype=torch.float32)
 
 
-def _teacher_steps(flow: FlowMatching, t: Tensor, teacher_grid: Tensor | None) -> tuple[Tensor, Tensor]:
-    """Each sample's teacher steps over its student step from t (B,): their start and end times, each (B, K)
-    (`check_teacher_grid` has checked that they tile it)."""
-    student = _student_grid(flow)
-    grid = student if teacher_grid is None else teacher_grid.to(torch.float32)
-    per_step = (len(grid) - 1) // (len(student) - 1)
+def _teacher_steps(flow: FlowMatching, t: Tensor, grid: Tensor) -> tuple[Tensor, Tensor]:
+    """Each sample's teacher steps on ``grid`` (float32, on the CPU) over its student step from t (B,): their start
+    and end times, each (B, K) (`check_teacher_grid` has checked that they tile it)."""
+    per_step = (len(grid) - 1) // (len(_student_grid(flow)) - 1)
     first = (t.cpu()[:, None] - grid[None, :]).abs().argmin(1)[:, None] + torch.arange(per_step)[None, :]  # (B, K)
     return grid[first].to(t), grid[first + 1].to(t)
