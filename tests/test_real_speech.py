@@ -194,3 +194,53 @@ def test_band_limited_cuts_are_no_enhancement_or_separation_targets(tree, tmp_pa
     assert dropped == {"menardi"} and kept == {"allison-smith", "june-wallack"}  # 8 kHz WAV vs G.722
     synthetic = next(iter(CutSet.from_file(tmp_path / "real" / "train_cuts.jsonl.gz"))).drop_supervisions()
     assert wideband()(synthetic)  # a cut that says nothing of its bandwidth is kept
+
+
+def test_band_limited_cuts_are_no_vocoder_targets(tree, tmp_path, monkeypatch):
+    """A vocoder that hears 8 kHz sources learns to leave the high band empty: its loader keeps what the enhancement
+    and separation targets keep."""
+    import training.trainers.vocoder as vocoder_training
+
+    real_corpus.write_corpus(tmp_path / "real", listing(tree), moh_dir=None)
+    seen = {}
+
+    def capture(data, dataset, sampling, num_workers=0, keep=None):
+        seen["keep"] = keep
+        raise KeyboardInterrupt  # the filter is all this test needs
+
+    monkeypatch.setattr(vocoder_training, "loader_factory", capture)
+    with pytest.raises(KeyboardInterrupt):
+        vocoder_training.train_vocoder(tmp_path / "real" / "train_cuts.jsonl.gz", tmp_path / "run")
+    cuts = list(CutSet.from_file(tmp_path / "real" / "train_cuts.jsonl.gz"))
+    assert {c.supervisions[0].speaker for c in cuts if seen["keep"](c)} == {"june-wallack"}
+    assert {c.supervisions[0].speaker for c in cuts} == {"june-wallack", "menardi"}
+
+
+def test_speed_copies_are_new_speakers_with_their_pitch_moved_and_bandwidth_scaled(tree, tmp_path, capsys):
+    from training.data.loading import wideband
+    from training.data.manifest import open_cuts
+
+    real_corpus.write_corpus(tmp_path / "real", listing(tree), moh_dir=None)
+    source, out = tmp_path / "real" / "train_cuts.jsonl.gz", tmp_path / "real-sp" / "train_cuts.jsonl.gz"
+    assert cli_main(["manifest", "speed", str(source), str(out), "--factors", "0.9", "1.2"]) == 0
+    originals = {c.id: c for c in open_cuts(source)}  # relative paths resolved
+    copies = list(CutSet.from_file(out))
+    assert len(copies) == 2 * len(originals) and f"wrote {len(copies)} cuts" in capsys.readouterr().out
+    speakers = {c.supervisions[0].speaker for c in copies}
+    assert speakers == {f"{s}-sp{f}" for s in ("june-wallack", "menardi") for f in ("0.9", "1.2")}
+    for copy in copies:
+        factor = 0.9 if copy.supervisions[0].speaker.endswith("0.9") else 1.2
+        original = originals[copy.id.rsplit("_sp", 1)[0]]
+        assert copy.duration == pytest.approx(original.duration / factor, abs=1e-3)
+        audio = copy.load_audio()[0]  # made on the fly from the original file, relative paths resolved
+        assert abs(len(audio) - round(original.duration * 16000 / factor)) <= 2
+        band = copy.supervisions[0].custom["bandwidth_hz"]
+        assert band == pytest.approx(min(8000.0, original.supervisions[0].custom["bandwidth_hz"] * factor))
+    # G.722 (7 kHz) copies stay targets at 0.9x (6.3 kHz) and 1.2x; the 8 kHz package's stay out at any factor.
+    assert {c.supervisions[0].speaker for c in copies if wideband()(c)} == {"june-wallack-sp0.9", "june-wallack-sp1.2"}
+    # Resampled, not time-stretched: the copy is the original read 1.2x faster, so pitch and formants move with it.
+    cut = next(c for c in copies if c.supervisions[0].speaker == "june-wallack-sp1.2")
+    original, copy = originals[cut.id.rsplit("_sp", 1)[0]].load_audio()[0], cut.load_audio()[0]
+    faster = np.interp(np.arange(len(copy)) * 1.2, np.arange(len(original)), original)
+    assert np.corrcoef(faster[:-50], copy[:-50])[0, 1] > 0.9
+    assert cli_main(["manifest", "speed", str(source), str(out), "--factors", "1.0"]) == 2  # a copy of itself: no

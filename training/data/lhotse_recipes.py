@@ -25,7 +25,7 @@ from pathlib import Path
 from lhotse import CutSet
 
 from .cuts import ManifestError, write_cuts
-from .manifest import combine_cuts
+from .manifest import combine_cuts, speed_perturbed_cuts
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +134,12 @@ def build_parser(prog: str = "speechflow manifest") -> argparse.ArgumentParser:
     comb.add_argument("out", type=Path, help="CutSet to write (.jsonl.gz)")
     comb.add_argument("inputs", type=Path, nargs="+", help="cut manifests (.jsonl.gz), two or more")
     comb.add_argument("--seed", type=int, default=0, help="of the shuffle")
+    speed = sub.add_parser("speed", help="a copy of every cut per speed factor, each a new speaker "
+                           "(<speaker>-sp<factor>): more voices from a few real talkers")
+    speed.add_argument("source", type=Path, help="cut manifest (.jsonl.gz)")
+    speed.add_argument("out", type=Path, help="CutSet to write (.jsonl.gz)")
+    speed.add_argument("--factors", type=float, nargs="+", default=[0.9, 1.1],
+                       help="speed factors (pitch and tempo move together; default 0.9 1.1)")
     return parser
 
 
@@ -156,6 +162,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "speechflow manifest") -
             written = {args.outdir / f"{split}_cuts.jsonl.gz": n for split, n in _asterisk(args).items()}
         elif args.command == "combine":
             written = {args.out: combine_cuts(args.inputs, args.out, seed=args.seed)}
+        elif args.command == "speed":
+            written = {args.out: speed_perturbed_cuts(args.source, args.out, args.factors)}
         else:
             written = {args.out: convert_manifest(args.old, args.out)}
         print(", ".join(f"wrote {n} cuts to {path}" for path, n in written.items()))

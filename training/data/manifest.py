@@ -91,6 +91,33 @@ def combine_cuts(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, se
     return len(cuts)
 
 
+def speed_perturbed_cuts(source: str | os.PathLike, out: str | os.PathLike, factors: Sequence[float]) -> int:
+    """A copy of every cut of ``source`` per speed factor (Lhotse's ``perturb_speed``: resampled, so pitch and formants
+    move with the tempo), each speaker renamed ``<speaker>-sp<factor>``; returns the cuts written.
+
+    Speed perturbation is a standard speaker augmentation (Yamamoto et al., Interspeech 2019): a corpus of a few real
+    talkers gives the two-speaker mixtures and the enhancement targets three times as many voices. The copies' audio
+    is made on the fly from the same files; each supervision's ``bandwidth_hz`` scales with the factor, so the
+    wideband filter sees what a copy holds.
+    """
+    factors = [float(f) for f in factors]
+    if not factors or any(not 0.5 <= f <= 2.0 or f == 1.0 for f in factors):
+        raise ManifestError(f"speed factors must lie in [0.5, 2] and differ from 1, got {factors}")
+    cuts = []
+    for cut in open_cuts(source):
+        for factor in factors:
+            copy = cut.perturb_speed(factor)
+            for sup in copy.supervisions:
+                if sup.speaker:
+                    sup.speaker = f"{sup.speaker}-sp{factor:g}"
+                if sup.custom and "bandwidth_hz" in sup.custom:
+                    nyquist = copy.sampling_rate / 2
+                    sup.custom = {**sup.custom, "bandwidth_hz": min(nyquist, sup.custom["bandwidth_hz"] * factor)}
+            cuts.append(copy)
+    write_cuts(out, cuts)
+    return len(cuts)
+
+
 # ------------------------------------------------------------------------------------------------------ utterances
 
 

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from model.errors import ConfigError
 from model.features import MelSpectrogram
 from model.vocos import VocosConfig, VocosVocoder
-from training.data.loading import CutBatchDataset, loader_factory, min_duration, sampler_config
+from training.data.loading import CutBatchDataset, all_of, loader_factory, min_duration, sampler_config, wideband
 from training.tasks.pretraining import frame_mask
 
 from .discriminators import Discriminators, discriminator_loss, feature_matching_loss, generator_adversarial_loss
@@ -182,7 +182,9 @@ def train_vocoder(
             vocoder.config.extra = {"init": {"from": str(init),
                                              "step": vocoder.config.extra.get("training", {}).get("step")}}
     dataset = CutBatchDataset(train.max_seconds, vocoder.config.mel.sample_rate, seed=train.seed)
-    loaders = loader_factory(data, dataset, sampler_config(train), train.num_workers, keep=min_duration(0.1))
+    # A band-limited cut (an 8 kHz source) would teach the vocoder to leave the high band empty.
+    keep = all_of(min_duration(0.1), wideband())
+    loaders = loader_factory(data, dataset, sampler_config(train), train.num_workers, keep=keep)
     vocoder.config.extra["objective"] = "adversarial" if adversarial else "reconstruction"
     if adversarial:
         torch.manual_seed(train.seed + 1)  # the discriminators' initial weights: part of the recipe, apart from G's
