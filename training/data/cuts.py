@@ -26,6 +26,7 @@ from model.errors import SpeechFlowError
 
 PHONE = "phone"  # the alignment key of phone alignments in supervisions
 SOURCE_KEY = "phones_source"  # supervision custom: who made the phones ("aligner" for `speechflow label`)
+BANDWIDTH_KEY = "bandwidth_hz"  # supervision custom: how high the audio reaches (real corpora record it)
 
 
 class ManifestError(SpeechFlowError, ValueError):

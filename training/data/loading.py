@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, Dataset
 from model.audio import prepare_waveform
 from model.errors import AudioError
 
-from .cuts import ManifestError
+from .cuts import BANDWIDTH_KEY, ManifestError
 from .manifest import open_cuts
 from .shar import is_shar, num_shards, open_shar
 
@@ -274,7 +274,7 @@ def sampler_config(train: Any, **overrides: Any) -> SamplerConfig:
 
 
 # G.722 holds 7 kHz, its 0.9x speed copies 6.3 kHz (`manifest.speed_perturbed_cuts`); telephone-band sources (4 kHz,
-# 4.4 at 1.1x) stay out of the enhancement and separation targets.
+# 4.4 at 1.1x) stay out of the waveform targets (enhancement, separation, the vocoder).
 WIDEBAND_HZ = 6000.0
 
 
@@ -302,7 +302,7 @@ class _Wideband:
     min_hz: float
 
     def __call__(self, cut: Cut) -> bool:
-        return all((s.custom or {}).get("bandwidth_hz", self.min_hz) >= self.min_hz for s in cut.supervisions)
+        return all((s.custom or {}).get(BANDWIDTH_KEY, self.min_hz) >= self.min_hz for s in cut.supervisions)
 
 
 def all_of(*predicates: Callable[[Cut], bool]) -> Callable[[Cut], bool]:

@@ -22,7 +22,17 @@ from lhotse import CutSet
 from lhotse.cut import Cut
 
 from .convert import legacy_cuts
-from .cuts import SOURCE_KEY, ManifestError, cut_phones, cut_speaker, cut_text, phones_source, resolve_paths, write_cuts
+from .cuts import (
+    BANDWIDTH_KEY,
+    SOURCE_KEY,
+    ManifestError,
+    cut_phones,
+    cut_speaker,
+    cut_text,
+    phones_source,
+    resolve_paths,
+    write_cuts,
+)
 from .shar import is_shar, open_shar
 
 # --------------------------------------------------------------------------------------------------------- reading
@@ -105,14 +115,14 @@ def speed_perturbed_cuts(source: str | os.PathLike, out: str | os.PathLike, fact
         raise ManifestError(f"speed factors must lie in [0.5, 2] and differ from 1, got {factors}")
     cuts = []
     for cut in open_cuts(source):
+        nyquist = cut.sampling_rate / 2
         for factor in factors:
             copy = cut.perturb_speed(factor)
             for sup in copy.supervisions:
                 if sup.speaker:
                     sup.speaker = f"{sup.speaker}-sp{factor:g}"
-                if sup.custom and "bandwidth_hz" in sup.custom:
-                    nyquist = copy.sampling_rate / 2
-                    sup.custom = {**sup.custom, "bandwidth_hz": min(nyquist, sup.custom["bandwidth_hz"] * factor)}
+                if sup.custom and BANDWIDTH_KEY in sup.custom:
+                    sup.custom = {**sup.custom, BANDWIDTH_KEY: min(nyquist, sup.custom[BANDWIDTH_KEY] * factor)}
             cuts.append(copy)
     write_cuts(out, cuts)
     return len(cuts)

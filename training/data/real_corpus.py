@@ -31,7 +31,7 @@ from model.checkpoint import atomic_write
 
 from .asterisk import CODEC_BANDWIDTH_HZ, MOH_DIR, TEST_MUSIC, PromptAudio, list_utterances, load, music_files
 from .convert import recording
-from .cuts import ManifestError, write_cuts
+from .cuts import BANDWIDTH_KEY, ManifestError, write_cuts
 
 VALID_FRACTION = 0.03  # of the seen speakers' prompts, as in the synthetic corpus
 TEST_SPEAKERS = ("allison-smith",)  # held out of train and valid in every language she speaks
@@ -52,7 +52,7 @@ def assign_split(utt: PromptAudio, test_speakers: Sequence[str] = TEST_SPEAKERS,
 def _cut(utt: PromptAudio, flac: Path, num_samples: int, corpus: Path) -> MonoCut:
     rec = recording(utt.id, [flac], corpus, num_samples, SAMPLE_RATE)
     custom = {"corpus": "asterisk", "package": utt.package, "prompt": utt.prompt, "codec": utt.codec,
-              "source_rate": utt.sample_rate, "bandwidth_hz": CODEC_BANDWIDTH_HZ[utt.codec]}
+              "source_rate": utt.sample_rate, BANDWIDTH_KEY: CODEC_BANDWIDTH_HZ[utt.codec]}
     sup = SupervisionSegment(utt.id, utt.id, 0.0, rec.duration, text=utt.transcript, speaker=utt.speaker,
                              language=utt.language, gender=utt.gender, custom=custom)
     return MonoCut(utt.id, 0.0, rec.duration, 0, supervisions=[sup], recording=rec)
